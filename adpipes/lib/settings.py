@@ -1,0 +1,138 @@
+"""Settings read from the environment (see the configuration table in the README).
+
+Only non-secret values are read here, at definition load time: the environment mode, the app
+timezone, the first partition date, the retention and the data directory. Secrets (tokens, DSNs)
+are never read here: resources receive them through ``dagster.EnvVar`` so that their values do not
+land in config snapshots, logs or run config. This module only checks that they are *present*.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEV = "dev"
+PROD = "prod"
+
+DEFAULT_TIMEZONE = "Asia/Seoul"
+# The first daily partition. Raw reports are only served for the last 90 days, so older
+# partitions of raw assets can only come from the archive; aggregate reports have no limit.
+DEFAULT_START_DATE = "2026-01-01"
+DEFAULT_PRODUCT_RETENTION_DAYS = 90
+DEFAULT_APPSFLYER_BASE_URL = "https://hq1.appsflyer.com"
+DEFAULT_AIRBRIDGE_BASE_URL = "https://api.airbridge.io"
+
+# App ids the dev sandbox serves when none are configured.
+SANDBOX_ANDROID_APP_ID = "com.adpipes.sandbox"
+SANDBOX_IOS_APP_ID = "id1000000001"
+
+# Variables that must be set when ADPIPES_ENV=prod (issue 2 covers AppsFlyer; Airbridge
+# variables join this list with the Airbridge assets).
+PROD_REQUIRED_VARIABLES = (
+    "ADPIPES_PRODUCT_DSN",
+    "ADPIPES_ARCHIVE_DSN",
+    "APPSFLYER_API_TOKEN",
+    "APPSFLYER_ANDROID_APP_ID",
+    "APPSFLYER_IOS_APP_ID",
+)
+
+
+class ConfigurationError(Exception):
+    """A user-fixable configuration problem; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    timezone: str
+    start_date: str
+    product_retention_days: int
+    data_dir: Path
+    environ: Mapping[str, str]
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == DEV
+
+    def is_set(self, name: str) -> bool:
+        """True when an environment variable is present and non-empty (its value is not read)."""
+        return bool(self.environ.get(name, "").strip())
+
+
+def _project_root() -> Path | None:
+    """The source checkout holding this package, if adpipes runs from one."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").exists() else None
+
+
+def default_data_dir() -> Path:
+    root = _project_root()
+    if root is not None:
+        return root / ".adpipes"
+    return Path.home() / ".local" / "share" / "adpipes"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings; raise one ConfigurationError listing every problem."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+
+    env = environ.get("ADPIPES_ENV", DEV).strip().lower() or DEV
+    if env not in (DEV, PROD):
+        problems.append(f"ADPIPES_ENV must be 'dev' or 'prod', got {env!r}")
+
+    timezone = environ.get("ADPIPES_TIMEZONE", DEFAULT_TIMEZONE).strip() or DEFAULT_TIMEZONE
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            f"ADPIPES_TIMEZONE={timezone!r} is not an IANA timezone name; use the name set as the "
+            "app's timezone in AppsFlyer, e.g. 'Asia/Seoul' (offsets like '+09:00' are not accepted "
+            "by the AppsFlyer API)"
+        )
+
+    start_date = environ.get("ADPIPES_START_DATE", DEFAULT_START_DATE).strip() or DEFAULT_START_DATE
+    try:
+        dt.date.fromisoformat(start_date)
+    except ValueError:
+        problems.append(f"ADPIPES_START_DATE={start_date!r} is not a date in YYYY-MM-DD form")
+
+    retention_raw = environ.get("ADPIPES_PRODUCT_RETENTION_DAYS", str(DEFAULT_PRODUCT_RETENTION_DAYS))
+    try:
+        retention = int(retention_raw)
+        if retention < 1:
+            raise ValueError
+    except ValueError:
+        retention = DEFAULT_PRODUCT_RETENTION_DAYS
+        problems.append(
+            f"ADPIPES_PRODUCT_RETENTION_DAYS={retention_raw!r} must be a positive whole number of days"
+        )
+
+    if env == PROD:
+        missing = [name for name in PROD_REQUIRED_VARIABLES if not environ.get(name, "").strip()]
+        if missing:
+            problems.append(
+                "ADPIPES_ENV=prod needs these variables, which are not set: " + ", ".join(missing)
+            )
+
+    if problems:
+        raise ConfigurationError(
+            "adpipes configuration is invalid:\n  - "
+            + "\n  - ".join(problems)
+            + "\nSet them in the environment (or in .env, which `dagster dev` reads); "
+            "see the configuration table in README.md."
+        )
+
+    data_dir = Path(environ.get("ADPIPES_DATA_DIR") or default_data_dir()).expanduser().resolve()
+    return Settings(
+        env=env,
+        timezone=timezone,
+        start_date=start_date,
+        product_retention_days=retention,
+        data_dir=data_dir,
+        environ=environ,
+    )

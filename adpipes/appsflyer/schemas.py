@@ -1,0 +1,171 @@
+"""Table definitions (pandera schemas) of the AppsFlyer assets.
+
+The raw per-platform reports are archived as delivered: every vendor column as text under its
+snake_case name, including columns AppsFlyer adds later. ``appsflyer/raw_data`` is the unified,
+typed table that product queries join with the app's own data.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+
+from adpipes.lib.storage.tables import (
+    ARCHIVE,
+    PRODUCT,
+    TABLES,
+    TableSpec,
+    report_date_column,
+    text_columns_schema,
+)
+
+INSTALLS_REPORT = "installs_report"
+IN_APP_EVENTS_REPORT = "in_app_events_report"
+PLATFORMS = ("android", "ios")
+RAW_REPORTS = {"installs": INSTALLS_REPORT, "in_app_events": IN_APP_EVENTS_REPORT}
+
+# Header names of the raw-data reports as AppsFlyer delivers them (installs and in-app events
+# share them). Parsing goes by these names, never by position: AppsFlyer adds columns over time.
+RAW_REPORT_COLUMNS = (
+    "Attributed Touch Type", "Attributed Touch Time", "Install Time", "Event Time", "Event Name",
+    "Event Value", "Event Revenue", "Event Revenue Currency", "Event Revenue USD", "Event Source",
+    "Is Receipt Validated", "Partner", "Media Source", "Channel", "Keywords", "Campaign",
+    "Campaign ID", "Adset", "Adset ID", "Ad", "Ad ID", "Ad Type", "Site ID", "Sub Site ID",
+    "Sub Param 1", "Sub Param 2", "Sub Param 3", "Sub Param 4", "Sub Param 5", "Cost Model",
+    "Cost Value", "Cost Currency",
+    "Contributor 1 Partner", "Contributor 1 Media Source", "Contributor 1 Campaign",
+    "Contributor 1 Touch Type", "Contributor 1 Touch Time",
+    "Contributor 2 Partner", "Contributor 2 Media Source", "Contributor 2 Campaign",
+    "Contributor 2 Touch Type", "Contributor 2 Touch Time",
+    "Contributor 3 Partner", "Contributor 3 Media Source", "Contributor 3 Campaign",
+    "Contributor 3 Touch Type", "Contributor 3 Touch Time",
+    "Region", "Country Code", "State", "City", "Postal Code", "DMA", "IP", "WIFI", "Operator",
+    "Carrier", "Language", "AppsFlyer ID", "Advertising ID", "IDFA", "Android ID",
+    "Customer User ID", "IMEI", "IDFV", "Platform", "Device Type", "OS Version", "App Version",
+    "SDK Version", "App ID", "App Name", "Bundle ID", "Is Retargeting",
+    "Retargeting Conversion Type", "Attribution Lookback", "Reengagement Window",
+    "Is Primary Attribution", "User Agent", "HTTP Referrer", "Original URL",
+)  # fmt: skip
+
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+
+
+def snake_case(header: str) -> str:
+    """``Media Source`` -> ``media_source``, ``Event Revenue USD`` -> ``event_revenue_usd``."""
+    name = _NON_WORD.sub("_", header.strip().lower()).strip("_")
+    if not name:
+        raise ValueError(f"column header {header!r} has no letters or digits")
+    return name if not name[0].isdigit() else f"c_{name}"
+
+
+RAW_COLUMN_NAMES = tuple(snake_case(h) for h in RAW_REPORT_COLUMNS)
+
+
+def raw_report_schema() -> pa.DataFrameSchema:
+    columns = {"report_date": report_date_column()}
+    columns.update(text_columns_schema(RAW_COLUMN_NAMES))
+    # strict=False: unknown vendor columns are kept (the archive table grows a text column).
+    return pa.DataFrameSchema(columns, strict=False, name="appsflyer raw report (as delivered)")
+
+
+def raw_asset_key(platform: str, report_short: str) -> dg.AssetKey:
+    return dg.AssetKey(["appsflyer", f"{platform}_{report_short}"])
+
+
+RAW_DATA_KEY = dg.AssetKey(["appsflyer", "raw_data"])
+
+_TS = "Timestamp in the app timezone (AppsFlyer sends it without offset, in the requested timezone)."
+
+
+def _text(description: str, nullable: bool = True) -> pa.Column:
+    return pa.Column("str", nullable=nullable, description=description)
+
+
+def _time(description: str) -> pa.Column:
+    # The tz of the dtype is not checked here; the IO manager writes timestamptz with offsets.
+    return pa.Column(pd.DatetimeTZDtype(tz="UTC"), nullable=True, description=f"{description} {_TS}")
+
+
+def _flag(description: str) -> pa.Column:
+    return pa.Column(
+        "boolean", nullable=True, description=f"{description} (normalized from true/True/1 spellings)"
+    )
+
+
+def _money(description: str) -> pa.Column:
+    return pa.Column("Float64", nullable=True, description=description, metadata={"pg_type": "numeric"})
+
+
+@cache
+def raw_data_schema() -> pa.DataFrameSchema:
+    columns: dict[str, pa.Column] = {
+        "report_date": report_date_column(),
+        "app_id": _text("AppsFlyer app id the row was reported for (package name or id + digits).", False),
+        "platform": _text("android or ios.", False),
+        "source_report": _text("AppsFlyer raw report the row came from (installs_report, in_app_events_report).", False),
+        "attributed_touch_type": _text("click or impression that won the attribution."),
+        "attributed_touch_time": _time("When the attributed touch happened."),
+        "install_time": _time("When the app was first opened."),
+        "event_time": _time("When the event happened (the install time for installs)."),
+        "event_name": _text("install, or the in-app event name (af_purchase, ...)."),
+        "event_value": _text("Purchase receipt id (af_receipt_id) for purchase events, otherwise null. Kept as text: receipt ids are long digit strings or GPA.xxxx ids."),
+        "event_revenue": _money("Event revenue in event_revenue_currency; refunds are negative."),
+        "event_revenue_currency": _text("ISO currency code of event_revenue."),
+        "event_revenue_usd": _money("Event revenue converted to USD by AppsFlyer."),
+        "partner": _text("Agency/partner (af_prt)."),
+        "media_source": _text("Media source (pid), e.g. googleadwords_int, organic."),
+        "channel": _text("Channel (af_channel)."),
+        "keywords": _text("Keywords (af_keywords)."),
+        "campaign": _text("Campaign name (c)."),
+        "campaign_id": _text("Campaign id (af_c_id)."),
+        "adset": _text("Adset name."),
+        "adset_id": _text("Adset id."),
+        "ad": _text("Ad name."),
+        "ad_id": _text("Ad id."),
+        "ad_type": _text("Ad type."),
+        "site_id": _text("Publisher site id (af_siteid)."),
+    }
+    for n in (1, 2, 3):
+        columns[f"contributor_{n}_partner"] = _text(f"Assist contributor {n}: partner.")
+        columns[f"contributor_{n}_media_source"] = _text(f"Assist contributor {n}: media source.")
+        columns[f"contributor_{n}_campaign"] = _text(f"Assist contributor {n}: campaign.")
+        columns[f"contributor_{n}_touch_type"] = _text(f"Assist contributor {n}: touch type.")
+        columns[f"contributor_{n}_touch_time"] = _time(f"Assist contributor {n}: touch time.")
+    columns.update(
+        {
+            "wifi": _flag("Device was on Wi-Fi"),
+            "appsflyer_id": _text("AppsFlyer's device id.", False),
+            "advertising_id": _text("GAID on Android; on iOS the IDFA (AppsFlyer delivers it in a separate IDFA column)."),
+            "customer_user_id": pa.Column("Int64", nullable=True, description="The app's own user id (CUID), a whole number; non-numeric values are reported and stored as null here (the archive keeps the raw value)."),
+            "is_retargeting": _flag("Row belongs to a retargeting campaign"),
+            "retargeting_conversion_type": _text("re-engagement or re-attribution."),
+            "attribution_lookback": _text("Attribution lookback window, e.g. 7d."),
+            "reengagement_window": _text("Re-engagement window for retargeting."),
+            "is_primary_attribution": _flag("Primary attribution for retargeting"),
+        }
+    )
+    return pa.DataFrameSchema(columns, strict=True, name="appsflyer/raw_data")
+
+
+def raw_table(platform: str, report_short: str) -> TableSpec:
+    return TABLES.register(
+        TableSpec(
+            asset_key=raw_asset_key(platform, report_short),
+            dataframe_schema=raw_report_schema(),
+            databases=(ARCHIVE,),
+            keep_unknown_columns=True,
+        )
+    )
+
+
+RAW_TABLES = {
+    (platform, short): raw_table(platform, short) for platform in PLATFORMS for short in RAW_REPORTS
+}
+
+RAW_DATA_TABLE = TABLES.register(
+    TableSpec(asset_key=RAW_DATA_KEY, dataframe_schema=raw_data_schema(), databases=(ARCHIVE, PRODUCT))
+)

@@ -1,0 +1,61 @@
+"""The adpipes code location: every asset, resource and IO manager, configured from the environment.
+
+``ADPIPES_ENV=dev`` (the default) points the API clients at the built-in sandbox and, unless DSNs
+are given, the IO manager at an embedded PostgreSQL; ``ADPIPES_ENV=prod`` requires every
+credential and fails at load with one message listing what is missing. Secrets and DSNs are
+passed as ``dagster.EnvVar`` so their values never enter config snapshots or run config.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from adpipes.appsflyer.assets import raw_data, raw_report_assets
+from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
+from adpipes.lib.settings import (
+    DEFAULT_APPSFLYER_BASE_URL,
+    SANDBOX_ANDROID_APP_ID,
+    SANDBOX_IOS_APP_ID,
+    Settings,
+    load_settings,
+)
+from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
+
+
+def _env_or(settings: Settings, name: str, default: str | None) -> dg.EnvVar | str | None:
+    """EnvVar when the variable is set (its value is resolved at run time), else the default."""
+    return dg.EnvVar(name) if settings.is_set(name) else default
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    if settings.is_dev:
+        # Dev always talks to the sandbox (None = find or start it); real credentials are only
+        # used with ADPIPES_ENV=prod so a dev run never spends a real API quota.
+        appsflyer_api = AppsFlyerPullApi(api_token=None, base_url=None, timezone=settings.timezone)
+        apps = AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID)
+    else:
+        appsflyer_api = AppsFlyerPullApi(
+            api_token=dg.EnvVar("APPSFLYER_API_TOKEN"),
+            base_url=_env_or(settings, "APPSFLYER_BASE_URL", DEFAULT_APPSFLYER_BASE_URL),
+            timezone=settings.timezone,
+        )
+        apps = AppsFlyerApps(
+            android_app_id=dg.EnvVar("APPSFLYER_ANDROID_APP_ID"),
+            ios_app_id=dg.EnvVar("APPSFLYER_IOS_APP_ID"),
+        )
+    io_manager = PartitionedTableIOManager(
+        archive=PostgresDatabase(role="archive", dsn=_env_or(settings, "ADPIPES_ARCHIVE_DSN", None)),
+        product=PostgresDatabase(role="product", dsn=_env_or(settings, "ADPIPES_PRODUCT_DSN", None)),
+        timezone=settings.timezone,
+    )
+    return {"appsflyer_api": appsflyer_api, "appsflyer_apps": apps, "io_manager": io_manager}
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[*raw_report_assets, raw_data],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(load_settings())

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
+from pydantic import Field
 
 from adpipes.lib.storage.tables import ARCHIVE, PARTITION_COLUMN, PRODUCT, TABLES, TableSpec
 
@@ -39,8 +40,8 @@ class PostgresDatabase(dg.ConfigurableResource):
     In dev mode with no DSN configured, the embedded PostgreSQL started for the project is used.
     """
 
-    role: str = dg.Field(description="'product' or 'archive': which of the two databases this is.")
-    dsn: str | None = dg.Field(
+    role: str = Field(description="'product' or 'archive': which of the two databases this is.")
+    dsn: str | None = Field(
         default=None,
         description="PostgreSQL URI (from ADPIPES_PRODUCT_DSN / ADPIPES_ARCHIVE_DSN); unset in dev "
         "mode means the embedded PostgreSQL.",
@@ -313,7 +314,7 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
 
     archive: PostgresDatabase
     product: PostgresDatabase
-    timezone: str = dg.Field(default="Asia/Seoul", description="App timezone (ADPIPES_TIMEZONE).")
+    timezone: str = Field(default="Asia/Seoul", description="App timezone (ADPIPES_TIMEZONE).")
 
     def _database(self, name: str) -> PostgresDatabase:
         return self.archive if name == ARCHIVE else self.product

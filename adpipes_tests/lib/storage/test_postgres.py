@@ -1,0 +1,159 @@
+"""The partition-replacing PostgreSQL storage, against a real PostgreSQL server."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+import psycopg
+import pytest
+
+from adpipes.lib.storage.postgres import (
+    PartitionedTableIOManager,
+    PostgresDatabase,
+    StorageError,
+    read_partitions,
+    replace_partitions,
+)
+from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, TABLES, TableSpec, report_date_column
+
+D1, D2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
+TZ = "Asia/Seoul"
+
+TYPED = TableSpec(
+    asset_key=dg.AssetKey(["storage_test", "typed"]),
+    dataframe_schema=pa.DataFrameSchema(
+        {
+            "report_date": report_date_column(),
+            "name": pa.Column("str", nullable=True, description="a name"),
+            "n": pa.Column("Int64", nullable=True),
+            "flag": pa.Column("boolean", nullable=True),
+            "at": pa.Column(pd.DatetimeTZDtype(tz="UTC"), nullable=True),
+            "amount": pa.Column("Float64", nullable=True, metadata={"pg_type": "numeric"}),
+        }
+    ),
+    databases=(ARCHIVE, PRODUCT),
+)
+RAW = TableSpec(
+    asset_key=dg.AssetKey(["storage_test", "raw"]),
+    dataframe_schema=pa.DataFrameSchema(
+        {"report_date": report_date_column(), "a": pa.Column("str", nullable=True)}, strict=False
+    ),
+    databases=(ARCHIVE,),
+    keep_unknown_columns=True,
+)
+TABLES.register(TYPED)
+TABLES.register(RAW)
+
+
+def typed_frame(day: dt.date, n: int, offset: int = 0) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "report_date": [day.isoformat()] * n,
+            "name": pd.array([f"row,{i}" if i % 3 else ("" if i % 2 else None) for i in range(n)], dtype="str"),
+            "n": pd.array([i + offset for i in range(n)], dtype="Int64"),
+            "flag": pd.array([bool(i % 2) for i in range(n)], dtype="boolean"),
+            "at": pd.to_datetime([f"{day} 10:00:0{i % 10}" for i in range(n)]).tz_localize(TZ),
+            "amount": pd.array([-1.5 + i for i in range(n)], dtype="Float64"),
+        }
+    )
+
+
+def count(dsn: str, table: str, day: dt.date | None = None) -> int:
+    with psycopg.connect(dsn) as conn:
+        if day is None:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return conn.execute(f"SELECT count(*) FROM {table} WHERE report_date = %s", (day,)).fetchone()[0]
+
+
+def test_replace_is_idempotent_and_partitioned(clean_databases):
+    product_dsn, _ = clean_databases
+    with psycopg.connect(product_dsn) as conn:
+        assert replace_partitions(conn, TYPED, typed_frame(D1, 10), [D1], timezone=TZ) == {"2026-11-20": 10}
+        replace_partitions(conn, TYPED, typed_frame(D1, 7), [D1], timezone=TZ)
+        replace_partitions(conn, TYPED, typed_frame(D2, 4), [D2], timezone=TZ)
+        kind = conn.execute(
+            "SELECT c.relkind FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "
+            "WHERE s.nspname = 'storage_test' AND c.relname = 'typed'"
+        ).fetchone()[0]
+        children = conn.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'storage_test.typed'::regclass ORDER BY 1"
+        ).fetchall()
+    assert kind == "p"  # declaratively partitioned
+    assert [c[0] for c in children] == ["storage_test.typed_p20261120", "storage_test.typed_p20261121"]
+    assert count(product_dsn, "storage_test.typed", D1) == 7
+    assert count(product_dsn, "storage_test.typed", D2) == 4
+
+
+def test_values_round_trip(clean_databases):
+    product_dsn, _ = clean_databases
+    frame = typed_frame(D1, 6)
+    with psycopg.connect(product_dsn) as conn:
+        replace_partitions(conn, TYPED, frame, [D1], timezone=TZ)
+        stored = conn.execute(
+            "SELECT name, n, flag, at AT TIME ZONE 'Asia/Seoul', amount FROM storage_test.typed ORDER BY n"
+        ).fetchall()
+        back = read_partitions(conn, TYPED, [D1], timezone=TZ).sort_values("n").reset_index(drop=True)
+    assert [row[0] for row in stored] == [None, "row,1", "row,2", "", "row,4", "row,5"]
+    assert stored[1][1:4] == (1, True, dt.datetime(2026, 11, 20, 10, 0, 1))
+    assert [float(row[4]) for row in stored[:2]] == [-1.5, -0.5]
+    assert back["name"].isna().tolist() == [True, False, False, False, False, False]
+    assert back["name"].iloc[3] == ""
+    assert str(back["at"].iloc[1]) == "2026-11-20 10:00:01+09:00"
+    assert back["report_date"].iloc[0] == "2026-11-20"
+
+
+def test_range_replace_writes_each_partition(clean_databases):
+    product_dsn, _ = clean_databases
+    frame = pd.concat([typed_frame(D1, 3), typed_frame(D2, 5)], ignore_index=True)
+    with psycopg.connect(product_dsn) as conn:
+        counts = replace_partitions(conn, TYPED, frame, [D1, D2], timezone=TZ)
+    assert counts == {"2026-11-20": 3, "2026-11-21": 5}
+
+
+def test_failed_load_leaves_previous_rows(clean_databases):
+    product_dsn, _ = clean_databases
+    with psycopg.connect(product_dsn) as conn:
+        replace_partitions(conn, TYPED, typed_frame(D1, 5), [D1], timezone=TZ)
+    bad = pd.concat([typed_frame(D1, 3), typed_frame(D2, 3)], ignore_index=True)
+    bad["name"] = bad["name"].fillna("x")
+    bad.loc[5, "name"] = "\x00"  # PostgreSQL rejects NUL in text: the COPY of D2 fails
+    with psycopg.connect(product_dsn) as conn, pytest.raises(psycopg.Error):
+        replace_partitions(conn, TYPED, bad, [D1, D2], timezone=TZ)
+    assert count(product_dsn, "storage_test.typed", D1) == 5  # D1's truncate was rolled back
+    assert count(product_dsn, "storage_test.typed", D2) == 0
+
+
+def test_rows_outside_the_run_partitions_are_refused(clean_databases):
+    product_dsn, _ = clean_databases
+    with psycopg.connect(product_dsn) as conn, pytest.raises(StorageError, match="2026-11-21"):
+        replace_partitions(conn, TYPED, typed_frame(D2, 2), [D1], timezone=TZ)
+
+
+def test_unknown_columns_kept_as_text_in_raw_tables_refused_in_typed(clean_databases):
+    _, archive_dsn = clean_databases
+    raw = pd.DataFrame({"report_date": ["2026-11-20"], "a": ["1"], "vendor_new": ["kept"]}, dtype="str")
+    with psycopg.connect(archive_dsn) as conn:
+        replace_partitions(conn, RAW, raw, [D1], timezone=TZ)
+        assert conn.execute("SELECT vendor_new FROM storage_test.raw").fetchone() == ("kept",)
+        typed = typed_frame(D1, 1).assign(surprise="x")
+        with pytest.raises(StorageError, match="surprise"):
+            replace_partitions(conn, TYPED, typed, [D1], timezone=TZ)
+
+
+def test_io_manager_writes_archive_before_product(clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    broken_product = product_dsn.rsplit("/", 1)[0] + "/no_such_database"
+    manager = PartitionedTableIOManager(
+        archive=PostgresDatabase(role="archive", dsn=archive_dsn),
+        product=PostgresDatabase(role="product", dsn=broken_product),
+        timezone=TZ,
+    )
+    context = dg.build_output_context(
+        asset_key=TYPED.asset_key,
+        partition_key="2026-11-20",
+        asset_partitions_def=dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone=TZ),
+    )
+    with pytest.raises(StorageError, match="product database"):
+        manager.handle_output(context, typed_frame(D1, 4))
+    assert count(archive_dsn, "storage_test.typed", D1) == 4

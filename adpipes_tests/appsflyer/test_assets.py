@@ -1,0 +1,215 @@
+"""The AppsFlyer assets end to end: sandbox over real HTTP -> assets -> real PostgreSQL."""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import psycopg
+import pytest
+
+from adpipes.appsflyer.assets import raw_data, raw_report_assets
+from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
+from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
+from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
+
+TZ = "Asia/Seoul"
+ASSETS = [*raw_report_assets, raw_data]
+RAW_TABLES = ["android_installs", "ios_installs", "android_in_app_events", "ios_in_app_events"]
+
+
+def recent_day(days_ago: int = 1) -> str:
+    return (dt.datetime.now(ZoneInfo(TZ)).date() - dt.timedelta(days=days_ago)).isoformat()
+
+
+@pytest.fixture
+def resources(clean_sandbox, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    return {
+        "appsflyer_api": AppsFlyerPullApi(
+            api_token=clean_sandbox.appsflyer_token,
+            base_url=clean_sandbox.base_url,
+            timezone=TZ,
+            backoff_seconds=0.01,
+        ),
+        "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID),
+        "io_manager": PartitionedTableIOManager(
+            archive=PostgresDatabase(role="archive", dsn=archive_dsn),
+            product=PostgresDatabase(role="product", dsn=product_dsn),
+            timezone=TZ,
+        ),
+    }
+
+
+def counts(dsn: str, tables: list[str]) -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM appsflyer.{t}").fetchone()[0] for t in tables}
+
+
+def served_rows(sandbox) -> dict[tuple[str, str], int]:
+    served: dict[tuple[str, str], int] = {}
+    for call in sandbox.calls():
+        if call["status"] == 200:
+            key = (call["app_id"], call["report"])
+            served[key] = served.get(key, 0) + call["rows"]
+    return served
+
+
+def test_day_lands_in_archive_and_product_exactly_once(resources, clean_sandbox, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day()
+    result = dg.materialize(ASSETS, resources=resources, partition_key=day)
+    assert result.success
+
+    served = served_rows(clean_sandbox)
+    archived = counts(archive_dsn, RAW_TABLES)
+    assert archived["android_installs"] == served[(SANDBOX_ANDROID_APP_ID, "installs_report")] > 0
+    assert archived["ios_installs"] == served[(SANDBOX_IOS_APP_ID, "installs_report")] > 0
+    assert archived["android_in_app_events"] == served[(SANDBOX_ANDROID_APP_ID, "in_app_events_report")] > 0
+    assert archived["ios_in_app_events"] == served[(SANDBOX_IOS_APP_ID, "in_app_events_report")] > 0
+    total = sum(archived.values())
+    assert counts(product_dsn, ["raw_data"]) == {"raw_data": total}
+    assert counts(archive_dsn, ["raw_data"]) == {"raw_data": total}
+
+    materialization = result.asset_materializations_for_node("appsflyer__raw_data")[0]
+    assert materialization.metadata["dagster/partition_row_count"].value == total
+    assert "dagster/column_schema" in materialization.metadata
+
+    # A second run replaces the partition: identical counts, no duplicates.
+    assert dg.materialize(ASSETS, resources=resources, partition_key=day).success
+    assert counts(archive_dsn, RAW_TABLES) == archived
+    assert counts(product_dsn, ["raw_data"]) == {"raw_data": total}
+
+
+def test_raw_data_is_cleaned(resources, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day()
+    assert dg.materialize(ASSETS, resources=resources, partition_key=day).success
+    with psycopg.connect(product_dsn) as conn:
+        conn.execute("SET TimeZone = 'Asia/Seoul'")
+        outside_day = conn.execute(
+            "SELECT count(*) FROM appsflyer.raw_data WHERE event_time::date <> report_date"
+        ).fetchone()[0]
+        ios_without_ad_id = conn.execute(
+            "SELECT count(*) FROM appsflyer.raw_data WHERE platform = 'ios' AND advertising_id IS NULL"
+        ).fetchone()[0]
+        receipts = conn.execute(
+            "SELECT platform, event_value FROM appsflyer.raw_data WHERE event_name = 'af_purchase'"
+        ).fetchall()
+        non_purchase_values = conn.execute(
+            "SELECT count(*) FROM appsflyer.raw_data WHERE event_name <> 'af_purchase' AND event_value IS NOT NULL"
+        ).fetchone()[0]
+        flags = conn.execute(
+            "SELECT count(*) FROM appsflyer.raw_data WHERE wifi IS NULL"
+        ).fetchone()[0]
+        types = dict(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'appsflyer' AND table_name = 'raw_data'"
+        ).fetchall())
+    with psycopg.connect(archive_dsn) as conn:
+        raw_idfa = conn.execute(
+            "SELECT count(*) FROM appsflyer.ios_installs WHERE idfa <> ''"
+        ).fetchone()[0]
+    assert outside_day == 0
+    assert ios_without_ad_id == 0 and raw_idfa > 0
+    assert receipts and all(
+        (v.startswith("GPA.") if p == "android" else v.isdigit()) for p, v in receipts
+    )
+    assert non_purchase_values == 0
+    assert flags == 0
+    assert types["event_time"] == "timestamp with time zone"
+    assert types["customer_user_id"] == "bigint"
+    assert types["wifi"] == "boolean"
+    assert types["report_date"] == "date"
+
+
+def test_bad_customer_user_id_is_reported_and_kept_raw(resources, clean_sandbox, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day()
+    clean_sandbox.configure(
+        row_overrides=[{"app_id": SANDBOX_ANDROID_APP_ID, "report": "in_app_events_report", "day": day,
+                        "row": 0, "values": {"Customer User ID": "user-abc", "AppsFlyer ID": "af-bad-cuid"}}],
+        extra_columns=["New Vendor Column"],
+    )
+    result = dg.materialize(ASSETS, resources=resources, partition_key=day)
+    assert result.success
+    metadata = result.asset_materializations_for_node("appsflyer__raw_data")[0].metadata
+    assert metadata["unconvertible_values"].value == 1
+    assert "user-abc" in metadata["unconvertible_values_sample"].value
+    with psycopg.connect(product_dsn) as conn:
+        assert conn.execute(
+            "SELECT customer_user_id FROM appsflyer.raw_data WHERE appsflyer_id = 'af-bad-cuid'"
+        ).fetchall() == [(None,)]
+    with psycopg.connect(archive_dsn) as conn:
+        assert conn.execute(
+            "SELECT customer_user_id FROM appsflyer.android_in_app_events WHERE appsflyer_id = 'af-bad-cuid'"
+        ).fetchall() == [("user-abc",)]
+        # Schema drift: the new vendor column is kept in the archive as text.
+        assert conn.execute(
+            "SELECT count(*) FROM appsflyer.android_installs WHERE new_vendor_column IS NOT NULL"
+        ).fetchone()[0] > 0
+    raw_meta = result.asset_materializations_for_node("appsflyer__android_installs")[0].metadata
+    assert raw_meta["appsflyer/unknown_columns"].value == ["new_vendor_column"]
+
+
+def test_partition_range_in_one_run(resources, clean_databases):
+    product_dsn, _ = clean_databases
+    first, last = recent_day(3), recent_day(2)
+    # The range tags are what a single-run backfill (UI or --partition-range) puts on the run.
+    result = dg.materialize(
+        ASSETS, resources=resources,
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    )
+    assert result.success
+    counts_meta = result.asset_materializations_for_node("appsflyer__raw_data")[0].metadata
+    per_partition = counts_meta["partition_row_counts"].value
+    assert sorted(per_partition) == [first, last] and all(v > 0 for v in per_partition.values())
+    with psycopg.connect(product_dsn) as conn:
+        rows = dict(conn.execute(
+            "SELECT report_date::text, count(*) FROM appsflyer.raw_data GROUP BY 1"
+        ).fetchall())
+    assert rows == per_partition
+
+
+def test_prod_cli_materializes_a_day(clean_sandbox, clean_databases, tmp_path):
+    """The 'done when' path: ADPIPES_ENV=prod, real DSNs, an AppsFlyer-compatible endpoint, the CLI."""
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ADPIPES_", "APPSFLYER_"))},
+        "ADPIPES_ENV": "prod",
+        "ADPIPES_PRODUCT_DSN": product_dsn,
+        "ADPIPES_ARCHIVE_DSN": archive_dsn,
+        "APPSFLYER_BASE_URL": clean_sandbox.base_url,
+        "APPSFLYER_API_TOKEN": clean_sandbox.appsflyer_token,
+        "APPSFLYER_ANDROID_APP_ID": SANDBOX_ANDROID_APP_ID,
+        "APPSFLYER_IOS_APP_ID": SANDBOX_IOS_APP_ID,
+        "ADPIPES_TIMEZONE": TZ,
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    selection = ",".join(f"appsflyer/{t}" for t in RAW_TABLES + ["raw_data"])
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adpipes.definitions",
+               "--select", selection, "--partition", day]
+    for _ in range(2):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert clean_sandbox.appsflyer_token not in done.stdout + done.stderr
+    served = served_rows(clean_sandbox)
+    archived = counts(archive_dsn, RAW_TABLES)
+    # Two runs: the sandbox served each report twice; the archive holds it once.
+    assert archived["android_installs"] * 2 == served[(SANDBOX_ANDROID_APP_ID, "installs_report")]
+    assert archived["ios_in_app_events"] * 2 == served[(SANDBOX_IOS_APP_ID, "in_app_events_report")]
+    assert counts(product_dsn, ["raw_data"])["raw_data"] == sum(archived.values())
+
+
+def test_prod_without_credentials_fails_at_load_naming_them(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADPIPES_", "APPSFLYER_"))}
+    env.update({"ADPIPES_ENV": "prod", "DAGSTER_HOME": str(tmp_path)})
+    done = subprocess.run([sys.executable, "-c", "import adpipes.definitions"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    for name in ["ADPIPES_PRODUCT_DSN", "ADPIPES_ARCHIVE_DSN", "APPSFLYER_API_TOKEN",
+                 "APPSFLYER_ANDROID_APP_ID", "APPSFLYER_IOS_APP_ID"]:
+        assert name in done.stderr

@@ -1,0 +1,425 @@
+"""AppsFlyer resources: the Pull API V2 raw-data client and the configured app ids.
+
+The Pull API has no paging and no truncation flag: a response with exactly ``maximum_rows`` data
+rows has silently lost the rest. The client therefore halves such windows (down to
+``min_split_seconds``) and fails loudly when a window cannot be split further. Calls count
+against a small daily quota (about 24 a day per app for installs, 12 for in-app events), so quota
+answers are never retried, while 429/5xx, connection errors and the known zero-byte 200 are.
+
+The token travels only in the ``Authorization`` header (the V1 ``?api_token=`` form put it in URLs
+and therefore in proxy and server logs); it never appears in a URL, log line, error or repr.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import email.utils
+import ipaddress
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import requests
+import tenacity
+from pydantic import Field
+
+INSTALLS_REPORT = "installs_report"
+IN_APP_EVENTS_REPORT = "in_app_events_report"
+
+RAW_EXPORT_PATH = "/api/raw-data/export/app/{app_id}/{report}/v5"
+PARAM_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Tokens issued before this moment were revoked by AppsFlyer; a 401 most often means one of those.
+TOKEN_REVOCATION_CUTOFF = "2026-03-10 19:00 UTC"
+TOKEN_VARIABLE = "APPSFLYER_API_TOKEN"
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+CONNECT_TIMEOUT_SECONDS = 30.0
+# Quota answers vary in wording ("Your API call limit has been reached ...", "Limit reached for
+# installs_report"): match loosely.
+_QUOTA_PATTERN = re.compile(r"limit.*reached|reached.*limit", re.IGNORECASE | re.DOTALL)
+_BODY_EXCERPT_CHARS = 300
+
+_default_log = logging.getLogger("adpipes.appsflyer")
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+class AppsFlyerApiError(Exception):
+    """An AppsFlyer Pull API call failed; the message names app, report and window."""
+
+    def __init__(self, message: str, *, app_id: str = "", report: str = "", window: str = "",
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.app_id = app_id
+        self.report = report
+        self.window = window
+        self.status = status
+
+
+class AppsFlyerTransientError(AppsFlyerApiError):
+    """429/5xx/connection problems/empty answers persisted through every attempt."""
+
+
+class AppsFlyerQuotaError(AppsFlyerApiError):
+    """The daily call quota is spent; it resets at 00:00 UTC."""
+
+
+class AppsFlyerAuthError(AppsFlyerApiError):
+    """401: the token is invalid or revoked."""
+
+
+class AppsFlyerNotFoundError(AppsFlyerApiError):
+    """404: unknown app id, or the token's account has no access to the app."""
+
+
+class AppsFlyerLookbackError(AppsFlyerApiError):
+    """400: the window is older than the 90 days of raw data AppsFlyer serves."""
+
+
+class AppsFlyerTruncationError(AppsFlyerApiError):
+    """A window that cannot be split further still returned ``maximum_rows`` rows."""
+
+
+class _Transient(Exception):
+    """One failed attempt worth retrying (internal: becomes AppsFlyerTransientError at the end)."""
+
+    def __init__(self, what: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.status = status
+        self.retry_after = retry_after
+
+
+# -- result --------------------------------------------------------------------------------------
+
+@dataclass
+class RawReport:
+    """The CSV answers that together cover the requested window, and their parsed form."""
+
+    app_id: str
+    report: str
+    timezone: str
+    # One complete CSV (header line included) per response used, in window order.
+    csv_chunks: list[bytes] = field(default_factory=list, repr=False)
+    # The [start, end) windows actually fetched (after splitting), in order.
+    windows: list[tuple[dt.datetime, dt.datetime]] = field(default_factory=list)
+    # HTTP requests made, including retried attempts and discarded (truncated) answers.
+    calls: int = 0
+    _tables: list[pa.Table] = field(default_factory=list, repr=False)
+
+    @property
+    def row_count(self) -> int:
+        return sum(t.num_rows for t in self._tables)
+
+    def to_arrow(self) -> pa.Table:
+        """Every chunk as one table of string columns (empty cells are ``""``, never null).
+
+        Columns missing from some chunks (AppsFlyer added or removed a column between calls) are
+        null in those chunks' rows.
+        """
+        if not self._tables:
+            return pa.table({})
+        if len(self._tables) == 1:
+            return self._tables[0]
+        return pa.concat_tables(self._tables, promote_options="default")
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
+
+
+def parse_report_csv(content: bytes) -> pa.Table:
+    """Parse one raw-report CSV reading every column as text, by header name.
+
+    IDs read as numbers would come back as ``1000000186.0`` and lose leading zeros, and AppsFlyer
+    adds columns over time, so no column is typed here.
+    """
+    header_line = content.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r")
+    names = next(csv.reader([header_line]), [])
+    return pacsv.read_csv(
+        pa.py_buffer(content),
+        read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
+        # Campaign names and user agents may hold quoted newlines.
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+# -- resources -----------------------------------------------------------------------------------
+
+def _fmt_window(start: dt.datetime, end: dt.datetime, timezone: str) -> str:
+    tz = ZoneInfo(timezone)
+    return (f"[{start.astimezone(tz).strftime(PARAM_TIME_FORMAT)}, "
+            f"{end.astimezone(tz).strftime(PARAM_TIME_FORMAT)}) {timezone}")
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def quota_reset_time(now: dt.datetime | None = None) -> dt.datetime:
+    """The next 00:00 UTC, when AppsFlyer's daily quotas reset."""
+    now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    return dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+
+
+class AppsFlyerPullApi(dg.ConfigurableResource):
+    """AppsFlyer Pull API V2 (raw data). In dev, ``api_token``/``base_url`` left as None point at the
+    local sandbox; in prod pass ``dagster.EnvVar("APPSFLYER_API_TOKEN")``."""
+
+    api_token: Optional[str] = Field(
+        default=None, repr=False,
+        description="Pull API V2 token (Bearer). None: the dev sandbox's token.",
+    )
+    base_url: Optional[str] = Field(
+        default=None, description="e.g. https://hq1.appsflyer.com. None: the dev sandbox."
+    )
+    timezone: str = Field(
+        default="Asia/Seoul",
+        description="IANA name equal to the app's timezone setting in AppsFlyer (offsets are rejected).",
+    )
+    maximum_rows: int = Field(
+        default=1_000_000,
+        description="Rows per call; the real API accepts 200000 or 1000000 only. A response with "
+        "this many rows is treated as truncated and its window is split.",
+    )
+    timeout_seconds: float = Field(default=300, description="Read timeout per call (big days are slow).")
+    max_attempts: int = Field(default=6, description="Attempts per window for transient failures.")
+    backoff_seconds: float = Field(default=2.0, description="First retry wait; doubles per attempt.")
+    max_backoff_seconds: float = Field(default=120.0, description="Cap of any single retry wait.")
+    min_split_seconds: int = Field(
+        default=3600, description="Windows this short are not split further when truncated."
+    )
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _connection(self) -> tuple[str, str]:
+        base_url, token = self.base_url, self.api_token
+        if base_url is None or token is None:
+            # Lazy: devservices starts or finds the shared sandbox and is only needed in dev.
+            from adpipes.lib.devservices import ensure_sandbox
+
+            sandbox = ensure_sandbox()
+            base_url = base_url or sandbox.base_url
+            token = token or sandbox.appsflyer_token
+        if not token:
+            raise AppsFlyerAuthError(f"no AppsFlyer API token: set {TOKEN_VARIABLE}")
+        return base_url.rstrip("/"), token
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def fetch_raw_report(self, app_id: str, report: str, start: dt.datetime, end: dt.datetime,
+                         log: Any = None) -> RawReport:
+        """Fetch raw report rows with Event Time in ``[start, end)`` (tz-aware datetimes).
+
+        Windows returning ``maximum_rows`` rows are halved until complete; each piece is retried
+        on transient failures. Raises a subclass of ``AppsFlyerApiError``.
+        """
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("start and end must be timezone-aware datetimes")
+        if end <= start:
+            raise ValueError(f"empty window: end {end} is not after start {start}")
+        if start.microsecond or end.microsecond:
+            raise ValueError("start and end must be whole seconds (the API's precision)")
+        log = log or _default_log
+        base_url, token = self._connection()
+        result = RawReport(app_id=app_id, report=report, timezone=self.timezone)
+        with requests.Session() as session:
+            session.headers.update({"Authorization": f"Bearer {token}", "Accept": "text/csv"})
+            if _is_loopback_url(base_url):
+                # The local sandbox: an http_proxy variable must not route loopback calls away.
+                session.trust_env = False
+            self._fetch_window(session, base_url, token, app_id, report,
+                               start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc),
+                               result, log)
+        return result
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _fetch_window(self, session: requests.Session, base_url: str, token: str, app_id: str,
+                      report: str, start: dt.datetime, end: dt.datetime, result: RawReport,
+                      log: Any) -> None:
+        content = self._get_with_retries(session, base_url, token, app_id, report, start, end, result, log)
+        table = parse_report_csv(content)
+        if table.num_rows < self.maximum_rows:
+            result.csv_chunks.append(content)
+            result._tables.append(table)
+            result.windows.append((start, end))
+            return
+        seconds = int((end - start).total_seconds())
+        window = _fmt_window(start, end, self.timezone)
+        if seconds <= self.min_split_seconds:
+            raise AppsFlyerTruncationError(
+                f"AppsFlyer {report} for app {app_id}, window {window}: the response has "
+                f"maximum_rows={self.maximum_rows} rows, so AppsFlyer truncated it, and the window is "
+                f"already at the smallest split ({self.min_split_seconds} s). Rows would be lost, so "
+                f"nothing was loaded. Raise maximum_rows (AppsFlyer accepts 1000000) or lower "
+                f"min_split_seconds on the appsflyer_api resource, then re-run the partition.",
+                app_id=app_id, report=report, window=window,
+            )
+        log.info(
+            f"AppsFlyer {report} for app {app_id}, window {window}: {table.num_rows} rows = "
+            f"maximum_rows, so the answer is truncated; splitting the window in halves"
+        )
+        # Whole seconds: the API's parameters have second precision.
+        middle = start + dt.timedelta(seconds=seconds // 2)
+        self._fetch_window(session, base_url, token, app_id, report, start, middle, result, log)
+        self._fetch_window(session, base_url, token, app_id, report, middle, end, result, log)
+
+    def _wait_seconds(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_backoff_seconds)
+        return min(self.backoff_seconds * 2 ** (state.attempt_number - 1), self.max_backoff_seconds)
+
+    def _get_with_retries(self, session: requests.Session, base_url: str, token: str, app_id: str,
+                          report: str, start: dt.datetime, end: dt.datetime, result: RawReport,
+                          log: Any) -> bytes:
+        tz = ZoneInfo(self.timezone)
+        # Wall times in the app timezone; `to` is inclusive, so the last second of the window.
+        params = {
+            "from": start.astimezone(tz).strftime(PARAM_TIME_FORMAT),
+            "to": (end - dt.timedelta(seconds=1)).astimezone(tz).strftime(PARAM_TIME_FORMAT),
+            "timezone": self.timezone,
+            "maximum_rows": str(self.maximum_rows),
+        }
+        url = base_url + RAW_EXPORT_PATH.format(app_id=app_id, report=report)
+        window = _fmt_window(start, end, self.timezone)
+        context = dict(app_id=app_id, report=report, window=window)
+        where = f"AppsFlyer {report} for app {app_id}, window {window}"
+
+        def attempt() -> bytes:
+            try:
+                response = session.get(
+                    url, params=params, timeout=(min(CONNECT_TIMEOUT_SECONDS, self.timeout_seconds),
+                                                 self.timeout_seconds),
+                )
+            except requests.Timeout:
+                raise _Transient(f"no answer within {self.timeout_seconds:g} s (timeout)") from None
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                raise _Transient(f"connection failed ({type(exc).__name__})") from None
+            finally:
+                result.calls += 1
+            return self._check_response(response, token, where, context)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning(
+                f"{where}: {exc} (attempt {state.attempt_number}/{self.max_attempts}); "
+                f"retrying in {wait:.1f} s"
+            )
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max(1, self.max_attempts)),
+            wait=self._wait_seconds,
+            retry=tenacity.retry_if_exception_type(_Transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Transient as exc:
+            raise AppsFlyerTransientError(
+                f"{where}: still failing after {self.max_attempts} attempts; last: {exc.what}. "
+                "AppsFlyer or the network is having trouble: re-run the partition later (if it "
+                "keeps failing, check status.appsflyer.com and the network path to the API).",
+                status=exc.status, **context,
+            ) from None
+
+    def _check_response(self, response: requests.Response, token: str, where: str,
+                        context: dict[str, str]) -> bytes:
+        status = response.status_code
+        content = response.content
+        if status == 200:
+            if not content.strip():
+                # A real empty report still has its header line: zero bytes is a failed export.
+                raise _Transient("HTTP 200 with an empty body (not even a header line)", status)
+            return content
+        body = content.decode("utf-8", errors="replace")
+        # Defensive: never let an echoed token reach an exception message or log.
+        body = body.replace(token, "***").strip()
+        excerpt = body[:_BODY_EXCERPT_CHARS]
+        if status in RETRYABLE_STATUSES:
+            retry_after = _retry_after_seconds(response.headers.get("Retry-After")) if status == 429 else None
+            raise _Transient(f"HTTP {status}: {excerpt[:120]}", status, retry_after)
+        if status in (400, 403) and _QUOTA_PATTERN.search(body):
+            reset = quota_reset_time()
+            left = reset - dt.datetime.now(dt.timezone.utc)
+            hours, minutes = divmod(int(left.total_seconds()) // 60, 60)
+            raise AppsFlyerQuotaError(
+                f"{where}: the daily API call quota is spent (HTTP {status}: {excerpt!r}). "
+                f"AppsFlyer resets quotas at 00:00 UTC, next at {reset:%Y-%m-%d %H:%M} UTC "
+                f"(in {hours}h {minutes}m); do not retry before then (every call spends quota), "
+                "re-run the failed partitions after the reset.",
+                status=status, **context,
+            )
+        if status == 401:
+            raise AppsFlyerAuthError(
+                f"{where}: HTTP 401, the API token is invalid or revoked ({excerpt!r}). AppsFlyer "
+                f"revoked every token issued before {TOKEN_REVOCATION_CUTOFF}. Regenerate the "
+                f"token in AppsFlyer (Security center > API tokens, a V2 token) and set "
+                f"{TOKEN_VARIABLE}.",
+                status=status, **context,
+            )
+        if status == 404:
+            raise AppsFlyerNotFoundError(
+                f"{where}: HTTP 404, the app id is wrong or the token belongs to an account "
+                "without access to this app. Check APPSFLYER_ANDROID_APP_ID / "
+                "APPSFLYER_IOS_APP_ID (Android: the package name; iOS: 'id' + App Store id) and "
+                f"that {TOKEN_VARIABLE} comes from the account owning the app.",
+                status=status, **context,
+            )
+        if status == 400 and "lookback" in body.lower():
+            raise AppsFlyerLookbackError(
+                f"{where}: AppsFlyer serves raw data for the last 90 days only ({excerpt!r}). "
+                "Older partitions cannot be fetched again; they live in the archive database.",
+                status=status, **context,
+            )
+        raise AppsFlyerApiError(f"{where}: HTTP {status}: {excerpt}", status=status, **context)
+
+
+class AppsFlyerApps(dg.ConfigurableResource):
+    """The app ids of the two platform apps (not secret, but environment specific)."""
+
+    android_app_id: str = Field(description="Android package name, e.g. com.example.app")
+    ios_app_id: str = Field(description="iOS app id: 'id' + App Store id, e.g. id123456789")
+
+    def app_id(self, platform: str) -> str:
+        if platform == "android":
+            return self.android_app_id
+        if platform == "ios":
+            return self.ios_app_id
+        raise ValueError(f"unknown platform {platform!r}: use 'android' or 'ios'")

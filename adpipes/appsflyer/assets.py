@@ -1,6 +1,5 @@
 """AppsFlyer raw-data assets: the four per-platform raw reports and the unified ``raw_data``."""
 
-from __future__ import annotations
 
 import pandas as pd
 

@@ -14,21 +14,27 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import email.utils
-import ipaddress
 import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import requests
-import tenacity
 from pydantic import Field
+
+from adpipes.lib.http import (
+    RetriesExhausted,
+    TransientError,
+    bearer_session,
+    call_with_retries,
+    raise_for_transient_status,
+    redact,
+    send,
+)
 
 INSTALLS_REPORT = "installs_report"
 IN_APP_EVENTS_REPORT = "in_app_events_report"
@@ -38,8 +44,6 @@ PARAM_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Tokens issued before this moment were revoked by AppsFlyer; a 401 most often means one of those.
 TOKEN_REVOCATION_CUTOFF = "2026-03-10 19:00 UTC"
 TOKEN_VARIABLE = "APPSFLYER_API_TOKEN"
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-CONNECT_TIMEOUT_SECONDS = 30.0
 # Quota answers vary in wording ("Your API call limit has been reached ...", "Limit reached for
 # installs_report"): match loosely.
 _QUOTA_PATTERN = re.compile(r"limit.*reached|reached.*limit", re.IGNORECASE | re.DOTALL)
@@ -86,16 +90,6 @@ class AppsFlyerTruncationError(AppsFlyerApiError):
     """A window that cannot be split further still returned ``maximum_rows`` rows."""
 
 
-class _Transient(Exception):
-    """One failed attempt worth retrying (internal: becomes AppsFlyerTransientError at the end)."""
-
-    def __init__(self, what: str, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(what)
-        self.what = what
-        self.status = status
-        self.retry_after = retry_after
-
-
 # -- result --------------------------------------------------------------------------------------
 
 @dataclass
@@ -112,6 +106,9 @@ class RawReport:
     # HTTP requests made, including retried attempts and discarded (truncated) answers.
     calls: int = 0
     _tables: list[pa.Table] = field(default_factory=list, repr=False)
+
+    def count_call(self) -> None:
+        self.calls += 1
 
     @property
     def row_count(self) -> int:
@@ -160,33 +157,6 @@ def _fmt_window(start: dt.datetime, end: dt.datetime, timezone: str) -> str:
     tz = ZoneInfo(timezone)
     return (f"[{start.astimezone(tz).strftime(PARAM_TIME_FORMAT)}, "
             f"{end.astimezone(tz).strftime(PARAM_TIME_FORMAT)}) {timezone}")
-
-
-def _is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
 def quota_reset_time(now: dt.datetime | None = None) -> dt.datetime:
@@ -256,11 +226,7 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
         log = log or _default_log
         base_url, token = self._connection()
         result = RawReport(app_id=app_id, report=report, timezone=self.timezone)
-        with requests.Session() as session:
-            session.headers.update({"Authorization": f"Bearer {token}", "Accept": "text/csv"})
-            if _is_loopback_url(base_url):
-                # The local sandbox: an http_proxy variable must not route loopback calls away.
-                session.trust_env = False
+        with bearer_session(base_url, token, accept="text/csv") as session:
             self._fetch_window(session, base_url, token, app_id, report,
                                start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc),
                                result, log)
@@ -298,12 +264,6 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
         self._fetch_window(session, base_url, token, app_id, report, start, middle, result, log)
         self._fetch_window(session, base_url, token, app_id, report, middle, end, result, log)
 
-    def _wait_seconds(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_backoff_seconds)
-        return min(self.backoff_seconds * 2 ** (state.attempt_number - 1), self.max_backoff_seconds)
-
     def _get_with_retries(self, session: requests.Session, base_url: str, token: str, app_id: str,
                           report: str, start: dt.datetime, end: dt.datetime, result: RawReport,
                           log: Any) -> bytes:
@@ -317,46 +277,38 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
         }
         url = base_url + RAW_EXPORT_PATH.format(app_id=app_id, report=report)
         window = _fmt_window(start, end, self.timezone)
+        return self._call(session, "GET", url, token, log, app_id=app_id, report=report,
+                          window=window, on_attempt=result.count_call, params=params)
+
+    def _call(self, session: requests.Session, method: str, url: str, token: str, log: Any, *,
+              app_id: str, report: str, window: str, on_attempt: Any = None, **kwargs: Any) -> bytes:
+        """One logical API call with retries; returns the 200 body or raises AppsFlyerApiError.
+
+        ``on_attempt`` is called once per HTTP request sent (every request spends quota).
+        """
         context = dict(app_id=app_id, report=report, window=window)
         where = f"AppsFlyer {report} for app {app_id}, window {window}"
 
         def attempt() -> bytes:
             try:
-                response = session.get(
-                    url, params=params, timeout=(min(CONNECT_TIMEOUT_SECONDS, self.timeout_seconds),
-                                                 self.timeout_seconds),
-                )
-            except requests.Timeout:
-                raise _Transient(f"no answer within {self.timeout_seconds:g} s (timeout)") from None
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                raise _Transient(f"connection failed ({type(exc).__name__})") from None
+                response = send(session, method, url, timeout_seconds=self.timeout_seconds, **kwargs)
             finally:
-                result.calls += 1
+                if on_attempt is not None:
+                    on_attempt()
             return self._check_response(response, token, where, context)
 
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            wait = state.next_action.sleep if state.next_action else 0.0
-            log.warning(
-                f"{where}: {exc} (attempt {state.attempt_number}/{self.max_attempts}); "
-                f"retrying in {wait:.1f} s"
-            )
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(max(1, self.max_attempts)),
-            wait=self._wait_seconds,
-            retry=tenacity.retry_if_exception_type(_Transient),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
         try:
-            return retrying(attempt)
-        except _Transient as exc:
+            return call_with_retries(
+                attempt, where=where, max_attempts=self.max_attempts,
+                backoff_seconds=self.backoff_seconds, max_backoff_seconds=self.max_backoff_seconds,
+                log=log,
+            )
+        except RetriesExhausted as exc:
             raise AppsFlyerTransientError(
-                f"{where}: still failing after {self.max_attempts} attempts; last: {exc.what}. "
-                "AppsFlyer or the network is having trouble: re-run the partition later (if it "
-                "keeps failing, check status.appsflyer.com and the network path to the API).",
-                status=exc.status, **context,
+                f"{where}: {exc}. AppsFlyer or the network is having trouble: re-run the partition "
+                "later (if it keeps failing, check status.appsflyer.com and the network path to "
+                "the API).",
+                status=exc.last.status, **context,
             ) from None
 
     def _check_response(self, response: requests.Response, token: str, where: str,
@@ -366,15 +318,11 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
         if status == 200:
             if not content.strip():
                 # A real empty report still has its header line: zero bytes is a failed export.
-                raise _Transient("HTTP 200 with an empty body (not even a header line)", status)
+                raise TransientError("HTTP 200 with an empty body (not even a header line)", status)
             return content
-        body = content.decode("utf-8", errors="replace")
-        # Defensive: never let an echoed token reach an exception message or log.
-        body = body.replace(token, "***").strip()
+        raise_for_transient_status(response, token)
+        body = redact(content.decode("utf-8", errors="replace"), token).strip()
         excerpt = body[:_BODY_EXCERPT_CHARS]
-        if status in RETRYABLE_STATUSES:
-            retry_after = _retry_after_seconds(response.headers.get("Retry-After")) if status == 429 else None
-            raise _Transient(f"HTTP {status}: {excerpt[:120]}", status, retry_after)
         if status in (400, 403) and _QUOTA_PATTERN.search(body):
             reset = quota_reset_time()
             left = reset - dt.datetime.now(dt.timezone.utc)

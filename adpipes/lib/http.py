@@ -1,0 +1,157 @@
+"""HTTP machinery shared by the vendor API clients (AppsFlyer, Airbridge).
+
+Every vendor client makes calls the same way: a ``requests.Session`` carrying a Bearer token in
+its headers (never in a URL), a connect and read timeout on every call, and tenacity retries with
+exponential backoff for answers that are worth trying again — 429 (honouring ``Retry-After``),
+5xx, connection errors, timeouts, and whatever a client's own check declares transient (e.g.
+AppsFlyer's zero-byte 200). Errors that retrying cannot fix (quota, auth, bad request) are raised
+by the client's check and go straight through. The client turns an exhausted retry
+(:class:`RetriesExhausted`) into its own error naming vendor, app, report and window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+import tenacity
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+CONNECT_TIMEOUT_SECONDS = 30.0
+
+T = TypeVar("T")
+_default_log = logging.getLogger("adpipes.http")
+
+
+class TransientError(Exception):
+    """One failed attempt worth retrying: ``what`` says what went wrong, for logs and errors."""
+
+    def __init__(self, what: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.status = status
+        self.retry_after = retry_after
+
+
+class RetriesExhausted(Exception):
+    """Every attempt failed transiently; ``last`` is the final attempt's failure."""
+
+    def __init__(self, last: TransientError, attempts: int) -> None:
+        super().__init__(f"still failing after {attempts} attempts; last: {last.what}")
+        self.last = last
+        self.attempts = attempts
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bearer_session(base_url: str, token: str, accept: str = "application/json") -> requests.Session:
+    """A session that sends the token as ``Authorization: Bearer`` (never as a URL parameter)."""
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Bearer {token}", "Accept": accept})
+    if is_loopback_url(base_url):
+        # The local sandbox: an http_proxy variable must not route loopback calls away.
+        session.trust_env = False
+    return session
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Defensive: never let an echoed token reach an exception message or a log line."""
+    return text.replace(secret, "***") if secret else text
+
+
+def send(session: requests.Session, method: str, url: str, *, timeout_seconds: float,
+         **kwargs: Any) -> requests.Response:
+    """One HTTP call with a connect and a read timeout; network failures become TransientError."""
+    try:
+        return session.request(
+            method, url, timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout_seconds), timeout_seconds),
+            **kwargs,
+        )
+    except requests.Timeout:
+        raise TransientError(f"no answer within {timeout_seconds:g} s (timeout)") from None
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        raise TransientError(f"connection failed ({type(exc).__name__})") from None
+
+
+def raise_for_transient_status(response: requests.Response, secret: str | None = None) -> None:
+    """Raise TransientError for 429 (with its ``Retry-After``) and 5xx answers."""
+    status = response.status_code
+    if status not in RETRYABLE_STATUSES:
+        return
+    excerpt = redact(response.content[:200].decode("utf-8", errors="replace"), secret).strip()
+    retry_after = retry_after_seconds(response.headers.get("Retry-After")) if status == 429 else None
+    raise TransientError(f"HTTP {status}: {excerpt[:120]}", status, retry_after)
+
+
+def call_with_retries(
+    attempt: Callable[[], T],
+    *,
+    where: str,
+    max_attempts: int,
+    backoff_seconds: float,
+    max_backoff_seconds: float,
+    log: Any = None,
+) -> T:
+    """Run ``attempt`` until it returns, retrying TransientError with exponential backoff.
+
+    The wait doubles from ``backoff_seconds`` up to ``max_backoff_seconds``; a ``Retry-After``
+    given by the server wins (capped the same way). Other exceptions propagate at once.
+    Raises RetriesExhausted when every attempt failed transiently.
+    """
+    log = log or _default_log
+    attempts = max(1, max_attempts)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return min(exc.retry_after, max_backoff_seconds)
+        return min(backoff_seconds * 2 ** (state.attempt_number - 1), max_backoff_seconds)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        pause = state.next_action.sleep if state.next_action else 0.0
+        log.warning(f"{where}: {exc} (attempt {state.attempt_number}/{attempts}); retrying in {pause:.1f} s")
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=wait,
+        retry=tenacity.retry_if_exception_type(TransientError),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except TransientError as exc:
+        raise RetriesExhausted(exc, attempts) from None

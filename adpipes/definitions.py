@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from adpipes.airbridge.assets import revenue as airbridge_revenue
+from adpipes.airbridge.resources import airbridge_api_from_settings
 from adpipes.appsflyer.assets import raw_data, raw_report_assets
 from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
 from adpipes.lib.settings import (
@@ -48,12 +50,17 @@ def build_resources(settings: Settings) -> dict[str, object]:
         product=PostgresDatabase(role="product", dsn=_env_or(settings, "ADPIPES_PRODUCT_DSN", None)),
         timezone=settings.timezone,
     )
-    return {"appsflyer_api": appsflyer_api, "appsflyer_apps": apps, "io_manager": io_manager}
+    return {
+        "appsflyer_api": appsflyer_api,
+        "appsflyer_apps": apps,
+        "airbridge_api": airbridge_api_from_settings(settings),
+        "io_manager": io_manager,
+    }
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*raw_report_assets, raw_data],
+        assets=[*raw_report_assets, raw_data, airbridge_revenue],
         resources=build_resources(settings),
     )
 

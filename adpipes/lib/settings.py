@@ -29,6 +29,8 @@ DEFAULT_AIRBRIDGE_BASE_URL = "https://api.airbridge.io"
 # App ids the dev sandbox serves when none are configured.
 SANDBOX_ANDROID_APP_ID = "com.adpipes.sandbox"
 SANDBOX_IOS_APP_ID = "id1000000001"
+# Airbridge app name (the unique id in Airbridge URLs) the dev sandbox serves.
+SANDBOX_AIRBRIDGE_APP_NAME = "adpipes-sandbox"
 
 # Variables that must be set when ADPIPES_ENV=prod (issue 2 covers AppsFlyer; Airbridge
 # variables join this list with the Airbridge assets).
@@ -38,6 +40,8 @@ PROD_REQUIRED_VARIABLES = (
     "APPSFLYER_API_TOKEN",
     "APPSFLYER_ANDROID_APP_ID",
     "APPSFLYER_IOS_APP_ID",
+    "AIRBRIDGE_API_TOKEN",
+    "AIRBRIDGE_APP_NAME",
 )
 
 

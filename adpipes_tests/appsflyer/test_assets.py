@@ -12,7 +12,7 @@ import pytest
 
 from adpipes.appsflyer.assets import raw_data, raw_report_assets
 from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
-from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
+from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME, SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
 
 TZ = "Asia/Seoul"
@@ -178,7 +178,7 @@ def test_prod_cli_materializes_a_day(clean_sandbox, clean_databases, tmp_path):
     product_dsn, archive_dsn = clean_databases
     day = recent_day()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("ADPIPES_", "APPSFLYER_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ADPIPES_", "APPSFLYER_", "AIRBRIDGE_"))},
         "ADPIPES_ENV": "prod",
         "ADPIPES_PRODUCT_DSN": product_dsn,
         "ADPIPES_ARCHIVE_DSN": archive_dsn,
@@ -186,6 +186,10 @@ def test_prod_cli_materializes_a_day(clean_sandbox, clean_databases, tmp_path):
         "APPSFLYER_API_TOKEN": clean_sandbox.appsflyer_token,
         "APPSFLYER_ANDROID_APP_ID": SANDBOX_ANDROID_APP_ID,
         "APPSFLYER_IOS_APP_ID": SANDBOX_IOS_APP_ID,
+        # Required in prod since the Airbridge assets exist; unused by this AppsFlyer selection.
+        "AIRBRIDGE_API_TOKEN": clean_sandbox.airbridge_token,
+        "AIRBRIDGE_APP_NAME": SANDBOX_AIRBRIDGE_APP_NAME,
+        "AIRBRIDGE_BASE_URL": clean_sandbox.base_url,
         "ADPIPES_TIMEZONE": TZ,
         "DAGSTER_HOME": str(tmp_path),
     }
@@ -205,11 +209,12 @@ def test_prod_cli_materializes_a_day(clean_sandbox, clean_databases, tmp_path):
 
 
 def test_prod_without_credentials_fails_at_load_naming_them(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADPIPES_", "APPSFLYER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADPIPES_", "APPSFLYER_", "AIRBRIDGE_"))}
     env.update({"ADPIPES_ENV": "prod", "DAGSTER_HOME": str(tmp_path)})
     done = subprocess.run([sys.executable, "-c", "import adpipes.definitions"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     for name in ["ADPIPES_PRODUCT_DSN", "ADPIPES_ARCHIVE_DSN", "APPSFLYER_API_TOKEN",
-                 "APPSFLYER_ANDROID_APP_ID", "APPSFLYER_IOS_APP_ID"]:
+                 "APPSFLYER_ANDROID_APP_ID", "APPSFLYER_IOS_APP_ID",
+                 "AIRBRIDGE_API_TOKEN", "AIRBRIDGE_APP_NAME"]:
         assert name in done.stderr

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-file", type=Path, required=True, help='where to write {"port", "pid"}')
     parser.add_argument("--token-file", type=Path, required=True, help="file holding the AppsFlyer token")
     parser.add_argument("--apps", default="", help="comma-separated app ids (default: the sandbox apps)")
+    parser.add_argument("--airbridge-token-file", type=Path, default=None,
+                        help="file holding the Airbridge token (default: the AppsFlyer token)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -50,7 +52,13 @@ def main(argv: list[str] | None = None) -> None:
     if not token:
         parser.error(f"token file {args.token_file} is empty")
     apps = [a.strip() for a in args.apps.split(",") if a.strip()] or None
-    server = SandboxServer(host=args.host, port=args.port, appsflyer_token=token, apps=apps)
+    airbridge_token = None
+    if args.airbridge_token_file is not None:
+        airbridge_token = args.airbridge_token_file.read_text(encoding="utf-8").strip()
+        if not airbridge_token:
+            parser.error(f"token file {args.airbridge_token_file} is empty")
+    server = SandboxServer(host=args.host, port=args.port, appsflyer_token=token, apps=apps,
+                           airbridge_token=airbridge_token)
     server.bind()
 
     def _stop(signum: int, frame: object) -> None:

@@ -36,6 +36,10 @@ FAULT_KINDS = (
     "quota_403",
     "token_revoked",
     "slow",
+    # Airbridge revenue report: the async task ends FAILURE / CANCELED, or never finishes.
+    "task_failure",
+    "task_canceled",
+    "task_stuck",
 )
 _LOOPBACK_NAMES = ("localhost",)
 
@@ -121,6 +125,7 @@ class SandboxServer:
         *,
         appsflyer_token: str,
         apps: Iterable[str] | None = None,
+        airbridge_token: str | None = None,
     ) -> None:
         if not _is_loopback(host):
             raise ValueError(
@@ -134,6 +139,7 @@ class SandboxServer:
         self.host = host
         self._requested_port = port
         self.appsflyer_token = appsflyer_token
+        self.airbridge_token = airbridge_token or appsflyer_token
         self.default_apps: list[str] = list(apps) if apps else [SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID]
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.lock = threading.RLock()
@@ -148,6 +154,9 @@ class SandboxServer:
         from adpipes.lib.sandbox import appsflyer
 
         appsflyer.register(self)
+        from adpipes.lib.sandbox import airbridge
+
+        airbridge.register(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -246,6 +255,11 @@ class SandboxServer:
                 "extra_columns": [],
                 "drop_columns": [],
                 "row_overrides": [],
+                # AppsFlyer aggregate/cohort endpoints (adpipes.lib.sandbox.appsflyer_aggregate):
+                # extra vendor columns in daily_report, and the 1 call/minute rule for <= 2-day
+                # aggregate ranges (seconds between allowed calls; None = not enforced).
+                "aggregate_extra_columns": [],
+                "aggregate_minute_quota": None,
             }
 
     def add_faults(self, faults: Iterable[Mapping[str, Any]] | None = None, **one: Any) -> None:
@@ -298,7 +312,8 @@ class SandboxServer:
         ``drop_columns``, ``apps`` and ``row_overrides`` (list of {app_id, report, day, row,
         values}).
         """
-        known = {"apps", "rows_per_day", "truncate_at", "extra_columns", "drop_columns", "row_overrides"}
+        known = {"apps", "rows_per_day", "truncate_at", "extra_columns", "drop_columns", "row_overrides",
+                 "aggregate_extra_columns", "aggregate_minute_quota"}
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown sandbox config keys {sorted(unknown)}; known: {sorted(known)}")
@@ -308,6 +323,8 @@ class SandboxServer:
                     self.config["rows_per_day"].update({str(k): int(v) for k, v in (value or {}).items()})
                 elif key == "truncate_at":
                     self.config["truncate_at"] = None if value is None else int(value)
+                elif key == "aggregate_minute_quota":
+                    self.config[key] = None if value is None else float(value)
                 else:
                     self.config[key] = list(value or [])
 

@@ -1,0 +1,95 @@
+"""Airbridge assets: the revenue report (Day-N revenue of each day's install cohorts)."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+import pandera.errors
+
+from adpipes.airbridge.partitions import airbridge_daily_partitions
+from adpipes.airbridge.resources import AirbridgeApi
+from adpipes.airbridge.schemas import REVENUE_TABLE
+from adpipes.airbridge.transform import revenue_frame
+from adpipes.lib.markdown import markdown_table
+
+GROUP = "airbridge"
+PROBLEM_SAMPLE_ROWS = 20
+
+
+class RevenueValidationError(Exception):
+    """The flattened report breaks the airbridge/revenue table definition; nothing was written."""
+
+
+def _validate(frame: pd.DataFrame, where: str) -> None:
+    try:
+        REVENUE_TABLE.dataframe_schema.validate(frame, lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        raise RevenueValidationError(
+            f"{where}: {cases['index'].nunique()} row(s) break the airbridge/revenue table "
+            f"definition; nothing was written. Failures (check, column, value):\n"
+            + markdown_table(cases[["check", "column", "failure_case"]].head(PROBLEM_SAMPLE_ROWS))
+        ) from None
+
+
+@dg.asset(
+    key=REVENUE_TABLE.asset_key,
+    partitions_def=airbridge_daily_partitions,
+    # A range is one run, so up to 92 days are one Airbridge report task (longer ranges: several).
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+    kinds={"airbridge", "postgres", "pandas"},
+    metadata={**REVENUE_TABLE.definition_metadata(), "airbridge/report": "revenue"},
+)
+def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi) -> dg.Output[pd.DataFrame]:
+    """How much revenue the users who installed on a given day brought in, per channel and
+    campaign, by days since install: one row per cohort day (report_date, the install day in the
+    app timezone), channel, campaign and Day N, with the revenue (cumulative through Day N by
+    default) and whether Airbridge masked the figure. This is the LTV/ROAS curve of each
+    acquisition cohort; recent cohorts keep maturing (a cohort installed 3 days ago has Days 0-3
+    only, and today's Day 3 grows until the day ends), so re-materialize recent partitions as they
+    age. The cohort's totals (ad cost, revenue so far, unique users) are repeated as cohort_*
+    columns on every Day-N row rather than kept in a second table: they come from the same report
+    task, stay consistent with the values they belong to, and ROAS is one query; take them from
+    ``day_n = 0`` (or DISTINCT) and never sum them across Day-N rows. Masked figures and
+    Airbridge's notifications (masking, SAN_PERIOD_LIMIT, ...) are kept and shown in the run.
+    """
+    days = list(context.partition_keys)
+    report = airbridge_api.fetch_revenue([dt.date.fromisoformat(k) for k in days], log=context.log)
+    flattened = revenue_frame(report, airbridge_api.metric, airbridge_api.aggregation_type)
+    frame = flattened.frame
+    where = f"airbridge/revenue for app {airbridge_api.app_name}, partitions {days[0]}..{days[-1]}"
+    _validate(frame, where)
+
+    notifications = [
+        {**notice, "task_id": task.task_id, "range": task.window}
+        for task in report.tasks for notice in task.notifications
+    ]
+    for notice in notifications:
+        context.log.warning(
+            f"Airbridge notification {notice.get('code')!r} for app {airbridge_api.app_name}, "
+            f"{notice['range']} (task {notice['task_id']}): {notice.get('message', '')}"
+        )
+    masked = int(frame["is_masked"].sum())
+    if masked:
+        context.log.warning(
+            f"{where}: {masked} Day-N figures are masked by Airbridge; they are stored with "
+            "is_masked = true (value null when Airbridge withheld it)."
+        )
+    if flattened.entries_without_values:
+        context.log.warning(
+            f"{where}: {len(flattened.entries_without_values)} cohort(s) came without any Day-N value, so "
+            f"the table has no row for them (listed in airbridge/cohorts_without_values): "
+            f"{flattened.entries_without_values[:5]}"
+        )
+    metadata: dict[str, object] = {
+        "airbridge/app_name": airbridge_api.app_name,
+        "airbridge/task_ids": dg.MetadataValue.json({t.window: t.task_id for t in report.tasks}),
+        "airbridge/api_calls": report.calls,
+        "airbridge/rows_served": report.row_count,
+        "airbridge/notifications": dg.MetadataValue.json(notifications),
+        "airbridge/notification_codes": ", ".join(sorted({str(n.get("code")) for n in notifications})),
+        "airbridge/masked_values": masked,
+        "airbridge/cohorts_without_values": dg.MetadataValue.json(flattened.entries_without_values),
+    }
+    return dg.Output(frame, metadata=metadata)

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import logging
-import os
 import subprocess
 import sys
 from zoneinfo import ZoneInfo
@@ -14,12 +13,9 @@ import pytest
 from adpipes.airbridge.assets import revenue
 from adpipes.airbridge.resources import AirbridgeApi
 from adpipes.lib.sandbox import airbridge as sandbox_airbridge
-from adpipes.lib.settings import (
-    SANDBOX_AIRBRIDGE_APP_NAME,
-    SANDBOX_ANDROID_APP_ID,
-    SANDBOX_IOS_APP_ID,
-)
+from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
+from adpipes_tests.fixtures.sandbox import prod_cli_env
 
 TZ = "Asia/Seoul"
 APP = SANDBOX_AIRBRIDGE_APP_NAME
@@ -171,20 +167,7 @@ def test_prod_cli_materializes_a_day(clean_sandbox, clean_databases, tmp_path):
     # The resource's default poll interval is 5 s; a task finishing at once keeps the test short.
     sandbox_airbridge.configure(clean_sandbox, polls_pending=0, polls_running=0)
     day = recent_day(2)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("ADPIPES_", "APPSFLYER_", "AIRBRIDGE_"))},
-        "ADPIPES_ENV": "prod",
-        "ADPIPES_PRODUCT_DSN": product_dsn,
-        "ADPIPES_ARCHIVE_DSN": archive_dsn,
-        "APPSFLYER_API_TOKEN": clean_sandbox.appsflyer_token,
-        "APPSFLYER_ANDROID_APP_ID": SANDBOX_ANDROID_APP_ID,
-        "APPSFLYER_IOS_APP_ID": SANDBOX_IOS_APP_ID,
-        "AIRBRIDGE_API_TOKEN": clean_sandbox.airbridge_token,
-        "AIRBRIDGE_APP_NAME": APP,
-        "AIRBRIDGE_BASE_URL": clean_sandbox.base_url,
-        "ADPIPES_TIMEZONE": TZ,
-        "DAGSTER_HOME": str(tmp_path),
-    }
+    env = prod_cli_env(clean_sandbox, product_dsn, archive_dsn, str(tmp_path), TZ)
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adpipes.definitions",
                "--select", "airbridge/revenue", "--partition", day]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -27,7 +27,9 @@ def _validate(frame: pd.DataFrame, where: str) -> None:
         cases = exc.failure_cases
         raise RevenueValidationError(
             f"{where}: {cases['index'].nunique()} row(s) break the airbridge/revenue table "
-            f"definition; nothing was written. Failures (check, column, value):\n"
+            f"definition; nothing was written. Re-run the partition(s); if it persists, Airbridge "
+            f"served rows adpipes cannot store (e.g. the same group twice across pages). "
+            f"Failures (check, column, value):\n"
             + markdown_table(cases[["check", "column", "failure_case"]].head(PROBLEM_SAMPLE_ROWS))
         ) from None
 

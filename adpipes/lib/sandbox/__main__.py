@@ -1,7 +1,8 @@
 """Run the sandbox in the foreground: ``python -m adpipes.lib.sandbox --state-file S --token-file T``.
 
 The AppsFlyer token is read from ``--token-file`` (never from argv, where ``ps`` shows it to every
-user, and never printed); ``--airbridge-token-file`` optionally gives Airbridge its own token. Once the socket listens, ``{"port": ..., "pid": ...}`` is written to
+user, and never printed); ``--airbridge-token-file`` optionally gives Airbridge its own token
+(default: the same one). Once the socket listens, ``{"port": ..., "pid": ...}`` is written to
 ``--state-file`` atomically (temporary file + rename), so a process polling for it never reads a
 half-written file. SIGTERM/SIGINT stop the server and remove the state file if it is still ours.
 """

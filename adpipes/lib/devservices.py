@@ -288,8 +288,6 @@ def _start_sandbox(paths: _SandboxPaths) -> DevSandbox:
         "--port", "0",
         "--state-file", str(paths.state),
         "--token-file", str(paths.token),
-        # DevSandbox hands out one token for both vendors (airbridge_token = the same file).
-        "--airbridge-token-file", str(paths.token),
     ]
     with open(paths.log, "ab") as log_handle:
         process = subprocess.Popen(

@@ -13,6 +13,8 @@ import dagster as dg
 from adpipes.airbridge.assets import revenue as airbridge_revenue
 from adpipes.airbridge.resources import airbridge_api_from_settings
 from adpipes.appsflyer.assets import raw_data, raw_report_assets
+from adpipes.appsflyer.cohort import cohort_ltv
+from adpipes.appsflyer.daily_report import daily_report
 from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
 from adpipes.lib.settings import (
     DEFAULT_APPSFLYER_BASE_URL,
@@ -60,7 +62,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*raw_report_assets, raw_data, airbridge_revenue],
+        assets=[*raw_report_assets, raw_data, daily_report, cohort_ltv, airbridge_revenue],
         resources=build_resources(settings),
     )
 

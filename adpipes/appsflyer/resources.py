@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import logging
 import re
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
@@ -40,6 +44,14 @@ INSTALLS_REPORT = "installs_report"
 IN_APP_EVENTS_REPORT = "in_app_events_report"
 
 RAW_EXPORT_PATH = "/api/raw-data/export/app/{app_id}/{report}/v5"
+AGGREGATE_EXPORT_PATH = "/api/agg-data/export/app/{app_id}/{report}/v5"
+COHORT_PATH = "/api/cohorts/v1/data/app/{app_id}"
+DAILY_REPORT = "daily_report"
+# The sandbox's fault/call-log name of Cohort API calls (the API has no report name).
+COHORT_REPORT = "cohort"
+# Aggregate reports have two quota regimes: ranges of <= 2 days are limited to one call per
+# minute per app and report, ranges of 3+ days to ~24 calls a day per app.
+AGGREGATE_SHORT_RANGE_DAYS = 2
 PARAM_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Tokens issued before this moment were revoked by AppsFlyer; a 401 most often means one of those.
 TOKEN_REVOCATION_CUTOFF = "2026-03-10 19:00 UTC"
@@ -90,6 +102,67 @@ class AppsFlyerTruncationError(AppsFlyerApiError):
     """A window that cannot be split further still returned ``maximum_rows`` rows."""
 
 
+class AppsFlyerCohortRequestError(AppsFlyerApiError):
+    """422: the Cohort API rejected the request body (a KPI, grouping or filter it does not accept)."""
+
+
+# -- in-process pacing ---------------------------------------------------------------------------
+
+class MinuteSpacing:
+    """Keeps calls of one key (base URL, app, report) at least ``interval`` seconds apart.
+
+    In-process only: another process calling the same report is handled by the quota retry.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, ...], float] = {}
+
+    def wait_turn(self, key: tuple[str, ...], interval: float) -> float:
+        """Sleep until ``interval`` seconds after the key's previous call; returns seconds slept."""
+        with self._lock:
+            now = time.monotonic()
+            last = self._last.get(key)
+            pause = 0.0 if last is None else max(0.0, last + interval - now)
+            # Reserve the slot before sleeping so concurrent callers queue behind this one.
+            self._last[key] = now + pause
+        if pause:
+            time.sleep(pause)
+        return pause
+
+    def mark(self, key: tuple[str, ...]) -> None:
+        with self._lock:
+            self._last[key] = time.monotonic()
+
+
+class SlidingWindowLimiter:
+    """At most ``limit`` calls per ``window`` seconds per key (the Cohort API's 60 calls/minute)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, deque[float]] = {}
+
+    def acquire(self, key: str, limit: int, window: float) -> float:
+        """Block until a call is allowed; returns seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                calls = self._calls.setdefault(key, deque())
+                while calls and calls[0] <= now - window:
+                    calls.popleft()
+                if len(calls) < max(1, limit):
+                    calls.append(now)
+                    return waited
+                pause = calls[0] + window - now
+            time.sleep(pause)
+            waited += pause
+
+
+_AGGREGATE_SPACING = MinuteSpacing()
+_COHORT_LIMITER = SlidingWindowLimiter()
+
+
 # -- result --------------------------------------------------------------------------------------
 
 @dataclass
@@ -128,6 +201,41 @@ class RawReport:
 
     def to_pandas(self) -> Any:
         return self.to_arrow().to_pandas()
+
+
+@dataclass
+class AggregateReport:
+    """One aggregate Pull API answer (e.g. ``daily_report``) covering ``first_day..last_day``."""
+
+    app_id: str
+    report: str
+    first_day: dt.date
+    last_day: dt.date
+    # The CSV as delivered (header line included); aggregate answers are small.
+    content: bytes = field(default=b"", repr=False)
+    # HTTP requests made, including retried attempts.
+    calls: int = 0
+
+    def count_call(self) -> None:
+        self.calls += 1
+
+    def to_arrow(self) -> pa.Table:
+        """Every column as text, by header name (``None``/``N/A`` are left to the caller)."""
+        return parse_report_csv(self.content)
+
+
+@dataclass
+class CohortResult:
+    """The JSON records of one Cohort API query (one app, one KPI)."""
+
+    app_id: str
+    kpi: str
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # HTTP requests made, including retried attempts.
+    calls: int = 0
+
+    def count_call(self) -> None:
+        self.calls += 1
 
 
 def parse_report_csv(content: bytes) -> pa.Table:
@@ -192,6 +300,21 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
     min_split_seconds: int = Field(
         default=3600, description="Windows this short are not split further when truncated."
     )
+    aggregate_min_interval_seconds: float = Field(
+        default=61.0,
+        description="Aggregate reports allow one call per minute per app and report for ranges of "
+        "<= 2 days: a second such call waits this long after the previous one, and a 403 'Limit "
+        "reached' for such a range (another process called) is retried after this wait.",
+    )
+    aggregate_quota_retries: int = Field(
+        default=2, description="Retries of a <= 2-day aggregate call answered 403 'Limit reached'."
+    )
+    cohort_calls_per_minute: int = Field(
+        default=60, description="Cohort API rate limit per account (calls per rate window)."
+    )
+    cohort_rate_window_seconds: float = Field(
+        default=60.0, description="Length of the Cohort API rate window (the API's is one minute)."
+    )
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -230,6 +353,111 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
             self._fetch_window(session, base_url, token, app_id, report,
                                start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc),
                                result, log)
+        return result
+
+    def fetch_aggregate_report(self, app_id: str, report: str, first_day: dt.date,
+                               last_day: dt.date, log: Any = None) -> AggregateReport:
+        """Fetch an aggregate report (e.g. ``daily_report``) for the days ``first_day..last_day``.
+
+        Aggregate history is unlimited and a range is one call. Ranges of <= 2 days are limited to
+        one call per minute per app and report: calls are spaced in-process, and a 403 ``Limit
+        reached`` (another process called) is retried after the interval. A quota answer for a
+        3+-day range (24 calls a day) fails at once, naming the reset time.
+        """
+        if last_day < first_day:
+            raise ValueError(f"empty range: {last_day} is before {first_day}")
+        log = log or _default_log
+        base_url, token = self._connection()
+        short_range = (last_day - first_day).days + 1 <= AGGREGATE_SHORT_RANGE_DAYS
+        tz = ZoneInfo(self.timezone)
+        start = dt.datetime.combine(first_day, dt.time(), tzinfo=tz)
+        end = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+        window = _fmt_window(start, end, self.timezone)
+        url = base_url + AGGREGATE_EXPORT_PATH.format(app_id=app_id, report=report)
+        # Aggregate ranges are whole days: `from`/`to` as dates, `to` inclusive.
+        params = {"from": first_day.isoformat(), "to": last_day.isoformat(), "timezone": self.timezone}
+        spacing_key = (base_url, app_id, report)
+        result = AggregateReport(app_id=app_id, report=report, first_day=first_day, last_day=last_day)
+        with bearer_session(base_url, token, accept="text/csv") as session:
+            for attempt in range(self.aggregate_quota_retries + 1):
+                if short_range:
+                    waited = _AGGREGATE_SPACING.wait_turn(spacing_key, self.aggregate_min_interval_seconds)
+                    if waited:
+                        log.info(f"AppsFlyer {report} for app {app_id}: waited {waited:.1f} s to keep "
+                                 "<= 2-day aggregate calls a minute apart (AppsFlyer's limit)")
+                try:
+                    content = self._call(session, "GET", url, token, log, app_id=app_id,
+                                         report=report, window=window,
+                                         on_attempt=result.count_call, params=params)
+                    break
+                except AppsFlyerQuotaError as exc:
+                    if not short_range or exc.status != 403:
+                        raise
+                    if attempt == self.aggregate_quota_retries:
+                        raise AppsFlyerQuotaError(
+                            f"AppsFlyer {report} for app {app_id}, window {window}: the one-call-"
+                            f"per-minute limit for <= 2-day ranges was still reached after "
+                            f"{attempt + 1} calls spaced {self.aggregate_min_interval_seconds:g} s "
+                            "apart; another process is probably pulling the same report. Re-run "
+                            "the partition when it is done (or pull 3+ days at once, which uses "
+                            "the daily quota instead).",
+                            app_id=app_id, report=report, window=window, status=exc.status,
+                        ) from None
+                    log.warning(f"AppsFlyer {report} for app {app_id}: 403 'Limit reached' for a "
+                                f"<= 2-day range; retrying after the one-minute limit passes")
+                finally:
+                    if short_range:
+                        _AGGREGATE_SPACING.mark(spacing_key)
+        result.content = content
+        return result
+
+    def fetch_cohort(self, app_id: str, body: dict[str, Any], log: Any = None) -> CohortResult:
+        """POST one Cohort API query (exactly one KPI) and return its JSON result records.
+
+        Calls are limited in-process to ``cohort_calls_per_minute`` per account; 429/5xx are
+        retried with backoff. A 422 (the API rejected the body) raises
+        :class:`AppsFlyerCohortRequestError` naming app, KPI and the API's message.
+        """
+        log = log or _default_log
+        kpis = list(body.get("kpis") or [])
+        kpi = kpis[0] if len(kpis) == 1 else ",".join(map(str, kpis))
+        base_url, token = self._connection()
+        waited = _COHORT_LIMITER.acquire(base_url, self.cohort_calls_per_minute,
+                                         self.cohort_rate_window_seconds)
+        if waited:
+            log.info(f"AppsFlyer Cohort API: waited {waited:.1f} s to stay within "
+                     f"{self.cohort_calls_per_minute} calls per {self.cohort_rate_window_seconds:g} s")
+        window = f"cohorts {body.get('from')}..{body.get('to')} ({self.timezone})"
+        report = f"cohort (kpi {kpi})"
+        result = CohortResult(app_id=app_id, kpi=kpi)
+        url = base_url + COHORT_PATH.format(app_id=app_id)
+        with bearer_session(base_url, token, accept="application/json") as session:
+            try:
+                content = self._call(session, "POST", url, token, log, app_id=app_id, report=report,
+                                     window=window, on_attempt=result.count_call,
+                                     params={"format": "json"}, json=body)
+            except AppsFlyerApiError as exc:
+                if exc.status != 422:
+                    raise
+                raise AppsFlyerCohortRequestError(
+                    f"AppsFlyer Cohort API rejected the query for app {app_id}, KPI {kpi!r}, "
+                    f"{window}: {exc}. Fix the cohort_ltv configuration (kpis, groupings, "
+                    f"cohort_type) and re-run; the query sent was {json.dumps(body, sort_keys=True)}",
+                    app_id=app_id, report=report, window=window, status=422,
+                ) from None
+        try:
+            payload = json.loads(content)
+        except ValueError:
+            payload = None
+        records = payload.get("results") if isinstance(payload, dict) else payload
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            excerpt = redact(content[:_BODY_EXCERPT_CHARS].decode("utf-8", errors="replace"), token)
+            raise AppsFlyerApiError(
+                f"AppsFlyer {report} for app {app_id}, {window}: the answer is not the JSON "
+                f"record list adpipes expects (a 'results' list of objects): {excerpt!r}",
+                app_id=app_id, report=report, window=window, status=200,
+            )
+        result.records = records
         return result
 
     # -- internals ----------------------------------------------------------------------------

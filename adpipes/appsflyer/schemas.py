@@ -169,3 +169,121 @@ RAW_TABLES = {
 RAW_DATA_TABLE = TABLES.register(
     TableSpec(asset_key=RAW_DATA_KEY, dataframe_schema=raw_data_schema(), databases=(ARCHIVE, PRODUCT))
 )
+
+
+# -- aggregate daily_report ----------------------------------------------------------------------
+
+DAILY_REPORT_KEY = dg.AssetKey(["appsflyer", "daily_report"])
+
+# Header -> column of AppsFlyer's aggregate daily_report. Parsing goes by header name; headers not
+# listed here are kept as text columns (see DAILY_REPORT_TABLE) and flagged.
+DAILY_REPORT_HEADERS = {
+    "Date": "date",
+    "Agency/PMD (af_prt)": "agency",
+    "Media Source (pid)": "media_source",
+    "Campaign (c)": "campaign",
+    "Impressions": "impressions",
+    "Clicks": "clicks",
+    "CTR": "ctr",
+    "Installs": "installs",
+    "Conversion Rate": "conversion_rate",
+    "Sessions": "sessions",
+    "Loyal Users": "loyal_users",
+    "Loyal Users/Installs": "loyal_users_over_installs",
+    "Total Cost": "total_cost",
+    "Average eCPI": "average_ecpi",
+}
+DAILY_REPORT_TEXT_COLUMNS = ("agency", "media_source", "campaign")
+DAILY_REPORT_COUNT_COLUMNS = ("impressions", "clicks", "installs", "sessions", "loyal_users")
+DAILY_REPORT_DECIMAL_COLUMNS = ("ctr", "conversion_rate", "loyal_users_over_installs", "total_cost",
+                                "average_ecpi")
+
+
+def _count(description: str) -> pa.Column:
+    return pa.Column("Int64", nullable=True, description=description)
+
+
+def daily_report_schema() -> pa.DataFrameSchema:
+    columns: dict[str, pa.Column] = {
+        "report_date": report_date_column(),
+        "platform": _text("android or ios: which app the row belongs to.", False),
+        "date": pa.Column("str", nullable=False, description="The Date column as delivered (equals report_date).", metadata={"pg_type": "date"}),
+        "agency": _text("Agency/PMD (af_prt); null when AppsFlyer says None."),
+        "media_source": _text("Media source (pid), e.g. googleadwords_int, organic."),
+        "campaign": _text("Campaign name (c); null when AppsFlyer says None."),
+        "impressions": _count("Ad impressions reported by the network (null when N/A, e.g. organic)."),
+        "clicks": _count("Ad clicks (null when N/A)."),
+        "ctr": _money("Click-through rate, clicks / impressions (null when N/A)."),
+        "installs": _count("Attributed installs of the day."),
+        "conversion_rate": _money("Installs / clicks (null when N/A)."),
+        "sessions": _count("App sessions of the day by users of this media source and campaign."),
+        "loyal_users": _count("Users who opened the app at least 3 times (AppsFlyer's loyal users)."),
+        "loyal_users_over_installs": _money("Loyal users / installs."),
+        "total_cost": _money("Ad spend reported to AppsFlyer, in the app currency (null when N/A)."),
+        "average_ecpi": _money("Effective cost per install, total_cost / installs (null when N/A)."),
+    }
+    # strict=False: a column AppsFlyer adds later is kept (as text) rather than rejected.
+    return pa.DataFrameSchema(columns, strict=False, name="appsflyer/daily_report")
+
+
+# The table lives in product and archive. keep_unknown_columns: a column AppsFlyer adds to the
+# daily report later is stored as a text column exactly as the vendor sent it (in both databases,
+# since both hold one table), named in the run's `appsflyer/unknown_columns` metadata and a
+# warning; once its meaning is known, add it to DAILY_REPORT_HEADERS with a type (existing text
+# columns are not retyped: ALTER it by hand then).
+DAILY_REPORT_TABLE = TABLES.register(
+    TableSpec(asset_key=DAILY_REPORT_KEY, dataframe_schema=daily_report_schema(),
+              databases=(ARCHIVE, PRODUCT), keep_unknown_columns=True)
+)
+
+
+# -- Cohort API: cohort_ltv ----------------------------------------------------------------------
+
+COHORT_LTV_KEY = dg.AssetKey(["appsflyer", "cohort_ltv"])
+
+# KPIs a cohort_ltv run may ask for (the Cohort API's `kpis` enum, less users/ecpi/cost, which
+# every answer carries anyway, and event_name, which needs event filters) and the functions
+# stored as typed columns `{kpi}_{function}`. The API spec does not list the functions per KPI:
+# these are the ones it returns for them (`revenue_sum_day_7`, `revenue_count_day_7`, ...).
+# Why fixed columns rather than columns from the run's configuration: the KPI list is run config,
+# but one table must serve every run (a backfill with `sessions` and a daily run without it write
+# the same table), so the table has a column for every KPI function below and the ones a run did
+# not ask for are null. A function outside this list (AppsFlyer adds one) is not dropped: it lands
+# in `extra_kpis` (jsonb, {"revenue_avg": 1.2}) and is flagged in the run's metadata.
+COHORT_KPI_FUNCTIONS = {
+    "revenue": ("sum", "count"),
+    "sessions": ("sum", "count"),
+    "uninstalls": ("sum", "count"),
+    "roas": ("sum",),
+    "roi": ("sum",),
+}
+COHORT_KPI_COLUMNS = tuple(f"{kpi}_{fn}" for kpi, fns in COHORT_KPI_FUNCTIONS.items() for fn in fns)
+
+
+def cohort_ltv_schema() -> pa.DataFrameSchema:
+    columns: dict[str, pa.Column] = {
+        "report_date": report_date_column(),
+        "platform": _text("android or ios: which app the cohort belongs to.", False),
+        "media_source": _text("Media source (pid) the cohort's users were attributed to.", False),
+        "campaign": _text("Campaign (c); null when AppsFlyer says None (organic)."),
+        "period": pa.Column("Int64", nullable=False, description="Day N after the install day (0 = the install day itself); only periods that are complete are stored."),
+        "users": _count("Users in the cohort (attributed on report_date)."),
+        "cost": _money("Ad spend of the cohort, in the app currency (null for organic)."),
+        "ecpi": _money("Effective cost per install of the cohort (cost / users)."),
+    }
+    for column in COHORT_KPI_COLUMNS:
+        kpi, function = column.rsplit("_", 1)
+        columns[column] = _money(
+            f"Cohort {kpi} ({function}) from the install day through day `period`, cumulative; "
+            "null when the run did not ask for this KPI."
+        )
+    columns["extra_kpis"] = pa.Column(
+        "str", nullable=True, metadata={"pg_type": "jsonb"},
+        description="KPI functions AppsFlyer returned that have no column here yet, as JSON.",
+    )
+    return pa.DataFrameSchema(columns, strict=True, name="appsflyer/cohort_ltv")
+
+
+COHORT_LTV_TABLE = TABLES.register(
+    TableSpec(asset_key=COHORT_LTV_KEY, dataframe_schema=cohort_ltv_schema(), databases=(ARCHIVE, PRODUCT))
+)

@@ -328,9 +328,14 @@ def _json_error(status: int, message: str, call: dict[str, Any]) -> Response:
     return Response.json_body(status, {"message": message}, call=call)
 
 
-def raw_data_export(server: SandboxServer, request: Request) -> Response:
-    app_id = request.match["app_id"]
-    report = request.match["report"]
+def api_call_preamble(server: SandboxServer, request: Request, app_id: str, report: str,
+                      ) -> tuple[dict[str, Any], Response | None, float]:
+    """What every AppsFlyer endpoint of the sandbox does first: the call-log entry, an injected
+    fault (``take_fault(app_id, report)``), bearer-token auth and the app check.
+
+    Returns ``(call, early_response, delay)``; ``early_response`` is None when the request may be
+    served. Shared by the raw-data, aggregate and cohort endpoints.
+    """
     call: dict[str, Any] = {
         "method": request.method,
         "path": request.path,
@@ -346,27 +351,37 @@ def raw_data_export(server: SandboxServer, request: Request) -> Response:
         call["fault"] = fault.kind
         if fault.kind == "429":
             headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
-            return Response.json_body(429, {"message": "Too Many Requests"}, headers=headers, call=call)
+            return call, Response.json_body(429, {"message": "Too Many Requests"}, headers=headers,
+                                            call=call), delay
         if fault.kind in ("500", "503"):
-            return Response.text(int(fault.kind), "<html><body>Service Unavailable</body></html>",
-                                 "text/html", call=call)
+            return call, Response.text(int(fault.kind), "<html><body>Service Unavailable</body></html>",
+                                       "text/html", call=call), delay
         if fault.kind == "empty_200":
-            return Response(200, b"", "text/csv", call=call)
+            return call, Response(200, b"", "text/csv", call=call), delay
         if fault.kind == "quota":
-            return _json_error(400, QUOTA_MESSAGE, call)
+            return call, _json_error(400, QUOTA_MESSAGE, call), delay
         if fault.kind == "quota_403":
-            return Response.text(403, f"Limit reached for {report}", call=call)
+            return call, Response.text(403, f"Limit reached for {report}", call=call), delay
         if fault.kind == "token_revoked":
-            return Response.text(401, INVALID_TOKEN_MESSAGE, call=call)
+            return call, Response.text(401, INVALID_TOKEN_MESSAGE, call=call), delay
         if fault.kind == "slow":
             delay = fault.seconds
 
     auth = request.headers.get("Authorization", "")
     if not hmac.compare_digest(auth.encode("utf-8"), f"Bearer {server.appsflyer_token}".encode("utf-8")):
-        return Response.text(401, INVALID_TOKEN_MESSAGE, call=call)
+        return call, Response.text(401, INVALID_TOKEN_MESSAGE, call=call), delay
+    if app_id not in server.config_snapshot()["apps"]:
+        return call, Response.text(404, NOT_FOUND_HTML, "text/html", call=call), delay
+    return call, None, delay
+
+
+def raw_data_export(server: SandboxServer, request: Request) -> Response:
+    app_id = request.match["app_id"]
+    report = request.match["report"]
+    call, early, delay = api_call_preamble(server, request, app_id, report)
+    if early is not None:
+        return early
     config = server.config_snapshot()
-    if app_id not in config["apps"]:
-        return Response.text(404, NOT_FOUND_HTML, "text/html", call=call)
     if report not in RAW_REPORTS:
         return _json_error(400, f"Invalid report type: {report}", call)
 
@@ -459,3 +474,7 @@ def _window_rows(app_id: str, report: str, start: dt.datetime, end: dt.datetime,
 
 def register(server: SandboxServer) -> None:
     server.add_route("GET", RAW_PATH, raw_data_export)
+    # The aggregate (daily_report) and Cohort endpoints live in their own module.
+    from adpipes.lib.sandbox import appsflyer_aggregate
+
+    appsflyer_aggregate.register(server)

@@ -1,0 +1,196 @@
+"""``appsflyer/daily_report``: AppsFlyer's aggregate daily performance report for both apps.
+
+One aggregate Pull API call per platform covers the whole partition range (aggregate history is
+unlimited). Aggregates finalize about 48 hours late, so a day's figures still change for two
+days: :func:`refresh_range` and :func:`daily_report_refresh_run_request` re-pull a day together
+with the two days before it, in one single-run range (which a later schedule uses).
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+
+import dagster as dg
+from adpipes.appsflyer.partitions import appsflyer_daily_partitions
+from adpipes.appsflyer.resources import DAILY_REPORT, AppsFlyerApiError, AppsFlyerApps, AppsFlyerPullApi
+from adpipes.appsflyer.schemas import (
+    DAILY_REPORT_COUNT_COLUMNS,
+    DAILY_REPORT_DECIMAL_COLUMNS,
+    DAILY_REPORT_HEADERS,
+    DAILY_REPORT_TABLE,
+    DAILY_REPORT_TEXT_COLUMNS,
+    PLATFORMS,
+    snake_case,
+)
+
+GROUP = "appsflyer"
+# Aggregates finalize ~48 h late: a day is re-pulled with the two days before it.
+FINALIZATION_LAG_DAYS = 2
+# How AppsFlyer says "no value" in aggregate reports: the string None (agency, campaign) and N/A
+# (metrics a media source does not report, e.g. organic impressions and cost).
+NULL_MARKERS = frozenset({"", "None", "N/A"})
+_BAD_VALUES_SHOWN = 5
+
+
+class DailyReportFormatError(AppsFlyerApiError):
+    """The daily report cannot be read: a required column is missing or a number is not a number."""
+
+
+@dataclass
+class ParsedDailyReport:
+    frame: pd.DataFrame
+    unknown_columns: list[str]
+    missing_columns: list[str]
+
+
+def _numbers(values: pd.Series, column: str, *, whole: bool, where: str) -> pd.Series:
+    text = values.astype("string").str.strip()
+    text = text.mask(text.isin(NULL_MARKERS))
+    numbers = pd.to_numeric(text, errors="coerce")
+    bad = text.notna() & (numbers.isna() | ((numbers % 1 != 0) if whole else False))
+    if bad.any():
+        sample = text[bad].unique().tolist()[:_BAD_VALUES_SHOWN]
+        raise DailyReportFormatError(
+            f"{where}: column {column!r} has {int(bad.sum())} value(s) that are not "
+            f"{'whole numbers' if whole else 'numbers'}: {sample}. AppsFlyer changed the format; "
+            "nothing was loaded. Adjust adpipes.appsflyer.daily_report and re-run the partition."
+        )
+    return numbers.astype("Int64" if whole else "Float64")
+
+
+def daily_report_frame(report: pa.Table, platform: str, app_id: str) -> ParsedDailyReport:
+    """The daily report CSV (every column as text) as typed rows, columns mapped by header name.
+
+    ``None``/``N/A`` become NULL; headers adpipes does not know are kept as delivered (text)
+    under their snake_case name and listed in ``unknown_columns``.
+    """
+    where = f"AppsFlyer {DAILY_REPORT} for app {app_id} ({platform})"
+    raw = report.to_pandas()
+    if "Date" not in raw.columns:
+        raise DailyReportFormatError(
+            f"{where}: the answer has no 'Date' column (columns: {list(raw.columns)}); adpipes "
+            "cannot tell which day the rows belong to, so nothing was loaded."
+        )
+    frame = pd.DataFrame(index=raw.index)
+    frame["report_date"] = raw["Date"].astype("string").str.strip()
+    frame["platform"] = pd.Series(platform, index=raw.index, dtype="string")
+    missing = []
+    for header, column in DAILY_REPORT_HEADERS.items():
+        if header not in raw.columns:
+            missing.append(header)
+            values = pd.Series(pd.NA, index=raw.index, dtype="string")
+        else:
+            values = raw[header].astype("string")
+        if column in DAILY_REPORT_COUNT_COLUMNS or column in DAILY_REPORT_DECIMAL_COLUMNS:
+            frame[column] = _numbers(values, column, whole=column in DAILY_REPORT_COUNT_COLUMNS,
+                                     where=where)
+        elif column in DAILY_REPORT_TEXT_COLUMNS:
+            values = values.str.strip()
+            frame[column] = values.mask(values.isin(NULL_MARKERS))
+        else:
+            frame[column] = values.str.strip()
+    unknown = []
+    for header in raw.columns:
+        if header in DAILY_REPORT_HEADERS:
+            continue
+        name = snake_case(header)
+        # A vendor column must never overwrite one of ours (e.g. a future "Platform" column).
+        name = f"vendor_{name}" if name in frame.columns else name
+        frame[name] = raw[header].astype("string")
+        unknown.append(name)
+    return ParsedDailyReport(frame, unknown, missing)
+
+
+def refresh_range(partition_key: str, lag_days: int = FINALIZATION_LAG_DAYS) -> tuple[str, str]:
+    """The partition range re-pulling ``partition_key`` and the ``lag_days`` days before it
+    (not before the first partition), e.g. 2026-11-20 -> ("2026-11-18", "2026-11-20")."""
+    day = dt.date.fromisoformat(partition_key)
+    first_key = appsflyer_daily_partitions.get_first_partition_key()
+    start = day - dt.timedelta(days=lag_days)
+    if first_key is not None:
+        start = max(start, dt.date.fromisoformat(first_key))
+    return start.isoformat(), day.isoformat()
+
+
+def daily_report_refresh_run_request(partition_key: str) -> dg.RunRequest:
+    """One run materializing ``partition_key`` and the two days before it as a single-run range:
+    one call per platform, and as a 3-day range it counts against the daily aggregate quota (24
+    a day) rather than the one-call-per-minute limit of <= 2-day ranges."""
+    start, end = refresh_range(partition_key)
+    return dg.RunRequest(
+        asset_selection=[DAILY_REPORT_TABLE.asset_key],
+        tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
+    )
+
+
+@dg.asset(
+    key=DAILY_REPORT_TABLE.asset_key,
+    partitions_def=appsflyer_daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+    kinds={"appsflyer", "postgres", "pandas"},
+    metadata={**DAILY_REPORT_TABLE.definition_metadata(), "appsflyer/report": DAILY_REPORT},
+)
+def daily_report(
+    context: dg.AssetExecutionContext,
+    appsflyer_api: AppsFlyerPullApi,
+    appsflyer_apps: AppsFlyerApps,
+) -> dg.Output[pd.DataFrame]:
+    """Daily ad performance of both apps per media source and campaign, as AppsFlyer's aggregate
+    daily report states it: impressions, clicks, installs, sessions, loyal users and ad spend
+    (cost, eCPI), one row per day, platform, agency, media source and campaign. This is the table
+    for spend and acquisition dashboards (cost per install by channel, installs by campaign).
+    AppsFlyer finalizes aggregates about 48 hours late, so a day's figures may still change for two
+    days: re-materialize a day together with the two days before it (`--partition-range
+    D-2...D`, one call per app; `daily_report_refresh_run_request` builds that run).
+    """
+    keys = context.partition_keys
+    first, last = dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])
+    frames, calls, unknown, missing = [], 0, set(), set()
+    for platform in PLATFORMS:
+        app_id = appsflyer_apps.app_id(platform)
+        fetched = appsflyer_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last, log=context.log)
+        calls += fetched.calls
+        parsed = daily_report_frame(fetched.to_arrow(), platform, app_id)
+        outside = sorted(set(parsed.frame["report_date"].dropna()) - {d.isoformat() for d in _days(first, last)})
+        if outside:
+            raise DailyReportFormatError(
+                f"AppsFlyer {DAILY_REPORT} for app {app_id}: rows dated {outside[:5]} outside the "
+                f"requested {first}..{last}; nothing was loaded (is the timezone parameter right?)",
+                app_id=app_id, report=DAILY_REPORT,
+            )
+        unknown.update(parsed.unknown_columns)
+        missing.update(parsed.missing_columns)
+        frames.append(parsed.frame)
+    frame = pd.concat(frames, ignore_index=True)
+    # A range run may cover a non-contiguous set of partitions: keep only the requested days.
+    frame = frame[frame["report_date"].isin(keys)].reset_index(drop=True)
+    if unknown:
+        context.log.warning(
+            f"AppsFlyer {DAILY_REPORT} has columns adpipes does not know yet: {sorted(unknown)}. "
+            "They are stored as delivered, as text columns of appsflyer.daily_report."
+        )
+    if missing:
+        context.log.warning(f"AppsFlyer {DAILY_REPORT} lacks columns {sorted(missing)}; they are null")
+    by_platform = frame.groupby("platform")
+    return dg.Output(
+        frame,
+        metadata={
+            "appsflyer/api_calls": calls,
+            "appsflyer/rows_served": len(frame),
+            "installs_by_platform": dg.MetadataValue.json(
+                {p: int(v) for p, v in by_platform["installs"].sum().items()}
+            ),
+            "total_cost_by_platform": dg.MetadataValue.json(
+                {p: float(v) for p, v in by_platform["total_cost"].sum().items()}
+            ),
+            "appsflyer/unknown_columns": dg.MetadataValue.json(sorted(unknown)),
+            "appsflyer/missing_columns": dg.MetadataValue.json(sorted(missing)),
+        },
+    )
+
+
+def _days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]

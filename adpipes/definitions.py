@@ -35,7 +35,10 @@ def build_resources(settings: Settings) -> dict[str, object]:
     if settings.is_dev:
         # Dev always talks to the sandbox (None = find or start it); real credentials are only
         # used with ADPIPES_ENV=prod so a dev run never spends a real API quota.
-        appsflyer_api = AppsFlyerPullApi(api_token=None, base_url=None, timezone=settings.timezone)
+        # The sandbox does not enforce AppsFlyer's one-call-per-minute rule for short aggregate
+        # ranges unless a test switches it on, so dev seeding need not wait a minute per day.
+        appsflyer_api = AppsFlyerPullApi(api_token=None, base_url=None, timezone=settings.timezone,
+                                         aggregate_min_interval_seconds=0)
         apps = AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID)
     else:
         appsflyer_api = AppsFlyerPullApi(

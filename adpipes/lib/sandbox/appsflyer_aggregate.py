@@ -130,19 +130,22 @@ def _num(value: float | None, digits: int = 4) -> str:
     return NOT_AVAILABLE if value is None else f"{value:.{digits}f}".rstrip("0").rstrip(".")
 
 
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return None if numerator is None or not denominator else numerator / denominator
+
+
 def daily_report_rows(app_id: str, first: dt.date, last: dt.date, extra: list[str]) -> list[list[str]]:
     rows = []
     day = first
     while day <= last:
         for source, agency, campaign in daily_report_cells(app_id):
             f = daily_report_figures(app_id, day, source, campaign)
-            ratio = (lambda a, b: None if a is None or not b else a / b)
             rows.append([
                 day.isoformat(), agency, source, campaign,
-                _num(f["impressions"], 0), _num(f["clicks"], 0), _num(ratio(f["clicks"], f["impressions"])),
-                str(f["installs"]), _num(ratio(f["installs"], f["clicks"])), str(f["sessions"]),
-                str(f["loyal_users"]), _num(ratio(f["loyal_users"], f["installs"])),
-                _num(f["total_cost"], 2), _num(ratio(f["total_cost"], f["installs"])),
+                _num(f["impressions"], 0), _num(f["clicks"], 0), _num(_ratio(f["clicks"], f["impressions"])),
+                str(f["installs"]), _num(_ratio(f["installs"], f["clicks"])), str(f["sessions"]),
+                str(f["loyal_users"]), _num(_ratio(f["loyal_users"], f["installs"])),
+                _num(f["total_cost"], 2), _num(_ratio(f["total_cost"], f["installs"])),
                 *(f"{name.lower().replace(' ', '_')}:{day:%m%d}" for name in extra),
             ])
         day += dt.timedelta(days=1)
@@ -242,8 +245,8 @@ def _validate_cohort_body(body: Any) -> dict[str, Any]:
 def cohort_cell(app_id: str, day: dt.date, source: str, campaign: str, kpi: str
                 ) -> tuple[int, float | None, dict[str, list[float]]]:
     """users, cost and per-function daily increments (periods 0..180) of one cohort cell."""
-    users = daily_report_figures(app_id, day, source, campaign)["installs"]
-    cost = daily_report_figures(app_id, day, source, campaign)["total_cost"]
+    figures = daily_report_figures(app_id, day, source, campaign)
+    users, cost = figures["installs"], figures["total_cost"]
     rng = random.Random(_seed(app_id, COHORT, kpi, day.isoformat(), source, campaign))
     counts = [float(round(users * rng.uniform(0.02, 0.3) / (1 + n) ** 0.7)) for n in range(MAX_PERIOD + 1)]
     per_event = rng.uniform(1.0, 12.0)

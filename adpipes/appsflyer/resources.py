@@ -1,4 +1,12 @@
-"""AppsFlyer resources: the Pull API V2 raw-data client and the configured app ids.
+"""AppsFlyer resources: the Pull API V2 client (raw data, aggregate reports, Cohort API) and the
+configured app ids.
+
+Aggregate reports (``fetch_aggregate_report``) are one call per range (history is unlimited); their
+quota is one call per minute per app and report for ranges of <= 2 days, which the client respects
+by spacing such calls in-process and by waiting out a 403 ``Limit reached`` (another process
+called), and 24 calls a day for longer ranges, whose quota answer fails at once. Cohort API queries
+(``fetch_cohort``) are paced to 60 calls a minute per account; a 422 names app, KPI and the API's
+reason.
 
 The Pull API has no paging and no truncation flag: a response with exactly ``maximum_rows`` data
 rows has silently lost the rest. The client therefore halves such windows (down to

@@ -13,9 +13,11 @@ from adpipes.appsflyer.schemas import (
     RAW_REPORTS,
     RAW_TABLES,
 )
-from adpipes.appsflyer.transform import raw_report_frame, unify_raw_reports
+from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
 from adpipes.lib.markdown import markdown_table
 from adpipes.lib.partitions import day_window
+from adpipes.lib.storage.delivered import DeliveredFiles
+from adpipes.lib.storage.postgres import LOAD_AS_BATCHES, PartitionBatches
 
 RAW_GROUP = "appsflyer_raw"
 UNIFIED_GROUP = "appsflyer"
@@ -57,17 +59,23 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         context: dg.AssetExecutionContext,
         appsflyer_api: AppsFlyerPullApi,
         appsflyer_apps: AppsFlyerApps,
-    ) -> dg.Output[pd.DataFrame]:
+    ) -> dg.Output[DeliveredFiles]:
         app_id = appsflyer_apps.app_id(platform)
-        frames, calls = [], 0
+        # The responses are spooled to disk and streamed into the archive as delivered: a raw day
+        # can be a million rows, too big to hold in memory several times over.
+        delivered = DeliveredFiles(prefix=f"adpipes-{platform}-{report_short}-")
+        calls = 0
         for key in context.partition_keys:
             start, end = day_window(key, appsflyer_api.timezone)
-            fetched = appsflyer_api.fetch_raw_report(app_id, report, start, end, log=context.log)
+            fetched = appsflyer_api.fetch_raw_report(
+                app_id, report, start, end, log=context.log, directory=delivered.directory
+            )
             calls += fetched.calls
-            frames.append(raw_report_frame(fetched.to_arrow(), report_date=key))
-        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        unknown = [c for c in frame.columns if c != "report_date" and c not in RAW_COLUMN_NAMES]
-        missing = [c for c in RAW_COLUMN_NAMES if c not in frame.columns]
+            for chunk in fetched.chunks:
+                delivered.add(chunk.path, snake_case_columns(chunk.header), chunk.rows, report_date=key)
+        columns = delivered.columns
+        unknown = [c for c in columns if c not in RAW_COLUMN_NAMES]
+        missing = [c for c in RAW_COLUMN_NAMES if c not in columns]
         if unknown:
             context.log.warning(
                 f"AppsFlyer {report} for {app_id} has columns adpipes does not know yet: {unknown}. "
@@ -76,11 +84,11 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         if missing:
             context.log.warning(f"AppsFlyer {report} for {app_id} lacks columns {missing}")
         return dg.Output(
-            frame,
+            delivered,
             metadata={
                 "appsflyer/app_id": app_id,
                 "appsflyer/api_calls": calls,
-                "appsflyer/rows_served": len(frame),
+                "appsflyer/rows_served": delivered.row_count,
                 "appsflyer/unknown_columns": dg.MetadataValue.json(unknown),
                 "appsflyer/missing_columns": dg.MetadataValue.json(missing),
             },
@@ -97,7 +105,9 @@ raw_report_assets = [
 @dg.asset(
     key=RAW_DATA_TABLE.asset_key,
     ins={
-        f"{platform}_{short}": dg.AssetIn(key=RAW_TABLES[(platform, short)].asset_key)
+        f"{platform}_{short}": dg.AssetIn(
+            key=RAW_TABLES[(platform, short)].asset_key, metadata={LOAD_AS_BATCHES: True}
+        )
         for platform in PLATFORMS
         for short in RAW_REPORTS
     },
@@ -111,10 +121,10 @@ def raw_data(
     context: dg.AssetExecutionContext,
     appsflyer_api: AppsFlyerPullApi,
     appsflyer_apps: AppsFlyerApps,
-    android_installs: pd.DataFrame,
-    android_in_app_events: pd.DataFrame,
-    ios_installs: pd.DataFrame,
-    ios_in_app_events: pd.DataFrame,
+    android_installs: PartitionBatches,
+    android_in_app_events: PartitionBatches,
+    ios_installs: PartitionBatches,
+    ios_in_app_events: PartitionBatches,
 ) -> dg.Output[pd.DataFrame]:
     """Attributed installs and in-app events of both apps in one typed table: who installed from
     which media source and campaign, what they did and spent afterwards. One row per install or

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import shutil
+import tempfile
+import weakref
 import json
 import logging
 import re
@@ -29,6 +32,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
@@ -211,6 +215,54 @@ class RawReport:
         return self.to_arrow().to_pandas()
 
 
+@dataclass(frozen=True)
+class SpooledChunk:
+    """One raw-report response, spooled to disk as delivered (header line first)."""
+
+    path: Path
+    header: tuple[str, ...]
+    rows: int
+    window: tuple[dt.datetime, dt.datetime]
+
+
+@dataclass
+class SpooledReport:
+    """The raw-report responses that together cover the requested window, as files on disk.
+
+    A raw day can be a million rows (600 MB of CSV): the responses are streamed to files and only
+    counted here (truncation is detected from the row count), never held in memory. The files are
+    removed with the directory passed to ``fetch_raw_report`` (its owner's job) or, when the client
+    made the directory itself, when this object is garbage-collected.
+    """
+
+    app_id: str
+    report: str
+    timezone: str
+    directory: Path
+    chunks: list[SpooledChunk] = field(default_factory=list)
+    # HTTP requests made, including retried attempts and discarded (truncated) answers.
+    calls: int = 0
+
+    def count_call(self) -> None:
+        self.calls += 1
+
+    @property
+    def windows(self) -> list[tuple[dt.datetime, dt.datetime]]:
+        """The [start, end) windows actually fetched (after splitting), in order."""
+        return [c.window for c in self.chunks]
+
+    @property
+    def row_count(self) -> int:
+        return sum(c.rows for c in self.chunks)
+
+    def to_arrow(self) -> pa.Table:
+        """Every chunk parsed into one table of string columns (for inspection and tests)."""
+        tables = [parse_report_csv(c.path) for c in self.chunks]
+        if not tables:
+            return pa.table({})
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+
+
 @dataclass
 class AggregateReport:
     """One aggregate Pull API answer (e.g. ``daily_report``) covering ``first_day..last_day``."""
@@ -246,16 +298,18 @@ class CohortResult:
         self.calls += 1
 
 
-def parse_report_csv(content: bytes) -> pa.Table:
-    """Parse one raw-report CSV reading every column as text, by header name.
+def read_header(source: bytes | Path) -> list[str]:
+    """The header names of a report CSV (the first line; AppsFlyer may prefix a UTF-8 BOM)."""
+    if isinstance(source, Path):
+        with source.open("rb") as handle:
+            first = handle.readline()
+    else:
+        first = source.split(b"\n", 1)[0]
+    return next(csv.reader([first.decode("utf-8-sig").rstrip("\r\n")]), [])
 
-    IDs read as numbers would come back as ``1000000186.0`` and lose leading zeros, and AppsFlyer
-    adds columns over time, so no column is typed here.
-    """
-    header_line = content.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r")
-    names = next(csv.reader([header_line]), [])
-    return pacsv.read_csv(
-        pa.py_buffer(content),
+
+def _csv_options(names: list[str]) -> dict[str, Any]:
+    return dict(
         read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
         # Campaign names and user agents may hold quoted newlines.
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
@@ -265,6 +319,30 @@ def parse_report_csv(content: bytes) -> pa.Table:
             quoted_strings_can_be_null=False,
         ),
     )
+
+
+def parse_report_csv(source: bytes | Path) -> pa.Table:
+    """Parse one raw-report CSV reading every column as text, by header name.
+
+    IDs read as numbers would come back as ``1000000186.0`` and lose leading zeros, and AppsFlyer
+    adds columns over time, so no column is typed here.
+    """
+    data = str(source) if isinstance(source, Path) else pa.py_buffer(source)
+    return pacsv.read_csv(data, **_csv_options(read_header(source)))
+
+
+def count_report_rows(path: Path) -> tuple[list[str], int]:
+    """Header names and data-row count of a spooled report, parsed a block at a time.
+
+    Parsing (rather than counting line breaks) is what makes the count right when values hold
+    quoted line breaks, and it fails on a malformed file before anything is loaded.
+    """
+    names = read_header(path)
+    options = _csv_options(names)
+    # Converting one column is enough to count rows; every row is still tokenized and checked.
+    options["convert_options"].include_columns = names[:1]
+    reader = pacsv.open_csv(str(path), **options)
+    return names, sum(batch.num_rows for batch in reader)
 
 
 # -- resources -----------------------------------------------------------------------------------
@@ -279,6 +357,21 @@ def quota_reset_time(now: dt.datetime | None = None) -> dt.datetime:
     """The next 00:00 UTC, when AppsFlyer's daily quotas reset."""
     now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
     return dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+
+
+def _spool_body(response: requests.Response, path: Path) -> None:
+    """Stream a 200 body into ``path``; a cut-off download or an empty body is worth a retry."""
+    written = 0
+    try:
+        with path.open("wb") as handle:
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                handle.write(chunk)
+                written += len(chunk)
+    except requests.RequestException as exc:
+        raise TransientError(f"the download broke off after {written} bytes ({type(exc).__name__})") from None
+    if written < 64 and not path.read_bytes().strip():
+        # A real empty report still has its header line: zero bytes is a failed export.
+        raise TransientError("HTTP 200 with an empty body (not even a header line)", 200)
 
 
 class AppsFlyerPullApi(dg.ConfigurableResource):
@@ -342,9 +435,10 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
     # -- public API ---------------------------------------------------------------------------
 
     def fetch_raw_report(self, app_id: str, report: str, start: dt.datetime, end: dt.datetime,
-                         log: Any = None) -> RawReport:
+                         log: Any = None, directory: Path | None = None) -> SpooledReport:
         """Fetch raw report rows with Event Time in ``[start, end)`` (tz-aware datetimes).
 
+        Responses are streamed into files in ``directory`` (a new temporary directory if None).
         Windows returning ``maximum_rows`` rows are halved until complete; each piece is retried
         on transient failures. Raises a subclass of ``AppsFlyerApiError``.
         """
@@ -356,7 +450,15 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
             raise ValueError("start and end must be whole seconds (the API's precision)")
         log = log or _default_log
         base_url, token = self._connection()
-        result = RawReport(app_id=app_id, report=report, timezone=self.timezone)
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix="adpipes-appsflyer-"))
+            owned = True
+        else:
+            owned = False
+        result = SpooledReport(app_id=app_id, report=report, timezone=self.timezone,
+                               directory=Path(directory))
+        if owned:
+            weakref.finalize(result, shutil.rmtree, str(directory), True)
         with bearer_session(base_url, token, accept="text/csv") as session:
             self._fetch_window(session, base_url, token, app_id, report,
                                start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc),
@@ -471,17 +573,25 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
     # -- internals ----------------------------------------------------------------------------
 
     def _fetch_window(self, session: requests.Session, base_url: str, token: str, app_id: str,
-                      report: str, start: dt.datetime, end: dt.datetime, result: RawReport,
+                      report: str, start: dt.datetime, end: dt.datetime, result: SpooledReport,
                       log: Any) -> None:
-        content = self._get_with_retries(session, base_url, token, app_id, report, start, end, result, log)
-        table = parse_report_csv(content)
-        if table.num_rows < self.maximum_rows:
-            result.csv_chunks.append(content)
-            result._tables.append(table)
-            result.windows.append((start, end))
-            return
-        seconds = int((end - start).total_seconds())
+        path = result.directory / f"{app_id}-{report}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.csv"
+        self._get_with_retries(session, base_url, token, app_id, report, start, end, result, log, path)
         window = _fmt_window(start, end, self.timezone)
+        try:
+            header, rows = count_report_rows(path)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise AppsFlyerApiError(
+                f"AppsFlyer {report} for app {app_id}, window {window}: the response is not "
+                f"well-formed UTF-8 CSV ({exc}); nothing was loaded. Re-run the partition; if it "
+                "persists, report the response to AppsFlyer support.",
+                app_id=app_id, report=report, window=window,
+            ) from None
+        if rows < self.maximum_rows:
+            result.chunks.append(SpooledChunk(path, tuple(header), rows, (start, end)))
+            return
+        path.unlink()
+        seconds = int((end - start).total_seconds())
         if seconds <= self.min_split_seconds:
             raise AppsFlyerTruncationError(
                 f"AppsFlyer {report} for app {app_id}, window {window}: the response has "
@@ -492,7 +602,7 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
                 app_id=app_id, report=report, window=window,
             )
         log.info(
-            f"AppsFlyer {report} for app {app_id}, window {window}: {table.num_rows} rows = "
+            f"AppsFlyer {report} for app {app_id}, window {window}: {rows} rows = "
             f"maximum_rows, so the answer is truncated; splitting the window in halves"
         )
         # Whole seconds: the API's parameters have second precision.
@@ -501,8 +611,8 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
         self._fetch_window(session, base_url, token, app_id, report, middle, end, result, log)
 
     def _get_with_retries(self, session: requests.Session, base_url: str, token: str, app_id: str,
-                          report: str, start: dt.datetime, end: dt.datetime, result: RawReport,
-                          log: Any) -> bytes:
+                          report: str, start: dt.datetime, end: dt.datetime, result: SpooledReport,
+                          log: Any, path: Path) -> None:
         tz = ZoneInfo(self.timezone)
         # Wall times in the app timezone; `to` is inclusive, so the last second of the window.
         params = {
@@ -513,25 +623,32 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
         }
         url = base_url + RAW_EXPORT_PATH.format(app_id=app_id, report=report)
         window = _fmt_window(start, end, self.timezone)
-        return self._call(session, "GET", url, token, log, app_id=app_id, report=report,
-                          window=window, on_attempt=result.count_call, params=params)
+        self._call(session, "GET", url, token, log, app_id=app_id, report=report, window=window,
+                   on_attempt=result.count_call, spool_to=path, params=params)
 
     def _call(self, session: requests.Session, method: str, url: str, token: str, log: Any, *,
-              app_id: str, report: str, window: str, on_attempt: Any = None, **kwargs: Any) -> bytes:
+              app_id: str, report: str, window: str, on_attempt: Any = None,
+              spool_to: Path | None = None, **kwargs: Any) -> bytes:
         """One logical API call with retries; returns the 200 body or raises AppsFlyerApiError.
 
-        ``on_attempt`` is called once per HTTP request sent (every request spends quota).
+        ``on_attempt`` is called once per HTTP request sent (every request spends quota). With
+        ``spool_to``, a 200 body is streamed into that file instead (and ``b""`` returned).
         """
         context = dict(app_id=app_id, report=report, window=window)
         where = f"AppsFlyer {report} for app {app_id}, window {window}"
 
         def attempt() -> bytes:
             try:
-                response = send(session, method, url, timeout_seconds=self.timeout_seconds, **kwargs)
+                response = send(session, method, url, timeout_seconds=self.timeout_seconds,
+                                stream=spool_to is not None, **kwargs)
             finally:
                 if on_attempt is not None:
                     on_attempt()
-            return self._check_response(response, token, where, context)
+            with response:
+                if spool_to is not None and response.status_code == 200:
+                    _spool_body(response, spool_to)
+                    return b""
+                return self._check_response(response, token, where, context)
 
         try:
             return call_with_retries(

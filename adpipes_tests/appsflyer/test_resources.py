@@ -72,7 +72,7 @@ def test_day_has_every_column_and_every_row(appsflyer_api, clean_sandbox, app_id
     }
     expected = default_rows_for_day(app_id, report, dt.date.fromisoformat(day))
     assert fetched.row_count == table.num_rows == served[0]["rows"] == expected > 0
-    assert fetched.calls == 1 and fetched.windows == [(start, end)] and len(fetched.csv_chunks) == 1
+    assert fetched.calls == 1 and fetched.windows == [(start, end)] and len(fetched.chunks) == 1
     assert table.column_names == RAW_REPORT_COLUMNS
     assert all(t == pa.string() for t in table.schema.types)
     assert all(table[c].null_count == 0 for c in table.column_names)  # empty cells are ""
@@ -285,7 +285,7 @@ def test_truncated_windows_are_split_until_complete(clean_sandbox):
     assert split.calls == len(served) > 3
     assert all(c["params"]["maximum_rows"] == "100" for c in served)
     # The windows used tile [start, end) without gaps or overlaps.
-    assert len(split.windows) == len(split.csv_chunks) > 2
+    assert len(split.windows) == len(split.chunks) > 2
     assert split.windows[0][0] == start and split.windows[-1][1] == end
     assert all(a[1] == b[0] for a, b in zip(split.windows, split.windows[1:]))
     keys = row_keys(table)

@@ -8,8 +8,10 @@ duplicates rows, a failed load leaves the previous rows in place), and pruning a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -21,13 +23,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 from pydantic import Field
 
+from adpipes.lib.storage.delivered import DeliveredFiles
 from adpipes.lib.storage.tables import ARCHIVE, PARTITION_COLUMN, PRODUCT, TABLES, TableSpec
 
 # Rows per CSV chunk handed to COPY: large enough that per-chunk overhead vanishes, small enough
 # that the CSV text of one chunk stays a few tens of MB.
 COPY_BATCH_ROWS = 100_000
+# Bytes per chunk when streaming a delivered file into COPY, and per block when parsing a read-back.
+COPY_CHUNK_BYTES = 1 << 20
+READ_BLOCK_BYTES = 16 << 20
+# Input metadata asking the IO manager for a lazy PartitionBatches instead of one DataFrame, so a
+# downstream asset can process a million-row partition a block at a time.
+LOAD_AS_BATCHES = "adpipes/load_as_batches"
 
 
 class StorageError(Exception):
@@ -164,20 +174,66 @@ def _arrow_table(df: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
-def _copy_table(cur: psycopg.Cursor, target: sql.Composable, columns: Sequence[str], data: pa.Table) -> None:
+def _copy_table(
+    cursors: Sequence[psycopg.Cursor], target: sql.Composable, columns: Sequence[str], data: pa.Table
+) -> None:
+    """COPY ``data`` into ``target`` through every cursor (one per database) at once.
+
+    Each batch is turned into CSV once and handed to every COPY; queued writers send it from
+    worker threads, so the databases parse in parallel while the next batch is formatted.
+    """
     options = pacsv.WriteOptions(include_header=False, batch_size=COPY_BATCH_ROWS)
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
         target, sql.SQL(", ").join(_ident(c) for c in columns)
     )
-    with cur.copy(statement) as copy:
+    with contextlib.ExitStack() as stack:
+        copies = [stack.enter_context(cur.copy(statement, writer=QueuedLibpqWriter(cur))) for cur in cursors]
         for batch in data.to_batches(max_chunksize=COPY_BATCH_ROWS):
             buffer = io.BytesIO()
             pacsv.write_csv(batch, buffer, options)
-            copy.write(buffer.getbuffer())
+            chunk = buffer.getvalue()
+            for copy in copies:
+                copy.write(chunk)
+
+
+def _check_columns(spec: TableSpec, columns: Sequence[str]) -> list[str]:
+    """The columns not in the table definition (allowed only for tables keeping vendor columns)."""
+    known = set(spec.column_names)
+    extra = [c for c in columns if c not in known]
+    if extra and not spec.keep_unknown_columns:
+        raise StorageError(
+            f"{spec.qualified_name}: columns {extra} are not in the table definition; "
+            "add them to the pandera schema (the table definition) before writing them"
+        )
+    present = set(columns)
+    missing_required = [
+        c.name for c in spec.columns
+        if c.name not in present and not c.nullable and c.name != PARTITION_COLUMN
+    ]
+    if missing_required:
+        raise StorageError(
+            f"{spec.qualified_name}: the data has no column(s) {missing_required}, which the table "
+            "requires; nothing was written"
+        )
+    return extra
+
+
+def _check_dates(spec: TableSpec, dates: Sequence[str], days: Sequence[dt.date]) -> None:
+    keys = {day.isoformat() for day in days}
+    stray = sorted(set(dates) - keys)
+    if stray:
+        raise StorageError(
+            f"{spec.qualified_name}: rows have {PARTITION_COLUMN} {stray[:5]} outside the partitions "
+            f"being written ({min(keys)}..{max(keys)}); nothing was written"
+        )
+
+
+def _child(spec: TableSpec, day: dt.date) -> sql.Identifier:
+    return _ident(spec.schema_name, partition_table_name(spec.table_name, day))
 
 
 def replace_partitions(
-    conn: psycopg.Connection,
+    conns: psycopg.Connection | Sequence[psycopg.Connection],
     spec: TableSpec,
     df: pd.DataFrame,
     days: Sequence[dt.date],
@@ -186,48 +242,82 @@ def replace_partitions(
 ) -> dict[str, int]:
     """Replace the given day partitions of ``spec``'s table with ``df``'s rows, atomically.
 
+    With several connections (archive, product), the rows are loaded into all of them at once and
+    committed in the order given: a failure before the first commit leaves every database as it
+    was; one after it leaves the later databases as they were, which a re-run repairs.
     Returns the row count written per partition key.
     """
-    extra = [c for c in df.columns if c not in set(spec.column_names)]
-    if extra and not spec.keep_unknown_columns:
-        raise StorageError(
-            f"{spec.qualified_name}: columns {extra} are not in the table definition; "
-            "add them to the pandera schema (the table definition) before writing them"
-        )
-    missing_required = [
-        c.name for c in spec.columns if c.name not in df.columns and not c.nullable
-    ]
-    if missing_required:
-        raise StorageError(
-            f"{spec.qualified_name}: the data has no column(s) {missing_required}, which the table "
-            "requires; nothing was written"
-        )
+    conns = [conns] if isinstance(conns, psycopg.Connection) else list(conns)
+    if PARTITION_COLUMN not in df.columns:
+        raise StorageError(f"{spec.qualified_name}: the data has no {PARTITION_COLUMN} column; nothing was written")
+    extra = _check_columns(spec, [c for c in df.columns if c != PARTITION_COLUMN])
     columns = [c for c in spec.column_names if c in df.columns] + extra
-
-    keys = {day.isoformat() for day in days}
     dates = df[PARTITION_COLUMN].astype("str")
-    stray = sorted(set(dates.unique()) - keys)
-    if stray:
-        raise StorageError(
-            f"{spec.qualified_name}: rows have {PARTITION_COLUMN} {stray[:5]} outside the partitions "
-            f"being written ({min(keys)}..{max(keys)}); nothing was written"
-        )
     if dates.isna().any():
         raise StorageError(f"{spec.qualified_name}: rows without {PARTITION_COLUMN}; nothing was written")
+    _check_dates(spec, list(dates.unique()), days)
 
-    ensure_table(conn, spec, days, extra_text_columns=extra)
+    for conn in conns:
+        ensure_table(conn, spec, days, extra_text_columns=extra)
     data = _arrow_table(df.assign(**{PARTITION_COLUMN: dates}), columns)
     counts: dict[str, int] = {}
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("SET LOCAL TimeZone = {}").format(sql.Literal(timezone)))
+    with contextlib.ExitStack() as stack:
+        cursors = [stack.enter_context(conn.cursor()) for conn in conns]
+        for cur in cursors:
+            cur.execute(sql.SQL("SET LOCAL TimeZone = {}").format(sql.Literal(timezone)))
         for day in sorted(days):
             key = day.isoformat()
-            child = _ident(spec.schema_name, partition_table_name(spec.table_name, day))
             part = data if len(days) == 1 else data.filter(pc.equal(data[PARTITION_COLUMN], key))
-            cur.execute(sql.SQL("TRUNCATE {}").format(child))
+            for cur in cursors:
+                cur.execute(sql.SQL("TRUNCATE {}").format(_child(spec, day)))
             if part.num_rows:
-                _copy_table(cur, child, columns, part)
+                _copy_table(cursors, _child(spec, day), columns, part)
             counts[key] = part.num_rows
+    for conn in conns:
+        conn.commit()
+    return counts
+
+
+def replace_partitions_from_files(
+    conn: psycopg.Connection, spec: TableSpec, delivered: DeliveredFiles, days: Sequence[dt.date]
+) -> dict[str, int]:
+    """Replace the given day partitions with the delivered CSV files' rows, atomically.
+
+    The files' bytes go to COPY unchanged (no parsing, no re-encoding): the archive holds exactly
+    what the vendor sent. ``report_date`` is not in the files; each day's child table gets it as a
+    column default for the load. COPY's own row count must equal the count the client parsed, or
+    the load is rolled back: a disagreement means rows would be lost or invented.
+    """
+    extra = _check_columns(spec, delivered.columns)
+    _check_dates(spec, [f.report_date for f in delivered.files], days)
+    ensure_table(conn, spec, days, extra_text_columns=extra)
+    counts: dict[str, int] = {}
+    with conn.cursor() as cur:
+        cur.execute("SET LOCAL client_encoding = 'UTF8'")
+        for day in sorted(days):
+            key, child = day.isoformat(), _child(spec, day)
+            cur.execute(sql.SQL("TRUNCATE {}").format(child))
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                    child, _ident(PARTITION_COLUMN), sql.Literal(day)
+                )
+            )
+            counts[key] = 0
+            for delivered_file in (f for f in delivered.files if f.report_date == key):
+                statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
+                    child, sql.SQL(", ").join(_ident(c) for c in delivered_file.columns)
+                )
+                with cur.copy(statement) as copy, delivered_file.path.open("rb") as handle:
+                    while chunk := handle.read(COPY_CHUNK_BYTES):
+                        copy.write(chunk)
+                if cur.rowcount != delivered_file.rows:
+                    raise StorageError(
+                        f"{spec.qualified_name} partition {key}: PostgreSQL read {cur.rowcount} rows "
+                        f"from {delivered_file.path.name} where the API client counted "
+                        f"{delivered_file.rows}; nothing was written. The file is not plain CSV "
+                        "(check for stray quotes or line breaks in the vendor's data)."
+                    )
+                counts[key] += delivered_file.rows
     conn.commit()
     return counts
 
@@ -237,62 +327,104 @@ _ARROW_TYPES = {
     "bigint": pa.int64(),
     "integer": pa.int64(),
     "double precision": pa.float64(),
+    "numeric": pa.float64(),
     "boolean": pa.bool_(),
     "date": pa.string(),
 }
+
+
+def _copy_partitions_out(
+    conn: psycopg.Connection, spec: TableSpec, days: Sequence[dt.date], sink: Any
+) -> dict[str, str]:
+    """COPY the partitions (header line first) into the binary file ``sink``; returns column -> type.
+
+    Spooled to a file rather than memory: a raw day read back is hundreds of MB of CSV.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            (spec.schema_name, spec.table_name),
+        )
+        pg_types = dict(cur.fetchall())
+        if not pg_types:
+            raise StorageError(
+                f"{spec.qualified_name} does not exist yet: materialize "
+                f"{spec.asset_key.to_user_string()} for {', '.join(d.isoformat() for d in days)} first"
+            )
+        # UTC on the wire; timestamps are converted to the app timezone after parsing.
+        cur.execute("SET TimeZone = 'UTC'")
+        select = sql.SQL(
+            "COPY (SELECT {} FROM {} WHERE {} = ANY({}::date[])) TO STDOUT (FORMAT csv, HEADER true)"
+        ).format(
+            sql.SQL(", ").join(_ident(c) for c in pg_types),
+            _ident(spec.schema_name, spec.table_name),
+            _ident(PARTITION_COLUMN),
+            sql.Literal([d.isoformat() for d in days]),
+        )
+        with cur.copy(select) as copy:
+            for chunk in copy:
+                sink.write(chunk)
+    conn.rollback()
+    sink.seek(0)
+    return pg_types
+
+
+def _read_convert_options(pg_types: dict[str, str]) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
+        column_types={c: _ARROW_TYPES.get(t, pa.string()) for c, t in pg_types.items()},
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        true_values=["t"],
+        false_values=["f"],
+    )
+
+
+def _frame(table: pa.Table, pg_types: dict[str, str], timezone: str) -> pd.DataFrame:
+    frame = table.to_pandas()
+    for c, pg_type in pg_types.items():
+        if pg_type.startswith("timestamp with time zone"):
+            frame[c] = pd.to_datetime(frame[c], utc=True, format="ISO8601").dt.tz_convert(timezone)
+    return frame
 
 
 def read_partitions(
     conn: psycopg.Connection, spec: TableSpec, days: Sequence[dt.date], *, timezone: str
 ) -> pd.DataFrame:
     """Read the given day partitions (every column the table has, in table order)."""
-    with conn.cursor() as cur:
-        columns = existing_columns(cur, spec.schema_name, spec.table_name)
-        if not columns:
-            raise StorageError(
-                f"{spec.qualified_name} does not exist yet: materialize "
-                f"{spec.asset_key.to_user_string()} for {', '.join(d.isoformat() for d in days)} first"
+    with tempfile.TemporaryFile() as spool:
+        pg_types = _copy_partitions_out(conn, spec, days, spool)
+        table = pacsv.read_csv(spool, convert_options=_read_convert_options(pg_types))
+    return _frame(table, pg_types, timezone)
+
+
+class PartitionBatches:
+    """Partitions of a table, read lazily as DataFrames of one parse block (~16 MB of CSV) each.
+
+    Iterating opens a connection, spools the partitions to a temporary file and parses it a block
+    at a time, so memory holds one block, not the whole partition.
+    """
+
+    def __init__(self, database: PostgresDatabase, spec: TableSpec, days: Sequence[dt.date],
+                 timezone: str) -> None:
+        self.database, self.spec, self.days, self.timezone = database, spec, list(days), timezone
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        with tempfile.TemporaryFile() as spool:
+            with self.database.connect() as conn:
+                pg_types = _copy_partitions_out(conn, self.spec, self.days, spool)
+            reader = pacsv.open_csv(
+                spool,
+                read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES),
+                # Values written by COPY may hold line breaks (user agents, campaign names).
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=_read_convert_options(pg_types),
             )
-        cur.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s",
-            (spec.schema_name, spec.table_name),
-        )
-        pg_types = dict(cur.fetchall())
-        cur.execute(sql.SQL("SET TimeZone = 'UTC'"))
-        # Dates travel as ISO text; timestamps are converted below.
-        select = sql.SQL(
-            "COPY (SELECT {} FROM {} WHERE {} = ANY({}::date[])) TO STDOUT (FORMAT csv, HEADER true)"
-        ).format(
-            sql.SQL(", ").join(_ident(c) for c in columns),
-            _ident(spec.schema_name, spec.table_name),
-            _ident(PARTITION_COLUMN),
-            sql.Literal([d.isoformat() for d in days]),
-        )
-        buffer = io.BytesIO()
-        with cur.copy(select) as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-    conn.rollback()
-    buffer.seek(0)
-    column_types = {
-        c: _ARROW_TYPES.get(pg_types.get(c, "text"), pa.string()) for c in columns
-    }
-    table = pacsv.read_csv(
-        buffer,
-        convert_options=pacsv.ConvertOptions(
-            column_types=column_types,
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            true_values=["t"],
-            false_values=["f"],
-        ),
-    )
-    frame = table.to_pandas()
-    for c in columns:
-        if pg_types.get(c, "").startswith("timestamp with time zone"):
-            frame[c] = pd.to_datetime(frame[c], utc=True, format="ISO8601").dt.tz_convert(timezone)
-    return frame
+            for batch in reader:
+                yield _frame(pa.Table.from_batches([batch]), pg_types, self.timezone)
+
+    def __repr__(self) -> str:
+        return f"PartitionBatches({self.spec.qualified_name}, {len(self.days)} partitions)"
 
 
 def partition_days(context: dg.OutputContext | dg.InputContext) -> list[dt.date]:
@@ -319,19 +451,47 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
     def _database(self, name: str) -> PostgresDatabase:
         return self.archive if name == ARCHIVE else self.product
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | DeliveredFiles | None) -> None:
         if obj is None:
             return
         spec = TABLES.get(context.asset_key)
         days = partition_days(context)
-        counts: dict[str, int] = {}
-        for name in spec.write_databases():
-            with self._database(name).connect() as conn:
-                counts = replace_partitions(conn, spec, obj, days, timezone=self.timezone)
-            context.log.info(
-                f"{name}: replaced {len(days)} partition(s) of {spec.qualified_name} "
-                f"with {sum(counts.values())} rows"
-            )
+        names = spec.write_databases()
+        failure: Exception | None = None
+        with contextlib.ExitStack() as stack:
+            # Connections in write order (archive first, so it commits first). When a later
+            # database cannot be reached, the earlier ones are still written: the archive keeps
+            # what the vendor sent even while product is down.
+            conns = []
+            for name in names:
+                try:
+                    conns.append(stack.enter_context(self._database(name).connect()))
+                except StorageError as exc:
+                    failure = exc
+                    break
+            try:
+                counts = self._write(conns, spec, obj, days)
+            except Exception as exc:
+                if len(conns) < 2:
+                    raise
+                # The joint load failed: load the archive alone, then report the failure.
+                for conn in conns:
+                    conn.rollback()
+                try:
+                    self._write(conns[:1], spec, obj, days)
+                except Exception:
+                    raise exc from None
+                context.log.error(f"{spec.qualified_name}: only {names[0]} was written")
+                raise
+            finally:
+                if isinstance(obj, DeliveredFiles):
+                    obj.cleanup()
+        if failure is not None:
+            raise failure
+        context.log.info(
+            f"{' and '.join(names)}: replaced {len(days)} partition(s) of {spec.qualified_name} "
+            f"with {sum(counts.values())} rows"
+        )
         metadata: dict[str, Any] = {
             "dagster/row_count": dg.MetadataValue.int(sum(counts.values())),
             "dagster/table_name": spec.qualified_name,
@@ -344,10 +504,21 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
             metadata["partition_row_counts"] = dg.MetadataValue.json(counts)
         context.add_output_metadata(metadata)
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def _write(self, conns: Sequence[psycopg.Connection], spec: TableSpec,
+               obj: pd.DataFrame | DeliveredFiles, days: Sequence[dt.date]) -> dict[str, int]:
+        if isinstance(obj, DeliveredFiles):
+            counts: dict[str, int] = {}
+            for conn in conns:
+                counts = replace_partitions_from_files(conn, spec, obj, days)
+            return counts
+        return replace_partitions(conns, spec, obj, days, timezone=self.timezone)
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | PartitionBatches:
         spec = TABLES.get(context.asset_key)
         days = partition_days(context)
         # The archive holds every partition ever loaded; product may have pruned old ones.
-        source = ARCHIVE if ARCHIVE in spec.databases else PRODUCT
-        with self._database(source).connect() as conn:
+        database = self._database(ARCHIVE if ARCHIVE in spec.databases else PRODUCT)
+        if (context.definition_metadata or {}).get(LOAD_AS_BATCHES):
+            return PartitionBatches(database, spec, days, self.timezone)
+        with database.connect() as conn:
             return read_partitions(conn, spec, days, timezone=self.timezone)

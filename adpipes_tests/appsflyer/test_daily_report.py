@@ -1,7 +1,6 @@
 """appsflyer/daily_report end to end: sandbox aggregate API over real HTTP -> asset -> PostgreSQL."""
 
 import datetime as dt
-import os
 import subprocess
 import sys
 import time
@@ -12,7 +11,6 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from adpipes.appsflyer.cohort import cohort_ltv
 from adpipes.appsflyer.daily_report import (
     DailyReportFormatError,
     daily_report,
@@ -24,6 +22,7 @@ from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi, AppsFly
 from adpipes.lib.sandbox.appsflyer_aggregate import daily_report_cells, daily_report_figures
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
+from adpipes_tests.fixtures.sandbox import prod_cli_env
 
 TZ = "Asia/Seoul"
 APPS = {"android": SANDBOX_ANDROID_APP_ID, "ios": SANDBOX_IOS_APP_ID}
@@ -220,22 +219,7 @@ def test_429_then_success(resources, clean_sandbox, clean_databases):
 def test_prod_cli_materializes_daily_report_and_cohort_ltv(clean_sandbox, clean_databases, tmp_path):
     product_dsn, archive_dsn = clean_databases
     day = recent_day(3)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("ADPIPES_", "APPSFLYER_", "AIRBRIDGE_"))},
-        "ADPIPES_ENV": "prod",
-        "ADPIPES_PRODUCT_DSN": product_dsn,
-        "ADPIPES_ARCHIVE_DSN": archive_dsn,
-        "APPSFLYER_BASE_URL": clean_sandbox.base_url,
-        "APPSFLYER_API_TOKEN": clean_sandbox.appsflyer_token,
-        "APPSFLYER_ANDROID_APP_ID": SANDBOX_ANDROID_APP_ID,
-        "APPSFLYER_IOS_APP_ID": SANDBOX_IOS_APP_ID,
-        # Airbridge is configured by another part of the code location; prod needs its variables.
-        "AIRBRIDGE_API_TOKEN": "airbridge-token-not-used-here",
-        "AIRBRIDGE_APP_NAME": "adpipes-sandbox",
-        "AIRBRIDGE_BASE_URL": clean_sandbox.base_url,
-        "ADPIPES_TIMEZONE": TZ,
-        "DAGSTER_HOME": str(tmp_path),
-    }
+    env = prod_cli_env(clean_sandbox, product_dsn, archive_dsn, str(tmp_path), timezone=TZ)
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adpipes.definitions",
                "--select", "appsflyer/daily_report,appsflyer/cohort_ltv", "--partition", day]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -278,6 +278,9 @@ def free_port() -> int:
 
 def _port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As PostgreSQL itself does: connections of a server that just stopped linger in
+        # TIME_WAIT on its port, which would otherwise look like a server still listening.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

@@ -177,44 +177,6 @@ _COHORT_LIMITER = SlidingWindowLimiter()
 
 # -- result --------------------------------------------------------------------------------------
 
-@dataclass
-class RawReport:
-    """The CSV answers that together cover the requested window, and their parsed form."""
-
-    app_id: str
-    report: str
-    timezone: str
-    # One complete CSV (header line included) per response used, in window order.
-    csv_chunks: list[bytes] = field(default_factory=list, repr=False)
-    # The [start, end) windows actually fetched (after splitting), in order.
-    windows: list[tuple[dt.datetime, dt.datetime]] = field(default_factory=list)
-    # HTTP requests made, including retried attempts and discarded (truncated) answers.
-    calls: int = 0
-    _tables: list[pa.Table] = field(default_factory=list, repr=False)
-
-    def count_call(self) -> None:
-        self.calls += 1
-
-    @property
-    def row_count(self) -> int:
-        return sum(t.num_rows for t in self._tables)
-
-    def to_arrow(self) -> pa.Table:
-        """Every chunk as one table of string columns (empty cells are ``""``, never null).
-
-        Columns missing from some chunks (AppsFlyer added or removed a column between calls) are
-        null in those chunks' rows.
-        """
-        if not self._tables:
-            return pa.table({})
-        if len(self._tables) == 1:
-            return self._tables[0]
-        return pa.concat_tables(self._tables, promote_options="default")
-
-    def to_pandas(self) -> Any:
-        return self.to_arrow().to_pandas()
-
-
 @dataclass(frozen=True)
 class SpooledChunk:
     """One raw-report response, spooled to disk as delivered (header line first)."""

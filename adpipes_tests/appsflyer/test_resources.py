@@ -22,7 +22,9 @@ from adpipes.appsflyer.resources import (
     AppsFlyerQuotaError,
     AppsFlyerTransientError,
     AppsFlyerTruncationError,
-    RawReport,
+    SpooledChunk,
+    SpooledReport,
+    count_report_rows,
     parse_report_csv,
 )
 from adpipes.lib.partitions import day_window
@@ -107,11 +109,16 @@ def test_schema_drift_keeps_new_columns(appsflyer_api, clean_sandbox):
     assert all(table["New Vendor Column"].to_pylist())
 
 
-def test_chunks_with_different_columns_are_unified():
-    first = parse_report_csv(b'A,B\n1,"x, y"\n')
-    second = parse_report_csv(b"B,C\n2,\n")
-    report = RawReport(app_id="a", report="r", timezone=TZ, csv_chunks=[b"", b""],
-                       _tables=[first, second])
+def test_chunks_with_different_columns_are_unified(tmp_path):
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_bytes(b'A,B\n1,"x, y"\n')
+    second.write_bytes(b"B,C\n2,\n")
+    window = day_window(recent_day(), TZ)
+    report = SpooledReport(app_id="a", report="r", timezone=TZ, directory=tmp_path, chunks=[
+        SpooledChunk(path, tuple(count_report_rows(path)[0]), count_report_rows(path)[1], window)
+        for path in (first, second)
+    ])
+    assert report.row_count == 2
     table = report.to_arrow()
     assert table.column_names == ["A", "B", "C"]
     assert table.to_pylist() == [

@@ -1,0 +1,93 @@
+"""Delivered vendor files streamed into COPY, and partitions read back in blocks, on real PostgreSQL."""
+
+import datetime as dt
+
+import psycopg
+import pytest
+
+from adpipes.lib.storage.delivered import DeliveredFiles
+from adpipes.lib.storage.postgres import (
+    PartitionBatches,
+    PostgresDatabase,
+    StorageError,
+    replace_partitions_from_files,
+)
+from adpipes_tests.lib.storage.test_postgres import RAW, TYPED
+
+D1, D2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
+# A quoted line break, a quoted comma, an empty cell and a quoted empty string, as vendors send them.
+DAY_ONE = b'A,New Column\n"multi\nline",x\n"a, b",\n"",y\n'
+DAY_TWO = b"A\nz\n"
+
+
+def delivered(*files: tuple[bytes, list[str], int, str]) -> DeliveredFiles:
+    out = DeliveredFiles()
+    for index, (content, columns, rows, day) in enumerate(files):
+        path = out.directory / f"{index}.csv"
+        path.write_bytes(content)
+        out.add(path, columns, rows, report_date=day)
+    return out
+
+
+def rows(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT report_date::text, a, new_column FROM storage_test.raw ORDER BY report_date, a"
+        ).fetchall()
+
+
+def test_files_load_as_delivered_and_replace_their_day(clean_databases):
+    _, archive_dsn = clean_databases
+    files = delivered((DAY_ONE, ["a", "new_column"], 3, D1.isoformat()), (DAY_TWO, ["a"], 1, D2.isoformat()))
+    assert files.rows_by_date() == {"2026-11-20": 3, "2026-11-21": 1}
+    with psycopg.connect(archive_dsn) as conn:
+        assert replace_partitions_from_files(conn, RAW, files, [D1, D2]) == {"2026-11-20": 3, "2026-11-21": 1}
+        # Re-running replaces the days instead of appending to them.
+        assert replace_partitions_from_files(conn, RAW, files, [D1, D2]) == {"2026-11-20": 3, "2026-11-21": 1}
+    assert rows(archive_dsn) == [
+        ("2026-11-20", "", "y"), ("2026-11-20", "a, b", None), ("2026-11-20", "multi\nline", "x"),
+        ("2026-11-21", "z", None),
+    ]
+    files.cleanup()
+    assert not files.directory.exists()
+
+
+def test_a_row_count_disagreement_rolls_the_day_back(clean_databases):
+    _, archive_dsn = clean_databases
+    with psycopg.connect(archive_dsn) as conn:
+        replace_partitions_from_files(conn, RAW, delivered((DAY_TWO, ["a"], 1, D1.isoformat())), [D1])
+        wrong = delivered((DAY_ONE, ["a", "new_column"], 4, D1.isoformat()))
+        with pytest.raises(StorageError, match=r"storage_test.raw partition 2026-11-20: PostgreSQL read 3 rows"):
+            replace_partitions_from_files(conn, RAW, wrong, [D1])
+        conn.rollback()
+    assert rows(archive_dsn) == [("2026-11-20", "z", None)]
+
+
+def test_files_outside_the_partitions_or_with_unknown_columns_are_refused(clean_databases):
+    _, archive_dsn = clean_databases
+    with psycopg.connect(archive_dsn) as conn:
+        with pytest.raises(StorageError, match="outside the partitions"):
+            replace_partitions_from_files(conn, RAW, delivered((DAY_TWO, ["a"], 1, D2.isoformat())), [D1])
+        with pytest.raises(StorageError, match="not in the table definition"):
+            replace_partitions_from_files(conn, TYPED, delivered((DAY_TWO, ["surprise"], 1, D1.isoformat())), [D1])
+
+
+def test_files_must_be_spooled_inside_their_directory(tmp_path):
+    stray = tmp_path / "x.csv"
+    stray.write_bytes(DAY_TWO)
+    with pytest.raises(ValueError, match="must be spooled there"):
+        DeliveredFiles().add(stray, ["a"], 1, "2026-11-20")
+
+
+def test_partition_batches_read_every_row_back_in_blocks(clean_databases, monkeypatch):
+    _, archive_dsn = clean_databases
+    many = b"A\n" + b"".join(f'"row {i}, with a comma"\n'.encode() for i in range(5000))
+    with psycopg.connect(archive_dsn) as conn:
+        replace_partitions_from_files(conn, RAW, delivered((many, ["a"], 5000, D1.isoformat())), [D1])
+    # Tiny blocks force several batches, as a million-row day has.
+    monkeypatch.setattr("adpipes.lib.storage.postgres.READ_BLOCK_BYTES", 16 << 10)
+    batches = list(PartitionBatches(PostgresDatabase(role="archive", dsn=archive_dsn), RAW, [D1], "Asia/Seoul"))
+    assert len(batches) > 1
+    assert sum(len(b) for b in batches) == 5000
+    assert {v for b in batches for v in b["a"]} == {f"row {i}, with a comma" for i in range(5000)}
+    assert {v for b in batches for v in b["report_date"]} == {"2026-11-20"}

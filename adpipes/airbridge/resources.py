@@ -246,7 +246,7 @@ class AirbridgeApi(dg.ConfigurableResource):
         log = log or _default_log
         base_url, token = self._connection()
         report = RevenueReport(app_name=self.app_name)
-        with bearer_session(base_url, token) as session:
+        with bearer_session(base_url, token, token_variable=TOKEN_VARIABLE) as session:
             for start, end in day_ranges(days, self.max_days_per_task):
                 report.tasks.append(self._run_task(session, base_url, token, start, end, report, log))
         return report
@@ -281,8 +281,9 @@ class AirbridgeApi(dg.ConfigurableResource):
                 if notice not in task.notifications:
                     task.notifications.append(notice)
             total = (page.get("report") or {}).get("totalCount")
-            # Never stop at the first page: a full page means more may follow.
-            if len(rows) < self.page_size or (isinstance(total, int) and len(task.rows) >= total):
+            # Stop on an empty page or once totalCount rows are in, never on a short page: the
+            # server may cap `size` below the page size asked for.
+            if not rows or (isinstance(total, int) and len(task.rows) >= total):
                 break
             page = self._get_page(session, base_url, token, task, len(task.rows), report, log)
             status = (page.get("task") or {}).get("status")

@@ -423,7 +423,7 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
                                directory=Path(directory))
         if owned:
             weakref.finalize(result, shutil.rmtree, str(directory), True)
-        with bearer_session(base_url, token, accept="text/csv") as session:
+        with bearer_session(base_url, token, accept="text/csv", token_variable=TOKEN_VARIABLE) as session:
             self._fetch_window(session, base_url, token, app_id, report,
                                start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc),
                                result, log)
@@ -452,7 +452,7 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
         params = {"from": first_day.isoformat(), "to": last_day.isoformat(), "timezone": self.timezone}
         spacing_key = (base_url, app_id, report)
         result = AggregateReport(app_id=app_id, report=report, first_day=first_day, last_day=last_day)
-        with bearer_session(base_url, token, accept="text/csv") as session:
+        with bearer_session(base_url, token, accept="text/csv", token_variable=TOKEN_VARIABLE) as session:
             for attempt in range(self.aggregate_quota_retries + 1):
                 if short_range:
                     waited = _AGGREGATE_SPACING.wait_turn(spacing_key, self.aggregate_min_interval_seconds)
@@ -505,7 +505,7 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
         report = f"cohort (kpi {kpi})"
         result = CohortResult(app_id=app_id, kpi=kpi)
         url = base_url + COHORT_PATH.format(app_id=app_id)
-        with bearer_session(base_url, token, accept="application/json") as session:
+        with bearer_session(base_url, token, accept="application/json", token_variable=TOKEN_VARIABLE) as session:
             try:
                 content = self._call(session, "POST", url, token, log, app_id=app_id, report=report,
                                      window=window, on_attempt=result.count_call,

@@ -76,8 +76,24 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-def bearer_session(base_url: str, token: str, accept: str = "application/json") -> requests.Session:
-    """A session that sends the token as ``Authorization: Bearer`` (never as a URL parameter)."""
+class RequestNotSent(Exception):
+    """The request could not be sent at all (a malformed header or URL); not worth a retry."""
+
+
+def bearer_session(base_url: str, token: str, accept: str = "application/json",
+                   token_variable: str = "the API token variable") -> requests.Session:
+    """A session that sends the token as ``Authorization: Bearer`` (never as a URL parameter).
+
+    Secrets mounted from files or CRLF ``.env`` files often end in a line break, which requests
+    would reject with an error quoting the whole header (token included): strip it, and refuse
+    anything else a header cannot carry without echoing the value.
+    """
+    token = token.strip()
+    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise ValueError(
+            f"the token in {token_variable} has spaces or characters an HTTP header cannot carry; "
+            "copy it again from the vendor's console (the value is not shown here)"
+        )
     session = requests.Session()
     session.headers.update({"Authorization": f"Bearer {token}", "Accept": accept})
     if is_loopback_url(base_url):
@@ -103,6 +119,9 @@ def send(session: requests.Session, method: str, url: str, *, timeout_seconds: f
         raise TransientError(f"no answer within {timeout_seconds:g} s (timeout)") from None
     except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
         raise TransientError(f"connection failed ({type(exc).__name__})") from None
+    except requests.RequestException as exc:
+        # Its message may quote headers (the token) or the URL: name the kind only.
+        raise RequestNotSent(f"the request could not be sent ({type(exc).__name__})") from None
 
 
 def raise_for_transient_status(response: requests.Response, secret: str | None = None) -> None:

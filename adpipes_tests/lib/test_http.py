@@ -5,7 +5,14 @@ import time
 
 import pytest
 
-from adpipes.lib.http import RetriesExhausted, TransientError, call_with_retries, redact, retry_after_seconds
+from adpipes.lib.http import (
+    RetriesExhausted,
+    TransientError,
+    bearer_session,
+    call_with_retries,
+    redact,
+    retry_after_seconds,
+)
 
 
 def test_retry_after_is_read_as_seconds_or_http_date():
@@ -51,3 +58,10 @@ def test_exhausted_retries_name_the_last_failure_and_other_errors_pass_at_once()
 
 def test_redact_hides_the_token():
     assert redact("bad token abc123", "abc123") == "bad token ***"
+
+
+def test_bearer_session_strips_line_breaks_and_never_echoes_a_bad_token():
+    assert bearer_session("http://127.0.0.1:1", "abc123\r\n").headers["Authorization"] == "Bearer abc123"
+    with pytest.raises(ValueError, match="APPSFLYER_API_TOKEN") as caught:
+        bearer_session("http://127.0.0.1:1", "abc 123", token_variable="APPSFLYER_API_TOKEN")
+    assert "abc" not in str(caught.value)

@@ -75,6 +75,13 @@ class PostgresDatabase(dg.ConfigurableResource):
                 f"cannot connect to the {self.role} database: {exc}. Check "
                 f"ADPIPES_{self.role.upper()}_DSN and that the server is reachable."
             ) from None
+        except psycopg.Error:
+            # A DSN libpq cannot parse: its message quotes the offending part, which may be the
+            # password, so it is not repeated here.
+            raise StorageError(
+                f"ADPIPES_{self.role.upper()}_DSN is not a valid PostgreSQL URI; percent-encode "
+                "special characters (%, space, @, /, :) in the user name and password"
+            ) from None
         try:
             yield conn
         finally:
@@ -394,7 +401,11 @@ def read_partitions(
     """Read the given day partitions (every column the table has, in table order)."""
     with tempfile.TemporaryFile() as spool:
         pg_types = _copy_partitions_out(conn, spec, days, spool)
-        table = pacsv.read_csv(spool, convert_options=_read_convert_options(pg_types))
+        table = pacsv.read_csv(
+            spool,
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=_read_convert_options(pg_types),
+        )
     return _frame(table, pg_types, timezone)
 
 
@@ -469,14 +480,19 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
                 except StorageError as exc:
                     failure = exc
                     break
+            if not conns:
+                assert failure is not None
+                raise failure
             try:
                 counts = self._write(conns, spec, obj, days)
             except Exception as exc:
                 if len(conns) < 2:
                     raise
-                # The joint load failed: load the archive alone, then report the failure.
+                # The joint load failed: load the archive alone, then report the failure. A broken
+                # connection cannot even roll back; that must not hide the original error.
                 for conn in conns:
-                    conn.rollback()
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()
                 try:
                     self._write(conns[:1], spec, obj, days)
                 except Exception:

@@ -91,3 +91,11 @@ def test_partition_batches_read_every_row_back_in_blocks(clean_databases, monkey
     assert sum(len(b) for b in batches) == 5000
     assert {v for b in batches for v in b["a"]} == {f"row {i}, with a comma" for i in range(5000)}
     assert {v for b in batches for v in b["report_date"]} == {"2026-11-20"}
+
+
+def test_a_malformed_dsn_is_named_without_echoing_the_password():
+    database = PostgresDatabase(role="product", dsn="postgresql://u:SECRET%zzPW@127.0.0.1:1/product")
+    with pytest.raises(StorageError, match="ADPIPES_PRODUCT_DSN is not a valid PostgreSQL URI") as caught:
+        with database.connect():
+            pass
+    assert "SECRET" not in str(caught.value)

@@ -29,6 +29,7 @@ from pydantic import Field
 from adpipes.lib.http import (
     RetriesExhausted,
     TransientError,
+    VendorApiError,
     bearer_session,
     call_with_retries,
     raise_for_transient_status,
@@ -56,16 +57,11 @@ _default_log = logging.getLogger("adpipes.airbridge")
 
 # -- errors --------------------------------------------------------------------------------------
 
-class AirbridgeApiError(Exception):
+class AirbridgeApiError(VendorApiError):
     """An Airbridge revenue report call failed; the message names app, date range and task."""
 
-    def __init__(self, message: str, *, app_name: str = "", window: str = "", task_id: str | None = None,
-                 status: int | None = None) -> None:
-        super().__init__(message)
-        self.app_name = app_name
-        self.window = window
-        self.task_id = task_id
-        self.status = status
+    app_name = window = ""
+    task_id: str | None = None
 
 
 class AirbridgeTransientError(AirbridgeApiError):
@@ -288,29 +284,34 @@ class AirbridgeApi(dg.ConfigurableResource):
             page = self._get_page(session, base_url, token, task, len(task.rows), report, log)
             status = (page.get("task") or {}).get("status")
             if status != SUCCESS:
-                raise AirbridgeResponseError(
-                    f"{self._where(start, end, task.task_id)}: the task answered status {status!r} "
+                raise self._task_error(
+                    AirbridgeResponseError, task,
+                    f"the task answered status {status!r} "
                     f"while paging at skip={len(task.rows)} after SUCCESS; re-run the partition(s).",
-                    app_name=self.app_name, window=task.window, task_id=task.task_id,
                 )
         if isinstance(total, int) and len(task.rows) != total:
-            raise AirbridgeResponseError(
-                f"{self._where(start, end, task.task_id)}: Airbridge reported totalCount={total} rows "
+            raise self._task_error(
+                AirbridgeResponseError, task,
+                f"Airbridge reported totalCount={total} rows "
                 f"but paging returned {len(task.rows)}; nothing was loaded (rows would be lost). "
                 "Re-run the partition(s).",
-                app_name=self.app_name, window=task.window, task_id=task.task_id,
             )
         log.info(f"{self._where(start, end, task.task_id)}: {len(task.rows)} rows in {task.pages} "
                  f"page(s) after {task.polls} poll(s)")
         return task
 
+    def _task_error(self, kind: type[AirbridgeApiError], task: RevenueTask, message: str) -> AirbridgeApiError:
+        """A ``kind`` error about ``task``: the message is prefixed with app, range and task id."""
+        return kind(f"{self._where(task.start, task.end, task.task_id)}: {message}",
+                    app_name=self.app_name, window=task.window, task_id=task.task_id)
+
     def _page_rows(self, page: dict[str, Any], task: RevenueTask) -> list[dict[str, Any]]:
         rows = (page.get("report") or {}).get("rows")
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise AirbridgeResponseError(
-                f"{self._where(task.start, task.end, task.task_id)}: a SUCCESS answer without a "
+            raise self._task_error(
+                AirbridgeResponseError, task,
+                f"a SUCCESS answer without a "
                 f"report.rows list ({json.dumps(page)[:_BODY_EXCERPT_CHARS]})",
-                app_name=self.app_name, window=task.window, task_id=task.task_id,
             )
         return rows
 
@@ -341,28 +342,28 @@ class AirbridgeApi(dg.ConfigurableResource):
             page = polling(poll)
         except tenacity.RetryError as exc:
             last = exc.last_attempt.result()
-            raise AirbridgeTaskTimeoutError(
-                f"{where}: still {status_of(last)} after {self.task_timeout_seconds:g} s and "
+            raise self._task_error(
+                AirbridgeTaskTimeoutError, task,
+                f"still {status_of(last)} after {self.task_timeout_seconds:g} s and "
                 f"{task.polls} polls (Airbridge says results can take up to 5 minutes). Re-run the "
                 "partition(s) later, or raise task_timeout_seconds on the airbridge_api resource.",
-                app_name=self.app_name, window=task.window, task_id=task.task_id,
             ) from None
         status = status_of(page)
         if status in (FAILURE, CANCELED):
             detail = (page.get("task") or {}).get("message") or ""
             reason = "failed" if status == FAILURE else "was canceled"
-            raise AirbridgeTaskFailedError(
-                f"{where}: the report task {reason} (status {status}{': ' + str(detail) if detail else ''}). "
+            raise self._task_error(
+                AirbridgeTaskFailedError, task,
+                f"the report task {reason} (status {status}{': ' + str(detail) if detail else ''}). "
                 "Nothing was loaded; re-run the partition(s) (a new task is requested). If it keeps "
                 "failing, check the query settings (group_by, events, metric) in the Airbridge "
                 "revenue report UI.",
-                app_name=self.app_name, window=task.window, task_id=task.task_id,
             )
         if status != SUCCESS:
-            raise AirbridgeResponseError(
-                f"{where}: unknown task status {status!r} (expected {PENDING}, {RUNNING}, {SUCCESS}, "
+            raise self._task_error(
+                AirbridgeResponseError, task,
+                f"unknown task status {status!r} (expected {PENDING}, {RUNNING}, {SUCCESS}, "
                 f"{FAILURE} or {CANCELED})",
-                app_name=self.app_name, window=task.window, task_id=task.task_id,
             )
         return page
 

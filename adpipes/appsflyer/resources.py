@@ -45,6 +45,7 @@ from pydantic import Field
 from adpipes.lib.http import (
     RetriesExhausted,
     TransientError,
+    VendorApiError,
     bearer_session,
     call_with_retries,
     raise_for_transient_status,
@@ -78,16 +79,10 @@ _default_log = logging.getLogger("adpipes.appsflyer")
 
 # -- errors --------------------------------------------------------------------------------------
 
-class AppsFlyerApiError(Exception):
-    """An AppsFlyer Pull API call failed; the message names app, report and window."""
+class AppsFlyerApiError(VendorApiError):
+    """An AppsFlyer API call failed; the message names app, report and window."""
 
-    def __init__(self, message: str, *, app_id: str = "", report: str = "", window: str = "",
-                 status: int | None = None) -> None:
-        super().__init__(message)
-        self.app_id = app_id
-        self.report = report
-        self.window = window
-        self.status = status
+    app_id = report = window = ""
 
 
 class AppsFlyerTransientError(AppsFlyerApiError):

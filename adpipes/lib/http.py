@@ -29,6 +29,19 @@ T = TypeVar("T")
 _default_log = logging.getLogger("adpipes.http")
 
 
+class VendorApiError(Exception):
+    """A vendor API call failed. The message names what failed and what to do; the keyword
+    arguments (app, report, window, task id, ...) are kept as attributes for callers and tests."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, *, status: int | None = None, **context: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        for name, value in context.items():
+            setattr(self, name, value)
+
+
 class TransientError(Exception):
     """One failed attempt worth retrying: ``what`` says what went wrong, for logs and errors."""
 

@@ -10,6 +10,7 @@ from adpipes.airbridge.partitions import airbridge_daily_partitions
 from adpipes.airbridge.resources import AirbridgeApi
 from adpipes.airbridge.schemas import REVENUE_TABLE
 from adpipes.airbridge.transform import revenue_frame
+from adpipes.lib.assets import table_asset
 from adpipes.lib.markdown import markdown_table
 
 GROUP = "airbridge"
@@ -34,14 +35,13 @@ def _validate(frame: pd.DataFrame, where: str) -> None:
         ) from None
 
 
-@dg.asset(
-    key=REVENUE_TABLE.asset_key,
+# A range is one run, so up to 92 days are one Airbridge report task (longer ranges: several).
+@table_asset(
+    REVENUE_TABLE,
     partitions_def=airbridge_daily_partitions,
-    # A range is one run, so up to 92 days are one Airbridge report task (longer ranges: several).
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
     kinds={"airbridge", "postgres", "pandas"},
-    metadata={**REVENUE_TABLE.definition_metadata(), "airbridge/report": "revenue"},
+    metadata={"airbridge/report": "revenue"},
 )
 def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi) -> dg.Output[pd.DataFrame]:
     """How much revenue the users who installed on a given day brought in, per channel and

@@ -14,6 +14,7 @@ from adpipes.appsflyer.schemas import (
     RAW_TABLES,
 )
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
+from adpipes.lib.assets import column_drift_metadata, table_asset
 from adpipes.lib.markdown import markdown_table
 from adpipes.lib.partitions import day_window
 from adpipes.lib.storage.delivered import DeliveredFiles
@@ -45,14 +46,13 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
     spec = RAW_TABLES[(platform, report_short)]
     report = RAW_REPORTS[report_short]
 
-    @dg.asset(
-        key=spec.asset_key,
+    @table_asset(
+        spec,
         description=_RAW_DESCRIPTIONS[report_short].format(platform=platform),
         partitions_def=appsflyer_daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=RAW_GROUP,
         kinds={"appsflyer", "postgres"},
-        metadata={**spec.definition_metadata(), "appsflyer/report": report},
+        metadata={"appsflyer/report": report},
         tags={"platform": platform},
     )
     def _raw_report(
@@ -76,21 +76,16 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         columns = delivered.columns
         unknown = [c for c in columns if c not in RAW_COLUMN_NAMES]
         missing = [c for c in RAW_COLUMN_NAMES if c not in columns]
-        if unknown:
-            context.log.warning(
-                f"AppsFlyer {report} for {app_id} has columns adpipes does not know yet: {unknown}. "
-                "They are kept in the archive as text columns."
-            )
-        if missing:
-            context.log.warning(f"AppsFlyer {report} for {app_id} lacks columns {missing}")
+        drift = column_drift_metadata(
+            context.log, f"AppsFlyer {report} for {app_id}", unknown, missing, kept_in="the archive"
+        )
         return dg.Output(
             delivered,
             metadata={
                 "appsflyer/app_id": app_id,
                 "appsflyer/api_calls": calls,
                 "appsflyer/rows_served": delivered.row_count,
-                "appsflyer/unknown_columns": dg.MetadataValue.json(unknown),
-                "appsflyer/missing_columns": dg.MetadataValue.json(missing),
+                **drift,
             },
         )
 
@@ -102,8 +97,8 @@ raw_report_assets = [
 ]
 
 
-@dg.asset(
-    key=RAW_DATA_TABLE.asset_key,
+@table_asset(
+    RAW_DATA_TABLE,
     ins={
         f"{platform}_{short}": dg.AssetIn(
             key=RAW_TABLES[(platform, short)].asset_key, metadata={LOAD_AS_BATCHES: True}
@@ -112,10 +107,8 @@ raw_report_assets = [
         for short in RAW_REPORTS
     },
     partitions_def=appsflyer_daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=UNIFIED_GROUP,
     kinds={"appsflyer", "postgres", "pandas"},
-    metadata=RAW_DATA_TABLE.definition_metadata(),
 )
 def raw_data(
     context: dg.AssetExecutionContext,

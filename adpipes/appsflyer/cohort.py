@@ -20,6 +20,7 @@ import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
 from adpipes.appsflyer.resources import AppsFlyerApiError, AppsFlyerApps, AppsFlyerPullApi
 from adpipes.appsflyer.schemas import COHORT_KPI_COLUMNS, COHORT_KPI_FUNCTIONS, COHORT_LTV_TABLE, PLATFORMS
+from adpipes.lib.assets import table_asset
 
 GROUP = "appsflyer"
 # Periods stored: the first month day by day, then the usual LTV milestones.
@@ -142,13 +143,12 @@ def cohort_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-@dg.asset(
-    key=COHORT_LTV_TABLE.asset_key,
+@table_asset(
+    COHORT_LTV_TABLE,
     partitions_def=appsflyer_daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
     kinds={"appsflyer", "postgres", "pandas"},
-    metadata={**COHORT_LTV_TABLE.definition_metadata(), "appsflyer/api": "Cohort API v1"},
+    metadata={"appsflyer/api": "Cohort API v1"},
 )
 def cohort_ltv(
     context: dg.AssetExecutionContext,

@@ -24,6 +24,7 @@ from adpipes.appsflyer.schemas import (
     PLATFORMS,
     snake_case,
 )
+from adpipes.lib.assets import column_drift_metadata, table_asset
 
 GROUP = "appsflyer"
 # Aggregates finalize ~48 h late: a day is re-pulled with the two days before it.
@@ -125,13 +126,12 @@ def daily_report_refresh_run_request(partition_key: str) -> dg.RunRequest:
     )
 
 
-@dg.asset(
-    key=DAILY_REPORT_TABLE.asset_key,
+@table_asset(
+    DAILY_REPORT_TABLE,
     partitions_def=appsflyer_daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
     kinds={"appsflyer", "postgres", "pandas"},
-    metadata={**DAILY_REPORT_TABLE.definition_metadata(), "appsflyer/report": DAILY_REPORT},
+    metadata={"appsflyer/report": DAILY_REPORT},
 )
 def daily_report(
     context: dg.AssetExecutionContext,
@@ -167,13 +167,10 @@ def daily_report(
     frame = pd.concat(frames, ignore_index=True)
     # A range run may cover a non-contiguous set of partitions: keep only the requested days.
     frame = frame[frame["report_date"].isin(keys)].reset_index(drop=True)
-    if unknown:
-        context.log.warning(
-            f"AppsFlyer {DAILY_REPORT} has columns adpipes does not know yet: {sorted(unknown)}. "
-            "They are stored as delivered, as text columns of appsflyer.daily_report."
-        )
-    if missing:
-        context.log.warning(f"AppsFlyer {DAILY_REPORT} lacks columns {sorted(missing)}; they are null")
+    drift = column_drift_metadata(
+        context.log, f"AppsFlyer {DAILY_REPORT}", sorted(unknown), sorted(missing),
+        kept_in="appsflyer.daily_report",
+    )
     by_platform = frame.groupby("platform")
     return dg.Output(
         frame,
@@ -186,8 +183,7 @@ def daily_report(
             "total_cost_by_platform": dg.MetadataValue.json(
                 {p: float(v) for p, v in by_platform["total_cost"].sum().items()}
             ),
-            "appsflyer/unknown_columns": dg.MetadataValue.json(sorted(unknown)),
-            "appsflyer/missing_columns": dg.MetadataValue.json(sorted(missing)),
+            **drift,
         },
     )
 

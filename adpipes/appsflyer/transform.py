@@ -1,4 +1,5 @@
-"""From AppsFlyer raw CSV reports to the archived raw tables and the unified ``raw_data`` table.
+"""From the archived AppsFlyer raw reports to the unified ``raw_data`` table, and the header names
+the archive uses for them (the reports themselves are archived as delivered, unparsed).
 
 Everything here is vectorized: a 1M-row in-app-events day must normalize in seconds.
 """
@@ -50,24 +51,6 @@ def snake_case_columns(headers: Sequence[str]) -> list[str]:
             seen[name] = 1
         names.append(name)
     return names
-
-
-def raw_report_frame(table: pa.Table, report_date: str | None = None) -> pd.DataFrame:
-    """The vendor's report as delivered, with snake_case names and ``report_date``.
-
-    ``report_date`` is the local date of Event Time (AppsFlyer sends local times in the requested
-    timezone, so it is the first ten characters); rows without a usable Event Time take
-    ``report_date`` when given (a one-day window), so nothing the vendor sent is dropped.
-    """
-    frame = table.rename_columns(snake_case_columns(table.column_names)).to_pandas()
-    if "event_time" in frame.columns:
-        day = frame["event_time"].str.slice(0, 10)
-        valid = day.str.fullmatch(r"\d{4}-\d{2}-\d{2}").fillna(False).astype(bool)
-        dates = day.where(valid, report_date)
-    else:
-        dates = pd.Series(report_date, index=frame.index, dtype="str")
-    frame.insert(0, "report_date", dates.astype("str"))
-    return frame
 
 
 @dataclass

@@ -4,7 +4,7 @@ import pandas as pd
 import pyarrow as pa
 
 from adpipes.appsflyer.schemas import RAW_REPORT_COLUMNS, raw_data_schema, snake_case
-from adpipes.appsflyer.transform import raw_report_frame, unify_raw_reports
+from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
 
 
 def _report(rows: list[dict[str, str]], extra: tuple[str, ...] = ()) -> pa.Table:
@@ -20,19 +20,11 @@ def test_snake_case_names():
     assert snake_case("Loyal Users/Installs") == "loyal_users_installs"
 
 
-def test_raw_report_frame_keeps_unknown_columns_and_dates_rows_by_event_time():
-    table = _report(
-        [{"Event Time": "2026-11-20 23:59:59", "New Vendor Column": "x"}, {"Event Time": ""}],
-        extra=("New Vendor Column",),
-    )
-    frame = raw_report_frame(table, report_date="2026-11-20")
-    assert frame["new_vendor_column"].tolist() == ["x", ""]
-    assert frame["report_date"].tolist() == ["2026-11-20", "2026-11-20"]
-    assert list(frame.columns[:2]) == ["report_date", "attributed_touch_type"]
-
-
 def _unify(rows, platform="ios"):
-    frame = raw_report_frame(_report(rows), report_date="2026-11-20")
+    # The shape the archive hands raw_data: snake_case columns and the partition's report_date.
+    table = _report(rows)
+    frame = table.rename_columns(snake_case_columns(table.column_names)).to_pandas()
+    frame.insert(0, "report_date", "2026-11-20")
     return unify_raw_reports([("in_app_events_report", frame)], timezone="Asia/Seoul",
                              app_ids={"ios": "id1", "android": "com.x"})
 

@@ -190,7 +190,7 @@ def cohort_ltv(
     frame = cohort_frame(all_rows)
     if unknown:
         context.log.warning(f"AppsFlyer Cohort API returned fields adpipes does not know: {sorted(unknown)}")
-    extra = sorted({k for v in frame["extra_kpis"].dropna() for k in json.loads(v)})
+    extra = sorted({k for row in all_rows for k in row["extra_kpis"]})
     if extra:
         context.log.warning(
             f"AppsFlyer Cohort API returned KPI functions without a column: {extra}; they are "

@@ -30,11 +30,10 @@ from adpipes.lib.http import (
     RetriesExhausted,
     TransientError,
     VendorApiError,
+    VendorApiResource,
     bearer_session,
-    call_with_retries,
     raise_for_transient_status,
     redact,
-    send,
 )
 
 REPORT = "revenue"
@@ -152,7 +151,7 @@ def _notifications(payload: dict[str, Any]) -> list[dict[str, Any]]:
 
 # -- resource ------------------------------------------------------------------------------------
 
-class AirbridgeApi(dg.ConfigurableResource):
+class AirbridgeApi(VendorApiResource):
     """Airbridge revenue report API (v3). In dev, ``api_token``/``base_url`` left as None point at
     the local sandbox; in prod pass ``dagster.EnvVar("AIRBRIDGE_API_TOKEN")``."""
 
@@ -184,10 +183,6 @@ class AirbridgeApi(dg.ConfigurableResource):
     task_timeout_seconds: float = Field(
         default=600.0, description="Give up on a task still PENDING/RUNNING after this long (Airbridge: up to 5 minutes)."
     )
-    timeout_seconds: float = Field(default=120, description="Read timeout per HTTP call.")
-    max_attempts: int = Field(default=6, description="Attempts per call for transient failures (429, 5xx).")
-    backoff_seconds: float = Field(default=2.0, description="First retry wait; doubles per attempt.")
-    max_backoff_seconds: float = Field(default=120.0, description="Cap of any single retry wait.")
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -381,26 +376,17 @@ class AirbridgeApi(dg.ConfigurableResource):
         where = self._where(start, end, task_id)
         context = dict(app_name=self.app_name, window=f"{start.isoformat()}..{end.isoformat()}", task_id=task_id)
 
-        def attempt() -> dict[str, Any]:
-            try:
-                response = send(session, method, url, timeout_seconds=self.timeout_seconds, **kwargs)
-            finally:
-                if on_attempt is not None:
-                    on_attempt()
-            return self._check_response(response, token, where, context)
-
-        try:
-            return call_with_retries(
-                attempt, where=where, max_attempts=self.max_attempts,
-                backoff_seconds=self.backoff_seconds, max_backoff_seconds=self.max_backoff_seconds,
-                log=log,
-            )
-        except RetriesExhausted as exc:
-            raise AirbridgeTransientError(
+        def exhausted(exc: RetriesExhausted) -> AirbridgeApiError:
+            return AirbridgeTransientError(
                 f"{where}: {exc}. Airbridge or the network is having trouble (429 means Airbridge "
                 "saw too many requests): re-run the partition(s) later.",
                 status=exc.last.status, **context,
-            ) from None
+            )
+
+        return self._call_with_retries(
+            session, method, url, check=lambda response: self._check_response(response, token, where, context),
+            exhausted=exhausted, where=where, log=log, on_attempt=on_attempt, **kwargs,
+        )
 
     def _check_response(self, response: requests.Response, token: str, where: str,
                         context: dict[str, Any]) -> dict[str, Any]:

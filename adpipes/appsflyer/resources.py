@@ -46,11 +46,10 @@ from adpipes.lib.http import (
     RetriesExhausted,
     TransientError,
     VendorApiError,
+    VendorApiResource,
     bearer_session,
-    call_with_retries,
     raise_for_transient_status,
     redact,
-    send,
 )
 
 INSTALLS_REPORT = "installs_report"
@@ -333,7 +332,7 @@ def _spool_body(response: requests.Response, path: Path) -> None:
         raise TransientError("HTTP 200 with an empty body (not even a header line)", 200)
 
 
-class AppsFlyerPullApi(dg.ConfigurableResource):
+class AppsFlyerPullApi(VendorApiResource):
     """AppsFlyer Pull API V2 (raw data). In dev, ``api_token``/``base_url`` left as None point at the
     local sandbox; in prod pass ``dagster.EnvVar("APPSFLYER_API_TOKEN")``."""
 
@@ -354,9 +353,6 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
         "this many rows is treated as truncated and its window is split.",
     )
     timeout_seconds: float = Field(default=300, description="Read timeout per call (big days are slow).")
-    max_attempts: int = Field(default=6, description="Attempts per window for transient failures.")
-    backoff_seconds: float = Field(default=2.0, description="First retry wait; doubles per attempt.")
-    max_backoff_seconds: float = Field(default=120.0, description="Cap of any single retry wait.")
     min_split_seconds: int = Field(
         default=3600, description="Windows this short are not split further when truncated."
     )
@@ -596,32 +592,24 @@ class AppsFlyerPullApi(dg.ConfigurableResource):
         context = dict(app_id=app_id, report=report, window=window)
         where = f"AppsFlyer {report} for app {app_id}, window {window}"
 
-        def attempt() -> bytes:
-            try:
-                response = send(session, method, url, timeout_seconds=self.timeout_seconds,
-                                stream=spool_to is not None, **kwargs)
-            finally:
-                if on_attempt is not None:
-                    on_attempt()
-            with response:
-                if spool_to is not None and response.status_code == 200:
-                    _spool_body(response, spool_to)
-                    return b""
-                return self._check_response(response, token, where, context)
+        def check(response: requests.Response) -> bytes:
+            if spool_to is not None and response.status_code == 200:
+                _spool_body(response, spool_to)
+                return b""
+            return self._check_response(response, token, where, context)
 
-        try:
-            return call_with_retries(
-                attempt, where=where, max_attempts=self.max_attempts,
-                backoff_seconds=self.backoff_seconds, max_backoff_seconds=self.max_backoff_seconds,
-                log=log,
-            )
-        except RetriesExhausted as exc:
-            raise AppsFlyerTransientError(
+        def exhausted(exc: RetriesExhausted) -> AppsFlyerApiError:
+            return AppsFlyerTransientError(
                 f"{where}: {exc}. AppsFlyer or the network is having trouble: re-run the partition "
                 "later (if it keeps failing, check status.appsflyer.com and the network path to "
                 "the API).",
                 status=exc.last.status, **context,
-            ) from None
+            )
+
+        return self._call_with_retries(
+            session, method, url, check=check, exhausted=exhausted, where=where, log=log,
+            on_attempt=on_attempt, stream=spool_to is not None, **kwargs,
+        )
 
     def _check_response(self, response: requests.Response, token: str, where: str,
                         context: dict[str, str]) -> bytes:

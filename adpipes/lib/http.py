@@ -19,8 +19,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import dagster as dg
 import requests
 import tenacity
+from pydantic import Field
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECT_TIMEOUT_SECONDS = 30.0
@@ -187,3 +189,48 @@ def call_with_retries(
         return retrying(attempt)
     except TransientError as exc:
         raise RetriesExhausted(exc, attempts) from None
+
+
+class VendorApiResource(dg.ConfigurableResource):
+    """Base of the vendor API clients: their timeout and retry settings, and the one way they make
+    a call (send, count the attempt, check the answer, retry what is transient)."""
+
+    timeout_seconds: float = Field(default=120, description="Read timeout per HTTP call.")
+    max_attempts: int = Field(default=6, description="Attempts per call for transient failures (429, 5xx).")
+    backoff_seconds: float = Field(default=2.0, description="First retry wait; doubles per attempt.")
+    max_backoff_seconds: float = Field(default=120.0, description="Cap of any single retry wait.")
+
+    def _call_with_retries(
+        self,
+        session: requests.Session,
+        method: str,
+        url: str,
+        *,
+        check: Callable[[requests.Response], T],
+        exhausted: Callable[[RetriesExhausted], Exception],
+        where: str,
+        log: Any,
+        on_attempt: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Send until ``check`` accepts an answer (it raises TransientError for a retry and the
+        client's own error otherwise); ``on_attempt`` runs once per request sent (every request
+        may spend quota); ``exhausted`` turns spent retries into the client's error."""
+
+        def attempt() -> T:
+            try:
+                response = send(session, method, url, timeout_seconds=self.timeout_seconds, **kwargs)
+            finally:
+                if on_attempt is not None:
+                    on_attempt()
+            with response:
+                return check(response)
+
+        try:
+            return call_with_retries(
+                attempt, where=where, max_attempts=self.max_attempts,
+                backoff_seconds=self.backoff_seconds, max_backoff_seconds=self.max_backoff_seconds,
+                log=log,
+            )
+        except RetriesExhausted as exc:
+            raise exhausted(exc) from None

@@ -186,18 +186,11 @@ class AirbridgeApi(VendorApiResource):
 
     # -- connection ---------------------------------------------------------------------------
 
-    def _connection(self) -> tuple[str, str]:
-        base_url, token = self.base_url, self.api_token
-        if base_url is None or token is None:
-            # Lazy: devservices starts or finds the shared sandbox and is only needed in dev.
-            from adpipes.lib.devservices import ensure_sandbox
+    def _sandbox_token(self, sandbox: Any) -> str:
+        return sandbox.airbridge_token
 
-            sandbox = ensure_sandbox()
-            base_url = base_url or sandbox.base_url
-            token = token or sandbox.airbridge_token
-        if not token:
-            raise AirbridgeAuthError(f"no Airbridge API token: set {TOKEN_VARIABLE}", app_name=self.app_name)
-        return base_url.rstrip("/"), token
+    def _missing_token_error(self) -> Exception:
+        return AirbridgeAuthError(f"no Airbridge API token: set {TOKEN_VARIABLE}", app_name=self.app_name)
 
     def request_body(self, start: dt.date, end: dt.date) -> dict[str, Any]:
         """The revenue query body (field names from Airbridge's Request Report reference)."""

@@ -374,18 +374,11 @@ class AppsFlyerPullApi(VendorApiResource):
 
     # -- connection ---------------------------------------------------------------------------
 
-    def _connection(self) -> tuple[str, str]:
-        base_url, token = self.base_url, self.api_token
-        if base_url is None or token is None:
-            # Lazy: devservices starts or finds the shared sandbox and is only needed in dev.
-            from adpipes.lib.devservices import ensure_sandbox
+    def _sandbox_token(self, sandbox: Any) -> str:
+        return sandbox.appsflyer_token
 
-            sandbox = ensure_sandbox()
-            base_url = base_url or sandbox.base_url
-            token = token or sandbox.appsflyer_token
-        if not token:
-            raise AppsFlyerAuthError(f"no AppsFlyer API token: set {TOKEN_VARIABLE}")
-        return base_url.rstrip("/"), token
+    def _missing_token_error(self) -> Exception:
+        return AppsFlyerAuthError(f"no AppsFlyer API token: set {TOKEN_VARIABLE}")
 
     # -- public API ---------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from adpipes.lib.settings import (
     Settings,
     load_settings,
 )
+from adpipes.lib.quality import QualityStore
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
 
 
@@ -50,16 +51,23 @@ def build_resources(settings: Settings) -> dict[str, object]:
             android_app_id=dg.EnvVar("APPSFLYER_ANDROID_APP_ID"),
             ios_app_id=dg.EnvVar("APPSFLYER_IOS_APP_ID"),
         )
+    archive = PostgresDatabase(role="archive", dsn=_env_or(settings, "ADPIPES_ARCHIVE_DSN", None))
     io_manager = PartitionedTableIOManager(
-        archive=PostgresDatabase(role="archive", dsn=_env_or(settings, "ADPIPES_ARCHIVE_DSN", None)),
+        archive=archive,
         product=PostgresDatabase(role="product", dsn=_env_or(settings, "ADPIPES_PRODUCT_DSN", None)),
         timezone=settings.timezone,
+    )
+    quality = QualityStore(
+        archive=archive,
+        max_quarantined_share=settings.max_quarantined_share,
+        volume_band_factor=settings.volume_band_factor,
     )
     return {
         "appsflyer_api": appsflyer_api,
         "appsflyer_apps": apps,
         "airbridge_api": airbridge_api_from_settings(settings),
         "io_manager": io_manager,
+        "quality": quality,
     }
 
 

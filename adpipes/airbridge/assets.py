@@ -3,36 +3,16 @@
 import datetime as dt
 
 import dagster as dg
-import pandas as pd
-import pandera.errors
 
 from adpipes.airbridge.partitions import airbridge_daily_partitions
 from adpipes.airbridge.resources import AirbridgeApi
-from adpipes.airbridge.schemas import REVENUE_TABLE
+from adpipes.airbridge.schemas import REVENUE_TABLE, revenue_schema
 from adpipes.airbridge.transform import revenue_frame
 from adpipes.lib.assets import table_asset
-from adpipes.lib.markdown import markdown_table
+from adpipes.lib.quality import ROW_VOLUME, QualityReport, QualityStore, check_groups, publish
 
 GROUP = "airbridge"
-PROBLEM_SAMPLE_ROWS = 20
-
-
-class RevenueValidationError(Exception):
-    """The flattened report breaks the airbridge/revenue table definition; nothing was written."""
-
-
-def _validate(frame: pd.DataFrame, where: str) -> None:
-    try:
-        REVENUE_TABLE.dataframe_schema.validate(frame, lazy=True)
-    except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        raise RevenueValidationError(
-            f"{where}: {cases['index'].nunique()} row(s) break the airbridge/revenue table "
-            f"definition; nothing was written. Re-run the partition(s); if it persists, Airbridge "
-            f"served rows adpipes cannot store (e.g. the same group twice across pages). "
-            f"Failures (check, column, value):\n"
-            + markdown_table(cases[["check", "column", "failure_case"]].head(PROBLEM_SAMPLE_ROWS))
-        ) from None
+REVENUE_CHECKS = check_groups(revenue_schema(), extra=[ROW_VOLUME])
 
 
 # A range is one run, so up to 92 days are one Airbridge report task (longer ranges: several).
@@ -42,8 +22,9 @@ def _validate(frame: pd.DataFrame, where: str) -> None:
     group_name=GROUP,
     kinds={"airbridge", "postgres", "pandas"},
     metadata={"airbridge/report": "revenue"},
+    checks=REVENUE_CHECKS,
 )
-def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi) -> dg.Output[pd.DataFrame]:
+def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, quality: QualityStore):
     """How much revenue the users who installed on a given day brought in, per channel and
     campaign, by days since install: one row per cohort day (report_date, the install day in the
     app timezone), channel, campaign and Day N, with the revenue (cumulative through Day N by
@@ -59,9 +40,10 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi) -> d
     days = list(context.partition_keys)
     report = airbridge_api.fetch_revenue([dt.date.fromisoformat(k) for k in days], log=context.log)
     flattened = revenue_frame(report, airbridge_api.metric, airbridge_api.aggregation_type)
-    frame = flattened.frame
     where = f"airbridge/revenue for app {airbridge_api.app_name}, partitions {days[0]}..{days[-1]}"
-    _validate(frame, where)
+    quality_report = QualityReport(REVENUE_CHECKS, days, REVENUE_TABLE.row_key)
+    flat = flattened.frame.reset_index(drop=True)
+    frame = flat[quality_report.check_rows([(revenue_schema(), flat)], keys=flat).to_numpy()]
 
     notifications = [
         {**notice, "task_id": task.task_id, "range": task.window}
@@ -72,7 +54,7 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi) -> d
             f"Airbridge notification {notice.get('code')!r} for app {airbridge_api.app_name}, "
             f"{notice['range']} (task {notice['task_id']}): {notice.get('message', '')}"
         )
-    masked = int(frame["is_masked"].sum())
+    masked = int(frame["is_masked"].sum(skipna=True))
     if masked:
         context.log.warning(
             f"{where}: {masked} Day-N figures are masked by Airbridge; they are stored with "
@@ -94,4 +76,4 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi) -> d
         "airbridge/masked_values": masked,
         "airbridge/cohorts_without_values": dg.MetadataValue.json(flattened.entries_without_values),
     }
-    return dg.Output(frame, metadata=metadata)
+    yield from publish(context, quality, quality_report, dg.Output(frame, metadata=metadata))

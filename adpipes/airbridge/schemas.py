@@ -7,6 +7,8 @@ from functools import cache
 import dagster as dg
 import pandera.pandas as pa
 
+from adpipes.airbridge.checks import MASKED_FLAG, VALUE_RANGES
+from adpipes.lib.quality import rule
 from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, TABLES, TableSpec, report_date_column
 
 REVENUE_KEY = dg.AssetKey(["airbridge", "revenue"])
@@ -36,20 +38,26 @@ def revenue_schema() -> pa.DataFrameSchema:
         "metric": _text("Airbridge metric of value (airbridge_api.metric, default app_revenue)."),
         "aggregation_type": _text("cumulative: value is revenue from Day 0 through Day N; otherwise revenue on Day N only."),
         "day_n": pa.Column(
-            "int64", checks=pa.Check.in_range(0, 120), nullable=False,
+            "int64", checks=rule(VALUE_RANGES, pa.Check.in_range(0, 120), "day_n is 0-120"), nullable=False,
             description="Days since the cohort's start event (install): 0 is the install day.",
         ),
         "value": _money(
             "Metric value for Day N in the app's Airbridge currency; null when Airbridge masked it."
         ),
         "is_masked": pa.Column(
-            "boolean", nullable=False,
+            "boolean", rule(MASKED_FLAG, pa.Check(lambda s: s.notna(), ignore_na=False),
+                            "isMasked is a JSON boolean (true or false)"),
+            nullable=True,
             description="Airbridge masked this figure (privacy thresholds, Meta data policy): value is not the real figure.",
         ),
-        "cohort_cost": _money("Cohort total: ad cost of the group on report_date (repeated on each Day-N row)."),
+        "cohort_cost": pa.Column(
+            "Float64", rule(VALUE_RANGES, pa.Check.ge(0), "cohort_cost >= 0"), nullable=True,
+            description="Cohort total: ad cost of the group on report_date (repeated on each Day-N row).",
+            metadata={"pg_type": "numeric"},
+        ),
         "cohort_revenue": _money("Cohort total: revenue of the group's cohort so far (repeated on each Day-N row)."),
         "cohort_unique_users": pa.Column(
-            "Int64", nullable=True, checks=pa.Check.ge(0),
+            "Int64", nullable=True, checks=rule(VALUE_RANGES, pa.Check.ge(0), "cohort_unique_users >= 0"),
             description="Cohort total: unique users of the start event (repeated on each Day-N row).",
         ),
     }
@@ -59,5 +67,6 @@ def revenue_schema() -> pa.DataFrameSchema:
 
 
 REVENUE_TABLE = TABLES.register(
-    TableSpec(asset_key=REVENUE_KEY, dataframe_schema=revenue_schema(), databases=(ARCHIVE, PRODUCT))
+    TableSpec(asset_key=REVENUE_KEY, dataframe_schema=revenue_schema(), databases=(ARCHIVE, PRODUCT),
+              row_key=("app_name", "group_values", "day_n"))
 )

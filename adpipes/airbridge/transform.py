@@ -97,10 +97,16 @@ def task_records(task: RevenueTask, app_name: str, metric: str, aggregation_type
                     "group_values": group_values, "metric": metric, "aggregation_type": aggregation_type,
                     "day_n": day_n,
                     "value": _number(figure.get("value"), f"values[{day_n}].value", where),
-                    "is_masked": bool(figure.get("isMasked", False)),
+                    # Absent means not masked; anything but a JSON boolean is left null for the
+                    # masked_flag check to quarantine (bool("false") would read as masked).
+                    "is_masked": _masked_flag(figure.get("isMasked", False)),
                     **totals,
                 })
     return records
+
+
+def _masked_flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
 def revenue_frame(report: RevenueReport, metric: str, aggregation_type: str) -> FlattenResult:

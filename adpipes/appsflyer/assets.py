@@ -12,17 +12,32 @@ from adpipes.appsflyer.schemas import (
     RAW_DATA_TABLE,
     RAW_REPORTS,
     RAW_TABLES,
+    raw_data_schema,
+    raw_report_schema,
+    raw_values_schema,
 )
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
 from adpipes.lib.assets import column_drift_metadata, table_asset
-from adpipes.lib.markdown import markdown_table
 from adpipes.lib.partitions import day_window
+from adpipes.lib.quality import (
+    REQUIRED_COLUMNS,
+    ROW_VOLUME,
+    UNKNOWN_COLUMNS,
+    QualityReport,
+    QualityStore,
+    check_groups,
+    header_failures,
+    publish,
+)
 from adpipes.lib.storage.delivered import DeliveredFiles
 from adpipes.lib.storage.postgres import LOAD_AS_BATCHES, PartitionBatches
 
 RAW_GROUP = "appsflyer_raw"
 UNIFIED_GROUP = "appsflyer"
-PROBLEM_SAMPLE_ROWS = 20
+# A raw report is archived as delivered, never filtered: its own checks are about its shape and
+# size. Its values are checked row by row where they are unified (raw_data's checks).
+RAW_REPORT_CHECKS = [REQUIRED_COLUMNS, UNKNOWN_COLUMNS, ROW_VOLUME]
+RAW_DATA_CHECKS = check_groups(raw_values_schema(), raw_data_schema(), extra=[ROW_VOLUME])
 
 _RAW_DESCRIPTIONS = {
     "installs": (
@@ -54,17 +69,20 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         kinds={"appsflyer", "postgres"},
         metadata={"appsflyer/report": report},
         tags={"platform": platform},
+        checks=RAW_REPORT_CHECKS,
     )
     def _raw_report(
         context: dg.AssetExecutionContext,
         appsflyer_api: AppsFlyerPullApi,
         appsflyer_apps: AppsFlyerApps,
-    ) -> dg.Output[DeliveredFiles]:
+        quality: QualityStore,
+    ):
         app_id = appsflyer_apps.app_id(platform)
         # The responses are spooled to disk and streamed into the archive as delivered: a raw day
         # can be a million rows, too big to hold in memory several times over.
         delivered = DeliveredFiles(prefix=f"adpipes-{platform}-{report_short}-")
         calls = 0
+        quality_report = QualityReport(RAW_REPORT_CHECKS, context.partition_keys)
         for key in context.partition_keys:
             start, end = day_window(key, appsflyer_api.timezone)
             fetched = appsflyer_api.fetch_raw_report(
@@ -72,14 +90,20 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
             )
             calls += fetched.calls
             for chunk in fetched.chunks:
-                delivered.add(chunk.path, snake_case_columns(chunk.header), chunk.rows, report_date=key)
+                columns = snake_case_columns(chunk.header)
+                delivered.add(chunk.path, columns, chunk.rows, report_date=key)
+                # The header decides whether the report is usable; an HTML error page or a report
+                # without Event Time fails here and raw_data is not run on it.
+                quality_report.add_structural(header_failures(raw_report_schema(), columns), key)
+                quality_report.add_unknown_columns(key, [c for c in columns if c not in RAW_COLUMN_NAMES])
+        quality_report.add_row_counts(delivered.rows_by_date())
         columns = delivered.columns
         unknown = [c for c in columns if c not in RAW_COLUMN_NAMES]
         missing = [c for c in RAW_COLUMN_NAMES if c not in columns]
         drift = column_drift_metadata(
             context.log, f"AppsFlyer {report} for {app_id}", unknown, missing, kept_in="the archive"
         )
-        return dg.Output(
+        output = dg.Output(
             delivered,
             metadata={
                 "appsflyer/app_id": app_id,
@@ -88,6 +112,8 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
                 **drift,
             },
         )
+        # The report is archived even when its shape is wrong: the archive keeps what was sent.
+        yield from publish(context, quality, quality_report, output, archive_as_delivered=True)
 
     return _raw_report
 
@@ -109,24 +135,37 @@ raw_report_assets = [
     partitions_def=appsflyer_daily_partitions,
     group_name=UNIFIED_GROUP,
     kinds={"appsflyer", "postgres", "pandas"},
+    checks=RAW_DATA_CHECKS,
+    check_schemas=[raw_values_schema(), raw_data_schema()],
 )
 def raw_data(
     context: dg.AssetExecutionContext,
     appsflyer_api: AppsFlyerPullApi,
     appsflyer_apps: AppsFlyerApps,
+    quality: QualityStore,
     android_installs: PartitionBatches,
     android_in_app_events: PartitionBatches,
     ios_installs: PartitionBatches,
     ios_in_app_events: PartitionBatches,
-) -> dg.Output[pd.DataFrame]:
+):
     """Attributed installs and in-app events of both apps in one typed table: who installed from
     which media source and campaign, what they did and spent afterwards. One row per install or
     event, with timestamps in the app timezone, the purchase receipt id, revenue, the app's own
     customer user id (to join with the app's tables) and normalized flags. This is the table
-    product analytics queries; it is also archived.
+    product analytics queries; it is also archived. Rows that break an ERROR rule (unreadable
+    values, unknown platform, a non-numeric customer user id, ...) are quarantined in the
+    archive's quality.quarantine instead; the raw reports keep them as delivered.
     """
     installs, events = RAW_REPORTS["installs"], RAW_REPORTS["in_app_events"]
-    unified = unify_raw_reports(
+    report = QualityReport(RAW_DATA_CHECKS, context.partition_keys, RAW_DATA_TABLE.row_key)
+
+    def validated(delivered: pd.DataFrame, typed: pd.DataFrame) -> pd.Series:
+        # Each row is checked as delivered (do its values read?) and as typed (do they make sense?).
+        return report.check_rows(
+            [(raw_values_schema(), delivered), (raw_data_schema(), typed)], keys=typed, delivered=delivered
+        )
+
+    frame = unify_raw_reports(
         [
             (installs, android_installs),
             (events, android_in_app_events),
@@ -136,21 +175,11 @@ def raw_data(
         # Raw timestamps are wall times in the timezone the reports were requested in.
         timezone=appsflyer_api.timezone,
         app_ids={p: appsflyer_apps.app_id(p) for p in PLATFORMS},
+        row_filter=validated,
     )
-    metadata: dict[str, object] = {
+    metadata = {
         "rows_by_platform": dg.MetadataValue.json(
-            unified.frame["platform"].value_counts(dropna=False).astype(int).to_dict()
+            frame["platform"].value_counts(dropna=False).astype(int).to_dict()
         ),
-        "unconvertible_values": len(unified.problems),
     }
-    if len(unified.problems):
-        summary = unified.problems.groupby(["column", "problem"]).size().to_dict()
-        context.log.warning(
-            f"appsflyer/raw_data: {len(unified.problems)} values could not be converted and are "
-            f"null in raw_data (the raw values stay in the archived reports): "
-            + "; ".join(f"{column}: {count} ({problem})" for (column, problem), count in summary.items())
-        )
-        metadata["unconvertible_values_sample"] = dg.MetadataValue.md(
-            markdown_table(unified.problems.head(PROBLEM_SAMPLE_ROWS))
-        )
-    return dg.Output(unified.frame, metadata=metadata)
+    yield from publish(context, quality, report, dg.Output(frame, metadata=metadata))

@@ -16,27 +16,38 @@ import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
 from adpipes.appsflyer.resources import DAILY_REPORT, AppsFlyerApiError, AppsFlyerApps, AppsFlyerPullApi
 from adpipes.appsflyer.schemas import (
+    AGGREGATE_NULL_MARKERS,
     DAILY_REPORT_COUNT_COLUMNS,
     DAILY_REPORT_DECIMAL_COLUMNS,
     DAILY_REPORT_HEADERS,
     DAILY_REPORT_TABLE,
     DAILY_REPORT_TEXT_COLUMNS,
     PLATFORMS,
+    daily_report_delivered_schema,
+    daily_report_schema,
     snake_case,
 )
 from adpipes.lib.assets import column_drift_metadata, table_asset
+from adpipes.lib.quality import (
+    ROW_VOLUME,
+    UNKNOWN_COLUMNS,
+    QualityReport,
+    QualityStore,
+    check_groups,
+    header_failures,
+    publish,
+)
 
 GROUP = "appsflyer"
 # Aggregates finalize ~48 h late: a day is re-pulled with the two days before it.
 FINALIZATION_LAG_DAYS = 2
-# How AppsFlyer says "no value" in aggregate reports: the string None (agency, campaign) and N/A
-# (metrics a media source does not report, e.g. organic impressions and cost).
-NULL_MARKERS = frozenset({"", "None", "N/A"})
-_BAD_VALUES_SHOWN = 5
+DAILY_REPORT_CHECKS = check_groups(
+    daily_report_delivered_schema(), daily_report_schema(), extra=[UNKNOWN_COLUMNS, ROW_VOLUME]
+)
 
 
 class DailyReportFormatError(AppsFlyerApiError):
-    """The daily report cannot be read: a required column is missing or a number is not a number."""
+    """The daily report's rows are dated outside the requested days (wrong timezone parameter)."""
 
 
 @dataclass
@@ -46,34 +57,25 @@ class ParsedDailyReport:
     missing_columns: list[str]
 
 
-def _numbers(values: pd.Series, column: str, *, whole: bool, where: str) -> pd.Series:
+def _numbers(values: pd.Series, *, whole: bool) -> pd.Series:
+    # Values that are not numbers become null; the parseable_values check has quarantined their
+    # rows already (see daily_report_delivered_schema).
     text = values.astype("string").str.strip()
-    text = text.mask(text.isin(NULL_MARKERS))
-    numbers = pd.to_numeric(text, errors="coerce")
-    bad = text.notna() & (numbers.isna() | ((numbers % 1 != 0) if whole else False))
-    if bad.any():
-        sample = text[bad].unique().tolist()[:_BAD_VALUES_SHOWN]
-        raise DailyReportFormatError(
-            f"{where}: column {column!r} has {int(bad.sum())} value(s) that are not "
-            f"{'whole numbers' if whole else 'numbers'}: {sample}. AppsFlyer changed the format; "
-            "nothing was loaded. Adjust adpipes.appsflyer.daily_report and re-run the partition."
-        )
+    numbers = pd.to_numeric(text.mask(text.isin(AGGREGATE_NULL_MARKERS)), errors="coerce")
+    if whole:
+        numbers = numbers.where(numbers % 1 == 0)
     return numbers.astype("Int64" if whole else "Float64")
 
 
 def daily_report_frame(report: pa.Table, platform: str, app_id: str) -> ParsedDailyReport:
-    """The daily report CSV (every column as text) as typed rows, columns mapped by header name.
+    """The daily report CSV (every column as text) as typed rows, columns mapped by header name,
+    with the same RangeIndex as ``report.to_pandas()``.
 
     ``None``/``N/A`` become NULL; headers adpipes does not know are kept as delivered (text)
-    under their snake_case name and listed in ``unknown_columns``.
+    under their snake_case name and listed in ``unknown_columns``. The caller checks the header
+    first (a report without Date cannot be placed).
     """
-    where = f"AppsFlyer {DAILY_REPORT} for app {app_id} ({platform})"
     raw = report.to_pandas()
-    if "Date" not in raw.columns:
-        raise DailyReportFormatError(
-            f"{where}: the answer has no 'Date' column (columns: {list(raw.columns)}); adpipes "
-            "cannot tell which day the rows belong to, so nothing was loaded."
-        )
     frame = pd.DataFrame(index=raw.index)
     frame["report_date"] = raw["Date"].astype("string").str.strip()
     frame["platform"] = pd.Series(platform, index=raw.index, dtype="string")
@@ -85,11 +87,10 @@ def daily_report_frame(report: pa.Table, platform: str, app_id: str) -> ParsedDa
         else:
             values = raw[header].astype("string")
         if column in DAILY_REPORT_COUNT_COLUMNS or column in DAILY_REPORT_DECIMAL_COLUMNS:
-            frame[column] = _numbers(values, column, whole=column in DAILY_REPORT_COUNT_COLUMNS,
-                                     where=where)
+            frame[column] = _numbers(values, whole=column in DAILY_REPORT_COUNT_COLUMNS)
         elif column in DAILY_REPORT_TEXT_COLUMNS:
             values = values.str.strip()
-            frame[column] = values.mask(values.isin(NULL_MARKERS))
+            frame[column] = values.mask(values.isin(AGGREGATE_NULL_MARKERS))
         else:
             frame[column] = values.str.strip()
     unknown = []
@@ -132,12 +133,15 @@ def daily_report_refresh_run_request(partition_key: str) -> dg.RunRequest:
     group_name=GROUP,
     kinds={"appsflyer", "postgres", "pandas"},
     metadata={"appsflyer/report": DAILY_REPORT},
+    checks=DAILY_REPORT_CHECKS,
+    check_schemas=[daily_report_delivered_schema(), daily_report_schema()],
 )
 def daily_report(
     context: dg.AssetExecutionContext,
     appsflyer_api: AppsFlyerPullApi,
     appsflyer_apps: AppsFlyerApps,
-) -> dg.Output[pd.DataFrame]:
+    quality: QualityStore,
+):
     """Daily ad performance of both apps per media source and campaign, as AppsFlyer's aggregate
     daily report states it: impressions, clicks, installs, sessions, loyal users and ad spend
     (cost, eCPI), one row per day, platform, agency, media source and campaign. This is the table
@@ -149,11 +153,25 @@ def daily_report(
     keys = context.partition_keys
     first, last = dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])
     frames, calls, unknown, missing = [], 0, set(), set()
+    report = QualityReport(DAILY_REPORT_CHECKS, keys, DAILY_REPORT_TABLE.row_key)
+    rejected = []
     for platform in PLATFORMS:
         app_id = appsflyer_apps.app_id(platform)
         fetched = appsflyer_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last, log=context.log)
         calls += fetched.calls
-        parsed = daily_report_frame(fetched.to_arrow(), platform, app_id)
+        delivered = fetched.to_arrow()
+        structural = header_failures(daily_report_delivered_schema(), delivered.column_names)
+        if len(structural):
+            # Unusable as a whole (e.g. no Date column): kept as delivered in the archive's
+            # quality.rejected_deliveries, nothing of it reaches product.
+            problem = f"{app_id} ({platform}): " + "; ".join(
+                f"{r.rule} ({r.column_name})" for r in structural.itertuples()
+            )
+            for key in keys:
+                report.add_structural(structural.assign(value=platform), key)
+                rejected.append((key, problem, fetched.content.decode("utf-8", "replace")))
+            continue
+        parsed = daily_report_frame(delivered, platform, app_id)
         outside = sorted(set(parsed.frame["report_date"].dropna()) - {d.isoformat() for d in _days(first, last)})
         if outside:
             raise DailyReportFormatError(
@@ -163,16 +181,27 @@ def daily_report(
             )
         unknown.update(parsed.unknown_columns)
         missing.update(parsed.missing_columns)
-        frames.append(parsed.frame)
+        for key in keys:
+            report.add_unknown_columns(key, parsed.unknown_columns)
+        # A range run may cover a non-contiguous set of partitions: keep only the requested days.
+        wanted = parsed.frame["report_date"].isin(keys).to_numpy()
+        typed = parsed.frame[wanted].reset_index(drop=True)
+        as_delivered = delivered.to_pandas()[wanted].reset_index(drop=True)
+        keep = report.check_rows(
+            [(daily_report_delivered_schema(), as_delivered), (daily_report_schema(), typed)],
+            keys=typed, delivered=as_delivered,
+        )
+        frames.append(typed[keep.to_numpy()])
+    if rejected:
+        yield from publish(context, quality, report, None, rejected=rejected)
+        return
     frame = pd.concat(frames, ignore_index=True)
-    # A range run may cover a non-contiguous set of partitions: keep only the requested days.
-    frame = frame[frame["report_date"].isin(keys)].reset_index(drop=True)
     drift = column_drift_metadata(
         context.log, f"AppsFlyer {DAILY_REPORT}", sorted(unknown), sorted(missing),
         kept_in="appsflyer.daily_report",
     )
     by_platform = frame.groupby("platform")
-    return dg.Output(
+    output = dg.Output(
         frame,
         metadata={
             "appsflyer/api_calls": calls,
@@ -186,6 +215,7 @@ def daily_report(
             **drift,
         },
     )
+    yield from publish(context, quality, report, output)
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:

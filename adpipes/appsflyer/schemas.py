@@ -7,20 +7,32 @@ typed table that product queries join with the app's own data.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from functools import cache
 
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+from pandera.engines import pandas_engine
 
+from adpipes.appsflyer.checks import (
+    CUMULATIVE_GROWTH,
+    NON_NEGATIVE,
+    PARSEABLE_VALUES,
+    PARTITION_DATE,
+    RATE_RANGES,
+    TIME_ORDER,
+    VALID_CUSTOMER_USER_ID,
+    VALID_PLATFORM,
+)
+from adpipes.lib.quality import REQUIRED_VALUES, rule
 from adpipes.lib.storage.tables import (
     ARCHIVE,
     PRODUCT,
     TABLES,
     TableSpec,
     report_date_column,
-    text_columns_schema,
 )
 
 INSTALLS_REPORT = "installs_report"
@@ -65,11 +77,84 @@ def snake_case(header: str) -> str:
 RAW_COLUMN_NAMES = tuple(snake_case(h) for h in RAW_REPORT_COLUMNS)
 
 
+# How AppsFlyer writes timestamps and booleans in raw reports (read by appsflyer/transform.py).
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+TRUE_SPELLINGS = ("true", "1", "yes", "t")
+FALSE_SPELLINGS = ("false", "0", "no", "f")
+# bigint range: longer digit strings would overflow customer_user_id.
+CUSTOMER_USER_ID_PATTERN = r"\d{1,18}(?:\.0+)?"  # "1000000186.0": ids that went through a float
+
+# Columns without which a raw report row cannot be placed (who, what, when, from where).
+RAW_REQUIRED_COLUMNS = ("appsflyer_id", "event_time", "install_time", "event_name", "platform", "media_source")
+RAW_TIME_COLUMNS = ("attributed_touch_time", "install_time", "event_time") + tuple(
+    f"contributor_{n}_touch_time" for n in (1, 2, 3)
+)
+RAW_FLAG_COLUMNS = ("wifi", "is_retargeting", "is_primary_attribution")
+RAW_MONEY_COLUMNS = ("event_revenue", "event_revenue_usd")
+
+
+def _blank(values: pd.Series) -> pd.Series:
+    return values.isna() | (values.str.strip() == "")
+
+
+def _parseable_time(values: pd.Series) -> pd.Series:
+    return _blank(values) | pd.to_datetime(values, format=TIMESTAMP_FORMAT, errors="coerce").notna()
+
+
+def _parseable_flag(values: pd.Series) -> pd.Series:
+    return _blank(values) | values.str.strip().str.lower().isin(TRUE_SPELLINGS + FALSE_SPELLINGS)
+
+
+def _parseable_number(values: pd.Series) -> pd.Series:
+    return _blank(values) | pd.to_numeric(values.str.strip(), errors="coerce").notna()
+
+
+def _whole_number(values: pd.Series) -> pd.Series:
+    return _blank(values) | values.str.strip().str.fullmatch(CUSTOMER_USER_ID_PATTERN).fillna(False).astype(bool)
+
+
+def _present(values: pd.Series) -> pd.Series:
+    return ~_blank(values)
+
+
+def _raw_value_checks(name: str) -> list[pa.Check]:
+    checks = []
+    if name in RAW_REQUIRED_COLUMNS:
+        checks.append(rule(REQUIRED_VALUES, pa.Check(_present, ignore_na=False), f"{name} is not empty"))
+    if name in RAW_TIME_COLUMNS:
+        checks.append(rule(PARSEABLE_VALUES, pa.Check(_parseable_time),
+                           f"{name} is a timestamp in yyyy-mm-dd hh:mm:ss form"))
+    if name in RAW_FLAG_COLUMNS:
+        checks.append(rule(PARSEABLE_VALUES, pa.Check(_parseable_flag),
+                           f"{name} is true/false (or True/False, 1/0, yes/no)"))
+    if name in RAW_MONEY_COLUMNS:
+        checks.append(rule(PARSEABLE_VALUES, pa.Check(_parseable_number), f"{name} is a number"))
+    if name == "customer_user_id":
+        checks.append(rule(VALID_CUSTOMER_USER_ID, pa.Check(_whole_number),
+                           "customer_user_id is a non-negative whole number (at most 18 digits)"))
+    return checks
+
+
+@cache
 def raw_report_schema() -> pa.DataFrameSchema:
+    """A raw report as delivered: every column text (nullable: the archive keeps whatever came),
+    the columns adpipes needs required, and the rules their values must meet to be unified."""
     columns = {"report_date": report_date_column()}
-    columns.update(text_columns_schema(RAW_COLUMN_NAMES))
+    for name in RAW_COLUMN_NAMES:
+        columns[name] = pa.Column(
+            "str", checks=_raw_value_checks(name), nullable=True, required=name in RAW_REQUIRED_COLUMNS
+        )
     # strict=False: unknown vendor columns are kept (the archive table grows a text column).
     return pa.DataFrameSchema(columns, strict=False, name="appsflyer raw report (as delivered)")
+
+
+@cache
+def raw_values_schema() -> pa.DataFrameSchema:
+    """The value rules of :func:`raw_report_schema` alone: what ``raw_data`` checks on each
+    delivered row before unifying it (the raw report assets themselves check only the header)."""
+    schema = raw_report_schema()
+    checked = [name for name, column in schema.columns.items() if column.checks]
+    return schema.select_columns(checked)
 
 
 def raw_asset_key(platform: str, report_short: str) -> dg.AssetKey:
@@ -85,9 +170,12 @@ def _text(description: str, nullable: bool = True) -> pa.Column:
     return pa.Column("str", nullable=nullable, description=description)
 
 
+# Any timezone: frames carry the app timezone, the IO manager writes timestamptz with offsets.
+TIMESTAMP_DTYPE = pandas_engine.DateTime(unit="us", tz=dt.timezone.utc, time_zone_agnostic=True)
+
+
 def _time(description: str) -> pa.Column:
-    # The tz of the dtype is not checked here; the IO manager writes timestamptz with offsets.
-    return pa.Column(pd.DatetimeTZDtype(tz="UTC"), nullable=True, description=f"{description} {_TS}")
+    return pa.Column(TIMESTAMP_DTYPE, nullable=True, description=f"{description} {_TS}")
 
 
 def _flag(description: str) -> pa.Column:
@@ -105,7 +193,10 @@ def raw_data_schema() -> pa.DataFrameSchema:
     columns: dict[str, pa.Column] = {
         "report_date": report_date_column(),
         "app_id": _text("AppsFlyer app id the row was reported for (package name or id + digits).", False),
-        "platform": _text("android or ios.", False),
+        "platform": pa.Column(
+            "str", rule(VALID_PLATFORM, pa.Check.isin(PLATFORMS), "platform is android or ios"),
+            nullable=False, description="android or ios.",
+        ),
         "source_report": _text("AppsFlyer raw report the row came from (installs_report, in_app_events_report).", False),
         "attributed_touch_type": _text("click or impression that won the attribution."),
         "attributed_touch_time": _time("When the attributed touch happened."),
@@ -140,7 +231,7 @@ def raw_data_schema() -> pa.DataFrameSchema:
             "wifi": _flag("Device was on Wi-Fi"),
             "appsflyer_id": _text("AppsFlyer's device id.", False),
             "advertising_id": _text("GAID on Android; on iOS the IDFA (AppsFlyer delivers it in a separate IDFA column)."),
-            "customer_user_id": pa.Column("Int64", nullable=True, description="The app's own user id (CUID), a whole number; non-numeric values are reported and stored as null here (the archive keeps the raw value)."),
+            "customer_user_id": pa.Column("Int64", nullable=True, description="The app's own user id (CUID), a whole number (rows with any other value are quarantined; see valid_customer_user_id)."),
             "is_retargeting": _flag("Row belongs to a retargeting campaign"),
             "retargeting_conversion_type": _text("re-engagement or re-attribution."),
             "attribution_lookback": _text("Attribution lookback window, e.g. 7d."),
@@ -148,7 +239,33 @@ def raw_data_schema() -> pa.DataFrameSchema:
             "is_primary_attribution": _flag("Primary attribution for retargeting"),
         }
     )
-    return pa.DataFrameSchema(columns, strict=True, name="appsflyer/raw_data")
+    checks = [
+        rule(PARTITION_DATE, pa.Check(_on_partition_day), "event_time falls on report_date (app timezone)",
+             columns=("report_date", "event_time")),
+        rule(TIME_ORDER, pa.Check(_event_after_install), "event_time >= install_time",
+             columns=("event_time", "install_time")),
+        rule(TIME_ORDER, pa.Check(_touch_before_install), "attributed_touch_time <= install_time",
+             columns=("attributed_touch_time", "install_time")),
+    ]
+    return pa.DataFrameSchema(columns, checks=checks, strict=True, name="appsflyer/raw_data")
+
+
+def _on_partition_day(frame: pd.DataFrame) -> pd.Series:
+    event_time = frame["event_time"]
+    # Local midnight of the row's time vs its partition day; report_date has few distinct values.
+    local_day = event_time.dt.tz_localize(None).dt.normalize()
+    days = frame["report_date"].map({d: pd.Timestamp(d) for d in frame["report_date"].unique()})
+    return event_time.isna() | (local_day == days)
+
+
+def _event_after_install(frame: pd.DataFrame) -> pd.Series:
+    event, install = frame["event_time"], frame["install_time"]
+    return event.isna() | install.isna() | (event >= install)
+
+
+def _touch_before_install(frame: pd.DataFrame) -> pd.Series:
+    touch, install = frame["attributed_touch_time"], frame["install_time"]
+    return touch.isna() | install.isna() | (touch <= install)
 
 
 def raw_table(platform: str, report_short: str) -> TableSpec:
@@ -167,7 +284,8 @@ RAW_TABLES = {
 }
 
 RAW_DATA_TABLE = TABLES.register(
-    TableSpec(asset_key=RAW_DATA_KEY, dataframe_schema=raw_data_schema(), databases=(ARCHIVE, PRODUCT))
+    TableSpec(asset_key=RAW_DATA_KEY, dataframe_schema=raw_data_schema(), databases=(ARCHIVE, PRODUCT),
+              row_key=("platform", "source_report", "appsflyer_id", "event_name", "event_time"))
 )
 
 
@@ -199,28 +317,86 @@ DAILY_REPORT_DECIMAL_COLUMNS = ("ctr", "conversion_rate", "loyal_users_over_inst
                                 "average_ecpi")
 
 
-def _count(description: str) -> pa.Column:
-    return pa.Column("Int64", nullable=True, description=description)
+# How AppsFlyer says "no value" in aggregate reports: the string None (agency, campaign) and N/A
+# (metrics a media source does not report, e.g. organic impressions and cost).
+AGGREGATE_NULL_MARKERS = frozenset({"", "None", "N/A"})
+# Without these a daily report row cannot be placed or counted.
+DAILY_REPORT_REQUIRED_HEADERS = ("Date", "Media Source (pid)", "Installs")
 
 
+def _aggregate_number(whole: bool):
+    def check(values: pd.Series) -> pd.Series:
+        text = values.str.strip()
+        numbers = pd.to_numeric(text, errors="coerce")
+        ok = numbers.notna() & ((numbers % 1 == 0) if whole else True)
+        return text.isna() | text.isin(AGGREGATE_NULL_MARKERS) | ok
+
+    return check
+
+
+def _iso_date(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values.str.strip(), format="%Y-%m-%d", errors="coerce").notna()
+
+
+@cache
+def daily_report_delivered_schema() -> pa.DataFrameSchema:
+    """The daily report as delivered (header names, every value text): what must be there and
+    readable before a row is typed."""
+    columns = {}
+    for header, column in DAILY_REPORT_HEADERS.items():
+        checks = []
+        if header == "Date":
+            checks.append(rule(PARSEABLE_VALUES, pa.Check(_iso_date, ignore_na=False), "Date is a yyyy-mm-dd date"))
+        elif column in DAILY_REPORT_COUNT_COLUMNS:
+            checks.append(rule(PARSEABLE_VALUES, pa.Check(_aggregate_number(True)),
+                               f"{header} is a whole number, N/A or empty"))
+        elif column in DAILY_REPORT_DECIMAL_COLUMNS:
+            checks.append(rule(PARSEABLE_VALUES, pa.Check(_aggregate_number(False)),
+                               f"{header} is a number, N/A or empty"))
+        columns[header] = pa.Column("str", checks=checks, nullable=True,
+                                    required=header in DAILY_REPORT_REQUIRED_HEADERS)
+    return pa.DataFrameSchema(columns, strict=False, name="appsflyer daily_report (as delivered)")
+
+
+def _count(name: str, description: str) -> pa.Column:
+    return pa.Column(
+        "Int64", rule(NON_NEGATIVE, pa.Check.ge(0), f"{name} >= 0"),
+        nullable=True, description=description,
+    )
+
+
+def _amount(name: str, description: str) -> pa.Column:
+    return pa.Column(
+        "Float64", rule(NON_NEGATIVE, pa.Check.ge(0), f"{name} >= 0"), nullable=True,
+        description=description, metadata={"pg_type": "numeric"},
+    )
+
+
+@cache
 def daily_report_schema() -> pa.DataFrameSchema:
     columns: dict[str, pa.Column] = {
         "report_date": report_date_column(),
-        "platform": _text("android or ios: which app the row belongs to.", False),
+        "platform": pa.Column(
+            "str", rule(VALID_PLATFORM, pa.Check.isin(PLATFORMS), "platform is android or ios"),
+            nullable=False, description="android or ios: which app the row belongs to.",
+        ),
         "date": pa.Column("str", nullable=False, description="The Date column as delivered (equals report_date).", metadata={"pg_type": "date"}),
         "agency": _text("Agency/PMD (af_prt); null when AppsFlyer says None."),
         "media_source": _text("Media source (pid), e.g. googleadwords_int, organic."),
         "campaign": _text("Campaign name (c); null when AppsFlyer says None."),
-        "impressions": _count("Ad impressions reported by the network (null when N/A, e.g. organic)."),
-        "clicks": _count("Ad clicks (null when N/A)."),
-        "ctr": _money("Click-through rate, clicks / impressions (null when N/A)."),
-        "installs": _count("Attributed installs of the day."),
-        "conversion_rate": _money("Installs / clicks (null when N/A)."),
-        "sessions": _count("App sessions of the day by users of this media source and campaign."),
-        "loyal_users": _count("Users who opened the app at least 3 times (AppsFlyer's loyal users)."),
-        "loyal_users_over_installs": _money("Loyal users / installs."),
-        "total_cost": _money("Ad spend reported to AppsFlyer, in the app currency (null when N/A)."),
-        "average_ecpi": _money("Effective cost per install, total_cost / installs (null when N/A)."),
+        "impressions": _count("impressions", "Ad impressions reported by the network (null when N/A, e.g. organic)."),
+        "clicks": _count("clicks", "Ad clicks (null when N/A)."),
+        "ctr": pa.Column(
+            "Float64", rule(RATE_RANGES, pa.Check.in_range(0, 1), "ctr is within [0, 1]"), nullable=True,
+            description="Click-through rate, clicks / impressions (null when N/A).", metadata={"pg_type": "numeric"},
+        ),
+        "installs": _count("installs", "Attributed installs of the day."),
+        "conversion_rate": _amount("conversion_rate", "Installs / clicks (null when N/A)."),
+        "sessions": _count("sessions", "App sessions of the day by users of this media source and campaign."),
+        "loyal_users": _count("loyal_users", "Users who opened the app at least 3 times (AppsFlyer's loyal users)."),
+        "loyal_users_over_installs": _amount("loyal_users_over_installs", "Loyal users / installs."),
+        "total_cost": _amount("total_cost", "Ad spend reported to AppsFlyer, in the app currency (null when N/A)."),
+        "average_ecpi": _amount("average_ecpi", "Effective cost per install, total_cost / installs (null when N/A)."),
     }
     # strict=False: a column AppsFlyer adds later is kept (as text) rather than rejected.
     return pa.DataFrameSchema(columns, strict=False, name="appsflyer/daily_report")
@@ -233,7 +409,8 @@ def daily_report_schema() -> pa.DataFrameSchema:
 # columns are not retyped: ALTER it by hand then).
 DAILY_REPORT_TABLE = TABLES.register(
     TableSpec(asset_key=DAILY_REPORT_KEY, dataframe_schema=daily_report_schema(),
-              databases=(ARCHIVE, PRODUCT), keep_unknown_columns=True)
+              databases=(ARCHIVE, PRODUCT), keep_unknown_columns=True,
+              row_key=("platform", "agency", "media_source", "campaign"))
 )
 
 
@@ -263,13 +440,17 @@ COHORT_KPI_COLUMNS = tuple(f"{kpi}_{fn}" for kpi, fns in COHORT_KPI_FUNCTIONS.it
 def cohort_ltv_schema() -> pa.DataFrameSchema:
     columns: dict[str, pa.Column] = {
         "report_date": report_date_column(),
-        "platform": _text("android or ios: which app the cohort belongs to.", False),
+        "platform": pa.Column(
+            "str", rule(VALID_PLATFORM, pa.Check.isin(PLATFORMS), "platform is android or ios"),
+            nullable=False, description="android or ios: which app the cohort belongs to.",
+        ),
         "media_source": _text("Media source (pid) the cohort's users were attributed to.", False),
         "campaign": _text("Campaign (c); null when AppsFlyer says None (organic)."),
-        "period": pa.Column("Int64", nullable=False, description="Day N after the install day (0 = the install day itself); only periods that are complete are stored."),
-        "users": _count("Users in the cohort (attributed on report_date)."),
-        "cost": _money("Ad spend of the cohort, in the app currency (null for organic)."),
-        "ecpi": _money("Effective cost per install of the cohort (cost / users)."),
+        "period": pa.Column("Int64", rule(NON_NEGATIVE, pa.Check.in_range(0, 180), "period is 0-180"),
+                            nullable=False, description="Day N after the install day (0 = the install day itself); only periods that are complete are stored."),
+        "users": _count("users", "Users in the cohort (attributed on report_date)."),
+        "cost": _amount("cost", "Ad spend of the cohort, in the app currency (null for organic)."),
+        "ecpi": _amount("ecpi", "Effective cost per install of the cohort (cost / users)."),
     }
     for column in COHORT_KPI_COLUMNS:
         kpi, function = column.rsplit("_", 1)
@@ -281,9 +462,31 @@ def cohort_ltv_schema() -> pa.DataFrameSchema:
         "str", nullable=True, metadata={"pg_type": "jsonb"},
         description="KPI functions AppsFlyer returned that have no column here yet, as JSON.",
     )
-    return pa.DataFrameSchema(columns, strict=True, name="appsflyer/cohort_ltv")
+    growth = rule(
+        CUMULATIVE_GROWTH, pa.Check(_cumulative_growth),
+        "each KPI value is >= the cohort's value at the previous stored period",
+        columns=(*COHORT_KEY, "period", *COHORT_KPI_COLUMNS),
+    )
+    return pa.DataFrameSchema(columns, checks=[growth], strict=True, unique=[*COHORT_KEY, "period"],
+                              name="appsflyer/cohort_ltv")
+
+
+# One cohort: its rows are its periods.
+COHORT_KEY = ("report_date", "platform", "media_source", "campaign")
+
+
+def _cumulative_growth(frame: pd.DataFrame) -> pd.Series:
+    ordered = frame.sort_values("period")
+    cohorts = ordered.groupby(list(COHORT_KEY), dropna=False, sort=False)
+    ok = pd.Series(True, index=frame.index)
+    for column in COHORT_KPI_COLUMNS:
+        # Compared with the previous period that has a value (a KPI the run did not ask for is null).
+        previous = cohorts[column].transform(lambda v: v.ffill().shift())
+        ok &= ~(ordered[column] < previous).fillna(False).reindex(frame.index)
+    return ok
 
 
 COHORT_LTV_TABLE = TABLES.register(
-    TableSpec(asset_key=COHORT_LTV_KEY, dataframe_schema=cohort_ltv_schema(), databases=(ARCHIVE, PRODUCT))
+    TableSpec(asset_key=COHORT_LTV_KEY, dataframe_schema=cohort_ltv_schema(), databases=(ARCHIVE, PRODUCT),
+              row_key=("platform", "media_source", "campaign", "period"))
 )

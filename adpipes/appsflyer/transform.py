@@ -7,14 +7,23 @@ Everything here is vectorized: a 1M-row in-app-events day must normalize in seco
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adpipes.appsflyer.schemas import raw_data_schema, snake_case
+from adpipes.appsflyer.schemas import (
+    CUSTOMER_USER_ID_PATTERN,
+    FALSE_SPELLINGS,
+    RAW_FLAG_COLUMNS,
+    RAW_MONEY_COLUMNS,
+    RAW_TIME_COLUMNS,
+    TIMESTAMP_FORMAT,
+    TRUE_SPELLINGS,
+    raw_data_schema,
+    snake_case,
+)
 
 # Purchase event names whose Event Value carries a store receipt (af_purchase is AppsFlyer's
 # standard name; apps also send purchase / in_app_purchase).
@@ -24,18 +33,6 @@ _RECEIPT_VALUE = (
     rf'"{RECEIPT_KEY}"\s*:\s*(?:"(?P<text>(?:[^"\\]|\\.)*)"'
     r"|(?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?))"
 )
-
-TRUE_SPELLINGS = ("true", "1", "yes", "t")
-FALSE_SPELLINGS = ("false", "0", "no", "f")
-
-TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
-_TIME_COLUMNS = ("attributed_touch_time", "install_time", "event_time") + tuple(
-    f"contributor_{n}_touch_time" for n in (1, 2, 3)
-)
-_FLAG_COLUMNS = ("wifi", "is_retargeting", "is_primary_attribution")
-_MONEY_COLUMNS = ("event_revenue", "event_revenue_usd")
-# bigint range: larger "ids" would overflow the column and are reported like other non-ids.
-_BIGINT_MAX_DIGITS = 18
 
 
 def snake_case_columns(headers: Sequence[str]) -> list[str]:
@@ -53,53 +50,40 @@ def snake_case_columns(headers: Sequence[str]) -> list[str]:
     return names
 
 
-@dataclass
-class UnifiedRawData:
-    """The unified table and the values that could not be converted (reported, not dropped)."""
-
-    frame: pd.DataFrame
-    problems: pd.DataFrame  # columns: report_date, source_report, appsflyer_id, column, value, problem
-
-
 def _blank_to_na(series: pd.Series) -> pd.Series:
     series = series.astype("str")
     return series.mask(series.str.strip() == "")
 
 
-def _parse_flags(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+# Values that do not convert become null here; the raw_data asset has already quarantined their
+# rows by then (the rules in appsflyer/schemas.py say what converts), so nulls only mean "empty".
+
+
+def _parse_flags(series: pd.Series) -> pd.Series:
     lowered = _blank_to_na(series).str.strip().str.lower()
     result = pd.Series(pd.NA, index=series.index, dtype="boolean")
     result[lowered.isin(TRUE_SPELLINGS)] = True
     result[lowered.isin(FALSE_SPELLINGS)] = False
-    invalid = lowered.notna() & result.isna()
-    return result, invalid
+    return result
 
 
-def _parse_times(series: pd.Series, timezone: str) -> tuple[pd.Series, pd.Series]:
-    raw = _blank_to_na(series)
-    parsed = pd.to_datetime(raw, format=TIMESTAMP_FORMAT, errors="coerce")
+def _parse_times(series: pd.Series, timezone: str) -> pd.Series:
+    # as_unit: an all-empty column parses to second resolution; the schema's type is microseconds.
+    parsed = pd.to_datetime(_blank_to_na(series), format=TIMESTAMP_FORMAT, errors="coerce").dt.as_unit("us")
     # A wall time that does not exist or repeats on a DST change cannot be placed on the
     # timeline from AppsFlyer's offset-less value; shift/NaT rather than guess silently.
-    localized = parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward")
-    invalid = raw.notna() & localized.isna()
-    return localized, invalid
+    return parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward")
 
 
-def _parse_money(series: pd.Series) -> tuple[pd.Series, pd.Series]:
-    raw = _blank_to_na(series)
-    parsed = pd.to_numeric(raw, errors="coerce").astype("Float64")
-    invalid = raw.notna() & parsed.isna()
-    return parsed, invalid
+def _parse_money(series: pd.Series) -> pd.Series:
+    return pd.to_numeric(_blank_to_na(series).str.strip(), errors="coerce").astype("Float64")
 
 
-def _parse_customer_user_id(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+def _parse_customer_user_id(series: pd.Series) -> pd.Series:
     raw = _blank_to_na(series).str.strip()
+    whole = raw.str.fullmatch(CUSTOMER_USER_ID_PATTERN).fillna(False).astype(bool)
     # IDs that went through a spreadsheet or float parser arrive as "1000000186.0".
-    digits = raw.str.replace(r"\.0+$", "", regex=True)
-    whole = digits.str.fullmatch(rf"\d{{1,{_BIGINT_MAX_DIGITS}}}").fillna(False).astype(bool)
-    parsed = digits.where(whole).astype("Int64")
-    invalid = raw.notna() & ~whole
-    return parsed, invalid
+    return raw.where(whole).str.replace(r"\.0+$", "", regex=True).astype("Int64")
 
 
 def _receipt_id(value: str) -> str | None:
@@ -113,7 +97,7 @@ def _receipt_id(value: str) -> str | None:
     return None if receipt in (None, "") else str(receipt)
 
 
-def _extract_receipts(event_name: pd.Series, event_value: pd.Series) -> tuple[pd.Series, pd.Series]:
+def _extract_receipts(event_name: pd.Series, event_value: pd.Series) -> pd.Series:
     purchase = event_name.astype("str").str.contains(PURCHASE_EVENT_PATTERN, regex=True)
     values = _blank_to_na(event_value).where(purchase.fillna(False).astype(bool))
     # A regex over the JSON text instead of json.loads per row: a 1M-row day has ~250K purchases
@@ -131,12 +115,11 @@ def _extract_receipts(event_name: pd.Series, event_value: pd.Series) -> tuple[pd
         receipts = receipts.astype(object)
         receipts[escaped] = values[escaped].map(_receipt_id)
     receipts = receipts.astype("str")
-    receipts = receipts.mask(receipts == "")
-    # A purchase whose Event Value is not JSON is worth a look; one without a receipt is normal
-    # (e.g. sandbox or web purchases).
-    looks_json = values.str.lstrip().str.startswith("{").fillna(False).astype(bool)
-    invalid = values.notna() & ~looks_json
-    return receipts, invalid
+    # A purchase without a receipt (sandbox or web purchases) or with a non-JSON value has none.
+    return receipts.mask(receipts == "")
+
+
+RowFilter = Callable[[pd.DataFrame, pd.DataFrame], pd.Series]
 
 
 def unify_raw_reports(
@@ -144,33 +127,38 @@ def unify_raw_reports(
     *,
     timezone: str,
     app_ids: dict[str, str] | None = None,
-) -> UnifiedRawData:
+    row_filter: RowFilter | None = None,
+) -> pd.DataFrame:
     """Unify archived raw reports (snake_case text frames) into the typed ``raw_data`` table.
 
     ``reports`` holds ``(source_report, frames)`` pairs, where ``frames`` is one DataFrame or an
     iterable of DataFrames (e.g. the IO manager's ``PartitionBatches``): each is normalized on its
     own, so a million-row day needs memory for its typed result and one block, not for the raw
-    text of the whole day. ``app_ids`` maps platform -> app id for rows whose App ID is empty.
+    text of the whole day. ``row_filter(delivered, typed)`` sees each block as delivered and typed
+    (both with a 0-based RangeIndex) and returns the mask of rows to keep: the raw_data asset
+    validates there. ``app_ids`` maps platform -> app id for rows whose App ID is empty.
     """
     schema = raw_data_schema()
     typed_parts: list[pd.DataFrame] = []
-    problem_parts: list[pd.DataFrame] = []
     for source_report, frames in reports:
         for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
-            typed, problems = _unify_frame(source_report, frame, timezone, app_ids)
+            delivered = frame.reset_index(drop=True)
+            typed = unify_raw_block(source_report, delivered, timezone, app_ids)
+            if row_filter is not None:
+                typed = typed[row_filter(delivered, typed).to_numpy()]
             typed_parts.append(typed)
-            if len(problems):
-                problem_parts.append(problems)
     if not typed_parts:
         empty = pd.DataFrame({c: pd.Series(dtype="str") for c in schema.columns})
-        typed_parts.append(_typed(empty, timezone)[0][list(schema.columns)])
-    frame = typed_parts[0] if len(typed_parts) == 1 else pd.concat(typed_parts, ignore_index=True)
-    return UnifiedRawData(frame, _problem_frame(problem_parts))
+        typed_parts.append(_typed(empty, timezone)[list(schema.columns)])
+    if len(typed_parts) == 1:
+        return typed_parts[0].reset_index(drop=True)
+    return pd.concat(typed_parts, ignore_index=True)
 
 
-def _unify_frame(
-    source_report: str, frame: pd.DataFrame, timezone: str, app_ids: dict[str, str] | None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def unify_raw_block(
+    source_report: str, frame: pd.DataFrame, timezone: str, app_ids: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """One block of a raw report (snake_case text columns) as typed ``raw_data`` rows, same index."""
     schema = raw_data_schema()
     text_sources = [c for c in schema.columns if c not in ("report_date", "source_report")]
     raw = pd.DataFrame(index=frame.index)
@@ -188,42 +176,21 @@ def _unify_frame(
     # Advertising ID. One column serves both platforms downstream.
     raw["advertising_id"] = _blank_to_na(raw["advertising_id"]).fillna(_blank_to_na(raw["idfa"]))
     raw = raw.drop(columns=["idfa"])
-    typed, problems = _typed(raw, timezone)
-    return typed[list(schema.columns)], problems
+    return _typed(raw, timezone)[list(schema.columns)]
 
 
-def _problem_frame(records: list[pd.DataFrame]) -> pd.DataFrame:
-    columns = ["report_date", "source_report", "appsflyer_id", "column", "value", "problem"]
-    if not records:
-        return pd.DataFrame({c: pd.Series(dtype="str") for c in columns})
-    return pd.concat(records, ignore_index=True)[columns]
-
-
-def _typed(raw: pd.DataFrame, timezone: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _typed(raw: pd.DataFrame, timezone: str) -> pd.DataFrame:
     out = raw.copy()
-    records: list[pd.DataFrame] = []
-
-    def record(column: str, invalid: pd.Series, problem: str) -> None:
-        if invalid.any():
-            rows = raw.loc[invalid, ["report_date", "source_report", "appsflyer_id", column]]
-            records.append(
-                rows.rename(columns={column: "value"}).assign(column=column, problem=problem)
-            )
-
-    for column in _TIME_COLUMNS:
-        out[column], invalid = _parse_times(raw[column], timezone)
-        record(column, invalid, f"not a timestamp in {TIMESTAMP_FORMAT} form")
-    for column in _FLAG_COLUMNS:
-        out[column], invalid = _parse_flags(raw[column])
-        record(column, invalid, "not a boolean (true/false, True/False, 1/0)")
-    for column in _MONEY_COLUMNS:
-        out[column], invalid = _parse_money(raw[column])
-        record(column, invalid, "not a number")
-    out["customer_user_id"], invalid = _parse_customer_user_id(raw["customer_user_id"])
-    record("customer_user_id", invalid, "not a whole number (the raw value is kept in the archive)")
-    out["event_value"], invalid = _extract_receipts(raw["event_name"], raw["event_value"])
-    record("event_value", invalid, "purchase Event Value is not JSON")
+    for column in RAW_TIME_COLUMNS:
+        out[column] = _parse_times(raw[column], timezone)
+    for column in RAW_FLAG_COLUMNS:
+        out[column] = _parse_flags(raw[column])
+    for column in RAW_MONEY_COLUMNS:
+        out[column] = _parse_money(raw[column])
+    out["customer_user_id"] = _parse_customer_user_id(raw["customer_user_id"])
+    out["event_value"] = _extract_receipts(raw["event_name"], raw["event_value"])
+    converted = RAW_TIME_COLUMNS + RAW_FLAG_COLUMNS + RAW_MONEY_COLUMNS + ("customer_user_id", "event_value")
     for column in out.columns:
-        if column not in _TIME_COLUMNS + _FLAG_COLUMNS + _MONEY_COLUMNS + ("customer_user_id",):
+        if column not in converted:
             out[column] = _blank_to_na(out[column])
-    return out, _problem_frame(records)
+    return out

@@ -1,10 +1,12 @@
 """The one way adpipes declares an asset stored in a partitioned table."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+import pandera.pandas as pa
 
+from adpipes.lib.quality import CheckGroup, quality_check_specs
 from adpipes.lib.storage.tables import TableSpec
 
 
@@ -14,13 +16,19 @@ def table_asset(
     partitions_def: dg.PartitionsDefinition,
     group_name: str,
     kinds: set[str],
+    checks: Sequence[CheckGroup] = (),
+    check_schemas: Sequence[pa.DataFrameSchema] | None = None,
     metadata: Mapping[str, Any] | None = None,
     **asset_kwargs: Any,
 ) -> Callable[..., dg.AssetsDefinition]:
     """``dg.asset`` for an asset written to ``table``: the table's asset key, its column schema
     and table name as definition metadata, and a single-run backfill policy, so a partition range
     is one run and the vendor clients cover it with as few calls as their APIs allow (rows are
-    still written and counted per partition)."""
+    still written and counted per partition).
+
+    ``checks``: the asset checks the asset reports (see :mod:`adpipes.lib.quality`); their
+    descriptions list the rules of ``check_schemas`` (default: the table's schema)."""
+    schemas = check_schemas if check_schemas is not None else [table.dataframe_schema]
     return dg.asset(
         key=table.asset_key,
         partitions_def=partitions_def,
@@ -28,6 +36,7 @@ def table_asset(
         group_name=group_name,
         kinds=kinds,
         metadata={**table.definition_metadata(), **(metadata or {})},
+        check_specs=quality_check_specs(table.asset_key, checks, schemas),
         **asset_kwargs,
     )
 
@@ -35,13 +44,8 @@ def table_asset(
 def column_drift_metadata(
     log: Any, where: str, unknown: list[str], missing: list[str], kept_in: str
 ) -> dict[str, dg.MetadataValue]:
-    """Warn about vendor columns adpipes does not know (kept in ``kept_in``) or no longer gets,
-    and return them as the ``appsflyer/unknown_columns``/``missing_columns`` metadata the UI shows."""
-    if unknown:
-        log.warning(
-            f"{where} has columns adpipes does not know yet: {unknown}. They are kept in {kept_in} "
-            "as text columns."
-        )
+    """Warn about optional vendor columns that no longer come, and return the unknown (kept in
+    ``kept_in``, reported by the unknown_columns check) and missing ones as metadata."""
     if missing:
         log.warning(f"{where} lacks columns {missing}; they are null")
     return {

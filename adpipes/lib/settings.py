@@ -23,6 +23,9 @@ DEFAULT_TIMEZONE = "Asia/Seoul"
 # partitions of raw assets can only come from the archive; aggregate reports have no limit.
 DEFAULT_START_DATE = "2026-01-01"
 DEFAULT_PRODUCT_RETENTION_DAYS = 90
+# Quality policy: no quarantined row is tolerated silently; row counts may halve or double.
+DEFAULT_MAX_QUARANTINED_SHARE = 0.0
+DEFAULT_VOLUME_BAND_FACTOR = 2.0
 DEFAULT_APPSFLYER_BASE_URL = "https://hq1.appsflyer.com"
 DEFAULT_AIRBRIDGE_BASE_URL = "https://api.airbridge.io"
 
@@ -56,6 +59,8 @@ class Settings:
     start_date: str
     product_retention_days: int
     data_dir: Path
+    max_quarantined_share: float
+    volume_band_factor: float
     environ: Mapping[str, str]
 
     @property
@@ -116,6 +121,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"ADPIPES_PRODUCT_RETENTION_DAYS={retention_raw!r} must be a positive whole number of days"
         )
 
+    share_raw = environ.get("ADPIPES_MAX_QUARANTINED_SHARE", "").strip() or str(DEFAULT_MAX_QUARANTINED_SHARE)
+    try:
+        max_share = float(share_raw)
+        if not 0 <= max_share <= 1:
+            raise ValueError
+    except ValueError:
+        max_share = DEFAULT_MAX_QUARANTINED_SHARE
+        problems.append(
+            f"ADPIPES_MAX_QUARANTINED_SHARE={share_raw!r} must be a share between 0 and 1 "
+            "(0.01 = 1% of a partition's rows may be quarantined without blocking)"
+        )
+
+    band_raw = environ.get("ADPIPES_VOLUME_BAND_FACTOR", "").strip() or str(DEFAULT_VOLUME_BAND_FACTOR)
+    try:
+        band = float(band_raw)
+        if band <= 1:
+            raise ValueError
+    except ValueError:
+        band = DEFAULT_VOLUME_BAND_FACTOR
+        problems.append(
+            f"ADPIPES_VOLUME_BAND_FACTOR={band_raw!r} must be a number above 1 (2 = warn below half "
+            "or above twice the trailing median)"
+        )
+
     if env == PROD:
         missing = [name for name in PROD_REQUIRED_VARIABLES if not environ.get(name, "").strip()]
         if missing:
@@ -138,5 +167,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         start_date=start_date,
         product_retention_days=retention,
         data_dir=data_dir,
+        max_quarantined_share=max_share,
+        volume_band_factor=band,
         environ=environ,
     )

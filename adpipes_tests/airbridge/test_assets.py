@@ -31,15 +31,10 @@ def recent_day(days_ago: int = 1) -> str:
 
 
 @pytest.fixture
-def resources(airbridge_api: AirbridgeApi, clean_databases):
-    product_dsn, archive_dsn = clean_databases
+def resources(airbridge_api: AirbridgeApi, storage_resources):
     return {
         "airbridge_api": airbridge_api,
-        "io_manager": PartitionedTableIOManager(
-            archive=PostgresDatabase(role="archive", dsn=archive_dsn),
-            product=PostgresDatabase(role="product", dsn=product_dsn),
-            timezone=TZ,
-        ),
+        **storage_resources,
     }
 
 

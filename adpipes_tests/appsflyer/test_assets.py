@@ -25,8 +25,7 @@ def recent_day(days_ago: int = 1) -> str:
 
 
 @pytest.fixture
-def resources(clean_sandbox, clean_databases):
-    product_dsn, archive_dsn = clean_databases
+def resources(clean_sandbox, storage_resources):
     return {
         "appsflyer_api": AppsFlyerPullApi(
             api_token=clean_sandbox.appsflyer_token,
@@ -35,11 +34,7 @@ def resources(clean_sandbox, clean_databases):
             backoff_seconds=0.01,
         ),
         "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID),
-        "io_manager": PartitionedTableIOManager(
-            archive=PostgresDatabase(role="archive", dsn=archive_dsn),
-            product=PostgresDatabase(role="product", dsn=product_dsn),
-            timezone=TZ,
-        ),
+        **storage_resources,
     }
 
 

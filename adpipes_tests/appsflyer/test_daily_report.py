@@ -41,16 +41,11 @@ def make_api(sandbox, **overrides) -> AppsFlyerPullApi:
 
 
 @pytest.fixture
-def resources(clean_sandbox, clean_databases):
-    product_dsn, archive_dsn = clean_databases
+def resources(clean_sandbox, storage_resources):
     return {
         "appsflyer_api": make_api(clean_sandbox),
         "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID),
-        "io_manager": PartitionedTableIOManager(
-            archive=PostgresDatabase(role="archive", dsn=archive_dsn),
-            product=PostgresDatabase(role="product", dsn=product_dsn),
-            timezone=TZ,
-        ),
+        **storage_resources,
     }
 
 

@@ -173,7 +173,7 @@ def ensure_table(
     conn.commit()
 
 
-def _arrow_table(df: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
+def arrow_table(df: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
     frame = df[list(columns)]
     table = pa.Table.from_pandas(frame, preserve_index=False)
     # COPY parses CSV; pyarrow writes dates, timestamps with offsets, booleans and nulls in
@@ -181,7 +181,7 @@ def _arrow_table(df: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
-def _copy_table(
+def copy_arrow_table(
     cursors: Sequence[psycopg.Cursor], target: sql.Composable, columns: Sequence[str], data: pa.Table
 ) -> None:
     """COPY ``data`` into ``target`` through every cursor (one per database) at once.
@@ -266,7 +266,7 @@ def replace_partitions(
 
     for conn in conns:
         ensure_table(conn, spec, days, extra_text_columns=extra)
-    data = _arrow_table(df.assign(**{PARTITION_COLUMN: dates}), columns)
+    data = arrow_table(df.assign(**{PARTITION_COLUMN: dates}), columns)
     counts: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         cursors = [stack.enter_context(conn.cursor()) for conn in conns]
@@ -278,7 +278,7 @@ def replace_partitions(
             for cur in cursors:
                 cur.execute(sql.SQL("TRUNCATE {}").format(_child(spec, day)))
             if part.num_rows:
-                _copy_table(cursors, _child(spec, day), columns, part)
+                copy_arrow_table(cursors, _child(spec, day), columns, part)
             counts[key] = part.num_rows
     for conn in conns:
         conn.commit()

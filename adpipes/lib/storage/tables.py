@@ -8,12 +8,14 @@ databases) and is registered under its asset key, which the IO manager maps to `
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+
+from adpipes.lib.quality.rules import rule_of
 
 ARCHIVE = "archive"
 PRODUCT = "product"
@@ -54,6 +56,7 @@ class ColumnDef:
     pg_type: str
     nullable: bool
     description: str | None
+    rules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class TableSpec:
     # columns added on the fly instead of dropping what the vendor sent.
     keep_unknown_columns: bool = False
     description: str | None = None
+    # Columns that let a reviewer find a row (failure cases and quarantine show them).
+    row_key: tuple[str, ...] = ()
     _columns: tuple[ColumnDef, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +87,7 @@ class TableSpec:
                 pg_type=postgres_type(column),
                 nullable=bool(column.nullable),
                 description=column.description,
+                rules=tuple(rule_of(check).description for check in column.checks),
             )
             for name, column in self.dataframe_schema.columns.items()
         )
@@ -119,7 +125,7 @@ class TableSpec:
                     name=c.name,
                     type=c.pg_type,
                     description=c.description,
-                    constraints=dg.TableColumnConstraints(nullable=c.nullable),
+                    constraints=dg.TableColumnConstraints(nullable=c.nullable, other=list(c.rules)),
                 )
                 for c in self._columns
             ]
@@ -161,17 +167,6 @@ class TableRegistry:
 
 
 TABLES = TableRegistry()
-
-
-def text_columns_schema(
-    columns: Sequence[str], descriptions: dict[str, str] | None = None
-) -> dict[str, pa.Column]:
-    """pandera columns for a report kept as delivered: every vendor column as nullable text."""
-    descriptions = descriptions or {}
-    return {
-        name: pa.Column("str", nullable=True, required=False, description=descriptions.get(name))
-        for name in columns
-    }
 
 
 def report_date_column() -> pa.Column:

@@ -285,7 +285,7 @@ RAW_TABLES = {
 
 RAW_DATA_TABLE = TABLES.register(
     TableSpec(asset_key=RAW_DATA_KEY, dataframe_schema=raw_data_schema(), databases=(ARCHIVE, PRODUCT),
-              row_key=("platform", "source_report", "appsflyer_id", "event_name", "event_time"))
+              row_key=("appsflyer_id", "event_name", "event_time", "platform", "source_report"))
 )
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from adpipes.appsflyer.assets import raw_data, raw_report_assets
 from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
+from adpipes.lib.quality import QualityStore
 from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME, SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
 
@@ -120,33 +121,132 @@ def test_raw_data_is_cleaned(resources, clean_databases):
     assert types["report_date"] == "date"
 
 
-def test_bad_customer_user_id_is_reported_and_kept_raw(resources, clean_sandbox, clean_databases):
+def check_results(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def query(dsn: str, statement: str, params=()) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+BAD_ROWS = {
+    # AppsFlyer ID planted on the row -> (column overridden, bad value, the check that must fail)
+    "af-windows": ("Platform", "windows", "valid_platform"),
+    "af-bad-time": ("Event Time", "2026-13-45 99:00:00", "parseable_values"),
+    "af-bad-cuid": ("Customer User ID", "user-abc", "valid_customer_user_id"),
+}
+
+
+def plant_bad_rows(sandbox, day: str) -> None:
+    sandbox.configure(row_overrides=[
+        {"app_id": SANDBOX_ANDROID_APP_ID, "report": "in_app_events_report", "day": day, "row": n,
+         "values": {column: value, "AppsFlyer ID": af_id}}
+        for n, (af_id, (column, value, _)) in enumerate(BAD_ROWS.items())
+    ])
+
+
+def test_bad_rows_are_quarantined_and_reported(resources, clean_sandbox, clean_databases):
     product_dsn, archive_dsn = clean_databases
     day = recent_day()
-    clean_sandbox.configure(
-        row_overrides=[{"app_id": SANDBOX_ANDROID_APP_ID, "report": "in_app_events_report", "day": day,
-                        "row": 0, "values": {"Customer User ID": "user-abc", "AppsFlyer ID": "af-bad-cuid"}}],
-        extra_columns=["New Vendor Column"],
-    )
-    result = dg.materialize(ASSETS, resources=resources, partition_key=day)
+    plant_bad_rows(clean_sandbox, day)
+    result = dg.materialize(ASSETS, resources=resources, partition_key=day, raise_on_error=False)
+    # The default policy tolerates no quarantined row: the blocking checks fail the run...
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    message = failure.event_specific_data.error.message
+    assert "appsflyer/raw_data" in message and "3 of" in message and "quality.quarantine" in message
+
+    checks = check_results(result)
+    for af_id, (column, value, check) in BAD_ROWS.items():
+        evaluation = checks[("appsflyer/raw_data", check)]
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        metadata = evaluation.metadata
+        assert metadata["failing_rows"].value == 1
+        assert sum(metadata["failing_rows_by_rule"].value.values()) == 1
+        assert metadata["failing_rows_by_partition"].value == {day: 1}
+        sample = metadata["sample"].value
+        assert value in sample and af_id in sample and day in sample
+        assert "quality.failure_cases" in metadata["full_list"].value
+    for check in ("required_values", "partition_date", "time_order", "required_columns"):
+        assert checks[("appsflyer/raw_data", check)].passed, check
+
+    # ...but the valid rows are in product and the bad ones only in the archive's raw report
+    # (as delivered) and in quarantine (with the reasons).
+    archived = counts(archive_dsn, RAW_TABLES)
+    assert counts(product_dsn, ["raw_data"])["raw_data"] == sum(archived.values()) - 3
+    bad_ids = list(BAD_ROWS)
+    assert query(product_dsn, "SELECT count(*) FROM appsflyer.raw_data WHERE appsflyer_id = ANY(%s)",
+                 (bad_ids,)) == [(0,)]
+    assert dict(query(archive_dsn, "SELECT appsflyer_id, platform FROM appsflyer.android_in_app_events "
+                                   "WHERE appsflyer_id = ANY(%s)", (bad_ids,)))["af-windows"] == "windows"
+    quarantined = query(archive_dsn, "SELECT row_values->>'appsflyer_id', reasons, report_date::text "
+                                     "FROM quality.quarantine WHERE asset_key = 'appsflyer/raw_data'")
+    assert sorted(q[0] for q in quarantined) == sorted(bad_ids)
+    reasons = {q[0]: q[1] for q in quarantined}
+    assert "user-abc" in reasons["af-bad-cuid"] and "2026-13-45" in reasons["af-bad-time"]
+    assert {q[2] for q in quarantined} == {day}
+    cases = query(archive_dsn, "SELECT check_name, column_name, value FROM quality.failure_cases "
+                               "WHERE asset_key = 'appsflyer/raw_data' AND report_date = %s", (day,))
+    assert sorted(cases) == sorted([
+        ("valid_platform", "platform", "windows"),
+        ("parseable_values", "event_time", "2026-13-45 99:00:00"),
+        ("valid_customer_user_id", "customer_user_id", "user-abc"),
+    ])
+
+    # A re-run replaces the partition's failure cases instead of adding to them.
+    dg.materialize(ASSETS, resources=resources, partition_key=day, raise_on_error=False)
+    assert len(query(archive_dsn, "SELECT * FROM quality.failure_cases WHERE asset_key = 'appsflyer/raw_data'")) == 3
+    assert len(query(archive_dsn, "SELECT * FROM quality.quarantine")) == 3
+
+
+def test_a_tolerated_share_of_bad_rows_warns_without_failing(resources, clean_sandbox, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day()
+    plant_bad_rows(clean_sandbox, day)
+    tolerant = {**resources, "quality": QualityStore(archive=resources["quality"].archive, max_quarantined_share=0.01)}
+    result = dg.materialize(ASSETS, resources=tolerant, partition_key=day)
     assert result.success
-    metadata = result.asset_materializations_for_node("appsflyer__raw_data")[0].metadata
-    assert metadata["unconvertible_values"].value == 1
-    assert "user-abc" in metadata["unconvertible_values_sample"].value
-    with psycopg.connect(product_dsn) as conn:
-        assert conn.execute(
-            "SELECT customer_user_id FROM appsflyer.raw_data WHERE appsflyer_id = 'af-bad-cuid'"
-        ).fetchall() == [(None,)]
-    with psycopg.connect(archive_dsn) as conn:
-        assert conn.execute(
-            "SELECT customer_user_id FROM appsflyer.android_in_app_events WHERE appsflyer_id = 'af-bad-cuid'"
-        ).fetchall() == [("user-abc",)]
-        # Schema drift: the new vendor column is kept in the archive as text.
-        assert conn.execute(
-            "SELECT count(*) FROM appsflyer.android_installs WHERE new_vendor_column IS NOT NULL"
-        ).fetchone()[0] > 0
-    raw_meta = result.asset_materializations_for_node("appsflyer__android_installs")[0].metadata
-    assert raw_meta["appsflyer/unknown_columns"].value == ["new_vendor_column"]
+    evaluation = check_results(result)[("appsflyer/raw_data", "valid_platform")]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert query(product_dsn, "SELECT count(*) FROM appsflyer.raw_data WHERE appsflyer_id = 'af-windows'") == [(0,)]
+
+
+def test_a_report_without_event_time_reaches_only_the_archive(resources, clean_sandbox, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day()
+    clean_sandbox.configure(drop_columns=["Event Time"])
+    result = dg.materialize(ASSETS, resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    checks = check_results(result)
+    evaluation = checks[("appsflyer/android_in_app_events", "required_columns")]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert "event_time" in evaluation.metadata["sample"].value
+    assert any("event_time" in p and day in p for p in evaluation.metadata["problems"].value)
+    failures = [e.event_specific_data.error.message for e in result.all_events
+                if e.event_type_value == "STEP_FAILURE"]
+    assert any("appsflyer/android_in_app_events" in m and day in m and "event_time" in m for m in failures)
+    # raw_data did not run: no product table at all, while the archive holds every delivered row.
+    assert query(product_dsn, "SELECT to_regclass('appsflyer.raw_data')") == [(None,)]
+    served = served_rows(clean_sandbox)
+    assert counts(archive_dsn, ["android_in_app_events"])["android_in_app_events"] == \
+        served[(SANDBOX_ANDROID_APP_ID, "in_app_events_report")] > 0
+    assert query(archive_dsn, "SELECT count(*) FROM quality.failure_cases WHERE check_name = 'required_columns' "
+                              "AND column_name = 'event_time' AND report_date = %s", (day,)) == [(4,)]
+
+
+def test_a_clean_partition_passes_every_check(resources, clean_databases):
+    _, archive_dsn = clean_databases
+    day = recent_day()
+    for _ in range(2):
+        result = dg.materialize(ASSETS, resources=resources, partition_key=day)
+        assert result.success
+        evaluations = result.get_asset_check_evaluations()
+        # 3 checks on each raw report, one per rule group on raw_data.
+        assert len(evaluations) == 4 * 3 + 8
+        assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+    assert query(archive_dsn, "SELECT count(*) FROM quality.failure_cases") == [(0,)]
+    assert query(archive_dsn, "SELECT count(*) FROM quality.partition_rows WHERE report_date = %s", (day,)) == [(5,)]
 
 
 def test_partition_range_in_one_run(resources, clean_databases):

@@ -5,7 +5,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from adpipes.airbridge.assets import RevenueValidationError, _validate
+from adpipes.airbridge.schemas import revenue_schema
+from adpipes.lib.quality import find_failures
 from adpipes.airbridge.resources import RevenueReport, RevenueTask
 from adpipes.airbridge.transform import RevenueShapeError, revenue_frame
 
@@ -33,7 +34,7 @@ def test_nested_and_flat_rows_give_the_same_long_rows():
     assert frame["cohort_cost"].tolist() == [10.5, 10.5] and frame["cohort_unique_users"].tolist() == [7, 7]
     # Group-bys beyond channel and campaign are kept, not dropped.
     assert '"ad_group": "g"' in frame["group_values"][0]
-    _validate(frame, "test")
+    assert find_failures(revenue_schema(), frame).empty
 
 
 def test_a_date_outside_the_task_range_is_refused_naming_the_task():
@@ -53,8 +54,18 @@ def test_non_numeric_values_are_refused():
         revenue_frame(report(rows), "m", "cumulative")
 
 
-def test_duplicate_rows_fail_validation_before_anything_is_written():
+def test_duplicate_rows_break_the_unique_key_rule():
     row = {"metadata": {"channel": "a", "campaign": "b"}, "data": [entry([{"value": 1, "isMasked": False}])]}
     frame = revenue_frame(report([row, row]), "m", "cumulative").frame
-    with pytest.raises(RevenueValidationError, match="2 row"):
-        _validate(frame, "airbridge/revenue test")
+    failures = find_failures(revenue_schema(), frame)
+    assert set(failures["check_name"]) == {"unique_keys"}
+    assert sorted(failures["row"].unique()) == [0, 1]
+
+
+def test_a_masked_flag_that_is_not_a_boolean_is_left_for_the_check():
+    values = [{"value": 1, "isMasked": "false"}, {"value": -2.5, "isMasked": False}]
+    frame = revenue_frame(report([{"metadata": {"channel": "a", "campaign": "b"}, "data": [entry(values)]}]),
+                          "m", "cumulative").frame
+    failures = find_failures(revenue_schema(), frame)
+    # Day 0's "false" string is not read as masked; Day 1's negative revenue (a refund) is valid.
+    assert failures[["check_name", "row"]].values.tolist() == [["masked_flag", 0]]

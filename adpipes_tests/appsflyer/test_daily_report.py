@@ -7,18 +7,20 @@ import time
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import pandas as pd
 import psycopg
 import pyarrow as pa
 import pytest
 
 from adpipes.appsflyer.daily_report import (
-    DailyReportFormatError,
     daily_report,
     daily_report_frame,
     daily_report_refresh_run_request,
     refresh_range,
 )
 from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi, AppsFlyerQuotaError
+from adpipes.appsflyer.schemas import daily_report_delivered_schema, daily_report_schema
+from adpipes.lib.quality import find_failures
 from adpipes.lib.sandbox.appsflyer_aggregate import daily_report_cells, daily_report_figures
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
@@ -114,7 +116,7 @@ def test_unknown_vendor_column_is_kept_and_flagged(resources, clean_sandbox, cle
     assert query(product_dsn, "SELECT count(*) FROM appsflyer.daily_report WHERE installs IS NULL") == [(0,)]
 
 
-def test_header_order_does_not_matter_and_bad_numbers_fail_loudly():
+def test_header_order_does_not_matter_and_bad_numbers_break_a_rule():
     shuffled = pa.table({
         "Installs": ["12"], "Campaign (c)": ["None"], "Total Cost": ["N/A"], "Date": ["2026-11-01"],
         "Media Source (pid)": ["organic"], "Agency/PMD (af_prt)": ["None"], "Brand New": [""],
@@ -124,8 +126,36 @@ def test_header_order_does_not_matter_and_bad_numbers_fail_loudly():
     assert row["installs"] == 12 and row["report_date"] == "2026-11-01" and row["platform"] == "ios"
     assert row.isna()[["campaign", "agency", "total_cost", "impressions"]].all()
     assert parsed.unknown_columns == ["brand_new"] and "Clicks" in parsed.missing_columns
-    with pytest.raises(DailyReportFormatError, match=r"app id1.*'installs'.*whole numbers.*12\.5"):
-        daily_report_frame(pa.table({"Date": ["2026-11-01"], "Installs": ["12.5"]}), "ios", "id1")
+    bad = pa.table({"Date": ["2026-11-01", "2026-11-01"], "Media Source (pid)": ["a", "b"],
+                    "Installs": ["12.5", "-3"]})
+    failures = find_failures(daily_report_delivered_schema(), bad.to_pandas())
+    assert failures[["row", "check_name", "value"]].values.tolist() == [[0, "parseable_values", "12.5"]]
+    typed = daily_report_frame(bad, "ios", "id1").frame
+    assert pd.isna(typed["installs"].iloc[0])
+    failures = find_failures(daily_report_schema(), typed)
+    assert failures[["row", "check_name", "value"]].values.tolist() == [[1, "non_negative", "-3"]]
+
+
+def test_a_report_without_date_is_rejected_whole_and_kept_as_delivered(resources, clean_sandbox,
+                                                                      clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
+    assert dg.materialize([daily_report], resources=resources, partition_key=day).success
+    before = query(product_dsn, "SELECT count(*) FROM appsflyer.daily_report")
+    clean_sandbox.configure(aggregate_drop_columns=["Date"])
+    result = dg.materialize([daily_report], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["required_columns"]
+    assert not evaluation.passed and "Date" in evaluation.metadata["sample"].value
+    message = [e.event_specific_data.error.message for e in result.all_events
+               if e.event_type_value == "STEP_FAILURE"][0]
+    assert "appsflyer/daily_report" in message and day in message and "Date" in message
+    # Product keeps the previous load of the day untouched; the archive keeps what was delivered.
+    assert query(product_dsn, "SELECT count(*) FROM appsflyer.daily_report") == before
+    rejected = query(archive_dsn, "SELECT report_date::text, problem, content FROM quality.rejected_deliveries")
+    assert len(rejected) == 2 and {r[0] for r in rejected} == {day}
+    assert all("Media Source (pid)" in r[2].splitlines()[0] and "Date" not in r[2].splitlines()[0]
+               for r in rejected)
 
 
 def test_range_is_one_call_per_platform_with_per_partition_counts(resources, clean_sandbox, clean_databases):

@@ -3,8 +3,9 @@
 import pandas as pd
 import pyarrow as pa
 
-from adpipes.appsflyer.schemas import RAW_REPORT_COLUMNS, raw_data_schema, snake_case
+from adpipes.appsflyer.schemas import RAW_REPORT_COLUMNS, raw_data_schema, raw_values_schema, snake_case
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
+from adpipes.lib.quality import find_failures
 
 
 def _report(rows: list[dict[str, str]], extra: tuple[str, ...] = ()) -> pa.Table:
@@ -20,11 +21,16 @@ def test_snake_case_names():
     assert snake_case("Loyal Users/Installs") == "loyal_users_installs"
 
 
-def _unify(rows, platform="ios"):
+def _delivered(rows) -> pd.DataFrame:
     # The shape the archive hands raw_data: snake_case columns and the partition's report_date.
     table = _report(rows)
     frame = table.rename_columns(snake_case_columns(table.column_names)).to_pandas()
     frame.insert(0, "report_date", "2026-11-20")
+    return frame.astype("str").replace("", None)
+
+
+def _unify(rows, platform="ios"):
+    frame = _delivered(rows)
     return unify_raw_reports([("in_app_events_report", frame)], timezone="Asia/Seoul",
                              app_ids={"ios": "id1", "android": "com.x"})
 
@@ -38,17 +44,16 @@ def test_unify_normalizes_values():
             "Event Revenue": "4.99", "Event Revenue Currency": "USD", "WIFI": "True",
             "Is Retargeting": "0", "Is Primary Attribution": "true", "AppsFlyer ID": "af-1",
             "IDFA": "ABCD-EF", "Advertising ID": "", "Customer User ID": "1000000186.0",
-            "Platform": "ios", "App ID": "",
+            "Platform": "ios", "App ID": "", "Media Source": "googleadwords_int",
         },
         {
             "Event Time": "2026-11-20 11:00:00", "Event Name": "af_login", "Event Value": '{"a":"1"}',
             "WIFI": "false", "AppsFlyer ID": "af-2", "Advertising ID": "gaid-2", "IDFA": "",
             "Customer User ID": "user-abc", "Platform": "iOS", "App ID": "id1",
-            "Event Revenue": "-1.50",
+            "Event Revenue": "-1.50", "Install Time": "2026-11-19 09:00:00", "Media Source": "organic",
         },
     ]
-    result = _unify(rows)
-    frame = result.frame
+    frame = _unify(rows)
     assert list(frame.columns) == list(raw_data_schema().columns)
     first, second = frame.iloc[0], frame.iloc[1]
     assert first["event_value"] == "2000000812345678901"
@@ -63,24 +68,54 @@ def test_unify_normalizes_values():
     assert second["event_revenue"] == -1.5  # refunds are negative revenue, kept
     assert str(first["event_time"]) == "2026-11-20 10:00:00+09:00"
     assert pd.isna(frame["keywords"].iloc[0])  # empty cells become NULL in raw_data
-    problems = result.problems
-    assert problems[["column", "value", "appsflyer_id"]].values.tolist() == [
-        ["customer_user_id", "user-abc", "af-2"]
+    # The rules on the delivered values flag the one value that did not convert.
+    failures = find_failures(raw_values_schema(), _delivered(rows))
+    assert failures[["check_name", "column_name", "value", "row"]].values.tolist() == [
+        ["valid_customer_user_id", "customer_user_id", "user-abc", 1]
     ]
+    assert find_failures(raw_data_schema(), frame).empty
 
 
-def test_unparseable_timestamp_and_flag_are_reported_not_dropped():
-    result = _unify([
-        {"Event Time": "20/11/2026 10:00", "AppsFlyer ID": "af-3", "WIFI": "maybe", "Platform": "ios"},
-    ])
-    assert len(result.frame) == 1
-    assert pd.isna(result.frame["event_time"].iloc[0])
-    assert sorted(result.problems["column"]) == ["event_time", "wifi"]
+def test_unparseable_values_break_the_parseable_values_rules():
+    rows = [
+        {"Event Time": "20/11/2026 10:00", "Install Time": "2026-11-19 09:00:00", "AppsFlyer ID": "af-3",
+         "WIFI": "maybe", "Platform": "ios", "Event Name": "af_login", "Media Source": "organic"},
+        {"Event Time": "2026-11-20 10:00:00", "Install Time": "2026-11-19 09:00:00", "AppsFlyer ID": "",
+         "Platform": "ios", "Event Name": "af_login", "Media Source": "organic", "Event Revenue": "4,99"},
+    ]
+    failures = find_failures(raw_values_schema(), _delivered(rows))
+    found = sorted(map(tuple, failures[["row", "check_name", "column_name"]].values.tolist()))
+    assert found == [
+        (0, "parseable_values", "event_time"),
+        (0, "parseable_values", "wifi"),
+        (1, "parseable_values", "event_revenue"),
+        (1, "required_values", "appsflyer_id"),
+    ]
+    frame = _unify(rows)
+    assert len(frame) == 2 and pd.isna(frame["event_time"].iloc[0])
+
+
+def test_typed_rules_platform_partition_day_and_time_order():
+    rows = [
+        {"Event Time": "2026-11-20 10:00:00", "Install Time": "2026-11-20 11:00:00", "AppsFlyer ID": "a",
+         "Platform": "windows", "Event Name": "x", "Attributed Touch Time": "2026-11-20 12:00:00",
+         "App ID": "id1"},
+        {"Event Time": "2026-11-21 00:30:00", "Install Time": "2026-11-19 09:00:00", "AppsFlyer ID": "b",
+         "Platform": "android", "Event Name": "x"},
+    ]
+    failures = find_failures(raw_data_schema(), _unify(rows))
+    by_row = failures.groupby("row")["rule"].apply(set).to_dict()
+    assert by_row == {
+        0: {"platform is android or ios", "event_time >= install_time", "attributed_touch_time <= install_time"},
+        1: {"event_time falls on report_date (app timezone)"},
+    }
+    # A dataframe-level rule shows only the columns it reads.
+    assert set(failures[failures["row"] == 1]["column_name"]) == {"report_date", "event_time"}
 
 
 def test_android_gpa_receipt_kept_as_text():
-    result = _unify([{
+    frame = _unify([{
         "Event Time": "2026-11-20 10:00:00", "Event Name": "af_purchase", "AppsFlyer ID": "a",
         "Event Value": '{"af_receipt_id":"GPA.3345-6789-0123-45678","af_revenue":1.0}', "Platform": "android",
     }])
-    assert result.frame["event_value"].iloc[0] == "GPA.3345-6789-0123-45678"
+    assert frame["event_value"].iloc[0] == "GPA.3345-6789-0123-45678"

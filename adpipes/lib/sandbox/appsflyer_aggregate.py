@@ -198,8 +198,11 @@ def aggregate_export(server: SandboxServer, request: Request) -> Response:
     rows = daily_report_rows(app_id, first, min(last, today), extra)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(DAILY_REPORT_COLUMNS + extra)
-    writer.writerows(rows)
+    # Vendor schema drift the other way: columns AppsFlyer stops sending.
+    keep = [i for i, name in enumerate(DAILY_REPORT_COLUMNS + extra)
+            if name not in set(config["aggregate_drop_columns"])]
+    writer.writerow([(DAILY_REPORT_COLUMNS + extra)[i] for i in keep])
+    writer.writerows([[row[i] for i in keep] for row in rows])
     call["rows"] = len(rows)
     return Response(200, out.getvalue().encode("utf-8"), "text/csv", call=call, delay=delay)
 

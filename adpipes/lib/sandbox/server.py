@@ -259,6 +259,7 @@ class SandboxServer:
                 # extra vendor columns in daily_report, and the 1 call/minute rule for <= 2-day
                 # aggregate ranges (seconds between allowed calls; None = not enforced).
                 "aggregate_extra_columns": [],
+                "aggregate_drop_columns": [],
                 "aggregate_minute_quota": None,
             }
 
@@ -313,7 +314,7 @@ class SandboxServer:
         values}).
         """
         known = {"apps", "rows_per_day", "truncate_at", "extra_columns", "drop_columns", "row_overrides",
-                 "aggregate_extra_columns", "aggregate_minute_quota"}
+                 "aggregate_extra_columns", "aggregate_drop_columns", "aggregate_minute_quota"}
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown sandbox config keys {sorted(unknown)}; known: {sorted(known)}")

@@ -77,8 +77,10 @@ def run_adpipes(csv_path: Path, product_dsn: str, archive_dsn: str) -> dict[str,
 
     from adpipes.appsflyer.partitions import appsflyer_daily_partitions
     from adpipes.appsflyer.resources import IN_APP_EVENTS_REPORT, count_report_rows
-    from adpipes.appsflyer.schemas import RAW_DATA_TABLE, RAW_TABLES
+    from adpipes.appsflyer.assets import RAW_DATA_CHECKS
+    from adpipes.appsflyer.schemas import RAW_DATA_TABLE, RAW_TABLES, raw_data_schema, raw_values_schema
     from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
+    from adpipes.lib.quality import QualityReport
     from adpipes.lib.storage.delivered import DeliveredFiles
     from adpipes.lib.storage.postgres import LOAD_AS_BATCHES, PartitionedTableIOManager, PostgresDatabase
 
@@ -112,22 +114,28 @@ def run_adpipes(csv_path: Path, product_dsn: str, archive_dsn: str) -> dict[str,
     t = lap("copy_raw_report_archive", t)
 
     # Step 2, raw_data: the IO manager reads the archived report back in blocks, each block is
-    # normalized, and the typed table is written to the archive and product.
+    # normalized and validated (as delivered and typed, as the asset does), and the typed table is
+    # written to the archive and product.
     batches = io_manager.load_input(
         dg.build_input_context(
             asset_key=raw_spec.asset_key, partition_key=DAY,
             asset_partitions_def=appsflyer_daily_partitions, definition_metadata={LOAD_AS_BATCHES: True},
         )
     )
-    unified = unify_raw_reports([(IN_APP_EVENTS_REPORT, batches)], timezone=TIMEZONE,
-                                app_ids={"android": APP_ID})
-    t = lap("read_back_and_normalize", t)
+    report = QualityReport(RAW_DATA_CHECKS, [DAY], RAW_DATA_TABLE.row_key)
+    unified = unify_raw_reports(
+        [(IN_APP_EVENTS_REPORT, batches)], timezone=TIMEZONE, app_ids={"android": APP_ID},
+        row_filter=lambda delivered, typed: report.check_rows(
+            [(raw_values_schema(), delivered), (raw_data_schema(), typed)], keys=typed, delivered=delivered
+        ),
+    )
+    t = lap("read_back_normalize_validate", t)
     io_manager.handle_output(
-        dg.build_output_context(asset_key=RAW_DATA_TABLE.asset_key, partition_key=DAY), unified.frame
+        dg.build_output_context(asset_key=RAW_DATA_TABLE.asset_key, partition_key=DAY), unified
     )
     lap("copy_raw_data_archive_and_product", t)
     stages["total"] = time.perf_counter() - started
-    stages["rows"] = len(unified.frame)
+    stages["rows"] = len(unified)
     stages["peak_rss_bytes"] = peak_rss_bytes()
     return stages
 

@@ -9,7 +9,7 @@ import pandera.pandas as pa
 
 from adpipes.airbridge.checks import MASKED_FLAG, VALUE_RANGES
 from adpipes.lib.quality import rule
-from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, TABLES, TableSpec, report_date_column
+from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, TABLES, TEXT, TableSpec, report_date_column
 
 REVENUE_KEY = dg.AssetKey(["airbridge", "revenue"])
 # One row per (cohort day, group, Day N): the table's natural key.
@@ -17,7 +17,7 @@ REVENUE_KEY_COLUMNS = ["report_date", "app_name", "group_values", "day_n"]
 
 
 def _text(description: str, nullable: bool = False) -> pa.Column:
-    return pa.Column("str", nullable=nullable, description=description)
+    return pa.Column(TEXT, nullable=nullable, description=description)
 
 
 def _money(description: str) -> pa.Column:

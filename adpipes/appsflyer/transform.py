@@ -19,8 +19,8 @@ from adpipes.appsflyer.schemas import (
     RAW_FLAG_COLUMNS,
     RAW_MONEY_COLUMNS,
     RAW_TIME_COLUMNS,
-    TIMESTAMP_FORMAT,
     TRUE_SPELLINGS,
+    parse_timestamps,
     raw_data_schema,
     snake_case,
 )
@@ -68,8 +68,7 @@ def _parse_flags(series: pd.Series) -> pd.Series:
 
 
 def _parse_times(series: pd.Series, timezone: str) -> pd.Series:
-    # as_unit: an all-empty column parses to second resolution; the schema's type is microseconds.
-    parsed = pd.to_datetime(_blank_to_na(series), format=TIMESTAMP_FORMAT, errors="coerce").dt.as_unit("us")
+    parsed = parse_timestamps(series)
     # A wall time that does not exist or repeats on a DST change cannot be placed on the
     # timeline from AppsFlyer's offset-less value; shift/NaT rather than guess silently.
     return parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward")
@@ -104,6 +103,8 @@ def _extract_receipts(event_name: pd.Series, event_value: pd.Series) -> pd.Serie
     # and json.loads made normalization several times slower. Receipt ids are JSON strings or
     # (iOS, from some SDKs) bare numbers whose digits must be kept exactly, never as floats.
     found = pc.extract_regex(pa.array(values, type=pa.string()), _RECEIPT_VALUE)
+    if isinstance(found, pa.ChunkedArray):  # large arrow-backed columns come in chunks
+        found = found.combine_chunks()
     # RE2 reports a group that did not take part in the match as "", not null.
     text, number = found.field("text"), found.field("number")
     receipts = pd.Series(

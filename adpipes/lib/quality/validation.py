@@ -31,6 +31,7 @@ from adpipes.lib.quality.rules import (
 # One row per failing (row, rule, column). ``row`` is the position in the validated frame; it is
 # missing for structural failures, which concern the report, not a row.
 FAILURE_COLUMNS = ["check_name", "rule", "column_name", "row", "value"]
+MISSING_COLUMN_RULE = "required column present"
 _UNIQUENESS_CHECKS = ("field_uniqueness", "multiple_fields_uniqueness", "duplicates")
 
 
@@ -59,7 +60,7 @@ def _rule_for(schema: pa.DataFrameSchema, context: str, column: object, check: s
     """The rule a failure case breaks, and whether it concerns the report rather than a row."""
     column = None if column is None or pd.isna(column) else str(column)
     if check == "column_in_dataframe":
-        return Rule(REQUIRED_COLUMNS, "required column present"), True
+        return Rule(REQUIRED_COLUMNS, MISSING_COLUMN_RULE), True
     if check.startswith(("dtype(", "coerce_dtype(")):
         return Rule(REQUIRED_COLUMNS, f"{column} has type {check}"), True
     if check == "column_in_schema":
@@ -108,7 +109,13 @@ def _filed(schema: pa.DataFrameSchema, cases: pd.DataFrame, only_columns: Sequen
                 index=selected.index,
             )
         )
-    return pd.concat(parts, ignore_index=True) if parts else _empty_failures()
+    if not parts:
+        return _empty_failures()
+    filed = pd.concat(parts, ignore_index=True)
+    # A wrong type is reported per element by pandera; for the report it is one problem.
+    structural = filed["row"].isna()
+    return pd.concat([filed[~structural], filed[structural].drop_duplicates(["check_name", "rule", "column_name"])],
+                     ignore_index=True)
 
 
 def find_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
@@ -122,6 +129,10 @@ def find_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFra
         raise ValueError("find_failures needs a frame with a 0-based RangeIndex (reset_index first)")
     column_schema = copy.copy(schema)
     column_schema.checks = []
+    if schema.unique and not set(schema.unique) <= set(frame.columns):
+        # pandera would check the key columns that are there, a false duplicate; the missing
+        # ones are reported by required_columns.
+        column_schema.unique = None
     parts = []
     cases = _pandera_cases(column_schema, frame)
     if cases is not None:
@@ -147,7 +158,8 @@ def header_failures(schema: pa.DataFrameSchema, columns: Iterable[str]) -> pd.Da
     required.columns = {c: schema.columns[c] for c in expected}
     empty = pd.DataFrame({c: pd.Series(dtype="str") for c in dict.fromkeys(columns)})
     failures = find_failures(required, empty)
-    return failures[failures["check_name"] == REQUIRED_COLUMNS.name].reset_index(drop=True)
+    # Only presence: the values (and so their types) are not read here.
+    return failures[failures["rule"] == MISSING_COLUMN_RULE].reset_index(drop=True)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+from pandera.engines import pandas_engine
 
 from adpipes.lib.quality.rules import rule_of
 
@@ -24,6 +25,22 @@ PRODUCT = "product"
 WRITE_ORDER = (ARCHIVE, PRODUCT)
 
 PARTITION_COLUMN = "report_date"
+
+
+@pandas_engine.immutable(init=True)
+class Text(pandas_engine.STRING):
+    """A text column: any pandas string dtype (``str``, ``string``), checked once per column.
+
+    pandera's own string type answers its dtype check element by element (an array of True) and
+    then builds failure-case frames from it, about 1 ms per column per validation: on a raw_data
+    partition validated block by block that was most of the validation time.
+    """
+
+    def check(self, pandera_dtype, data_container=None) -> bool:  # noqa: ARG002
+        return isinstance(getattr(pandera_dtype, "type", None), pd.StringDtype)
+
+
+TEXT = Text(storage="pyarrow")
 
 
 def postgres_type(column: pa.Column) -> str:
@@ -171,7 +188,7 @@ TABLES = TableRegistry()
 
 def report_date_column() -> pa.Column:
     return pa.Column(
-        "str",
+        TEXT,
         nullable=False,
         description="Partition key: the day (app timezone) the row belongs to.",
         metadata={"pg_type": "date"},

@@ -1,11 +1,19 @@
 """AppsFlyer raw-data assets: the four per-platform raw reports and the unified ``raw_data``."""
 
+import datetime as dt
 
 import pandas as pd
 
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
-from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
+from adpipes.appsflyer.resources import (
+    RAW_LOOKBACK_DAYS,
+    AppsFlyerApps,
+    AppsFlyerPullApi,
+    raw_lookback_start,
+    raw_windows,
+    split_by_day,
+)
 from adpipes.appsflyer.schemas import (
     PLATFORMS,
     RAW_COLUMN_NAMES,
@@ -78,24 +86,38 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         quality: QualityStore,
     ):
         app_id = appsflyer_apps.app_id(platform)
+        too_old = [k for k in context.partition_keys
+                   if dt.date.fromisoformat(k) < raw_lookback_start(appsflyer_api.timezone)]
+        if too_old:
+            # Fail before any call: AppsFlyer would answer 400 deep in the run, after quota was spent.
+            raise dg.Failure(
+                f"{spec.asset_key.to_user_string()}: partitions {too_old[0]}..{too_old[-1]} are older "
+                f"than AppsFlyer's {RAW_LOOKBACK_DAYS}-day raw-data lookback (the oldest day it serves "
+                f"is {raw_lookback_start(appsflyer_api.timezone)}), so they cannot be pulled again. "
+                f"What was pulled before is in the archive ({spec.qualified_name}); to rebuild "
+                "appsflyer/raw_data from it, materialize appsflyer/raw_data alone for those partitions."
+            )
         # The responses are spooled to disk and streamed into the archive as delivered: a raw day
         # can be a million rows, too big to hold in memory several times over.
         delivered = DeliveredFiles(prefix=f"adpipes-{platform}-{report_short}-")
         calls = 0
         quality_report = QualityReport(RAW_REPORT_CHECKS, context.partition_keys)
-        for key in context.partition_keys:
-            start, end = day_window(key, appsflyer_api.timezone)
+        # One call per run of consecutive days (up to 31 days of in-app events or 60 of installs,
+        # the API's limits), split into one file per day: a backfill costs as few calls as possible.
+        for first, last in raw_windows(context.partition_keys, report):
+            start, end = day_window(first, appsflyer_api.timezone)[0], day_window(last, appsflyer_api.timezone)[1]
             fetched = appsflyer_api.fetch_raw_report(
                 app_id, report, start, end, log=context.log, directory=delivered.directory
             )
             calls += fetched.calls
             for chunk in fetched.chunks:
-                columns = snake_case_columns(chunk.header)
-                delivered.add(chunk.path, columns, chunk.rows, report_date=key)
-                # The header decides whether the report is usable; an HTML error page or a report
-                # without Event Time fails here and raw_data is not run on it.
-                quality_report.add_structural(header_failures(raw_report_schema(), columns), key)
-                quality_report.add_unknown_columns(key, [c for c in columns if c not in RAW_COLUMN_NAMES])
+                for key, day_chunk in split_by_day(chunk, appsflyer_api.timezone):
+                    columns = snake_case_columns(day_chunk.header)
+                    delivered.add(day_chunk.path, columns, day_chunk.rows, report_date=key)
+                    # The header decides whether the report is usable; an HTML error page or a
+                    # report without Event Time fails here and raw_data is not run on it.
+                    quality_report.add_structural(header_failures(raw_report_schema(), columns), key)
+                    quality_report.add_unknown_columns(key, [c for c in columns if c not in RAW_COLUMN_NAMES])
         quality_report.add_row_counts(delivered.rows_by_date())
         columns = delivered.columns
         unknown = [c for c in columns if c not in RAW_COLUMN_NAMES]
@@ -108,6 +130,7 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
             metadata={
                 "appsflyer/app_id": app_id,
                 "appsflyer/api_calls": calls,
+                "appsflyer/windows": dg.MetadataValue.json(raw_windows(context.partition_keys, report)),
                 "appsflyer/rows_served": delivered.row_count,
                 **drift,
             },

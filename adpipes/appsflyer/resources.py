@@ -56,6 +56,10 @@ INSTALLS_REPORT = "installs_report"
 IN_APP_EVENTS_REPORT = "in_app_events_report"
 
 RAW_EXPORT_PATH = "/api/raw-data/export/app/{app_id}/{report}/v5"
+# AppsFlyer serves raw data for the last 90 days only ("historical lookback is limited to 90
+# days"), and one call covers at most 60 days of installs or 31 days of in-app events.
+RAW_LOOKBACK_DAYS = 90
+RAW_WINDOW_DAYS = {INSTALLS_REPORT: 60, IN_APP_EVENTS_REPORT: 31}
 AGGREGATE_EXPORT_PATH = "/api/agg-data/export/app/{app_id}/{report}/v5"
 COHORT_PATH = "/api/cohorts/v1/data/app/{app_id}"
 DAILY_REPORT = "daily_report"
@@ -301,6 +305,82 @@ def count_report_rows(path: Path) -> tuple[list[str], int]:
     options["read_options"].block_size = 4 << 20
     reader = pacsv.open_csv(str(path), **options)
     return names, sum(batch.num_rows for batch in reader)
+
+
+def split_by_day(chunk: SpooledChunk, timezone: str) -> list[tuple[str, SpooledChunk]]:
+    """A response covering several days as one file per day (partition key, chunk), by Event Time.
+
+    A response within one day is returned as it is. Otherwise its rows are streamed into one file
+    per local day next to it (header first, bytes of each row unchanged apart from CSV quoting)
+    and the original is removed. Rows whose Event Time is empty or unreadable go to the window's
+    first day: the archive keeps them and raw_data's parseable_values check quarantines them.
+    """
+    tz = ZoneInfo(timezone)
+    first = chunk.window[0].astimezone(tz).date()
+    last = (chunk.window[1] - dt.timedelta(seconds=1)).astimezone(tz).date()
+    if first == last:
+        return [(first.isoformat(), chunk)]
+    if "Event Time" not in chunk.header:
+        raise AppsFlyerApiError(
+            f"AppsFlyer response {chunk.path.name} covers {first}..{last} but has no Event Time "
+            "column, so its rows cannot be told apart by day; nothing was loaded. Materialize these "
+            "partitions one day at a time.", window=f"{first}..{last}",
+        )
+    column = chunk.header.index("Event Time")
+    outputs: dict[str, tuple[Any, Any, Path]] = {}
+    counts: dict[str, int] = {}
+    try:
+        with chunk.path.open(newline="", encoding="utf-8") as source:
+            reader = csv.reader(source)
+            header = next(reader)
+            for row in reader:
+                stamp = row[column] if column < len(row) else ""
+                day = stamp[:10] if _DAY_PREFIX.match(stamp) else first.isoformat()
+                if not first.isoformat() <= day <= last.isoformat():
+                    day = first.isoformat()
+                if day not in outputs:
+                    path = chunk.path.with_name(f"{chunk.path.stem}-{day}.csv")
+                    handle = path.open("w", newline="", encoding="utf-8")
+                    writer = csv.writer(handle, lineterminator="\n")
+                    writer.writerow(header)
+                    outputs[day] = (handle, writer, path)
+                outputs[day][1].writerow(row)
+                counts[day] = counts.get(day, 0) + 1
+    finally:
+        for handle, _, _ in outputs.values():
+            handle.close()
+    if sum(counts.values()) != chunk.rows:
+        raise AppsFlyerApiError(
+            f"AppsFlyer response {chunk.path.name}: split into days, it has {sum(counts.values())} "
+            f"rows where {chunk.rows} were counted; nothing was loaded. Re-run the partitions."
+        )
+    chunk.path.unlink()
+    return [
+        (day, SpooledChunk(path, chunk.header, counts[day], chunk.window))
+        for day, (_, _, path) in sorted(outputs.items())
+    ]
+
+
+_DAY_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[ T]")
+
+
+def raw_windows(partition_keys: list[str], report: str) -> list[tuple[str, str]]:
+    """The partitions as (first, last) runs of consecutive days, each within one raw call's limit
+    (RAW_WINDOW_DAYS): a 62-day in-app-events backfill is two calls, not 62."""
+    days = sorted(dt.date.fromisoformat(k) for k in partition_keys)
+    runs: list[list[dt.date]] = []
+    for day in days:
+        if runs and day == runs[-1][-1] + dt.timedelta(days=1) and len(runs[-1]) < RAW_WINDOW_DAYS[report]:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return [(run[0].isoformat(), run[-1].isoformat()) for run in runs]
+
+
+def raw_lookback_start(timezone: str, today: dt.date | None = None) -> dt.date:
+    """The oldest day AppsFlyer still serves raw data for."""
+    today = today or dt.datetime.now(ZoneInfo(timezone)).date()
+    return today - dt.timedelta(days=RAW_LOOKBACK_DAYS)
 
 
 # -- resources -----------------------------------------------------------------------------------

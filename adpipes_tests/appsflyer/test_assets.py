@@ -313,3 +313,51 @@ def test_prod_without_credentials_fails_at_load_naming_them(tmp_path):
                  "APPSFLYER_ANDROID_APP_ID", "APPSFLYER_IOS_APP_ID",
                  "AIRBRIDGE_API_TOKEN", "AIRBRIDGE_APP_NAME"]:
         assert name in done.stderr
+
+
+def android_events_asset() -> dg.AssetsDefinition:
+    return next(a for a in raw_report_assets if a.key.path[-1] == "android_in_app_events")
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+@pytest.mark.parametrize("maximum_rows, calls_expected", [(200_000, 2), (600, 6)])
+def test_a_62_day_backfill_is_one_raw_call_per_31_days(resources, clean_sandbox, clean_databases,
+                                                       maximum_rows, calls_expected):
+    _, archive_dsn = clean_databases
+    first, last = recent_day(63), recent_day(2)
+    clean_sandbox.configure(rows_per_day={f"{SANDBOX_ANDROID_APP_ID}|in_app_events_report": 20})
+    api = AppsFlyerPullApi(
+        api_token=clean_sandbox.appsflyer_token, base_url=clean_sandbox.base_url, timezone=TZ,
+        backoff_seconds=0.01, maximum_rows=maximum_rows,
+    )
+    result = dg.materialize([android_events_asset()], resources={**resources, "appsflyer_api": api},
+                            tags=range_tags(first, last))
+    assert result.success
+    calls = [c for c in clean_sandbox.calls() if c["app_id"] == SANDBOX_ANDROID_APP_ID]
+    # 62 days = two 31-day windows; with maximum_rows=600 each 620-row window comes back truncated
+    # and is split in two halves (1 truncated + 2 complete calls per window).
+    assert len(calls) == calls_expected
+    assert sum(c["rows"] for c in calls if c["rows"] < maximum_rows) == 62 * 20
+    metadata = result.asset_materializations_for_node("appsflyer__android_in_app_events")[0].metadata
+    per_partition = metadata["partition_row_counts"].value
+    assert len(per_partition) == 62 and set(per_partition.values()) == {20}
+    stored = dict(query(archive_dsn, "SELECT report_date::text, count(*) FROM appsflyer.android_in_app_events "
+                                     "GROUP BY 1"))
+    assert stored == per_partition
+    # Every row is in the partition of its own Event Time day.
+    assert query(archive_dsn, "SELECT count(*) FROM appsflyer.android_in_app_events "
+                              "WHERE left(event_time, 10)::date <> report_date") == [(0,)]
+
+
+def test_raw_partitions_past_the_lookback_fail_before_any_call(resources, clean_sandbox):
+    old = recent_day(95)
+    result = dg.materialize([android_events_asset()], resources=resources, partition_key=old,
+                            raise_on_error=False)
+    assert not result.success
+    message = [e.event_specific_data.error.message for e in result.all_events
+               if e.event_type_value == "STEP_FAILURE"][0]
+    assert old in message and "90-day" in message and "archive" in message
+    assert clean_sandbox.calls() == []

@@ -24,6 +24,7 @@ from adpipes.lib.settings import (
     load_settings,
 )
 from adpipes.lib.quality import QualityStore
+from adpipes.lib.retention import build_retention_sensor, prune_product_partitions_job
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
 
 
@@ -52,11 +53,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             ios_app_id=dg.EnvVar("APPSFLYER_IOS_APP_ID"),
         )
     archive = PostgresDatabase(role="archive", dsn=_env_or(settings, "ADPIPES_ARCHIVE_DSN", None))
-    io_manager = PartitionedTableIOManager(
-        archive=archive,
-        product=PostgresDatabase(role="product", dsn=_env_or(settings, "ADPIPES_PRODUCT_DSN", None)),
-        timezone=settings.timezone,
-    )
+    product = PostgresDatabase(role="product", dsn=_env_or(settings, "ADPIPES_PRODUCT_DSN", None))
+    io_manager = PartitionedTableIOManager(archive=archive, product=product, timezone=settings.timezone)
     quality = QualityStore(
         archive=archive,
         max_quarantined_share=settings.max_quarantined_share,
@@ -68,12 +66,17 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "airbridge_api": airbridge_api_from_settings(settings),
         "io_manager": io_manager,
         "quality": quality,
+        "archive_db": archive,
+        "product_db": product,
     }
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[*raw_report_assets, raw_data, daily_report, cohort_ltv, airbridge_revenue],
+        jobs=[prune_product_partitions_job],
+        sensors=[build_retention_sensor(settings.product_retention_days, settings.retention_overrides,
+                                        settings.timezone)],
         resources=build_resources(settings),
     )
 

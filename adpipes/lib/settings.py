@@ -61,6 +61,7 @@ class Settings:
     data_dir: Path
     max_quarantined_share: float
     volume_band_factor: float
+    retention_overrides: dict[str, int]
     environ: Mapping[str, str]
 
     @property
@@ -121,6 +122,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"ADPIPES_PRODUCT_RETENTION_DAYS={retention_raw!r} must be a positive whole number of days"
         )
 
+    overrides_raw = environ.get("ADPIPES_PRODUCT_RETENTION_OVERRIDES", "").strip()
+    overrides: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in overrides_raw.split(","))):
+        table, _, days = item.partition("=")
+        try:
+            overrides[table.strip()] = int(days)
+            if overrides[table.strip()] < 1 or "/" not in table:
+                raise ValueError
+        except ValueError:
+            problems.append(
+                f"ADPIPES_PRODUCT_RETENTION_OVERRIDES item {item!r} must be asset-key=days, e.g. "
+                "'appsflyer/raw_data=30,airbridge/revenue=400'"
+            )
+
     share_raw = environ.get("ADPIPES_MAX_QUARANTINED_SHARE", "").strip() or str(DEFAULT_MAX_QUARANTINED_SHARE)
     try:
         max_share = float(share_raw)
@@ -169,5 +184,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         max_quarantined_share=max_share,
         volume_band_factor=band,
+        retention_overrides=overrides,
         environ=environ,
     )

@@ -16,8 +16,6 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.engines import pandas_engine
 
-from adpipes.lib.quality.rules import rule_of
-
 ARCHIVE = "archive"
 PRODUCT = "product"
 # Order matters: the archive is written first, so that if the product write fails a retry
@@ -98,6 +96,9 @@ class TableSpec:
         unknown = set(self.databases) - set(WRITE_ORDER)
         if unknown:
             raise ValueError(f"unknown databases {sorted(unknown)} for {path}")
+        # Imported here: adpipes.lib.quality stores its tables through this package.
+        from adpipes.lib.quality.rules import rule_of
+
         columns = tuple(
             ColumnDef(
                 name=name,

@@ -1,0 +1,121 @@
+"""Keeping product lean: ``product_retention_sensor`` and the ``prune_product_partitions`` job.
+
+The sensor looks at the day partitions of every product table. When some fall past the table's
+retention (``ADPIPES_PRODUCT_RETENTION_DAYS``, per-table ``ADPIPES_PRODUCT_RETENTION_OVERRIDES``),
+it requests one run of the prune job with the cutoff per table in its run config; the run key is
+made of the cutoffs, so the same prune is never requested twice. The job verifies each old
+partition against the archive, drops the verified ones from product and records what it dropped
+as asset observations (Dagster OSS cannot un-materialize a partition, so the UI shows the drop
+next to the materialization). The archive is never touched.
+"""
+
+import datetime as dt
+from collections.abc import Mapping
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+from pydantic import Field
+
+from adpipes.lib.storage.postgres import PostgresDatabase
+from adpipes.lib.storage.retention import product_partitions, prune_table
+from adpipes.lib.storage.tables import PRODUCT, TABLES, TableSpec
+
+PRUNE_JOB = "prune_product_partitions"
+RETENTION_SENSOR = "product_retention_sensor"
+# Retention is a matter of days: an hourly look is plenty and costs one catalog query per table.
+SENSOR_INTERVAL_SECONDS = 3600
+
+
+class PruneConfig(dg.Config):
+    cutoffs: dict[str, str] = Field(
+        description="Asset key (e.g. appsflyer/raw_data) -> first day to keep (YYYY-MM-DD); product "
+        "partitions before it are dropped once the archive is verified to hold them."
+    )
+
+
+def product_tables() -> list[TableSpec]:
+    return sorted((s for s in TABLES.all() if PRODUCT in s.databases), key=lambda s: s.qualified_name)
+
+
+@dg.op(name=PRUNE_JOB, out=dg.Out(dg.Nothing), tags={"adpipes/trigger": "retention"})
+def prune_product_partitions_op(
+    context: dg.OpExecutionContext, config: PruneConfig, product_db: PostgresDatabase,
+    archive_db: PostgresDatabase,
+):
+    """Drop product partitions before each table's cutoff that the archive verifiably holds."""
+    summary: dict[str, dict[str, object]] = {}
+    refused: list[str] = []
+    with product_db.connect() as product, archive_db.connect() as archive:
+        for key, cutoff in sorted(config.cutoffs.items()):
+            spec = TABLES.get(dg.AssetKey.from_user_string(key))
+            if PRODUCT not in spec.databases:
+                raise dg.Failure(f"{key} has no product table; remove it from the prune's cutoffs")
+            result = prune_table(product, archive, spec, dt.date.fromisoformat(cutoff))
+            summary[key] = {"cutoff": cutoff, "pruned_rows": result.pruned, "refused": result.refused}
+            for day, rows in result.pruned.items():
+                yield dg.AssetObservation(
+                    asset_key=spec.asset_key, partition=day,
+                    metadata={"adpipes/pruned_from_product": True, "adpipes/pruned_rows": rows,
+                              "adpipes/cutoff": cutoff, "adpipes/still_in": "archive"},
+                )
+            if result.pruned:
+                context.log.info(f"{spec.qualified_name}: dropped {len(result.pruned)} product partition(s) "
+                                 f"before {cutoff} ({sum(result.pruned.values())} rows; the archive keeps them)")
+            refused += [f"{key} {day}: {why}" for day, why in result.refused.items()]
+    metadata = {
+        "pruned_partitions": dg.MetadataValue.json({k: sorted(v["pruned_rows"]) for k, v in summary.items()}),
+        "pruned_rows": dg.MetadataValue.json({k: sum(v["pruned_rows"].values()) for k, v in summary.items()}),
+        "refused": dg.MetadataValue.json(refused),
+    }
+    if refused:
+        raise dg.Failure(
+            description=f"{len(refused)} product partition(s) were not pruned because the archive "
+            "does not hold their rows:\n" + "\n".join(refused[:20]),
+            metadata=metadata,
+        )
+    yield dg.Output(None, metadata=metadata)
+
+
+@dg.job(name=PRUNE_JOB, description="Drops product partitions past retention after verifying the archive holds them.")
+def prune_product_partitions_job():
+    prune_product_partitions_op()
+
+
+def cutoffs_due(product: PostgresDatabase, retention_days: int, overrides: Mapping[str, int],
+                timezone: str, today: dt.date | None = None) -> dict[str, str]:
+    """Asset key -> cutoff for every product table holding partitions before its cutoff."""
+    today = today or dt.datetime.now(ZoneInfo(timezone)).date()
+    due = {}
+    with product.connect() as conn:
+        for spec in product_tables():
+            key = spec.asset_key.to_user_string()
+            cutoff = today - dt.timedelta(days=overrides.get(key, retention_days))
+            if any(day < cutoff for day in product_partitions(conn, spec)):
+                due[key] = cutoff.isoformat()
+    return due
+
+
+def prune_run_request(cutoffs: Mapping[str, str]) -> dg.RunRequest:
+    return dg.RunRequest(
+        # One prune per set of cutoffs: later ticks on the same day ask for the same key, which
+        # Dagster does not launch again.
+        run_key="prune:" + ",".join(f"{k}<{v}" for k, v in sorted(cutoffs.items())),
+        run_config=dg.RunConfig(ops={PRUNE_JOB: PruneConfig(cutoffs=dict(cutoffs))}),
+        tags={"adpipes/trigger": "retention"},
+    )
+
+
+def build_retention_sensor(retention_days: int, overrides: Mapping[str, int], timezone: str) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=RETENTION_SENSOR, job=prune_product_partitions_job,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Requests {PRUNE_JOB} when product partitions fall past retention "
+        f"({retention_days} days; overrides {dict(overrides) or 'none'}).",
+    )
+    def product_retention_sensor(context: dg.SensorEvaluationContext, product_db: PostgresDatabase):
+        due = cutoffs_due(product_db, retention_days, overrides, timezone)
+        if not due:
+            return dg.SkipReason("no product partition is past retention")
+        return prune_run_request(due)
+
+    return product_retention_sensor

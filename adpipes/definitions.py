@@ -25,6 +25,7 @@ from adpipes.lib.settings import (
 )
 from adpipes.lib.quality import QualityStore
 from adpipes.lib.retention import build_retention_sensor, prune_product_partitions_job
+from adpipes.schedules import build_daily_schedule
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
 
 
@@ -75,6 +76,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[*raw_report_assets, raw_data, daily_report, cohort_ltv, airbridge_revenue],
         jobs=[prune_product_partitions_job],
+        schedules=[build_daily_schedule(settings.timezone, settings.schedule_hour, settings.start_date)],
         sensors=[build_retention_sensor(settings.product_retention_days, settings.retention_overrides,
                                         settings.timezone)],
         resources=build_resources(settings),

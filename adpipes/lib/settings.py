@@ -62,6 +62,7 @@ class Settings:
     max_quarantined_share: float
     volume_band_factor: float
     retention_overrides: dict[str, int]
+    schedule_hour: int
     environ: Mapping[str, str]
 
     @property
@@ -136,6 +137,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 "'appsflyer/raw_data=30,airbridge/revenue=400'"
             )
 
+    hour_raw = environ.get("ADPIPES_SCHEDULE_HOUR", "").strip() or "6"
+    try:
+        schedule_hour = int(hour_raw)
+        if not 0 <= schedule_hour <= 23:
+            raise ValueError
+    except ValueError:
+        schedule_hour = 6
+        problems.append(f"ADPIPES_SCHEDULE_HOUR={hour_raw!r} must be an hour 0-23 (app timezone)")
+
     share_raw = environ.get("ADPIPES_MAX_QUARANTINED_SHARE", "").strip() or str(DEFAULT_MAX_QUARANTINED_SHARE)
     try:
         max_share = float(share_raw)
@@ -185,5 +195,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_quarantined_share=max_share,
         volume_band_factor=band,
         retention_overrides=overrides,
+        schedule_hour=schedule_hour,
         environ=environ,
     )

@@ -1,0 +1,77 @@
+"""``daily_schedule``: what runs every day without anyone, in the app's timezone.
+
+Each tick (default 06:00 in ``ADPIPES_TIMEZONE``) requests:
+
+- **daily**: yesterday's partition of every asset in one run (raw reports first, then the
+  unified tables: Dagster orders the steps by their dependencies);
+- **late-data**: ``appsflyer/daily_report`` for the two days before yesterday, as one 2-day range
+  (one call per app): AppsFlyer finalizes aggregates about 48 hours late;
+- **maturity**: ``appsflyer/cohort_ltv`` and ``airbridge/revenue`` for the cohorts that are
+  ``MATURITY_AGES`` days old today, one run each: a cohort's day-N figures grow until day N has
+  passed, so each stored period is pulled again once it is complete (1 = yesterday is the daily run).
+
+Every run carries ``adpipes/trigger`` (daily, late-data, maturity) and, for maturity runs,
+``adpipes/cohort_age_days``.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from adpipes.airbridge.schemas import REVENUE_KEY
+from adpipes.appsflyer.schemas import COHORT_LTV_KEY, DAILY_REPORT_KEY
+from adpipes.appsflyer.daily_report import FINALIZATION_LAG_DAYS
+
+SCHEDULE_NAME = "daily_schedule"
+# Cohort ages (days since install) at which cohort assets are pulled again: the stored periods
+# are days 0-30, 60, 90 and 180, and a period is complete the day after it ends.
+MATURITY_AGES = (2, 3, 7, 14, 31, 61, 91, 181)
+TRIGGER_TAG = "adpipes/trigger"
+
+
+def daily_run_requests(today: dt.date, first_partition: dt.date) -> list[dg.RunRequest]:
+    """The runs of the tick on ``today`` (app timezone), none before ``first_partition``."""
+    yesterday = today - dt.timedelta(days=1)
+    requests = []
+    if yesterday >= first_partition:
+        requests.append(dg.RunRequest(
+            run_key=f"daily:{yesterday}", partition_key=yesterday.isoformat(), tags={TRIGGER_TAG: "daily"},
+        ))
+    late_first = max(yesterday - dt.timedelta(days=FINALIZATION_LAG_DAYS), first_partition)
+    late_last = yesterday - dt.timedelta(days=1)
+    if late_last >= late_first:
+        requests.append(dg.RunRequest(
+            run_key=f"late-data:{late_first}..{late_last}", asset_selection=[DAILY_REPORT_KEY],
+            tags={TRIGGER_TAG: "late-data", "dagster/asset_partition_range_start": late_first.isoformat(),
+                  "dagster/asset_partition_range_end": late_last.isoformat()},
+        ))
+    for age in MATURITY_AGES:
+        cohort = today - dt.timedelta(days=age)
+        if cohort < first_partition:
+            continue
+        requests.append(dg.RunRequest(
+            run_key=f"maturity:{cohort}:{age}", partition_key=cohort.isoformat(),
+            asset_selection=[COHORT_LTV_KEY, REVENUE_KEY],
+            tags={TRIGGER_TAG: "maturity", "adpipes/cohort_age_days": str(age)},
+        ))
+    return requests
+
+
+def build_daily_schedule(timezone: str, hour: int, first_partition: str) -> dg.ScheduleDefinition:
+    first = dt.date.fromisoformat(first_partition)
+
+    @dg.schedule(
+        name=SCHEDULE_NAME,
+        cron_schedule=f"0 {hour} * * *",
+        execution_timezone=timezone,
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Every day at {hour:02d}:00 {timezone}: yesterday's partition of every asset, "
+        "daily_report's two previous days (late data), and cohort assets as their cohorts mature.",
+    )
+    def daily_schedule(context: dg.ScheduleEvaluationContext):
+        moment = context.scheduled_execution_time
+        today = moment.date() if moment is not None else dt.date.today()
+        return daily_run_requests(today, first)
+
+    return daily_schedule

@@ -1,0 +1,59 @@
+"""The daily schedule's run requests for a tick: partitions, tags and the hour in the app timezone."""
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from adpipes.definitions import defs
+from adpipes.schedules import MATURITY_AGES, build_daily_schedule
+
+TZ = "Asia/Seoul"
+
+
+def evaluate(schedule: dg.ScheduleDefinition, hour: int = 6) -> list[dg.RunRequest]:
+    # The schedule targets every asset of the code location: evaluate it within it.
+    repository = dg.Definitions(assets=defs.assets, schedules=[schedule], resources=defs.resources).get_repository_def()
+    moment = dt.datetime(2026, 11, 23, hour, 0, tzinfo=ZoneInfo(TZ))
+    with dg.build_schedule_context(scheduled_execution_time=moment, repository_def=repository) as context:
+        return list(schedule.evaluate_tick(context).run_requests or [])
+
+
+def tick(hour: int = 6) -> list[dg.RunRequest]:
+    return evaluate(build_daily_schedule(TZ, hour, "2026-01-01"), hour)
+
+
+def test_the_schedule_runs_at_the_configured_local_hour():
+    schedule = build_daily_schedule(TZ, 7, "2026-01-01")
+    assert schedule.cron_schedule == "0 7 * * *" and schedule.execution_timezone == TZ
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_a_tick_requests_yesterday_late_data_and_maturing_cohorts():
+    requests = tick()
+    by_trigger: dict[str, list[dg.RunRequest]] = {}
+    for request in requests:
+        by_trigger.setdefault(request.tags["adpipes/trigger"], []).append(request)
+    (daily,) = by_trigger["daily"]
+    assert daily.partition_key == "2026-11-22" and daily.asset_selection is None  # every asset
+    (late,) = by_trigger["late-data"]
+    assert [k.to_user_string() for k in late.asset_selection] == ["appsflyer/daily_report"]
+    assert (late.tags["dagster/asset_partition_range_start"], late.tags["dagster/asset_partition_range_end"]) \
+        == ("2026-11-20", "2026-11-21")
+    maturity = by_trigger["maturity"]
+    assert [r.partition_key for r in maturity] == [
+        (dt.date(2026, 11, 23) - dt.timedelta(days=age)).isoformat() for age in MATURITY_AGES
+    ]
+    assert all({k.to_user_string() for k in r.asset_selection} == {"appsflyer/cohort_ltv", "airbridge/revenue"}
+               for r in maturity)
+    assert [r.tags["adpipes/cohort_age_days"] for r in maturity] == [str(a) for a in MATURITY_AGES]
+    # Run keys are per day: a tick evaluated twice requests nothing new.
+    assert len({r.run_key for r in requests}) == len(requests)
+
+
+def test_nothing_before_the_first_partition():
+    requests = evaluate(build_daily_schedule(TZ, 6, "2026-11-21"))
+    late = [r for r in requests if r.tags["adpipes/trigger"] == "late-data"]
+    assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+            for r in late] == [("2026-11-21", "2026-11-21")]
+    assert [r.partition_key for r in requests if r.tags["adpipes/trigger"] == "maturity"] == ["2026-11-21"]

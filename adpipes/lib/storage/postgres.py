@@ -97,10 +97,12 @@ def _ident(*parts: str) -> sql.Identifier:
 
 
 def _lock_table_ddl(cur: psycopg.Cursor, spec: TableSpec) -> None:
-    # Concurrent runs of different partitions create child tables and columns on the same parent;
-    # a transaction-scoped advisory lock keeps their DDL from racing.
+    # Concurrent runs create the schema, child tables and columns; a transaction-scoped advisory
+    # lock keeps their DDL from racing. Per schema, not per table: two tables of one schema
+    # (e.g. daily_report and cohort_ltv in parallel steps) both run CREATE SCHEMA IF NOT EXISTS,
+    # which is not safe against a concurrent create.
     cur.execute(
-        "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"adpipes:ddl:{spec.qualified_name}",)
+        "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"adpipes:ddl:{spec.schema_name}",)
     )
 
 

@@ -15,6 +15,7 @@ Every run carries ``adpipes/trigger`` (daily, late-data, maturity) and, for matu
 """
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -71,7 +72,8 @@ def build_daily_schedule(timezone: str, hour: int, first_partition: str) -> dg.S
     )
     def daily_schedule(context: dg.ScheduleEvaluationContext):
         moment = context.scheduled_execution_time
-        today = moment.date() if moment is not None else dt.date.today()
+        # The tick's time is in the app timezone; evaluated by hand (no tick), it is now there.
+        today = (moment or dt.datetime.now(ZoneInfo(timezone))).astimezone(ZoneInfo(timezone)).date()
         return daily_run_requests(today, first)
 
     return daily_schedule

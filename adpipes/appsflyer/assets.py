@@ -86,14 +86,14 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         quality: QualityStore,
     ):
         app_id = appsflyer_apps.app_id(platform)
-        too_old = [k for k in context.partition_keys
-                   if dt.date.fromisoformat(k) < raw_lookback_start(appsflyer_api.timezone)]
+        oldest = raw_lookback_start(appsflyer_api.timezone)
+        too_old = [k for k in context.partition_keys if dt.date.fromisoformat(k) < oldest]
         if too_old:
             # Fail before any call: AppsFlyer would answer 400 deep in the run, after quota was spent.
             raise dg.Failure(
                 f"{spec.asset_key.to_user_string()}: partitions {too_old[0]}..{too_old[-1]} are older "
                 f"than AppsFlyer's {RAW_LOOKBACK_DAYS}-day raw-data lookback (the oldest day it serves "
-                f"is {raw_lookback_start(appsflyer_api.timezone)}), so they cannot be pulled again. "
+                f"is {oldest}), so they cannot be pulled again. "
                 f"What was pulled before is in the archive ({spec.qualified_name}); to rebuild "
                 "appsflyer/raw_data from it, materialize appsflyer/raw_data alone for those partitions."
             )
@@ -120,10 +120,9 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
                     quality_report.add_unknown_columns(key, [c for c in columns if c not in RAW_COLUMN_NAMES])
         quality_report.add_row_counts(delivered.rows_by_date())
         columns = delivered.columns
-        unknown = [c for c in columns if c not in RAW_COLUMN_NAMES]
         missing = [c for c in RAW_COLUMN_NAMES if c not in columns]
         drift = column_drift_metadata(
-            context.log, f"AppsFlyer {report} for {app_id}", unknown, missing, kept_in="the archive"
+            context.log, f"AppsFlyer {report} for {app_id}", quality_report.unknown_column_names(), missing
         )
         output = dg.Output(
             delivered,

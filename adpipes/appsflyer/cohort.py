@@ -8,7 +8,6 @@ them; a query per day keeps each cohort's periods exact. Calls are paced in-proc
 60 calls a minute per account.
 """
 
-import datetime as dt
 import json
 import re
 from typing import Any

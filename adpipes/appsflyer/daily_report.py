@@ -10,7 +10,6 @@ import datetime as dt
 from dataclasses import dataclass
 
 import pandas as pd
-import pyarrow as pa
 
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
@@ -67,15 +66,14 @@ def _numbers(values: pd.Series, *, whole: bool) -> pd.Series:
     return numbers.astype("Int64" if whole else "Float64")
 
 
-def daily_report_frame(report: pa.Table, platform: str, app_id: str) -> ParsedDailyReport:
+def daily_report_frame(raw: pd.DataFrame, platform: str, app_id: str) -> ParsedDailyReport:
     """The daily report CSV (every column as text) as typed rows, columns mapped by header name,
-    with the same RangeIndex as ``report.to_pandas()``.
+    with the same index as ``raw`` (the report as delivered, e.g. ``AggregateReport.to_arrow().to_pandas()``).
 
     ``None``/``N/A`` become NULL; headers adpipes does not know are kept as delivered (text)
     under their snake_case name and listed in ``unknown_columns``. The caller checks the header
     first (a report without Date cannot be placed).
     """
-    raw = report.to_pandas()
     frame = pd.DataFrame(index=raw.index)
     frame["report_date"] = raw["Date"].astype("string").str.strip()
     frame["platform"] = pd.Series(platform, index=raw.index, dtype="string")
@@ -152,15 +150,16 @@ def daily_report(
     """
     keys = context.partition_keys
     first, last = dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])
-    frames, calls, unknown, missing = [], 0, set(), set()
+    frames, calls, missing = [], 0, set()
     report = QualityReport(DAILY_REPORT_CHECKS, keys, DAILY_REPORT_TABLE.row_key)
     rejected = []
     for platform in PLATFORMS:
         app_id = appsflyer_apps.app_id(platform)
         fetched = appsflyer_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last, log=context.log)
         calls += fetched.calls
-        delivered = fetched.to_arrow()
-        structural = header_failures(daily_report_delivered_schema(), delivered.column_names)
+        # Parsed once: the header is checked, the rows typed and validated from this one frame.
+        delivered = fetched.to_arrow().to_pandas()
+        structural = header_failures(daily_report_delivered_schema(), delivered.columns)
         if len(structural):
             # Unusable as a whole (e.g. no Date column): kept as delivered in the archive's
             # quality.rejected_deliveries, nothing of it reaches product.
@@ -179,14 +178,13 @@ def daily_report(
                 f"requested {first}..{last}; nothing was loaded (is the timezone parameter right?)",
                 app_id=app_id, report=DAILY_REPORT,
             )
-        unknown.update(parsed.unknown_columns)
         missing.update(parsed.missing_columns)
         for key in keys:
             report.add_unknown_columns(key, parsed.unknown_columns)
         # A range run may cover a non-contiguous set of partitions: keep only the requested days.
         wanted = parsed.frame["report_date"].isin(keys).to_numpy()
         typed = parsed.frame[wanted].reset_index(drop=True)
-        as_delivered = delivered.to_pandas()[wanted].reset_index(drop=True)
+        as_delivered = delivered[wanted].reset_index(drop=True)
         keep = report.check_rows(
             [(daily_report_delivered_schema(), as_delivered), (daily_report_schema(), typed)],
             keys=typed, delivered=as_delivered,
@@ -197,8 +195,7 @@ def daily_report(
         return
     frame = pd.concat(frames, ignore_index=True)
     drift = column_drift_metadata(
-        context.log, f"AppsFlyer {DAILY_REPORT}", sorted(unknown), sorted(missing),
-        kept_in="appsflyer.daily_report",
+        context.log, f"AppsFlyer {DAILY_REPORT}", report.unknown_column_names(), sorted(missing)
     )
     by_platform = frame.groupby("platform")
     output = dg.Output(

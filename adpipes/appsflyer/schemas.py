@@ -186,6 +186,13 @@ def _text(description: str, nullable: bool = True) -> pa.Column:
 TIMESTAMP_DTYPE = pandas_engine.DateTime(unit="us", tz=dt.timezone.utc, time_zone_agnostic=True)
 
 
+def _platform(description: str) -> pa.Column:
+    return pa.Column(
+        TEXT, rule(VALID_PLATFORM, pa.Check.isin(PLATFORMS), "platform is android or ios"),
+        nullable=False, description=description,
+    )
+
+
 def _time(description: str) -> pa.Column:
     return pa.Column(TIMESTAMP_DTYPE, nullable=True, description=f"{description} {_TS}")
 
@@ -205,10 +212,7 @@ def raw_data_schema() -> pa.DataFrameSchema:
     columns: dict[str, pa.Column] = {
         "report_date": report_date_column(),
         "app_id": _text("AppsFlyer app id the row was reported for (package name or id + digits).", False),
-        "platform": pa.Column(
-            TEXT, rule(VALID_PLATFORM, pa.Check.isin(PLATFORMS), "platform is android or ios"),
-            nullable=False, description="android or ios.",
-        ),
+        "platform": _platform("android or ios."),
         "source_report": _text("AppsFlyer raw report the row came from (installs_report, in_app_events_report).", False),
         "attributed_touch_type": _text("click or impression that won the attribution."),
         "attributed_touch_time": _time("When the attributed touch happened."),
@@ -388,10 +392,7 @@ def _amount(name: str, description: str) -> pa.Column:
 def daily_report_schema() -> pa.DataFrameSchema:
     columns: dict[str, pa.Column] = {
         "report_date": report_date_column(),
-        "platform": pa.Column(
-            TEXT, rule(VALID_PLATFORM, pa.Check.isin(PLATFORMS), "platform is android or ios"),
-            nullable=False, description="android or ios: which app the row belongs to.",
-        ),
+        "platform": _platform("android or ios: which app the row belongs to."),
         "date": pa.Column(TEXT, nullable=False, description="The Date column as delivered (equals report_date).", metadata={"pg_type": "date"}),
         "agency": _text("Agency/PMD (af_prt); null when AppsFlyer says None."),
         "media_source": _text("Media source (pid), e.g. googleadwords_int, organic."),
@@ -452,10 +453,7 @@ COHORT_KPI_COLUMNS = tuple(f"{kpi}_{fn}" for kpi, fns in COHORT_KPI_FUNCTIONS.it
 def cohort_ltv_schema() -> pa.DataFrameSchema:
     columns: dict[str, pa.Column] = {
         "report_date": report_date_column(),
-        "platform": pa.Column(
-            TEXT, rule(VALID_PLATFORM, pa.Check.isin(PLATFORMS), "platform is android or ios"),
-            nullable=False, description="android or ios: which app the cohort belongs to.",
-        ),
+        "platform": _platform("android or ios: which app the cohort belongs to."),
         "media_source": _text("Media source (pid) the cohort's users were attributed to.", False),
         "campaign": _text("Campaign (c); null when AppsFlyer says None (organic)."),
         "period": pa.Column("Int64", rule(NON_NEGATIVE, pa.Check.in_range(0, 180), "period is 0-180"),
@@ -489,11 +487,11 @@ COHORT_KEY = ("report_date", "platform", "media_source", "campaign")
 
 def _cumulative_growth(frame: pd.DataFrame) -> pd.Series:
     ordered = frame.sort_values("period")
-    cohorts = ordered.groupby(list(COHORT_KEY), dropna=False, sort=False)
+    cohort = ordered.groupby(list(COHORT_KEY), dropna=False, sort=False).ngroup()
     ok = pd.Series(True, index=frame.index)
     for column in COHORT_KPI_COLUMNS:
         # Compared with the previous period that has a value (a KPI the run did not ask for is null).
-        previous = cohorts[column].transform(lambda v: v.ffill().shift())
+        previous = ordered[column].groupby(cohort).ffill().groupby(cohort).shift()
         ok &= ~(ordered[column] < previous).fillna(False).reindex(frame.index)
     return ok
 

@@ -42,10 +42,10 @@ def table_asset(
 
 
 def column_drift_metadata(
-    log: Any, where: str, unknown: list[str], missing: list[str], kept_in: str
+    log: Any, where: str, unknown: list[str], missing: list[str]
 ) -> dict[str, dg.MetadataValue]:
-    """Warn about optional vendor columns that no longer come, and return the unknown (kept in
-    ``kept_in``, reported by the unknown_columns check) and missing ones as metadata."""
+    """Warn about optional vendor columns that no longer come, and return the unknown (kept, and
+    reported by the unknown_columns check) and missing ones as metadata."""
     if missing:
         log.warning(f"{where} lacks columns {missing}; they are null")
     return {

@@ -14,7 +14,6 @@ from adpipes.airbridge.assets import revenue
 from adpipes.airbridge.resources import AirbridgeApi
 from adpipes.lib.sandbox import airbridge as sandbox_airbridge
 from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME
-from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
 from adpipes_tests.fixtures.sandbox import prod_cli_env
 
 TZ = "Asia/Seoul"

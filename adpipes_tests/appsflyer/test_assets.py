@@ -14,7 +14,6 @@ from adpipes.appsflyer.assets import raw_data, raw_report_assets
 from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
 from adpipes.lib.quality import QualityStore
 from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME, SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
-from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
 
 TZ = "Asia/Seoul"
 ASSETS = [*raw_report_assets, raw_data]

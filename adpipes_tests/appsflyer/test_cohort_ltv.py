@@ -1,10 +1,8 @@
 """appsflyer/cohort_ltv end to end: sandbox Cohort API over real HTTP -> asset -> PostgreSQL."""
 
-import datetime as dt
 import time
 
 import dagster as dg
-import psycopg
 import pytest
 
 from adpipes.appsflyer.cohort import CohortLtvConfig, cohort_ltv, cohort_query

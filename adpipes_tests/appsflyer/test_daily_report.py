@@ -23,7 +23,6 @@ from adpipes.appsflyer.schemas import daily_report_delivered_schema, daily_repor
 from adpipes.lib.quality import find_failures
 from adpipes.lib.sandbox.appsflyer_aggregate import daily_report_cells, daily_report_figures
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
-from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
 from adpipes_tests.fixtures.sandbox import prod_cli_env
 
 TZ = "Asia/Seoul"
@@ -121,7 +120,7 @@ def test_header_order_does_not_matter_and_bad_numbers_break_a_rule():
         "Installs": ["12"], "Campaign (c)": ["None"], "Total Cost": ["N/A"], "Date": ["2026-11-01"],
         "Media Source (pid)": ["organic"], "Agency/PMD (af_prt)": ["None"], "Brand New": [""],
     })
-    parsed = daily_report_frame(shuffled, "ios", "id1")
+    parsed = daily_report_frame(shuffled.to_pandas(), "ios", "id1")
     row = parsed.frame.iloc[0]
     assert row["installs"] == 12 and row["report_date"] == "2026-11-01" and row["platform"] == "ios"
     assert row.isna()[["campaign", "agency", "total_cost", "impressions"]].all()
@@ -130,7 +129,7 @@ def test_header_order_does_not_matter_and_bad_numbers_break_a_rule():
                     "Installs": ["12.5", "-3"]})
     failures = find_failures(daily_report_delivered_schema(), bad.to_pandas())
     assert failures[["row", "check_name", "value"]].values.tolist() == [[0, "parseable_values", "12.5"]]
-    typed = daily_report_frame(bad, "ios", "id1").frame
+    typed = daily_report_frame(bad.to_pandas(), "ios", "id1").frame
     assert pd.isna(typed["installs"].iloc[0])
     failures = find_failures(daily_report_schema(), typed)
     assert failures[["row", "check_name", "value"]].values.tolist() == [[1, "non_negative", "-3"]]

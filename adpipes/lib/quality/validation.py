@@ -211,6 +211,9 @@ class QualityReport:
             self.unknown_columns.setdefault(partition, [])
             self.unknown_columns[partition] += [c for c in columns if c not in self.unknown_columns[partition]]
 
+    def unknown_column_names(self) -> list[str]:
+        return sorted({c for columns in self.unknown_columns.values() for c in columns})
+
     def add_row_counts(self, counts: dict[str, int]) -> None:
         """Rows of partitions that are checked only structurally (reports archived as delivered)."""
         for partition, rows in counts.items():
@@ -240,10 +243,14 @@ class QualityReport:
                 self._group(name)
             rows = per_row["row"].astype("int64").to_numpy()
             per_row["report_date"] = keys["report_date"].to_numpy()[rows]
-            per_row["row_key"] = self._row_keys(keys).to_numpy()[rows]
+            # Keys are formatted for the failing rows only, not for every row of the block.
+            failing = pd.unique(rows)
+            row_keys = self._row_keys(keys.iloc[failing]).set_axis(failing)
+            per_row["row_key"] = row_keys.loc[rows].to_numpy()
             per_row["row"] = rows + self._offset
             self._failures.append(per_row)
-        errors = per_row[per_row["check_name"].map(lambda g: self.groups[g].severity == ERROR)]
+        error_groups = [name for name, group in self.groups.items() if group.severity == ERROR]
+        errors = per_row[per_row["check_name"].isin(error_groups)]
         bad_rows = pd.Index(errors["row"].unique() - self._offset if len(errors) else [], dtype="int64")
         keep = pd.Series(True, index=keys.index)
         if len(bad_rows):
@@ -286,11 +293,15 @@ class QualityReport:
 
     @property
     def failures(self) -> pd.DataFrame:
-        """Every failure case: report_date, check_name, rule, column_name, row, row_key, value."""
+        """Every failure case: report_date, check_name, rule, column_name, row (position in the
+        step's rows; missing for structural failures), row_key, value."""
         columns = ["report_date", "check_name", "rule", "column_name", "row", "row_key", "value"]
         if not self._failures:
             return pd.DataFrame({c: pd.Series(dtype="Int64" if c == "row" else "str") for c in columns})
-        return pd.concat(self._failures, ignore_index=True)[columns]
+        if len(self._failures) > 1:
+            # Collected per block; joined once however often the results are read.
+            self._failures = [pd.concat(self._failures, ignore_index=True)[columns]]
+        return self._failures[0][columns]
 
     @property
     def quarantine(self) -> pd.DataFrame:

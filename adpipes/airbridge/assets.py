@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from adpipes.airbridge.partitions import airbridge_daily_partitions
-from adpipes.airbridge.resources import AirbridgeApi
+from adpipes.airbridge.resources import API_POOL, AirbridgeApi
 from adpipes.airbridge.schemas import REVENUE_TABLE, revenue_schema
 from adpipes.airbridge.transform import revenue_frame
 from adpipes.lib.assets import table_asset
@@ -23,6 +23,7 @@ REVENUE_CHECKS = check_groups(revenue_schema(), extra=[ROW_VOLUME])
     kinds={"airbridge", "postgres", "pandas"},
     metadata={"airbridge/report": "revenue"},
     checks=REVENUE_CHECKS,
+    pool=API_POOL,
 )
 def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, quality: QualityStore):
     """How much revenue the users who installed on a given day brought in, per channel and

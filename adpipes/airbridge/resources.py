@@ -43,6 +43,9 @@ TOKEN_VARIABLE = "AIRBRIDGE_API_TOKEN"
 APP_NAME_VARIABLE = "AIRBRIDGE_APP_NAME"
 # The API refuses ranges longer than this; longer partition ranges become several tasks.
 MAX_DAYS_PER_TASK = 92
+# The Dagster concurrency pool of the steps calling the Airbridge reports API (limited in the
+# shipped dagster.yaml, like every vendor API pool).
+API_POOL = "airbridge_api"
 # The group-bys that become table columns; more may be requested (kept in group_values).
 REQUIRED_GROUP_BY = ("channel", "campaign")
 MAX_GROUP_BY_FIELDS = 4

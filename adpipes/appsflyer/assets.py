@@ -7,6 +7,7 @@ import pandas as pd
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
 from adpipes.appsflyer.resources import (
+    RAW_DATA_API_POOL,
     RAW_LOOKBACK_DAYS,
     AppsFlyerApps,
     AppsFlyerPullApi,
@@ -78,6 +79,7 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         metadata={"appsflyer/report": report},
         tags={"platform": platform},
         checks=RAW_REPORT_CHECKS,
+        pool=RAW_DATA_API_POOL,
     )
     def _raw_report(
         context: dg.AssetExecutionContext,

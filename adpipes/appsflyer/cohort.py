@@ -17,7 +17,7 @@ from pydantic import Field
 
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
-from adpipes.appsflyer.resources import AppsFlyerApiError, AppsFlyerApps, AppsFlyerPullApi
+from adpipes.appsflyer.resources import COHORT_API_POOL, AppsFlyerApiError, AppsFlyerApps, AppsFlyerPullApi
 from adpipes.appsflyer.schemas import (
     COHORT_KPI_COLUMNS,
     COHORT_KPI_FUNCTIONS,
@@ -157,6 +157,7 @@ def cohort_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     kinds={"appsflyer", "postgres", "pandas"},
     metadata={"appsflyer/api": "Cohort API v1"},
     checks=COHORT_LTV_CHECKS,
+    pool=COHORT_API_POOL,
 )
 def cohort_ltv(
     context: dg.AssetExecutionContext,

@@ -13,7 +13,13 @@ import pandas as pd
 
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
-from adpipes.appsflyer.resources import DAILY_REPORT, AppsFlyerApiError, AppsFlyerApps, AppsFlyerPullApi
+from adpipes.appsflyer.resources import (
+    AGGREGATE_API_POOL,
+    DAILY_REPORT,
+    AppsFlyerApiError,
+    AppsFlyerApps,
+    AppsFlyerPullApi,
+)
 from adpipes.appsflyer.schemas import (
     AGGREGATE_NULL_MARKERS,
     DAILY_REPORT_COUNT_COLUMNS,
@@ -133,6 +139,7 @@ def daily_report_refresh_run_request(partition_key: str) -> dg.RunRequest:
     metadata={"appsflyer/report": DAILY_REPORT},
     checks=DAILY_REPORT_CHECKS,
     check_schemas=[daily_report_delivered_schema(), daily_report_schema()],
+    pool=AGGREGATE_API_POOL,
 )
 def daily_report(
     context: dg.AssetExecutionContext,

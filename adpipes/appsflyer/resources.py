@@ -69,6 +69,13 @@ COHORT_REPORT = "cohort"
 # minute per app and report, ranges of 3+ days to ~24 calls a day per app.
 AGGREGATE_SHORT_RANGE_DAYS = 2
 PARAM_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Dagster concurrency pools, one per vendor API: the steps calling an API share its pool, and the
+# shipped dagster.yaml limits every pool, so parallel runs and backfills cannot exceed the API's
+# limits (one <= 2-day aggregate call a minute; raw exports are also the steps that need the most
+# memory).
+RAW_DATA_API_POOL = "appsflyer_raw_data_api"
+AGGREGATE_API_POOL = "appsflyer_aggregate_api"
+COHORT_API_POOL = "appsflyer_cohort_api"
 # Tokens issued before this moment were revoked by AppsFlyer; a 401 most often means one of those.
 TOKEN_REVOCATION_CUTOFF = "2026-03-10 19:00 UTC"
 TOKEN_VARIABLE = "APPSFLYER_API_TOKEN"

@@ -15,7 +15,7 @@ from adpipes.airbridge.resources import airbridge_api_from_settings
 from adpipes.appsflyer.assets import raw_data, raw_report_assets
 from adpipes.appsflyer.cohort import cohort_ltv
 from adpipes.appsflyer.daily_report import daily_report
-from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
+from adpipes.appsflyer.resources import DEFAULT_DAILY_QUOTAS, AppsFlyerApps, AppsFlyerPullApi
 from adpipes.lib.settings import (
     DEFAULT_APPSFLYER_BASE_URL,
     SANDBOX_ANDROID_APP_ID,
@@ -24,6 +24,7 @@ from adpipes.lib.settings import (
     load_settings,
 )
 from adpipes.lib.quality import QualityStore
+from adpipes.lib.quota import ApiCallLedger
 from adpipes.lib.retention import build_retention_sensor, prune_product_partitions_job
 from adpipes.schedules import build_daily_schedule
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
@@ -35,19 +36,21 @@ def _env_or(settings: Settings, name: str, default: str | None) -> dg.EnvVar | s
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
+    daily_quotas = {**DEFAULT_DAILY_QUOTAS, **settings.appsflyer_daily_quotas}
     if settings.is_dev:
         # Dev always talks to the sandbox (None = find or start it); real credentials are only
         # used with ADPIPES_ENV=prod so a dev run never spends a real API quota.
         # The sandbox does not enforce AppsFlyer's one-call-per-minute rule for short aggregate
         # ranges unless a test switches it on, so dev seeding need not wait a minute per day.
         appsflyer_api = AppsFlyerPullApi(api_token=None, base_url=None, timezone=settings.timezone,
-                                         aggregate_min_interval_seconds=0)
+                                         aggregate_min_interval_seconds=0, daily_quotas=daily_quotas)
         apps = AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID)
     else:
         appsflyer_api = AppsFlyerPullApi(
             api_token=dg.EnvVar("APPSFLYER_API_TOKEN"),
             base_url=_env_or(settings, "APPSFLYER_BASE_URL", DEFAULT_APPSFLYER_BASE_URL),
             timezone=settings.timezone,
+            daily_quotas=daily_quotas,
         )
         apps = AppsFlyerApps(
             android_app_id=dg.EnvVar("APPSFLYER_ANDROID_APP_ID"),
@@ -67,6 +70,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "airbridge_api": airbridge_api_from_settings(settings),
         "io_manager": io_manager,
         "quality": quality,
+        # Vendor calls per app, report and UTC day, against the daily quotas (archive database).
+        "api_calls": ApiCallLedger(archive=archive),
         "archive_db": archive,
         "product_db": product,
     }
@@ -76,7 +81,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[*raw_report_assets, raw_data, daily_report, cohort_ltv, airbridge_revenue],
         jobs=[prune_product_partitions_job],
-        schedules=[build_daily_schedule(settings.timezone, settings.schedule_hour, settings.start_date)],
+        schedules=[build_daily_schedule(settings.timezone, settings.schedule_time, settings.start_date)],
         sensors=[build_retention_sensor(settings.product_retention_days, settings.retention_overrides,
                                         settings.timezone)],
         resources=build_resources(settings),

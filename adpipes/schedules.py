@@ -1,6 +1,6 @@
 """``daily_schedule``: what runs every day without anyone, in the app's timezone.
 
-Each tick (default 06:00 in ``ADPIPES_TIMEZONE``) requests:
+Each tick (``ADPIPES_SCHEDULE_TIME``, default 06:00 in ``ADPIPES_TIMEZONE``) requests:
 
 - **daily**: yesterday's partition of every asset in one run (raw reports first, then the
   unified tables: Dagster orders the steps by their dependencies);
@@ -58,16 +58,18 @@ def daily_run_requests(today: dt.date, first_partition: dt.date) -> list[dg.RunR
     return requests
 
 
-def build_daily_schedule(timezone: str, hour: int, first_partition: str) -> dg.ScheduleDefinition:
+def build_daily_schedule(timezone: str, at: tuple[int, int], first_partition: str) -> dg.ScheduleDefinition:
+    """The schedule ticking daily at ``at`` (hour, minute) in ``timezone``."""
     first = dt.date.fromisoformat(first_partition)
+    hour, minute = at
 
     @dg.schedule(
         name=SCHEDULE_NAME,
-        cron_schedule=f"0 {hour} * * *",
+        cron_schedule=f"{minute} {hour} * * *",
         execution_timezone=timezone,
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Every day at {hour:02d}:00 {timezone}: yesterday's partition of every asset, "
+        description=f"Every day at {hour:02d}:{minute:02d} {timezone}: yesterday's partition of every asset, "
         "daily_report's two previous days (late data), and cohort assets as their cohorts mature.",
     )
     def daily_schedule(context: dg.ScheduleEvaluationContext):

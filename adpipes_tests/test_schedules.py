@@ -20,12 +20,12 @@ def evaluate(schedule: dg.ScheduleDefinition, hour: int = 6) -> list[dg.RunReque
 
 
 def tick(hour: int = 6) -> list[dg.RunRequest]:
-    return evaluate(build_daily_schedule(TZ, hour, "2026-01-01"), hour)
+    return evaluate(build_daily_schedule(TZ, (hour, 0), "2026-01-01"), hour)
 
 
-def test_the_schedule_runs_at_the_configured_local_hour():
-    schedule = build_daily_schedule(TZ, 7, "2026-01-01")
-    assert schedule.cron_schedule == "0 7 * * *" and schedule.execution_timezone == TZ
+def test_the_schedule_runs_at_the_configured_local_time():
+    schedule = build_daily_schedule(TZ, (7, 30), "2026-01-01")
+    assert schedule.cron_schedule == "30 7 * * *" and schedule.execution_timezone == TZ
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
@@ -52,7 +52,7 @@ def test_a_tick_requests_yesterday_late_data_and_maturing_cohorts():
 
 
 def test_nothing_before_the_first_partition():
-    requests = evaluate(build_daily_schedule(TZ, 6, "2026-11-21"))
+    requests = evaluate(build_daily_schedule(TZ, (6, 0), "2026-11-21"))
     late = [r for r in requests if r.tags["adpipes/trigger"] == "late-data"]
     assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
             for r in late] == [("2026-11-21", "2026-11-21")]

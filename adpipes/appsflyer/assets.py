@@ -9,6 +9,7 @@ from adpipes.appsflyer.partitions import appsflyer_daily_partitions
 from adpipes.appsflyer.resources import (
     RAW_DATA_API_POOL,
     RAW_LOOKBACK_DAYS,
+    RAW_WINDOW_DAYS,
     AppsFlyerApps,
     AppsFlyerPullApi,
     raw_lookback_start,
@@ -28,6 +29,7 @@ from adpipes.appsflyer.schemas import (
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
 from adpipes.lib.assets import column_drift_metadata, table_asset
 from adpipes.lib.partitions import day_window
+from adpipes.lib.quota import ApiCallLedger, require_calls
 from adpipes.lib.quality import (
     REQUIRED_COLUMNS,
     ROW_VOLUME,
@@ -86,6 +88,7 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         appsflyer_api: AppsFlyerPullApi,
         appsflyer_apps: AppsFlyerApps,
         quality: QualityStore,
+        api_calls: ApiCallLedger,
     ):
         app_id = appsflyer_apps.app_id(platform)
         oldest = raw_lookback_start(appsflyer_api.timezone)
@@ -99,6 +102,15 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
                 f"What was pulled before is in the archive ({spec.qualified_name}); to rebuild "
                 "appsflyer/raw_data from it, materialize appsflyer/raw_data alone for those partitions."
             )
+        windows = raw_windows(context.partition_keys, report)
+        quota = appsflyer_api.quota_meter(api_calls, app_id, report)
+        # Refuse a range the day's quota cannot pay for before the first call, not halfway.
+        quota_use = require_calls(
+            [(quota, len(windows))],
+            f"{spec.asset_key.to_user_string()} partitions {windows[0][0]}..{windows[-1][1]}",
+            hint=f"materialize fewer days now (one call covers up to {RAW_WINDOW_DAYS[report]} days; "
+            "a truncated answer costs one more call per split)",
+        )
         # The responses are spooled to disk and streamed into the archive as delivered: a raw day
         # can be a million rows, too big to hold in memory several times over.
         delivered = DeliveredFiles(prefix=f"adpipes-{platform}-{report_short}-")
@@ -106,10 +118,10 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         quality_report = QualityReport(RAW_REPORT_CHECKS, context.partition_keys)
         # One call per run of consecutive days (up to 31 days of in-app events or 60 of installs,
         # the API's limits), split into one file per day: a backfill costs as few calls as possible.
-        for first, last in raw_windows(context.partition_keys, report):
+        for first, last in windows:
             start, end = day_window(first, appsflyer_api.timezone)[0], day_window(last, appsflyer_api.timezone)[1]
             fetched = appsflyer_api.fetch_raw_report(
-                app_id, report, start, end, log=context.log, directory=delivered.directory
+                app_id, report, start, end, log=context.log, directory=delivered.directory, quota=quota
             )
             calls += fetched.calls
             for chunk in fetched.chunks:
@@ -131,7 +143,8 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
             metadata={
                 "appsflyer/app_id": app_id,
                 "appsflyer/api_calls": calls,
-                "appsflyer/windows": dg.MetadataValue.json(raw_windows(context.partition_keys, report)),
+                "appsflyer/windows": dg.MetadataValue.json(windows),
+                "appsflyer/quota": dg.MetadataValue.json(quota_use),
                 "appsflyer/rows_served": delivered.row_count,
                 **drift,
             },

@@ -15,6 +15,7 @@ import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
 from adpipes.appsflyer.resources import (
     AGGREGATE_API_POOL,
+    AGGREGATE_SHORT_RANGE_DAYS,
     DAILY_REPORT,
     AppsFlyerApiError,
     AppsFlyerApps,
@@ -42,6 +43,7 @@ from adpipes.lib.quality import (
     header_failures,
     publish,
 )
+from adpipes.lib.quota import ApiCallLedger, require_calls
 
 GROUP = "appsflyer"
 # Aggregates finalize ~48 h late: a day is re-pulled with the two days before it.
@@ -146,6 +148,7 @@ def daily_report(
     appsflyer_api: AppsFlyerPullApi,
     appsflyer_apps: AppsFlyerApps,
     quality: QualityStore,
+    api_calls: ApiCallLedger,
 ):
     """Daily ad performance of both apps per media source and campaign, as AppsFlyer's aggregate
     daily report states it: impressions, clicks, installs, sessions, loyal users and ad spend
@@ -160,9 +163,17 @@ def daily_report(
     frames, calls, missing = [], 0, set()
     report = QualityReport(DAILY_REPORT_CHECKS, keys, DAILY_REPORT_TABLE.row_key)
     rejected = []
+    quotas = {p: appsflyer_api.quota_meter(api_calls, appsflyer_apps.app_id(p), DAILY_REPORT) for p in PLATFORMS}
+    # One call per app; only ranges of 3+ days count against the daily aggregate quota.
+    needed = 1 if (last - first).days + 1 > AGGREGATE_SHORT_RANGE_DAYS else 0
+    quota_use = require_calls(
+        [(quota, needed) for quota in quotas.values()],
+        f"{DAILY_REPORT_TABLE.asset_key.to_user_string()} partitions {first}..{last}",
+    )
     for platform in PLATFORMS:
         app_id = appsflyer_apps.app_id(platform)
-        fetched = appsflyer_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last, log=context.log)
+        fetched = appsflyer_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last, log=context.log,
+                                                       quota=quotas[platform])
         calls += fetched.calls
         # Parsed once: the header is checked, the rows typed and validated from this one frame.
         delivered = fetched.to_arrow().to_pandas()
@@ -209,6 +220,7 @@ def daily_report(
         frame,
         metadata={
             "appsflyer/api_calls": calls,
+            "appsflyer/quota": dg.MetadataValue.json(quota_use),
             "appsflyer/rows_served": len(frame),
             "installs_by_platform": dg.MetadataValue.json(
                 {p: int(v) for p, v in by_platform["installs"].sum().items()}

@@ -42,6 +42,7 @@ import pyarrow.csv as pacsv
 import requests
 from pydantic import Field
 
+from adpipes.lib.quota import ApiCallLedger, QuotaMeter, describe_reset
 from adpipes.lib.http import (
     RetriesExhausted,
     TransientError,
@@ -63,6 +64,10 @@ RAW_WINDOW_DAYS = {INSTALLS_REPORT: 60, IN_APP_EVENTS_REPORT: 31}
 AGGREGATE_EXPORT_PATH = "/api/agg-data/export/app/{app_id}/{report}/v5"
 COHORT_PATH = "/api/cohorts/v1/data/app/{app_id}"
 DAILY_REPORT = "daily_report"
+# Daily call quotas per app of the usual plans (AppsFlyer's support article "Report generation
+# quotas"): raw installs 24, raw in-app events 12, aggregate ranges of 3+ days 24.
+DEFAULT_DAILY_QUOTAS = {INSTALLS_REPORT: 24, IN_APP_EVENTS_REPORT: 12, "daily_report": 24}
+QUOTA_VENDOR = "appsflyer"
 # The sandbox's fault/call-log name of Cohort API calls (the API has no report name).
 COHORT_REPORT = "cohort"
 # Aggregate reports have two quota regimes: ranges of <= 2 days are limited to one call per
@@ -209,8 +214,13 @@ class SpooledReport:
     chunks: list[SpooledChunk] = field(default_factory=list)
     # HTTP requests made, including retried attempts and discarded (truncated) answers.
     calls: int = 0
+    # The app's raw-report quota in the call ledger (None: calls are not metered).
+    quota: QuotaMeter | None = field(default=None, repr=False)
 
     def count_call(self) -> None:
+        """Count a request about to be sent; the quota ledger refuses it once the quota is spent."""
+        if self.quota is not None:
+            self.quota.spend()
         self.calls += 1
 
     @property
@@ -242,8 +252,17 @@ class AggregateReport:
     content: bytes = field(default=b"", repr=False)
     # HTTP requests made, including retried attempts.
     calls: int = 0
+    quota: QuotaMeter | None = field(default=None, repr=False)
+
+    @property
+    def short_range(self) -> bool:
+        """<= 2 days: limited to one call a minute, not counted against the daily quota."""
+        return (self.last_day - self.first_day).days + 1 <= AGGREGATE_SHORT_RANGE_DAYS
 
     def count_call(self) -> None:
+        """Count a request about to be sent (against the daily quota for 3+-day ranges only)."""
+        if self.quota is not None:
+            self.quota.spend(counts_against_quota=not self.short_range)
         self.calls += 1
 
     def to_arrow(self) -> pa.Table:
@@ -398,12 +417,6 @@ def _fmt_window(start: dt.datetime, end: dt.datetime, timezone: str) -> str:
             f"{end.astimezone(tz).strftime(PARAM_TIME_FORMAT)}) {timezone}")
 
 
-def quota_reset_time(now: dt.datetime | None = None) -> dt.datetime:
-    """The next 00:00 UTC, when AppsFlyer's daily quotas reset."""
-    now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
-    return dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
-
-
 def _spool_body(response: requests.Response, path: Path) -> None:
     """Stream a 200 body into ``path``; a cut-off download or an empty body is worth a retry."""
     written = 0
@@ -452,6 +465,12 @@ class AppsFlyerPullApi(VendorApiResource):
     aggregate_quota_retries: int = Field(
         default=2, description="Retries of a <= 2-day aggregate call answered 403 'Limit reached'."
     )
+    daily_quotas: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_DAILY_QUOTAS),
+        description="Calls a day per app your AppsFlyer plan allows, per report (quotas reset at "
+        "00:00 UTC): raw reports, and daily_report for ranges of 3+ days (APPSFLYER_DAILY_QUOTAS). "
+        "The call ledger refuses a range that would exceed them before calling.",
+    )
     cohort_calls_per_minute: int = Field(
         default=60, description="Cohort API rate limit per account (calls per rate window)."
     )
@@ -469,13 +488,20 @@ class AppsFlyerPullApi(VendorApiResource):
 
     # -- public API ---------------------------------------------------------------------------
 
+    def quota_meter(self, ledger: ApiCallLedger, app_id: str, report: str) -> QuotaMeter:
+        """The ledger's meter of one app's report, with this plan's daily quota of that report."""
+        return ledger.meter(QUOTA_VENDOR, app_id, report, self.daily_quotas.get(report))
+
     def fetch_raw_report(self, app_id: str, report: str, start: dt.datetime, end: dt.datetime,
-                         log: Any = None, directory: Path | None = None) -> SpooledReport:
+                         log: Any = None, directory: Path | None = None,
+                         quota: QuotaMeter | None = None) -> SpooledReport:
         """Fetch raw report rows with Event Time in ``[start, end)`` (tz-aware datetimes).
 
         Responses are streamed into files in ``directory`` (a new temporary directory if None).
         Windows returning ``maximum_rows`` rows are halved until complete; each piece is retried
-        on transient failures. Raises a subclass of ``AppsFlyerApiError``.
+        on transient failures. With ``quota``, every request is counted in the call ledger first,
+        which refuses (``QuotaExceeded``) once the day's quota is spent. Raises a subclass of
+        ``AppsFlyerApiError``.
         """
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("start and end must be timezone-aware datetimes")
@@ -491,7 +517,7 @@ class AppsFlyerPullApi(VendorApiResource):
         else:
             owned = False
         result = SpooledReport(app_id=app_id, report=report, timezone=self.timezone,
-                               directory=Path(directory))
+                               directory=Path(directory), quota=quota)
         if owned:
             weakref.finalize(result, shutil.rmtree, str(directory), True)
         with bearer_session(base_url, token, accept="text/csv", token_variable=TOKEN_VARIABLE) as session:
@@ -501,19 +527,23 @@ class AppsFlyerPullApi(VendorApiResource):
         return result
 
     def fetch_aggregate_report(self, app_id: str, report: str, first_day: dt.date,
-                               last_day: dt.date, log: Any = None) -> AggregateReport:
+                               last_day: dt.date, log: Any = None,
+                               quota: QuotaMeter | None = None) -> AggregateReport:
         """Fetch an aggregate report (e.g. ``daily_report``) for the days ``first_day..last_day``.
 
         Aggregate history is unlimited and a range is one call. Ranges of <= 2 days are limited to
         one call per minute per app and report: calls are spaced in-process, and a 403 ``Limit
         reached`` (another process called) is retried after the interval. A quota answer for a
         3+-day range (24 calls a day) fails at once, naming the reset time.
+
+        With ``quota`` (the call ledger), requests are counted there first, 3+-day ranges against
+        the daily quota, and a <= 2-day call also waits out the minute since any adpipes process
+        last called the report.
         """
         if last_day < first_day:
             raise ValueError(f"empty range: {last_day} is before {first_day}")
         log = log or _default_log
         base_url, token = self._connection()
-        short_range = (last_day - first_day).days + 1 <= AGGREGATE_SHORT_RANGE_DAYS
         tz = ZoneInfo(self.timezone)
         start = dt.datetime.combine(first_day, dt.time(), tzinfo=tz)
         end = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), tzinfo=tz)
@@ -522,11 +552,14 @@ class AppsFlyerPullApi(VendorApiResource):
         # Aggregate ranges are whole days: `from`/`to` as dates, `to` inclusive.
         params = {"from": first_day.isoformat(), "to": last_day.isoformat(), "timezone": self.timezone}
         spacing_key = (base_url, app_id, report)
-        result = AggregateReport(app_id=app_id, report=report, first_day=first_day, last_day=last_day)
+        result = AggregateReport(app_id=app_id, report=report, first_day=first_day, last_day=last_day,
+                                 quota=quota)
+        short_range = result.short_range
         with bearer_session(base_url, token, accept="text/csv", token_variable=TOKEN_VARIABLE) as session:
             for attempt in range(self.aggregate_quota_retries + 1):
                 if short_range:
                     waited = _AGGREGATE_SPACING.wait_turn(spacing_key, self.aggregate_min_interval_seconds)
+                    waited += self._wait_for_other_processes(quota)
                     if waited:
                         log.info(f"AppsFlyer {report} for app {app_id}: waited {waited:.1f} s to keep "
                                  "<= 2-day aggregate calls a minute apart (AppsFlyer's limit)")
@@ -606,6 +639,22 @@ class AppsFlyerPullApi(VendorApiResource):
         return result
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _wait_for_other_processes(self, quota: QuotaMeter | None) -> float:
+        """Sleep until ``aggregate_min_interval_seconds`` after the report's last call by any
+        adpipes process (from the call ledger, on the database's clock); returns seconds slept.
+
+        Runs of one tick (yesterday's run and the late-data run) call daily_report in separate
+        processes; the vendor pool keeps them from calling at once, and this keeps them a minute
+        apart instead of spending a 403 'Limit reached' and a retry.
+        """
+        if quota is None or self.aggregate_min_interval_seconds <= 0:
+            return 0.0
+        since = quota.seconds_since_last_call()
+        pause = 0.0 if since is None else max(0.0, self.aggregate_min_interval_seconds - since)
+        if pause:
+            time.sleep(pause)
+        return pause
 
     def _fetch_window(self, session: requests.Session, base_url: str, token: str, app_id: str,
                       report: str, start: dt.datetime, end: dt.datetime, result: SpooledReport,
@@ -704,14 +753,10 @@ class AppsFlyerPullApi(VendorApiResource):
         body = redact(content.decode("utf-8", errors="replace"), token).strip()
         excerpt = body[:_BODY_EXCERPT_CHARS]
         if status in (400, 403) and _QUOTA_PATTERN.search(body):
-            reset = quota_reset_time()
-            left = reset - dt.datetime.now(dt.timezone.utc)
-            hours, minutes = divmod(int(left.total_seconds()) // 60, 60)
             raise AppsFlyerQuotaError(
                 f"{where}: the daily API call quota is spent (HTTP {status}: {excerpt!r}). "
-                f"AppsFlyer resets quotas at 00:00 UTC, next at {reset:%Y-%m-%d %H:%M} UTC "
-                f"(in {hours}h {minutes}m); do not retry before then (every call spends quota), "
-                "re-run the failed partitions after the reset.",
+                f"AppsFlyer resets quotas at 00:00 UTC, next at {describe_reset()}; do not retry "
+                "before then (every call spends quota), re-run the failed partitions after the reset.",
                 status=status, **context,
             )
         if status == 401:

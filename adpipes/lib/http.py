@@ -236,15 +236,14 @@ class VendorApiResource(dg.ConfigurableResource):
         **kwargs: Any,
     ) -> T:
         """Send until ``check`` accepts an answer (it raises TransientError for a retry and the
-        client's own error otherwise); ``on_attempt`` runs once per request sent (every request
-        may spend quota); ``exhausted`` turns spent retries into the client's error."""
+        client's own error otherwise); ``on_attempt`` runs before each request is sent (every
+        request may spend quota; it may refuse by raising); ``exhausted`` turns spent retries into the client's error."""
 
         def attempt() -> T:
-            try:
-                response = send(session, method, url, timeout_seconds=self.timeout_seconds, **kwargs)
-            finally:
-                if on_attempt is not None:
-                    on_attempt()
+            if on_attempt is not None:
+                # Before sending: a quota ledger may refuse the request (nothing is sent then).
+                on_attempt()
+            response = send(session, method, url, timeout_seconds=self.timeout_seconds, **kwargs)
             with response:
                 return check(response)
 

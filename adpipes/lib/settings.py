@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,6 +26,7 @@ DEFAULT_PRODUCT_RETENTION_DAYS = 90
 # Quality policy: no quarantined row is tolerated silently; row counts may halve or double.
 DEFAULT_MAX_QUARANTINED_SHARE = 0.0
 DEFAULT_VOLUME_BAND_FACTOR = 2.0
+DEFAULT_SCHEDULE_TIME = "06:00"
 DEFAULT_APPSFLYER_BASE_URL = "https://hq1.appsflyer.com"
 DEFAULT_AIRBRIDGE_BASE_URL = "https://api.airbridge.io"
 
@@ -48,6 +49,11 @@ PROD_REQUIRED_VARIABLES = (
 )
 
 
+# The AppsFlyer reports with a daily call quota per app (the Pull API's raw reports, and the
+# aggregate daily_report for ranges of 3+ days).
+APPSFLYER_QUOTA_REPORTS = ("installs_report", "in_app_events_report", "daily_report")
+
+
 class ConfigurationError(Exception):
     """A user-fixable configuration problem; the message says what to set."""
 
@@ -62,7 +68,11 @@ class Settings:
     max_quarantined_share: float
     volume_band_factor: float
     retention_overrides: dict[str, int]
-    schedule_hour: int
+    # Daily call quotas per app of the AppsFlyer plan, by report (only those that differ from the
+    # usual plan's).
+    appsflyer_daily_quotas: dict[str, int]
+    # (hour, minute) of the daily schedule's tick in the app timezone.
+    schedule_time: tuple[int, int]
     environ: Mapping[str, str]
 
     @property
@@ -85,6 +95,21 @@ def default_data_dir() -> Path:
     if root is not None:
         return root / ".adpipes"
     return Path.home() / ".local" / "share" / "adpipes"
+
+
+def _positive_counts(environ: Mapping[str, str], variable: str, problems: list[str],
+                     valid_name: Callable[[str], bool], form: str) -> dict[str, int]:
+    """``name=count,name=count`` with positive whole counts; each bad item is a problem."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in environ.get(variable, "").split(","))):
+        name, _, count = (part.strip() for part in item.partition("="))
+        try:
+            counts[name] = int(count)
+            if counts[name] < 1 or not valid_name(name):
+                raise ValueError
+        except ValueError:
+            problems.append(f"{variable} item {item!r} must be {form}")
+    return counts
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -123,28 +148,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"ADPIPES_PRODUCT_RETENTION_DAYS={retention_raw!r} must be a positive whole number of days"
         )
 
-    overrides_raw = environ.get("ADPIPES_PRODUCT_RETENTION_OVERRIDES", "").strip()
-    overrides: dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in overrides_raw.split(","))):
-        table, _, days = item.partition("=")
-        try:
-            overrides[table.strip()] = int(days)
-            if overrides[table.strip()] < 1 or "/" not in table:
-                raise ValueError
-        except ValueError:
-            problems.append(
-                f"ADPIPES_PRODUCT_RETENTION_OVERRIDES item {item!r} must be asset-key=days, e.g. "
-                "'appsflyer/raw_data=30,airbridge/revenue=400'"
-            )
+    overrides = _positive_counts(
+        environ, "ADPIPES_PRODUCT_RETENTION_OVERRIDES", problems, lambda table: "/" in table,
+        "asset-key=days, e.g. 'appsflyer/raw_data=30,airbridge/revenue=400'",
+    )
+    quotas = _positive_counts(
+        environ, "APPSFLYER_DAILY_QUOTAS", problems, lambda report: report in APPSFLYER_QUOTA_REPORTS,
+        f"report=calls a day per app with report one of {', '.join(APPSFLYER_QUOTA_REPORTS)}, e.g. "
+        "'installs_report=48,in_app_events_report=24'",
+    )
 
-    hour_raw = environ.get("ADPIPES_SCHEDULE_HOUR", "").strip() or "6"
+    time_raw = environ.get("ADPIPES_SCHEDULE_TIME", "").strip() or DEFAULT_SCHEDULE_TIME
     try:
-        schedule_hour = int(hour_raw)
-        if not 0 <= schedule_hour <= 23:
-            raise ValueError
+        moment = dt.datetime.strptime(time_raw, "%H:%M")
+        schedule_time = (moment.hour, moment.minute)
     except ValueError:
-        schedule_hour = 6
-        problems.append(f"ADPIPES_SCHEDULE_HOUR={hour_raw!r} must be an hour 0-23 (app timezone)")
+        schedule_time = (6, 0)
+        problems.append(f"ADPIPES_SCHEDULE_TIME={time_raw!r} must be a time HH:MM, e.g. '06:00' (app timezone)")
 
     share_raw = environ.get("ADPIPES_MAX_QUARANTINED_SHARE", "").strip() or str(DEFAULT_MAX_QUARANTINED_SHARE)
     try:
@@ -195,6 +215,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_quarantined_share=max_share,
         volume_band_factor=band,
         retention_overrides=overrides,
-        schedule_hour=schedule_hour,
+        appsflyer_daily_quotas=quotas,
+        schedule_time=schedule_time,
         environ=environ,
     )

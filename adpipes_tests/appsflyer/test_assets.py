@@ -314,6 +314,16 @@ def test_prod_without_credentials_fails_at_load_naming_them(tmp_path):
         assert name in done.stderr
 
 
+def step_failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The first step failure's message, with the messages of the errors that caused it."""
+    error = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    messages = []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return "\n".join(messages)
+
+
 def android_events_asset() -> dg.AssetsDefinition:
     return next(a for a in raw_report_assets if a.key.path[-1] == "android_in_app_events")
 
@@ -340,6 +350,10 @@ def test_a_62_day_backfill_is_one_raw_call_per_31_days(resources, clean_sandbox,
     # and is split in two halves (1 truncated + 2 complete calls per window).
     assert len(calls) == calls_expected
     assert sum(c["rows"] for c in calls if c["rows"] < maximum_rows) == 62 * 20
+    # Every request was counted in the call ledger, against the app's in-app events quota.
+    assert query(archive_dsn, "SELECT app_id, report, calls, quota_calls FROM quota.api_calls") == [
+        (SANDBOX_ANDROID_APP_ID, "in_app_events_report", calls_expected, calls_expected)
+    ]
     metadata = result.asset_materializations_for_node("appsflyer__android_in_app_events")[0].metadata
     per_partition = metadata["partition_row_counts"].value
     assert len(per_partition) == 62 and set(per_partition.values()) == {20}
@@ -356,7 +370,45 @@ def test_raw_partitions_past_the_lookback_fail_before_any_call(resources, clean_
     result = dg.materialize([android_events_asset()], resources=resources, partition_key=old,
                             raise_on_error=False)
     assert not result.success
-    message = [e.event_specific_data.error.message for e in result.all_events
-               if e.event_type_value == "STEP_FAILURE"][0]
+    message = step_failure_message(result)
     assert old in message and "90-day" in message and "archive" in message
     assert clean_sandbox.calls() == []
+
+
+def test_the_ledger_refuses_a_range_the_daily_quota_cannot_pay_for(resources, clean_sandbox, clean_databases):
+    _, archive_dsn = clean_databases
+    first, last = recent_day(63), recent_day(2)
+    api = AppsFlyerPullApi(api_token=clean_sandbox.appsflyer_token, base_url=clean_sandbox.base_url,
+                           timezone=TZ, backoff_seconds=0.01, daily_quotas={"in_app_events_report": 3})
+    meter = api.quota_meter(resources["api_calls"], SANDBOX_ANDROID_APP_ID, "in_app_events_report")
+    meter.spend(), meter.spend()  # two calls earlier today (another run)
+    result = dg.materialize([android_events_asset()], resources={**resources, "appsflyer_api": api},
+                            tags=range_tags(first, last), raise_on_error=False)
+    assert not result.success
+    message = step_failure_message(result)
+    assert f"appsflyer/android_in_app_events partitions {first}..{last} needs 2 calls" in message
+    assert f"in_app_events_report for app {SANDBOX_ANDROID_APP_ID}" in message
+    assert "only 1 of today's 3 are left" in message and "Nothing was called" in message
+    assert "resets at" in message and "00:00 UTC" in message and "up to 31 days" in message
+    assert clean_sandbox.calls() == []
+    assert query(archive_dsn, "SELECT calls, quota_calls FROM quota.api_calls") == [(2, 2)]
+
+
+def test_the_ledger_stops_a_split_the_quota_cannot_pay_for(resources, clean_sandbox, clean_databases):
+    # 2 calls are needed and 4 are left, but each 31-day window comes back truncated and is split:
+    # the first window costs 3 calls, and the second window's split would be the 5th.
+    _, archive_dsn = clean_databases
+    first, last = recent_day(63), recent_day(2)
+    clean_sandbox.configure(rows_per_day={f"{SANDBOX_ANDROID_APP_ID}|in_app_events_report": 20})
+    api = AppsFlyerPullApi(api_token=clean_sandbox.appsflyer_token, base_url=clean_sandbox.base_url,
+                           timezone=TZ, backoff_seconds=0.01, maximum_rows=600,
+                           daily_quotas={"in_app_events_report": 4})
+    result = dg.materialize([android_events_asset()], resources={**resources, "appsflyer_api": api},
+                            tags=range_tags(first, last), raise_on_error=False)
+    assert not result.success
+    message = step_failure_message(result)
+    assert "today's quota of 4 calls is spent" in message and "the call was not sent" in message
+    assert len(clean_sandbox.calls()) == 4
+    assert query(archive_dsn, "SELECT calls, quota_calls FROM quota.api_calls") == [(4, 4)]
+    # Nothing of the half-fetched range was written.
+    assert query(archive_dsn, "SELECT to_regclass('appsflyer.android_in_app_events')") == [(None,)]

@@ -18,6 +18,7 @@ from adpipes.appsflyer.daily_report import (
     daily_report_refresh_run_request,
     refresh_range,
 )
+from adpipes.appsflyer import resources as resources_module
 from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi, AppsFlyerQuotaError
 from adpipes.appsflyer.schemas import daily_report_delivered_schema, daily_report_schema
 from adpipes.lib.quality import find_failures
@@ -255,3 +256,41 @@ def test_prod_cli_materializes_daily_report_and_cohort_ltv(clean_sandbox, clean_
         periods = query(dsn, "SELECT DISTINCT period FROM appsflyer.cohort_ltv ORDER BY 1")
         assert periods == [(0,), (1,), (2,)]
     assert {c["report"] for c in clean_sandbox.calls()} == {"daily_report", "cohort"}
+
+
+def test_only_ranges_of_three_days_or_more_count_against_the_daily_quota(resources, clean_sandbox,
+                                                                         clean_databases):
+    _, archive_dsn = clean_databases
+    api = make_api(clean_sandbox, daily_quotas={"daily_report": 1})
+    resources = {**resources, "appsflyer_api": api}
+    request = daily_report_refresh_run_request(recent_day(2))  # 3 days: one call per app, counted
+    assert dg.materialize([daily_report], resources=resources, tags=request.tags).success
+    # A 1-day run is limited per minute, not per day: it still runs with the daily quota spent.
+    assert dg.materialize([daily_report], resources=resources, partition_key=recent_day(6)).success
+    assert query(archive_dsn, "SELECT app_id, calls, quota_calls FROM quota.api_calls ORDER BY 1") == [
+        (SANDBOX_ANDROID_APP_ID, 2, 1), (SANDBOX_IOS_APP_ID, 2, 1)
+    ]
+    calls_before = len(report_calls(clean_sandbox))
+    refused = dg.materialize([daily_report], resources=resources, tags=request.tags, raise_on_error=False)
+    assert not refused.success
+    message = [e.event_specific_data.error.message for e in refused.all_events
+               if e.event_type_value == "STEP_FAILURE"][0]
+    # Both apps are checked before either is called, and both are named.
+    for app_id in APPS.values():
+        assert f"daily_report for app {app_id}, but only 0 of today's 1 are left" in message
+    assert "resets at" in message
+    assert len(report_calls(clean_sandbox)) == calls_before
+
+
+def test_short_ranges_wait_for_calls_made_by_other_processes(resources, clean_sandbox, monkeypatch):
+    # Another run process called the report just now: only the ledger knows, not this process.
+    monkeypatch.setattr(resources_module, "_AGGREGATE_SPACING", resources_module.MinuteSpacing())
+    clean_sandbox.configure(aggregate_minute_quota=SPACING)
+    api = make_api(clean_sandbox)
+    meter = api.quota_meter(resources["api_calls"], SANDBOX_IOS_APP_ID, "daily_report")
+    meter.spend(counts_against_quota=False)
+    started = time.monotonic()
+    day = dt.date.fromisoformat(recent_day(3))
+    api.fetch_aggregate_report(SANDBOX_IOS_APP_ID, "daily_report", day, day, quota=meter)
+    assert time.monotonic() - started >= SPACING * 0.9
+    assert [c["status"] for c in report_calls(clean_sandbox)] == [200]

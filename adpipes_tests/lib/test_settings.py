@@ -35,8 +35,28 @@ def test_prod_complete_is_accepted_and_secrets_are_not_kept_as_values():
         ({"ADPIPES_START_DATE": "2026/01/01"}, "ADPIPES_START_DATE"),
         ({"ADPIPES_PRODUCT_RETENTION_DAYS": "-3"}, "ADPIPES_PRODUCT_RETENTION_DAYS"),
         ({"ADPIPES_ENV": "staging"}, "ADPIPES_ENV"),
+        ({"APPSFLYER_DAILY_QUOTAS": "installs=48"}, "APPSFLYER_DAILY_QUOTAS item 'installs=48'"),
+        ({"APPSFLYER_DAILY_QUOTAS": "installs_report=0"}, "calls a day per app"),
+        ({"ADPIPES_SCHEDULE_TIME": "6"}, "ADPIPES_SCHEDULE_TIME='6' must be a time HH:MM"),
+        ({"ADPIPES_SCHEDULE_TIME": "24:00"}, "ADPIPES_SCHEDULE_TIME"),
     ],
 )
 def test_invalid_values_are_named(environ, fragment):
     with pytest.raises(ConfigurationError, match=fragment):
         load_settings(environ)
+
+
+def test_plan_quotas_reach_the_appsflyer_client():
+    from adpipes.definitions import build_resources
+
+    settings = load_settings({"APPSFLYER_DAILY_QUOTAS": "installs_report=48, in_app_events_report=24"})
+    api = build_resources(settings)["appsflyer_api"]
+    assert api.daily_quotas == {"installs_report": 48, "in_app_events_report": 24, "daily_report": 24}
+    assert build_resources(load_settings({}))["appsflyer_api"].daily_quotas == {
+        "installs_report": 24, "in_app_events_report": 12, "daily_report": 24,
+    }
+
+
+def test_schedule_time_is_hour_and_minute():
+    assert load_settings({}).schedule_time == (6, 0)
+    assert load_settings({"ADPIPES_SCHEDULE_TIME": "05:30"}).schedule_time == (5, 30)

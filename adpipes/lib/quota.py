@@ -1,0 +1,218 @@
+"""The API call ledger: vendor calls counted per (vendor, app, report, UTC day) in the archive
+database, so a run can refuse work the daily quota cannot pay for instead of spending the quota
+and failing halfway.
+
+AppsFlyer's quotas are per app, report and calendar day from 00:00 UTC, and every request counts,
+whoever sent it. Each run process, schedule tick and backfill of adpipes therefore counts in one
+shared table, ``quota.api_calls``:
+
+- before a run starts calling, :meth:`QuotaMeter.require` checks that the calls the range needs
+  are still left today, and otherwise stops with the calls needed, the calls left and the reset
+  time, having sent nothing;
+- before each request (retries and truncation splits included), :meth:`QuotaMeter.spend` counts
+  it in one atomic statement that refuses once the quota is spent, so parallel runs can never
+  count past it.
+
+Calls sent by other tools with the same token are not seen; the vendor's own quota answer still
+stops the run then (and is never retried).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import dagster as dg
+from psycopg import sql
+
+from adpipes.lib.http import VendorApiError
+from adpipes.lib.storage.postgres import PostgresDatabase
+
+SCHEMA = "quota"
+TABLE = "api_calls"
+
+_DDL = [
+    f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{TABLE} (
+        vendor text NOT NULL,
+        app_id text NOT NULL,
+        report text NOT NULL,
+        utc_day date NOT NULL,
+        calls integer NOT NULL,
+        quota_calls integer NOT NULL,
+        daily_quota integer,
+        first_call_at timestamptz NOT NULL DEFAULT now(),
+        last_call_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (vendor, app_id, report, utc_day))""",
+    f"COMMENT ON TABLE {SCHEMA}.{TABLE} IS 'adpipes: vendor API requests per app, report and UTC "
+    "day (calls: all; quota_calls: those counting against daily_quota)'",
+]
+
+
+class QuotaExceeded(VendorApiError):
+    """The daily quota cannot pay for the call or the range; nothing was sent."""
+
+
+def quota_reset_time(now: dt.datetime | None = None) -> dt.datetime:
+    """The next 00:00 UTC, when AppsFlyer's daily quotas reset."""
+    now = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    return dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+
+
+def describe_reset(now: dt.datetime | None = None) -> str:
+    """'2026-11-24 00:00 UTC (in 3h 12m)'."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    reset = quota_reset_time(now)
+    hours, minutes = divmod(int((reset - now).total_seconds()) // 60, 60)
+    return f"{reset:%Y-%m-%d %H:%M} UTC (in {hours}h {minutes}m)"
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    utc_day: dt.date
+    used: int
+    daily_quota: int | None
+
+    @property
+    def left(self) -> int | None:
+        return None if self.daily_quota is None else max(0, self.daily_quota - self.used)
+
+
+class ApiCallLedger(dg.ConfigurableResource):
+    """``quota.api_calls`` in the archive database: the vendor calls of every adpipes process."""
+
+    archive: PostgresDatabase
+
+    def meter(self, vendor: str, app_id: str, report: str, daily_quota: int | None) -> QuotaMeter:
+        """The meter of one app's report; ``daily_quota`` None counts without a limit."""
+        if daily_quota is not None and daily_quota < 1:
+            raise ValueError(f"the daily quota of {vendor} {report} must be at least 1, got {daily_quota}")
+        return QuotaMeter(self, vendor, app_id, report, daily_quota)
+
+    def _ensure_table(self, cur) -> None:
+        # Every run process creates the table on first use; the lock keeps their DDL apart.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('adpipes:ddl:quota'))")
+        for statement in _DDL:
+            cur.execute(statement)
+
+
+@dataclass(frozen=True)
+class QuotaMeter:
+    """One (vendor, app, report) quota: what is used today, refusing a range, counting a call."""
+
+    ledger: ApiCallLedger
+    vendor: str
+    app_id: str
+    report: str
+    daily_quota: int | None
+
+    @property
+    def _where(self) -> str:
+        return f"{self.vendor} {self.report} for app {self.app_id}"
+
+    def status(self, now: dt.datetime | None = None) -> QuotaStatus:
+        """Calls counted against the quota today (UTC)."""
+        day = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).date()
+        with self.ledger.archive.connect() as conn:
+            exists = conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{TABLE}",)).fetchone()[0]
+            row = exists and conn.execute(
+                sql.SQL("SELECT quota_calls FROM {} WHERE vendor = %s AND app_id = %s AND report = %s "
+                        "AND utc_day = %s").format(sql.Identifier(SCHEMA, TABLE)),
+                (self.vendor, self.app_id, self.report, day),
+            ).fetchone()
+        return QuotaStatus(day, int(row[0]) if row else 0, self.daily_quota)
+
+    def require(self, needed: int, what: str, *, hint: str = "") -> QuotaStatus:
+        """Refuse (QuotaExceeded) when ``needed`` more calls would exceed today's quota.
+
+        ``what`` names the work (asset and partitions); ``hint`` says how to split it.
+        """
+        now = dt.datetime.now(dt.timezone.utc)
+        status = self.status(now)
+        if status.left is not None and needed > status.left:
+            raise QuotaExceeded(
+                f"{what} needs {needed} call{'s' if needed != 1 else ''} of {self._where}, but only "
+                f"{status.left} of today's {status.daily_quota} are left ({status.used} spent on UTC "
+                f"day {status.utc_day}, counted in {SCHEMA}.{TABLE} of the archive database). "
+                f"Nothing was called. The quota resets at {describe_reset(now)}: materialize the "
+                f"range after that{', or ' + hint if hint else ''}.",
+                app_id=self.app_id, report=self.report, calls_needed=needed, calls_left=status.left,
+                resets_at=quota_reset_time(now),
+            )
+        return status
+
+    def spend(self, counts_against_quota: bool = True) -> int:
+        """Count one request about to be sent; refuse (QuotaExceeded) when the quota is spent.
+
+        Atomic: the increment only happens while calls are left, so concurrent runs cannot count
+        past the quota. Returns the calls counted against the quota today.
+        """
+        now = dt.datetime.now(dt.timezone.utc)
+        limited = counts_against_quota and self.daily_quota is not None
+        step = 1 if counts_against_quota else 0
+        with self.ledger.archive.connect() as conn, conn.cursor() as cur:
+            self.ledger._ensure_table(cur)
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {table} AS c (vendor, app_id, report, utc_day, calls, quota_calls, daily_quota) "
+                    "VALUES (%(vendor)s, %(app)s, %(report)s, %(day)s, 1, %(step)s, %(quota)s) "
+                    "ON CONFLICT (vendor, app_id, report, utc_day) DO UPDATE SET "
+                    "calls = c.calls + 1, quota_calls = c.quota_calls + %(step)s, "
+                    "daily_quota = EXCLUDED.daily_quota, last_call_at = now() "
+                    "WHERE NOT %(limited)s OR c.quota_calls < %(quota)s "
+                    "RETURNING quota_calls"
+                ).format(table=sql.Identifier(SCHEMA, TABLE)),
+                dict(vendor=self.vendor, app=self.app_id, report=self.report,
+                     day=now.date(), step=step, quota=self.daily_quota, limited=limited),
+            )
+            row = cur.fetchone()
+            conn.commit()
+        if row is None:
+            raise QuotaExceeded(
+                f"{self._where}: today's quota of {self.daily_quota} calls is spent (UTC day "
+                f"{now.date()}, counted in {SCHEMA}.{TABLE} of the archive database), so the call was "
+                f"not sent. The quota resets at {describe_reset(now)}; re-run the failed partitions "
+                "after that.",
+                app_id=self.app_id, report=self.report, calls_needed=1, calls_left=0,
+                resets_at=quota_reset_time(now),
+            )
+        return int(row[0])
+
+    def seconds_since_last_call(self) -> float | None:
+        """Seconds since any adpipes process last sent this report's request (database clock)."""
+        with self.ledger.archive.connect() as conn:
+            exists = conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{TABLE}",)).fetchone()[0]
+            row = exists and conn.execute(
+                sql.SQL("SELECT EXTRACT(EPOCH FROM now() - max(last_call_at)) FROM {} WHERE vendor = %s "
+                        "AND app_id = %s AND report = %s").format(sql.Identifier(SCHEMA, TABLE)),
+                (self.vendor, self.app_id, self.report),
+            ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+
+def require_calls(needs: list[tuple[QuotaMeter, int]], what: str, *, hint: str = "") -> dict[str, dict]:
+    """Check every (meter, calls needed) before the first call of a run, and fail the step with
+    every refusal (calls needed, left and the reset time) when one cannot be paid for.
+
+    Returns today's use per app and report, for the output metadata.
+    """
+    refused, used = [], {}
+    for meter, needed in needs:
+        try:
+            status = meter.require(needed, what, hint=hint)
+        except QuotaExceeded as exc:
+            refused.append(exc)
+            continue
+        used[f"{meter.app_id} {meter.report}"] = {
+            "used_before_run": status.used, "needed": needed, "daily_quota": status.daily_quota,
+        }
+    if refused:
+        raise dg.Failure(
+            description="\n".join(str(exc) for exc in refused),
+            metadata={
+                "calls_needed": {f"{e.app_id} {e.report}": e.calls_needed for e in refused},
+                "calls_left": {f"{e.app_id} {e.report}": e.calls_left for e in refused},
+                "quota_resets_at": refused[0].resets_at.isoformat(),
+            },
+        )
+    return used

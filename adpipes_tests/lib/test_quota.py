@@ -1,0 +1,115 @@
+"""The API call ledger on a real PostgreSQL: counting, refusing and concurrency."""
+
+import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+
+import dagster as dg
+import psycopg
+import pytest
+
+from adpipes.lib.quota import ApiCallLedger, QuotaExceeded, quota_reset_time, require_calls
+from adpipes.lib.storage.postgres import PostgresDatabase
+
+
+@pytest.fixture
+def ledger(clean_databases) -> ApiCallLedger:
+    _, archive_dsn = clean_databases
+    return ApiCallLedger(archive=PostgresDatabase(role="archive", dsn=archive_dsn))
+
+
+def ledger_rows(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT app_id, report, utc_day, calls, quota_calls, daily_quota "
+                            "FROM quota.api_calls ORDER BY app_id, report, utc_day").fetchall()
+
+
+def test_calls_are_counted_per_app_report_and_utc_day(ledger, clean_databases):
+    _, archive_dsn = clean_databases
+    installs = ledger.meter("appsflyer", "com.example", "installs_report", 24)
+    aggregate = ledger.meter("appsflyer", "com.example", "daily_report", 24)
+    assert [installs.spend(), installs.spend()] == [1, 2]
+    # A <= 2-day aggregate call is counted, but not against the daily quota.
+    assert aggregate.spend(counts_against_quota=False) == 0
+    today = dt.datetime.now(dt.timezone.utc).date()
+    assert ledger_rows(archive_dsn) == [
+        ("com.example", "daily_report", today, 1, 0, 24),
+        ("com.example", "installs_report", today, 2, 2, 24),
+    ]
+    assert installs.status().used == 2 and installs.status().left == 22
+    assert ledger.meter("appsflyer", "id1", "installs_report", 24).status().used == 0
+
+
+def test_a_spent_quota_refuses_the_call_and_counts_nothing_more(ledger, clean_databases):
+    _, archive_dsn = clean_databases
+    meter = ledger.meter("appsflyer", "com.example", "in_app_events_report", 2)
+    meter.spend(), meter.spend()
+    with pytest.raises(QuotaExceeded) as refused:
+        meter.spend()
+    message = str(refused.value)
+    assert "in_app_events_report for app com.example" in message and "quota of 2 calls is spent" in message
+    assert "not sent" in message and f"{quota_reset_time():%Y-%m-%d} 00:00 UTC" in message
+    assert refused.value.calls_left == 0
+    assert ledger_rows(archive_dsn)[0][3:5] == (2, 2)
+    # Calls that do not count against the quota still go through.
+    assert meter.spend(counts_against_quota=False) == 2
+
+
+def test_yesterdays_calls_do_not_count_today(ledger, clean_databases):
+    _, archive_dsn = clean_databases
+    meter = ledger.meter("appsflyer", "com.example", "installs_report", 3)
+    meter.spend()
+    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    with psycopg.connect(archive_dsn) as conn:
+        conn.execute("INSERT INTO quota.api_calls (vendor, app_id, report, utc_day, calls, quota_calls, "
+                     "daily_quota) VALUES ('appsflyer', 'com.example', 'installs_report', %s, 3, 3, 3)",
+                     (yesterday,))
+    assert meter.status().used == 1
+    assert meter.spend() == 2
+
+
+def test_require_refuses_a_range_before_any_call(ledger, clean_databases):
+    _, archive_dsn = clean_databases
+    meter = ledger.meter("appsflyer", "com.example", "in_app_events_report", 12)
+    for _ in range(11):
+        meter.spend()
+    assert meter.require(1, "one day").left == 1
+    with pytest.raises(dg.Failure) as refused:
+        require_calls([(meter, 3)], "appsflyer/android_in_app_events partitions 2026-09-01..2026-11-02",
+                      hint="materialize fewer days now")
+    message = refused.value.description
+    assert "partitions 2026-09-01..2026-11-02 needs 3 calls" in message
+    assert "only 1 of today's 12 are left (11 spent" in message and "Nothing was called" in message
+    assert "resets at" in message and "materialize fewer days now" in message
+    assert refused.value.metadata["calls_needed"].value == {"com.example in_app_events_report": 3}
+    assert refused.value.metadata["calls_left"].value == {"com.example in_app_events_report": 1}
+    # Refusing spent nothing.
+    assert ledger_rows(archive_dsn)[0][3:5] == (11, 11)
+
+
+def test_parallel_runs_cannot_count_past_the_quota(ledger, clean_databases):
+    _, archive_dsn = clean_databases
+    meter = ledger.meter("appsflyer", "com.example", "installs_report", 10)
+
+    def spend() -> bool:
+        try:
+            meter.spend()
+            return True
+        except QuotaExceeded:
+            return False
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        granted = list(pool.map(lambda _: spend(), range(24)))
+    assert granted.count(True) == 10
+    assert ledger_rows(archive_dsn)[0][3:5] == (10, 10)
+
+
+def test_the_last_call_is_seen_by_every_process(ledger):
+    meter = ledger.meter("appsflyer", "com.example", "daily_report", 24)
+    assert meter.seconds_since_last_call() is None
+    meter.spend(counts_against_quota=False)
+    assert 0 <= meter.seconds_since_last_call() < 5
+
+
+def test_a_quota_below_one_is_a_configuration_error(ledger):
+    with pytest.raises(ValueError, match="at least 1"):
+        ledger.meter("appsflyer", "com.example", "installs_report", 0)

@@ -35,11 +35,17 @@ def test_a_tick_requests_yesterday_late_data_and_maturing_cohorts():
     for request in requests:
         by_trigger.setdefault(request.tags["adpipes/trigger"], []).append(request)
     (daily,) = by_trigger["daily"]
-    assert daily.partition_key == "2026-11-22" and daily.asset_selection is None  # every asset
+    # Every asset but daily_report, which the late-data run pulls for yesterday too.
+    assert daily.partition_key == "2026-11-22"
+    assert {k.to_user_string() for k in daily.asset_selection} == {
+        "appsflyer/android_installs", "appsflyer/ios_installs", "appsflyer/android_in_app_events",
+        "appsflyer/ios_in_app_events", "appsflyer/raw_data", "appsflyer/cohort_ltv", "airbridge/revenue",
+    }
     (late,) = by_trigger["late-data"]
     assert [k.to_user_string() for k in late.asset_selection] == ["appsflyer/daily_report"]
+    # One 3-day range: one call per app, not a <= 2-day call under the one-a-minute rule.
     assert (late.tags["dagster/asset_partition_range_start"], late.tags["dagster/asset_partition_range_end"]) \
-        == ("2026-11-20", "2026-11-21")
+        == ("2026-11-20", "2026-11-22")
     maturity = by_trigger["maturity"]
     assert [r.partition_key for r in maturity] == [
         (dt.date(2026, 11, 23) - dt.timedelta(days=age)).isoformat() for age in MATURITY_AGES
@@ -55,5 +61,5 @@ def test_nothing_before_the_first_partition():
     requests = evaluate(build_daily_schedule(TZ, (6, 0), "2026-11-21"))
     late = [r for r in requests if r.tags["adpipes/trigger"] == "late-data"]
     assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
-            for r in late] == [("2026-11-21", "2026-11-21")]
+            for r in late] == [("2026-11-21", "2026-11-22")]
     assert [r.partition_key for r in requests if r.tags["adpipes/trigger"] == "maturity"] == ["2026-11-21"]

@@ -21,6 +21,8 @@ from adpipes.lib.storage.retention import product_partitions, prune_table
 from adpipes.lib.storage.tables import PRODUCT, TABLES, TableSpec
 
 PRUNE_JOB = "prune_product_partitions"
+# The job's one op; an op may not share its job's name within a code location.
+PRUNE_OP = "drop_verified_partitions"
 RETENTION_SENSOR = "product_retention_sensor"
 # Retention is a matter of days: an hourly look is plenty and costs one catalog query per table.
 SENSOR_INTERVAL_SECONDS = 3600
@@ -37,7 +39,7 @@ def product_tables() -> list[TableSpec]:
     return sorted((s for s in TABLES.all() if PRODUCT in s.databases), key=lambda s: s.qualified_name)
 
 
-@dg.op(name=PRUNE_JOB, out=dg.Out(dg.Nothing), tags={"adpipes/trigger": "retention"})
+@dg.op(name=PRUNE_OP, out=dg.Out(dg.Nothing), tags={"adpipes/trigger": "retention"})
 def prune_product_partitions_op(
     context: dg.OpExecutionContext, config: PruneConfig, product_db: PostgresDatabase,
     archive_db: PostgresDatabase,
@@ -100,7 +102,7 @@ def prune_run_request(cutoffs: Mapping[str, str]) -> dg.RunRequest:
         # One prune per set of cutoffs: later ticks on the same day ask for the same key, which
         # Dagster does not launch again.
         run_key="prune:" + ",".join(f"{k}<{v}" for k, v in sorted(cutoffs.items())),
-        run_config=dg.RunConfig(ops={PRUNE_JOB: PruneConfig(cutoffs=dict(cutoffs))}),
+        run_config=dg.RunConfig(ops={PRUNE_OP: PruneConfig(cutoffs=dict(cutoffs))}),
         tags={"adpipes/trigger": "retention"},
     )
 

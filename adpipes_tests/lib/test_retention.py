@@ -9,7 +9,7 @@ import pandera.pandas as pa
 import psycopg
 
 from adpipes.lib.retention import (
-    PRUNE_JOB,
+    PRUNE_OP,
     build_retention_sensor,
     prune_product_partitions_job,
 )
@@ -62,7 +62,7 @@ def test_sensor_requests_one_prune_and_the_job_drops_only_verified_partitions(cl
         request = sensor(context)
     assert isinstance(request, dg.RunRequest)
     cutoff = (today() - dt.timedelta(days=90)).isoformat()
-    assert request.run_config["ops"][PRUNE_JOB]["config"]["cutoffs"] == {KEY: cutoff}
+    assert request.run_config["ops"][PRUNE_OP]["config"]["cutoffs"] == {KEY: cutoff}
     with dg.build_sensor_context(resources=resources) as context:
         assert sensor(context).run_key == request.run_key  # same cutoff, same key: never twice
 
@@ -101,4 +101,4 @@ def test_nothing_past_retention_is_a_skip(clean_databases):
     shorter = build_retention_sensor(90, {KEY: 2}, TZ)
     with dg.build_sensor_context(resources={"product_db": PostgresDatabase(role="product", dsn=product_dsn)}) as context:
         request = shorter(context)
-    assert request.run_config["ops"][PRUNE_JOB]["config"]["cutoffs"] == {KEY: (today() - dt.timedelta(days=2)).isoformat()}
+    assert request.run_config["ops"][PRUNE_OP]["config"]["cutoffs"] == {KEY: (today() - dt.timedelta(days=2)).isoformat()}

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from adpipes.appsflyer.daily_report import daily_report
 from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
+from adpipes.definitions import defs
 from adpipes.lib.retention import PRUNE_JOB, RETENTION_SENSOR
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes.schedules import SCHEDULE_NAME, TRIGGER_TAG
@@ -86,6 +87,24 @@ def wait_for_runs(instance: dg.DagsterInstance, tags: dict[str, str], count: int
 def failure_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return [e.dagster_event.event_specific_data.error.message
             for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
+
+
+def steps_by_pool(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """(start, end) times of every vendor API step of the runs, by pool."""
+    pools = {node.key.to_user_string().replace("/", "__"): next(iter(node.pools))
+             for node in defs.resolve_asset_graph().asset_nodes if node.pools}
+    by_pool: dict[str, list[tuple[float, float]]] = {}
+    for run_id in run_ids:
+        started: dict[str, float] = {}
+        for entry in instance.all_logs(run_id):
+            event = entry.dagster_event
+            if event is None or event.step_key not in pools:
+                continue
+            if event.event_type == dg.DagsterEventType.STEP_START:
+                started[event.step_key] = entry.timestamp
+            elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                by_pool.setdefault(pools[event.step_key], []).append((started[event.step_key], entry.timestamp))
+    return by_pool
 
 
 def test_the_daemon_executes_a_scheduled_tick_and_a_sensor_requested_prune(
@@ -159,6 +178,15 @@ def test_the_daemon_executes_a_scheduled_tick_and_a_sensor_requested_prune(
             for record in runs:
                 assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS, \
                     (record.dagster_run.tags, failure_messages(instance, record.dagster_run.run_id))
+            # 3. The pools of the shipped dagster.yaml: one step per vendor API at a time, across
+            # the runs of the tick (the daily and maturity runs all pull cohorts and revenue).
+            by_pool = steps_by_pool(instance, [r.dagster_run.run_id for r in runs])
+            assert len(by_pool["appsflyer_cohort_api"]) == 3 and len(by_pool["airbridge_api"]) == 3
+            assert len(by_pool["appsflyer_raw_data_api"]) == 4
+            for pool, intervals in by_pool.items():
+                intervals.sort()
+                assert all(end <= next_start for (_, end), (next_start, _) in zip(intervals, intervals[1:])), \
+                    (pool, intervals)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:

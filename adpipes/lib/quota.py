@@ -26,7 +26,7 @@ import dagster as dg
 from psycopg import sql
 
 from adpipes.lib.http import VendorApiError
-from adpipes.lib.storage.postgres import PostgresDatabase
+from adpipes.lib.storage.postgres import PostgresDatabase, create_if_missing
 
 SCHEMA = "quota"
 TABLE = "api_calls"
@@ -89,11 +89,6 @@ class ApiCallLedger(dg.ConfigurableResource):
             raise ValueError(f"the daily quota of {vendor} {report} must be at least 1, got {daily_quota}")
         return QuotaMeter(self, vendor, app_id, report, daily_quota)
 
-    def _ensure_table(self, cur) -> None:
-        # Every run process creates the table on first use; the lock keeps their DDL apart.
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('adpipes:ddl:quota'))")
-        for statement in _DDL:
-            cur.execute(statement)
 
 
 @dataclass(frozen=True)
@@ -151,7 +146,7 @@ class QuotaMeter:
         limited = counts_against_quota and self.daily_quota is not None
         step = 1 if counts_against_quota else 0
         with self.ledger.archive.connect() as conn, conn.cursor() as cur:
-            self.ledger._ensure_table(cur)
+            create_if_missing(cur, SCHEMA, _DDL)
             cur.execute(
                 sql.SQL(
                     "INSERT INTO {table} AS c (vendor, app_id, report, utc_day, calls, quota_calls, daily_quota) "

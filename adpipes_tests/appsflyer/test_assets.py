@@ -13,7 +13,8 @@ import pytest
 from adpipes.appsflyer.assets import raw_data, raw_report_assets
 from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
 from adpipes.lib.quality import QualityStore
-from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME, SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
+from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
+from adpipes_tests.fixtures.sandbox import prod_cli_env
 
 TZ = "Asia/Seoul"
 ASSETS = [*raw_report_assets, raw_data]
@@ -271,22 +272,7 @@ def test_prod_cli_materializes_a_day(clean_sandbox, clean_databases, tmp_path):
     """The 'done when' path: ADPIPES_ENV=prod, real DSNs, an AppsFlyer-compatible endpoint, the CLI."""
     product_dsn, archive_dsn = clean_databases
     day = recent_day()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("ADPIPES_", "APPSFLYER_", "AIRBRIDGE_"))},
-        "ADPIPES_ENV": "prod",
-        "ADPIPES_PRODUCT_DSN": product_dsn,
-        "ADPIPES_ARCHIVE_DSN": archive_dsn,
-        "APPSFLYER_BASE_URL": clean_sandbox.base_url,
-        "APPSFLYER_API_TOKEN": clean_sandbox.appsflyer_token,
-        "APPSFLYER_ANDROID_APP_ID": SANDBOX_ANDROID_APP_ID,
-        "APPSFLYER_IOS_APP_ID": SANDBOX_IOS_APP_ID,
-        # Required in prod since the Airbridge assets exist; unused by this AppsFlyer selection.
-        "AIRBRIDGE_API_TOKEN": clean_sandbox.airbridge_token,
-        "AIRBRIDGE_APP_NAME": SANDBOX_AIRBRIDGE_APP_NAME,
-        "AIRBRIDGE_BASE_URL": clean_sandbox.base_url,
-        "ADPIPES_TIMEZONE": TZ,
-        "DAGSTER_HOME": str(tmp_path),
-    }
+    env = prod_cli_env(clean_sandbox, product_dsn, archive_dsn, str(tmp_path), timezone=TZ)
     selection = ",".join(f"appsflyer/{t}" for t in RAW_TABLES + ["raw_data"])
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adpipes.definitions",
                "--select", selection, "--partition", day]

@@ -24,7 +24,7 @@ from psycopg import sql
 from pydantic import Field
 
 from adpipes.lib.quality.validation import QualityReport
-from adpipes.lib.storage.postgres import PostgresDatabase, arrow_table, copy_arrow_table
+from adpipes.lib.storage.postgres import PostgresDatabase, arrow_table, copy_arrow_table, create_if_missing
 
 SCHEMA = "quality"
 FAILURE_CASES = "failure_cases"
@@ -118,10 +118,7 @@ class QualityStore(dg.ConfigurableResource):
         asset = asset_key.to_user_string()
         partitions = sorted(report.rows)
         with self.archive.connect() as conn, conn.cursor() as cur:
-            # Concurrent runs create the tables on first use; the lock keeps their DDL apart.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('adpipes:ddl:quality'))")
-            for statement in _DDL:
-                cur.execute(statement)
+            create_if_missing(cur, SCHEMA, _DDL)
             for table in (FAILURE_CASES, QUARANTINE, REJECTED_DELIVERIES):
                 cur.execute(
                     sql.SQL("DELETE FROM {} WHERE asset_key = %s AND report_date = ANY(%s::date[])").format(

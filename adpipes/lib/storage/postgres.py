@@ -96,14 +96,23 @@ def _ident(*parts: str) -> sql.Identifier:
     return sql.Identifier(*parts)
 
 
-def _lock_table_ddl(cur: psycopg.Cursor, spec: TableSpec) -> None:
+def _lock_schema_ddl(cur: psycopg.Cursor, schema: str) -> None:
     # Concurrent runs create the schema, child tables and columns; a transaction-scoped advisory
     # lock keeps their DDL from racing. Per schema, not per table: two tables of one schema
     # (e.g. daily_report and cohort_ltv in parallel steps) both run CREATE SCHEMA IF NOT EXISTS,
     # which is not safe against a concurrent create.
-    cur.execute(
-        "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"adpipes:ddl:{spec.schema_name}",)
-    )
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"adpipes:ddl:{schema}",))
+
+
+def create_if_missing(cur: psycopg.Cursor, schema: str, statements: Sequence[str]) -> None:
+    """Run idempotent DDL (``CREATE ... IF NOT EXISTS``) for a schema of adpipes' own tables.
+
+    Every run process creates them on first use; the schema's DDL lock keeps concurrent creators
+    apart until the transaction ends.
+    """
+    _lock_schema_ddl(cur, schema)
+    for statement in statements:
+        cur.execute(statement)
 
 
 def existing_columns(cur: psycopg.Cursor, schema: str, table: str) -> list[str]:
@@ -124,7 +133,7 @@ def ensure_table(
     """Create schema, parent table, missing columns and the day partitions; commit."""
     schema, table = spec.schema_name, spec.table_name
     with conn.cursor() as cur:
-        _lock_table_ddl(cur, spec)
+        _lock_schema_ddl(cur, spec.schema_name)
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(schema)))
         column_sql = sql.SQL(", ").join(
             sql.SQL("{} {}{}").format(

@@ -26,24 +26,34 @@ def seed(days: int) -> list[str]:
     assets = list(defs.assets or [])
     partitions_def = assets[0].partitions_def
     keys = partitions_def.get_partition_keys()[-days:]
-    done: set[str] = set()
+    done: set[str] | None = None
     for asset in assets:
         for key in asset.keys:
             materialized = instance.get_materialized_partitions(key)
-            done = materialized if not done else done & materialized
-    seeded = []
-    for key in keys:
-        if key in done:
-            log.info("partition %s already materialized", key)
+            done = materialized if done is None else done & materialized
+    missing = [key for key in keys if key not in (done or set())]
+    # Consecutive missing days are one run, as a backfill would be: the vendor clients cover a
+    # range with as few calls as their APIs allow, so seeding many days stays within the quotas.
+    ranges: list[list[str]] = []
+    for index, key in enumerate(keys):
+        if key not in missing:
             continue
-        log.info("materializing partition %s of %d assets", key, len(assets))
+        if ranges and keys.index(ranges[-1][-1]) == index - 1:
+            ranges[-1].append(key)
+        else:
+            ranges.append([key])
+    seeded = []
+    for days_range in ranges:
+        first, last = days_range[0], days_range[-1]
+        log.info("materializing partitions %s..%s of %d assets", first, last, len(assets))
         result = dg.materialize(
-            assets, resources=defs.resources, partition_key=key, instance=instance,
-            tags={"adpipes/trigger": "devseed"},
+            assets, resources=defs.resources, instance=instance,
+            tags={"adpipes/trigger": "devseed", "dagster/asset_partition_range_start": first,
+                  "dagster/asset_partition_range_end": last},
         )
         if not result.success:
-            raise SystemExit(f"seeding partition {key} failed; see the run in the Dagster UI")
-        seeded.append(key)
+            raise SystemExit(f"seeding partitions {first}..{last} failed; see the run in the Dagster UI")
+        seeded.extend(days_range)
     return seeded
 
 

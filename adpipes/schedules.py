@@ -26,7 +26,7 @@ import dagster as dg
 
 from adpipes.airbridge.schemas import REVENUE_KEY
 from adpipes.appsflyer.schemas import COHORT_LTV_KEY, DAILY_REPORT_KEY
-from adpipes.appsflyer.daily_report import FINALIZATION_LAG_DAYS
+from adpipes.appsflyer.daily_report import daily_report_refresh_run_request
 
 SCHEDULE_NAME = "daily_schedule"
 # Cohort ages (days since install) at which cohort assets are pulled again: the stored periods
@@ -47,14 +47,8 @@ def daily_run_requests(today: dt.date, first_partition: dt.date,
             asset_selection=sorted(k for k in asset_keys if k != DAILY_REPORT_KEY),
             tags={TRIGGER_TAG: "daily"},
         ))
-    late_first = max(yesterday - dt.timedelta(days=FINALIZATION_LAG_DAYS), first_partition)
-    late_last = yesterday
-    if late_last >= late_first:
-        requests.append(dg.RunRequest(
-            run_key=f"late-data:{late_first}..{late_last}", asset_selection=[DAILY_REPORT_KEY],
-            tags={TRIGGER_TAG: "late-data", "dagster/asset_partition_range_start": late_first.isoformat(),
-                  "dagster/asset_partition_range_end": late_last.isoformat()},
-        ))
+        requests.append(daily_report_refresh_run_request(
+            yesterday.isoformat(), first_partition.isoformat(), tags={TRIGGER_TAG: "late-data"}))
     for age in MATURITY_AGES:
         cohort = today - dt.timedelta(days=age)
         if cohort < first_partition:
@@ -78,7 +72,8 @@ def build_daily_schedule(timezone: str, at: tuple[int, int], first_partition: st
         execution_timezone=timezone,
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Every day at {hour:02d}:{minute:02d} {timezone}: yesterday's partition of every asset, "
+        description=f"Every day at {hour:02d}:{minute:02d} {timezone}: yesterday's partition of every asset "
+        "but daily_report, "
         "daily_report for yesterday and the two days before (late data, one 3-day call per app), and "
         "cohort assets as their cohorts mature.",
     )

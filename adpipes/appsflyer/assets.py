@@ -109,7 +109,7 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
             [(quota, len(windows))],
             f"{spec.asset_key.to_user_string()} partitions {windows[0][0]}..{windows[-1][1]}",
             hint=f"materialize fewer days now (one call covers up to {RAW_WINDOW_DAYS[report]} days; "
-            "a truncated answer costs one more call per split)",
+            "a truncated window costs 2 more calls: its answer is discarded and both halves fetched)",
         )
         # The responses are spooled to disk and streamed into the archive as delivered: a raw day
         # can be a million rows, too big to hold in memory several times over.

@@ -2,8 +2,8 @@
 
 One aggregate Pull API call per platform covers the whole partition range (aggregate history is
 unlimited). Aggregates finalize about 48 hours late, so a day's figures still change for two
-days: :func:`refresh_range` and :func:`daily_report_refresh_run_request` re-pull a day together
-with the two days before it, in one single-run range (which a later schedule uses).
+days: :func:`daily_report_refresh_run_request` re-pulls a day together with the two days before
+it in one single-run range; the daily schedule's late-data run is that request for yesterday.
 """
 
 import datetime as dt
@@ -15,11 +15,11 @@ import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
 from adpipes.appsflyer.resources import (
     AGGREGATE_API_POOL,
-    AGGREGATE_SHORT_RANGE_DAYS,
     DAILY_REPORT,
     AppsFlyerApiError,
     AppsFlyerApps,
     AppsFlyerPullApi,
+    is_short_aggregate_range,
 )
 from adpipes.appsflyer.schemas import (
     AGGREGATE_NULL_MARKERS,
@@ -111,25 +111,30 @@ def daily_report_frame(raw: pd.DataFrame, platform: str, app_id: str) -> ParsedD
     return ParsedDailyReport(frame, unknown, missing)
 
 
-def refresh_range(partition_key: str, lag_days: int = FINALIZATION_LAG_DAYS) -> tuple[str, str]:
-    """The partition range re-pulling ``partition_key`` and the ``lag_days`` days before it
-    (not before the first partition), e.g. 2026-11-20 -> ("2026-11-18", "2026-11-20")."""
+def refresh_range(partition_key: str, first_partition: str | None = None) -> tuple[str, str]:
+    """The partition range re-pulling ``partition_key`` and the ``FINALIZATION_LAG_DAYS`` days
+    before it, not before ``first_partition`` (default: the partitions' first day),
+    e.g. 2026-11-20 -> ("2026-11-18", "2026-11-20")."""
     day = dt.date.fromisoformat(partition_key)
-    first_key = appsflyer_daily_partitions.get_first_partition_key()
-    start = day - dt.timedelta(days=lag_days)
+    first_key = first_partition or appsflyer_daily_partitions.get_first_partition_key()
+    start = day - dt.timedelta(days=FINALIZATION_LAG_DAYS)
     if first_key is not None:
         start = max(start, dt.date.fromisoformat(first_key))
     return start.isoformat(), day.isoformat()
 
 
-def daily_report_refresh_run_request(partition_key: str) -> dg.RunRequest:
+def daily_report_refresh_run_request(partition_key: str, first_partition: str | None = None,
+                                     tags: dict[str, str] | None = None) -> dg.RunRequest:
     """One run materializing ``partition_key`` and the two days before it as a single-run range:
     one call per platform, and as a 3-day range it counts against the daily aggregate quota (24
-    a day) rather than the one-call-per-minute limit of <= 2-day ranges."""
-    start, end = refresh_range(partition_key)
+    a day) rather than the one-call-per-minute limit of <= 2-day ranges. The run key names the
+    range, so a tick or sensor requests it once."""
+    start, end = refresh_range(partition_key, first_partition)
     return dg.RunRequest(
+        run_key=f"daily_report:{start}..{end}",
         asset_selection=[DAILY_REPORT_TABLE.asset_key],
-        tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
+        tags={**(tags or {}), "dagster/asset_partition_range_start": start,
+              "dagster/asset_partition_range_end": end},
     )
 
 
@@ -155,8 +160,8 @@ def daily_report(
     (cost, eCPI), one row per day, platform, agency, media source and campaign. This is the table
     for spend and acquisition dashboards (cost per install by channel, installs by campaign).
     AppsFlyer finalizes aggregates about 48 hours late, so a day's figures may still change for two
-    days: re-materialize a day together with the two days before it (`--partition-range
-    D-2...D`, one call per app; `daily_report_refresh_run_request` builds that run).
+    days: the daily schedule re-pulls yesterday with the two days before it, as one 3-day range
+    (one call per app); by hand, materialize `--partition-range D-2...D`.
     """
     keys = context.partition_keys
     first, last = dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])
@@ -165,7 +170,7 @@ def daily_report(
     rejected = []
     quotas = {p: appsflyer_api.quota_meter(api_calls, appsflyer_apps.app_id(p), DAILY_REPORT) for p in PLATFORMS}
     # One call per app; only ranges of 3+ days count against the daily aggregate quota.
-    needed = 1 if (last - first).days + 1 > AGGREGATE_SHORT_RANGE_DAYS else 0
+    needed = 0 if is_short_aggregate_range(first, last) else 1
     quota_use = require_calls(
         [(quota, needed) for quota in quotas.values()],
         f"{DAILY_REPORT_TABLE.asset_key.to_user_string()} partitions {first}..{last}",

@@ -11,8 +11,9 @@ reason.
 The Pull API has no paging and no truncation flag: a response with exactly ``maximum_rows`` data
 rows has silently lost the rest. The client therefore halves such windows (down to
 ``min_split_seconds``) and fails loudly when a window cannot be split further. Calls count
-against a small daily quota (about 24 a day per app for installs, 12 for in-app events), so quota
-answers are never retried, while 429/5xx, connection errors and the known zero-byte 200 are.
+against a small daily quota (about 24 a day per app for installs, 12 for in-app events), so daily
+quota answers are never retried, while 429/5xx, connection errors and the known zero-byte 200 are
+(and the 403 'Limit reached' of a <= 2-day aggregate range, once its minute has passed).
 
 The token travels only in the ``Authorization`` header (the V1 ``?api_token=`` form put it in URLs
 and therefore in proxy and server logs); it never appears in a URL, log line, error or repr.
@@ -66,7 +67,7 @@ COHORT_PATH = "/api/cohorts/v1/data/app/{app_id}"
 DAILY_REPORT = "daily_report"
 # Daily call quotas per app of the usual plans (AppsFlyer's support article "Report generation
 # quotas"): raw installs 24, raw in-app events 12, aggregate ranges of 3+ days 24.
-DEFAULT_DAILY_QUOTAS = {INSTALLS_REPORT: 24, IN_APP_EVENTS_REPORT: 12, "daily_report": 24}
+DEFAULT_DAILY_QUOTAS = {INSTALLS_REPORT: 24, IN_APP_EVENTS_REPORT: 12, DAILY_REPORT: 24}
 QUOTA_VENDOR = "appsflyer"
 # The sandbox's fault/call-log name of Cohort API calls (the API has no report name).
 COHORT_REPORT = "cohort"
@@ -90,6 +91,11 @@ _QUOTA_PATTERN = re.compile(r"limit.*reached|reached.*limit", re.IGNORECASE | re
 _BODY_EXCERPT_CHARS = 300
 
 _default_log = logging.getLogger("adpipes.appsflyer")
+
+
+def is_short_aggregate_range(first_day: dt.date, last_day: dt.date) -> bool:
+    """<= 2 days: limited to one call a minute, not counted against the daily quota."""
+    return (last_day - first_day).days + 1 <= AGGREGATE_SHORT_RANGE_DAYS
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -133,7 +139,8 @@ class AppsFlyerCohortRequestError(AppsFlyerApiError):
 class MinuteSpacing:
     """Keeps calls of one key (base URL, app, report) at least ``interval`` seconds apart.
 
-    In-process only: another process calling the same report is handled by the quota retry.
+    In-process, without a database round trip; other processes are waited out through the call
+    ledger (``_wait_for_other_processes``) and, for calls made by other tools, the quota retry.
     """
 
     def __init__(self) -> None:
@@ -256,8 +263,7 @@ class AggregateReport:
 
     @property
     def short_range(self) -> bool:
-        """<= 2 days: limited to one call a minute, not counted against the daily quota."""
-        return (self.last_day - self.first_day).days + 1 <= AGGREGATE_SHORT_RANGE_DAYS
+        return is_short_aggregate_range(self.first_day, self.last_day)
 
     def count_call(self) -> None:
         """Count a request about to be sent (against the daily quota for 3+-day ranges only)."""
@@ -489,8 +495,10 @@ class AppsFlyerPullApi(VendorApiResource):
     # -- public API ---------------------------------------------------------------------------
 
     def quota_meter(self, ledger: ApiCallLedger, app_id: str, report: str) -> QuotaMeter:
-        """The ledger's meter of one app's report, with this plan's daily quota of that report."""
-        return ledger.meter(QUOTA_VENDOR, app_id, report, self.daily_quotas.get(report))
+        """The ledger's meter of one app's report, with this plan's daily quota of that report
+        (AppsFlyer's default where ``daily_quotas`` names only some reports)."""
+        quotas = {**DEFAULT_DAILY_QUOTAS, **self.daily_quotas}
+        return ledger.meter(QUOTA_VENDOR, app_id, report, quotas.get(report))
 
     def fetch_raw_report(self, app_id: str, report: str, start: dt.datetime, end: dt.datetime,
                          log: Any = None, directory: Path | None = None,
@@ -501,7 +509,7 @@ class AppsFlyerPullApi(VendorApiResource):
         Windows returning ``maximum_rows`` rows are halved until complete; each piece is retried
         on transient failures. With ``quota``, every request is counted in the call ledger first,
         which refuses (``QuotaExceeded``) once the day's quota is spent. Raises a subclass of
-        ``AppsFlyerApiError``.
+        ``AppsFlyerApiError``, or ``QuotaExceeded``.
         """
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("start and end must be timezone-aware datetimes")
@@ -644,9 +652,10 @@ class AppsFlyerPullApi(VendorApiResource):
         """Sleep until ``aggregate_min_interval_seconds`` after the report's last call by any
         adpipes process (from the call ledger, on the database's clock); returns seconds slept.
 
-        Runs of one tick (yesterday's run and the late-data run) call daily_report in separate
-        processes; the vendor pool keeps them from calling at once, and this keeps them a minute
-        apart instead of spending a 403 'Limit reached' and a retry.
+        Short ranges of one report are often pulled by separate run processes (day-by-day
+        backfill runs, a hand-made 1-day run beside a scheduled one); the vendor pool keeps them
+        from calling at once, and this keeps them a minute apart instead of spending a 403
+        'Limit reached' and a retry.
         """
         if quota is None or self.aggregate_min_interval_seconds <= 0:
             return 0.0
@@ -715,7 +724,8 @@ class AppsFlyerPullApi(VendorApiResource):
               spool_to: Path | None = None, **kwargs: Any) -> bytes:
         """One logical API call with retries; returns the 200 body or raises AppsFlyerApiError.
 
-        ``on_attempt`` is called once per HTTP request sent (every request spends quota). With
+        ``on_attempt`` is called before each HTTP request is sent (every request spends quota)
+        and may refuse it by raising (the call ledger's ``QuotaExceeded``). With
         ``spool_to``, a 200 body is streamed into that file instead (and ``b""`` returned).
         """
         context = dict(app_id=app_id, report=report, window=window)

@@ -13,8 +13,8 @@ shared table, ``quota.api_calls``:
   it in one atomic statement that refuses once the quota is spent, so parallel runs can never
   count past it.
 
-Calls sent by other tools with the same token are not seen; the vendor's own quota answer still
-stops the run then (and is never retried).
+Calls sent by other tools with the same token are not seen; the vendor's own daily-quota answer
+still stops the run then (and is never retried).
 """
 
 from __future__ import annotations
@@ -86,7 +86,10 @@ class ApiCallLedger(dg.ConfigurableResource):
     def meter(self, vendor: str, app_id: str, report: str, daily_quota: int | None) -> QuotaMeter:
         """The meter of one app's report; ``daily_quota`` None counts without a limit."""
         if daily_quota is not None and daily_quota < 1:
-            raise ValueError(f"the daily quota of {vendor} {report} must be at least 1, got {daily_quota}")
+            raise ValueError(
+                f"the daily quota of {vendor} {report} must be at least 1, got {daily_quota}: fix the "
+                "daily_quotas of the vendor's API resource (APPSFLYER_DAILY_QUOTAS for AppsFlyer)"
+            )
         return QuotaMeter(self, vendor, app_id, report, daily_quota)
 
 
@@ -146,7 +149,7 @@ class QuotaMeter:
         limited = counts_against_quota and self.daily_quota is not None
         step = 1 if counts_against_quota else 0
         with self.ledger.archive.connect() as conn, conn.cursor() as cur:
-            create_if_missing(cur, SCHEMA, _DDL)
+            create_if_missing(cur, SCHEMA, (TABLE,), _DDL)
             cur.execute(
                 sql.SQL(
                     "INSERT INTO {table} AS c (vendor, app_id, report, utc_day, calls, quota_calls, daily_quota) "

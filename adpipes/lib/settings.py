@@ -158,6 +158,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "'installs_report=48,in_app_events_report=24'",
     )
 
+    if environ.get("ADPIPES_SCHEDULE_HOUR", "").strip():
+        # An earlier name: ignoring it would silently move the user's schedule back to 06:00.
+        problems.append(
+            "ADPIPES_SCHEDULE_HOUR was renamed: set ADPIPES_SCHEDULE_TIME=HH:MM instead (e.g. "
+            f"'{environ['ADPIPES_SCHEDULE_HOUR'].strip().zfill(2)}:00') and unset ADPIPES_SCHEDULE_HOUR"
+        )
     time_raw = environ.get("ADPIPES_SCHEDULE_TIME", "").strip() or DEFAULT_SCHEDULE_TIME
     try:
         moment = dt.datetime.strptime(time_raw, "%H:%M")

@@ -113,3 +113,21 @@ def test_the_last_call_is_seen_by_every_process(ledger):
 def test_a_quota_below_one_is_a_configuration_error(ledger):
     with pytest.raises(ValueError, match="at least 1"):
         ledger.meter("appsflyer", "com.example", "installs_report", 0)
+
+
+def test_without_a_quota_calls_are_counted_but_never_refused(ledger, clean_databases):
+    _, archive_dsn = clean_databases
+    meter = ledger.meter("appsflyer", "com.example", "installs_report", None)
+    assert meter.require(1000, "a long range").left is None
+    for _ in range(30):
+        meter.spend()
+    assert ledger_rows(archive_dsn)[0][3:6] == (30, 30, None)
+
+
+def test_a_plan_naming_some_reports_keeps_the_defaults_of_the_others(ledger):
+    from adpipes.appsflyer.resources import AppsFlyerPullApi
+
+    api = AppsFlyerPullApi(api_token=None, base_url=None, daily_quotas={"in_app_events_report": 3})
+    assert api.quota_meter(ledger, "com.example", "in_app_events_report").daily_quota == 3
+    assert api.quota_meter(ledger, "com.example", "installs_report").daily_quota == 24
+    assert api.quota_meter(ledger, "com.example", "daily_report").daily_quota == 24

@@ -39,6 +39,7 @@ def test_prod_complete_is_accepted_and_secrets_are_not_kept_as_values():
         ({"APPSFLYER_DAILY_QUOTAS": "installs_report=0"}, "calls a day per app"),
         ({"ADPIPES_SCHEDULE_TIME": "6"}, "ADPIPES_SCHEDULE_TIME='6' must be a time HH:MM"),
         ({"ADPIPES_SCHEDULE_TIME": "24:00"}, "ADPIPES_SCHEDULE_TIME"),
+        ({"ADPIPES_SCHEDULE_HOUR": "5"}, "ADPIPES_SCHEDULE_HOUR was renamed: set ADPIPES_SCHEDULE_TIME=HH:MM instead \\(e.g. '05:00'\\)"),
     ],
 )
 def test_invalid_values_are_named(environ, fragment):

@@ -265,7 +265,7 @@ def publish(
             results.append(_unknown_columns_result(report, verdict))
         else:
             results.append(_rule_result(group, asset_key, verdict))
-    store.record(context.run_id, asset_key, report, rejected)
+    store.record(context.run.run_id, asset_key, report, rejected)
     if len(report.structural_failures()) and not archive_as_delivered:
         output = None
     if output is not None:

@@ -118,7 +118,7 @@ class QualityStore(dg.ConfigurableResource):
         asset = asset_key.to_user_string()
         partitions = sorted(report.rows)
         with self.archive.connect() as conn, conn.cursor() as cur:
-            create_if_missing(cur, SCHEMA, _DDL)
+            create_if_missing(cur, SCHEMA, (FAILURE_CASES, QUARANTINE, REJECTED_DELIVERIES, PARTITION_ROWS), _DDL)
             for table in (FAILURE_CASES, QUARANTINE, REJECTED_DELIVERIES):
                 cur.execute(
                     sql.SQL("DELETE FROM {} WHERE asset_key = %s AND report_date = ANY(%s::date[])").format(

@@ -104,12 +104,21 @@ def _lock_schema_ddl(cur: psycopg.Cursor, schema: str) -> None:
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"adpipes:ddl:{schema}",))
 
 
-def create_if_missing(cur: psycopg.Cursor, schema: str, statements: Sequence[str]) -> None:
-    """Run idempotent DDL (``CREATE ... IF NOT EXISTS``) for a schema of adpipes' own tables.
+def create_if_missing(cur: psycopg.Cursor, schema: str, tables: Sequence[str], statements: Sequence[str]) -> None:
+    """Run idempotent DDL (``CREATE ... IF NOT EXISTS``) for a schema of adpipes' own tables,
+    unless every one of ``tables`` exists already.
 
     Every run process creates them on first use; the schema's DDL lock keeps concurrent creators
-    apart until the transaction ends.
+    apart until the transaction ends. The existence probe first keeps the common case (tables
+    there) from taking that lock on every write, which would serialize e.g. the call ledger's
+    counting across runs, and from re-running COMMENT ON, which needs the tables' owner.
     """
+    cur.execute(
+        "SELECT bool_and(to_regclass(name) IS NOT NULL) FROM unnest(%s::text[]) AS name",
+        ([f"{schema}.{table}" for table in tables],),
+    )
+    if cur.fetchone()[0]:
+        return
     _lock_schema_ddl(cur, schema)
     for statement in statements:
         cur.execute(statement)

@@ -180,6 +180,10 @@ def test_the_daemon_executes_a_scheduled_tick_and_a_sensor_requested_prune(
                     (record.dagster_run.tags, failure_messages(instance, record.dagster_run.run_id))
             # 3. The pools of the shipped dagster.yaml: one step per vendor API at a time, across
             # the runs of the tick (the daily and maturity runs all pull cohorts and revenue).
+            # The runs themselves overlap (max_concurrent_runs 4), so only the pools can have kept
+            # their API steps apart.
+            spans = sorted((r.start_time, r.end_time) for r in runs)
+            assert any(start < end for (_, end), (start, _) in zip(spans, spans[1:])), spans
             by_pool = steps_by_pool(instance, [r.dagster_run.run_id for r in runs])
             assert len(by_pool["appsflyer_cohort_api"]) == 3 and len(by_pool["airbridge_api"]) == 3
             assert len(by_pool["appsflyer_raw_data_api"]) == 4

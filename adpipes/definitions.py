@@ -15,7 +15,7 @@ from adpipes.airbridge.resources import airbridge_api_from_settings
 from adpipes.appsflyer.assets import raw_data, raw_report_assets
 from adpipes.appsflyer.cohort import cohort_ltv
 from adpipes.appsflyer.daily_report import daily_report
-from adpipes.appsflyer.resources import DEFAULT_DAILY_QUOTAS, AppsFlyerApps, AppsFlyerPullApi
+from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
 from adpipes.lib.settings import (
     DEFAULT_APPSFLYER_BASE_URL,
     SANDBOX_ANDROID_APP_ID,
@@ -36,7 +36,7 @@ def _env_or(settings: Settings, name: str, default: str | None) -> dg.EnvVar | s
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
-    daily_quotas = {**DEFAULT_DAILY_QUOTAS, **settings.appsflyer_daily_quotas}
+    daily_quotas = settings.appsflyer_daily_quotas
     if settings.is_dev:
         # Dev always talks to the sandbox (None = find or start it); real credentials are only
         # used with ADPIPES_ENV=prod so a dev run never spends a real API quota.

@@ -53,7 +53,8 @@ def test_a_tick_requests_yesterday_late_data_and_maturing_cohorts():
     assert all({k.to_user_string() for k in r.asset_selection} == {"appsflyer/cohort_ltv", "airbridge/revenue"}
                for r in maturity)
     assert [r.tags["adpipes/cohort_age_days"] for r in maturity] == [str(a) for a in MATURITY_AGES]
-    # Run keys are per day: a tick evaluated twice requests nothing new.
+    # Each run has its own key, made of its days: Dagster launches a key once, so a tick
+    # evaluated again requests nothing new.
     assert len({r.run_key for r in requests}) == len(requests)
 
 

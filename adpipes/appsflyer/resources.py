@@ -41,7 +41,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import requests
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from adpipes.lib.quota import ApiCallLedger, QuotaMeter, describe_reset
 from adpipes.lib.http import (
@@ -475,7 +475,8 @@ class AppsFlyerPullApi(VendorApiResource):
         default_factory=lambda: dict(DEFAULT_DAILY_QUOTAS),
         description="Calls a day per app your AppsFlyer plan allows, per report (quotas reset at "
         "00:00 UTC): raw reports, and daily_report for ranges of 3+ days (APPSFLYER_DAILY_QUOTAS). "
-        "The call ledger refuses a range that would exceed them before calling.",
+        "The call ledger refuses a range that would exceed them before calling. Reports not named "
+        "keep the usual plan's quota.",
     )
     cohort_calls_per_minute: int = Field(
         default=60, description="Cohort API rate limit per account (calls per rate window)."
@@ -483,6 +484,12 @@ class AppsFlyerPullApi(VendorApiResource):
     cohort_rate_window_seconds: float = Field(
         default=60.0, description="Length of the Cohort API rate window (the API's is one minute)."
     )
+
+    @field_validator("daily_quotas")
+    @classmethod
+    def _with_default_quotas(cls, quotas: dict[str, int]) -> dict[str, int]:
+        # A plan naming only some reports (e.g. more in-app events calls) keeps the others' quota.
+        return {**DEFAULT_DAILY_QUOTAS, **quotas}
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -495,10 +502,8 @@ class AppsFlyerPullApi(VendorApiResource):
     # -- public API ---------------------------------------------------------------------------
 
     def quota_meter(self, ledger: ApiCallLedger, app_id: str, report: str) -> QuotaMeter:
-        """The ledger's meter of one app's report, with this plan's daily quota of that report
-        (AppsFlyer's default where ``daily_quotas`` names only some reports)."""
-        quotas = {**DEFAULT_DAILY_QUOTAS, **self.daily_quotas}
-        return ledger.meter(QUOTA_VENDOR, app_id, report, quotas.get(report))
+        """The ledger's meter of one app's report, with this plan's daily quota of that report."""
+        return ledger.meter(QUOTA_VENDOR, app_id, report, self.daily_quotas.get(report))
 
     def fetch_raw_report(self, app_id: str, report: str, start: dt.datetime, end: dt.datetime,
                          log: Any = None, directory: Path | None = None,

@@ -92,6 +92,17 @@ def partition_table_name(table: str, day: dt.date) -> str:
     return f"{table}_p{day:%Y%m%d}"
 
 
+def partition_day(table: str, child: str) -> dt.date | None:
+    """The day of a child table named by :func:`partition_table_name`, else None."""
+    prefix = f"{table}_p"
+    if not child.startswith(prefix):
+        return None
+    try:
+        return dt.datetime.strptime(child.removeprefix(prefix), "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
 def _ident(*parts: str) -> sql.Identifier:
     return sql.Identifier(*parts)
 

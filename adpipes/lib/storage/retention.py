@@ -8,15 +8,13 @@ of its child table: instant, no ``DELETE`` and no vacuum. The archive is only re
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
-from adpipes.lib.storage.tables import PARTITION_COLUMN, TableSpec
-
-_CHILD = re.compile(r"_p(\d{8})$")
+from adpipes.lib.storage.postgres import partition_day
+from adpipes.lib.storage.tables import TableSpec
 
 
 def product_partitions(conn: psycopg.Connection, spec: TableSpec) -> dict[dt.date, str]:
@@ -29,23 +27,18 @@ def product_partitions(conn: psycopg.Connection, spec: TableSpec) -> dict[dt.dat
     ).fetchall()
     days = {}
     for (name,) in rows:
-        found = _CHILD.search(name)
-        if found:
-            days[dt.datetime.strptime(found.group(1), "%Y%m%d").date()] = name
+        day = partition_day(spec.table_name, name)
+        if day is not None:
+            days[day] = name
     return days
 
 
-def _count(conn: psycopg.Connection, spec: TableSpec, child: str | None, day: dt.date) -> int:
-    if child is not None:
-        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(spec.schema_name, child))
-        return conn.execute(query).fetchone()[0]
-    exists = conn.execute("SELECT to_regclass(%s)", (spec.qualified_name,)).fetchone()[0]
-    if exists is None:
+def _count(conn: psycopg.Connection, spec: TableSpec, child: str | None) -> int:
+    # Every row lives in its day's child table (no default partition): no child, no rows.
+    if child is None:
         return 0
-    query = sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
-        sql.Identifier(spec.schema_name, spec.table_name), sql.Identifier(PARTITION_COLUMN)
-    )
-    return conn.execute(query, (day,)).fetchone()[0]
+    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(spec.schema_name, child))
+    return conn.execute(query).fetchone()[0]
 
 
 @dataclass
@@ -69,8 +62,8 @@ def prune_table(product: psycopg.Connection, archive: psycopg.Connection, spec: 
     for day, child in sorted(product_partitions(product, spec).items()):
         if day >= cutoff:
             continue
-        in_product = _count(product, spec, child, day)
-        in_archive = _count(archive, spec, archived.get(day), day)
+        in_product = _count(product, spec, child)
+        in_archive = _count(archive, spec, archived.get(day))
         archive.rollback()
         if in_archive < in_product:
             result.refused[day.isoformat()] = (

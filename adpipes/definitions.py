@@ -15,7 +15,12 @@ from adpipes.airbridge.resources import airbridge_api_from_settings
 from adpipes.appsflyer.assets import raw_data, raw_report_assets
 from adpipes.appsflyer.cohort import cohort_ltv
 from adpipes.appsflyer.daily_report import daily_report
-from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
+from adpipes.appsflyer.aggregate_api import DEFAULT_DAILY_QUOTAS as AGGREGATE_DEFAULT_QUOTAS
+from adpipes.appsflyer.aggregate_api import AppsFlyerAggregateApi
+from adpipes.appsflyer.cohort_api import AppsFlyerCohortApi
+from adpipes.appsflyer.raw_data_api import DEFAULT_DAILY_QUOTAS as RAW_DEFAULT_QUOTAS
+from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
+from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.lib.settings import (
     DEFAULT_APPSFLYER_BASE_URL,
     SANDBOX_ANDROID_APP_ID,
@@ -36,26 +41,34 @@ def _env_or(settings: Settings, name: str, default: str | None) -> dg.EnvVar | s
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
-    daily_quotas = settings.appsflyer_daily_quotas
     if settings.is_dev:
         # Dev always talks to the sandbox (None = find or start it); real credentials are only
         # used with ADPIPES_ENV=prod so a dev run never spends a real API quota.
-        # The sandbox does not enforce AppsFlyer's one-call-per-minute rule for short aggregate
-        # ranges unless a test switches it on, so dev seeding need not wait a minute per day.
-        appsflyer_api = AppsFlyerPullApi(api_token=None, base_url=None, timezone=settings.timezone,
-                                         aggregate_min_interval_seconds=0, daily_quotas=daily_quotas)
+        connection: dict[str, object] = dict(api_token=None, base_url=None, timezone=settings.timezone)
         apps = AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID)
     else:
-        appsflyer_api = AppsFlyerPullApi(
+        connection = dict(
             api_token=dg.EnvVar("APPSFLYER_API_TOKEN"),
             base_url=_env_or(settings, "APPSFLYER_BASE_URL", DEFAULT_APPSFLYER_BASE_URL),
             timezone=settings.timezone,
-            daily_quotas=daily_quotas,
         )
         apps = AppsFlyerApps(
             android_app_id=dg.EnvVar("APPSFLYER_ANDROID_APP_ID"),
             ios_app_id=dg.EnvVar("APPSFLYER_IOS_APP_ID"),
         )
+    # One client per AppsFlyer API; APPSFLYER_DAILY_QUOTAS names reports of both Pull APIs.
+    quotas = settings.appsflyer_daily_quotas
+    raw_data_api = AppsFlyerRawDataApi(
+        **connection, currency=settings.appsflyer_currency,
+        daily_quotas={r: n for r, n in quotas.items() if r in RAW_DEFAULT_QUOTAS},
+    )
+    aggregate_api = AppsFlyerAggregateApi(
+        **connection, daily_quotas={r: n for r, n in quotas.items() if r in AGGREGATE_DEFAULT_QUOTAS},
+        # The sandbox does not enforce AppsFlyer's one-call-per-minute rule for short aggregate
+        # ranges unless a test switches it on, so dev seeding need not wait a minute per day.
+        **({"aggregate_min_interval_seconds": 0} if settings.is_dev else {}),
+    )
+    cohort_api = AppsFlyerCohortApi(**connection)
     archive = PostgresDatabase(role="archive", dsn=_env_or(settings, "ADPIPES_ARCHIVE_DSN", None))
     product = PostgresDatabase(role="product", dsn=_env_or(settings, "ADPIPES_PRODUCT_DSN", None))
     io_manager = PartitionedTableIOManager(archive=archive, product=product, timezone=settings.timezone)
@@ -65,7 +78,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
         volume_band_factor=settings.volume_band_factor,
     )
     return {
-        "appsflyer_api": appsflyer_api,
+        "appsflyer_raw_data_api": raw_data_api,
+        "appsflyer_aggregate_api": aggregate_api,
+        "appsflyer_cohort_api": cohort_api,
         "appsflyer_apps": apps,
         "airbridge_api": airbridge_api_from_settings(settings),
         "io_manager": io_manager,

@@ -22,7 +22,8 @@ import pytest
 from psycopg import sql
 
 from adpipes.appsflyer.daily_report import daily_report
-from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
+from adpipes.appsflyer.aggregate_api import AppsFlyerAggregateApi
+from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.definitions import defs
 from adpipes.lib.retention import PRUNE_JOB, RETENTION_SENSOR
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
@@ -118,9 +119,9 @@ def test_the_daemon_executes_a_scheduled_tick_and_a_sensor_requested_prune(
         partition_key=old_day,
         resources={
             **storage_resources,
-            "appsflyer_api": AppsFlyerPullApi(api_token=clean_sandbox.appsflyer_token, timezone=TZ,
-                                              base_url=clean_sandbox.base_url,
-                                              aggregate_min_interval_seconds=0),
+            "appsflyer_aggregate_api": AppsFlyerAggregateApi(api_token=clean_sandbox.appsflyer_token,
+                                                             timezone=TZ, base_url=clean_sandbox.base_url,
+                                                             aggregate_min_interval_seconds=0),
             "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID,
                                             ios_app_id=SANDBOX_IOS_APP_ID),
         },

@@ -6,16 +6,16 @@ import pandas as pd
 
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
-from adpipes.appsflyer.resources import (
+from adpipes.appsflyer.raw_data_api import (
     RAW_DATA_API_POOL,
     RAW_LOOKBACK_DAYS,
     RAW_WINDOW_DAYS,
-    AppsFlyerApps,
-    AppsFlyerPullApi,
+    AppsFlyerRawDataApi,
     raw_lookback_start,
     raw_windows,
     split_by_day,
 )
+from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.schemas import (
     PLATFORMS,
     RAW_COLUMN_NAMES,
@@ -85,13 +85,13 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
     )
     def _raw_report(
         context: dg.AssetExecutionContext,
-        appsflyer_api: AppsFlyerPullApi,
+        appsflyer_raw_data_api: AppsFlyerRawDataApi,
         appsflyer_apps: AppsFlyerApps,
         quality: QualityStore,
         api_calls: ApiCallLedger,
     ):
         app_id = appsflyer_apps.app_id(platform)
-        oldest = raw_lookback_start(appsflyer_api.timezone)
+        oldest = raw_lookback_start(appsflyer_raw_data_api.timezone)
         too_old = [k for k in context.partition_keys if dt.date.fromisoformat(k) < oldest]
         if too_old:
             # Fail before any call: AppsFlyer would answer 400 deep in the run, after quota was spent.
@@ -103,7 +103,7 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
                 "appsflyer/raw_data from it, materialize appsflyer/raw_data alone for those partitions."
             )
         windows = raw_windows(context.partition_keys, report)
-        quota = appsflyer_api.quota_meter(api_calls, app_id, report)
+        quota = appsflyer_raw_data_api.quota_meter(api_calls, app_id, report)
         # Refuse a range the day's quota cannot pay for before the first call, not halfway.
         quota_use = require_calls(
             [(quota, len(windows))],
@@ -119,13 +119,13 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         # One call per run of consecutive days (up to 31 days of in-app events or 60 of installs,
         # the API's limits), split into one file per day: a backfill costs as few calls as possible.
         for first, last in windows:
-            start, end = day_window(first, appsflyer_api.timezone)[0], day_window(last, appsflyer_api.timezone)[1]
-            fetched = appsflyer_api.fetch_raw_report(
+            start, end = day_window(first, appsflyer_raw_data_api.timezone)[0], day_window(last, appsflyer_raw_data_api.timezone)[1]
+            fetched = appsflyer_raw_data_api.fetch_raw_report(
                 app_id, report, start, end, log=context.log, directory=delivered.directory, quota=quota
             )
             calls += fetched.calls
             for chunk in fetched.chunks:
-                for key, day_chunk in split_by_day(chunk, appsflyer_api.timezone):
+                for key, day_chunk in split_by_day(chunk, appsflyer_raw_data_api.timezone):
                     columns = snake_case_columns(day_chunk.header)
                     delivered.add(day_chunk.path, columns, day_chunk.rows, report_date=key)
                     # The header decides whether the report is usable; an HTML error page or a
@@ -177,7 +177,7 @@ raw_report_assets = [
 )
 def raw_data(
     context: dg.AssetExecutionContext,
-    appsflyer_api: AppsFlyerPullApi,
+    appsflyer_raw_data_api: AppsFlyerRawDataApi,
     appsflyer_apps: AppsFlyerApps,
     quality: QualityStore,
     android_installs: PartitionBatches,
@@ -210,7 +210,7 @@ def raw_data(
             (events, ios_in_app_events),
         ],
         # Raw timestamps are wall times in the timezone the reports were requested in.
-        timezone=appsflyer_api.timezone,
+        timezone=appsflyer_raw_data_api.timezone,
         app_ids={p: appsflyer_apps.app_id(p) for p in PLATFORMS},
         row_filter=validated,
     )

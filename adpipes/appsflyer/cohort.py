@@ -17,7 +17,9 @@ from pydantic import Field
 
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
-from adpipes.appsflyer.resources import COHORT_API_POOL, AppsFlyerApiError, AppsFlyerApps, AppsFlyerPullApi
+from adpipes.appsflyer.api import AppsFlyerApiError
+from adpipes.appsflyer.cohort_api import COHORT_API_POOL, AppsFlyerCohortApi
+from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.schemas import (
     COHORT_KPI_COLUMNS,
     COHORT_KPI_FUNCTIONS,
@@ -162,7 +164,7 @@ def cohort_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def cohort_ltv(
     context: dg.AssetExecutionContext,
     config: CohortLtvConfig,
-    appsflyer_api: AppsFlyerPullApi,
+    appsflyer_cohort_api: AppsFlyerCohortApi,
     appsflyer_apps: AppsFlyerApps,
     quality: QualityStore,
 ):
@@ -191,7 +193,7 @@ def cohort_ltv(
             app_id = appsflyer_apps.app_id(platform)
             rows: dict[tuple[Any, ...], dict[str, Any]] = {}
             for kpi in config.kpis:
-                result = appsflyer_api.fetch_cohort(app_id, cohort_query(day, kpi.lower(), config),
+                result = appsflyer_cohort_api.fetch_cohort(app_id, cohort_query(day, kpi.lower(), config),
                                                     log=context.log)
                 calls[kpi] = calls.get(kpi, 0) + result.calls
                 cohort_rows(result.records, day=day, platform=platform, app_id=app_id,

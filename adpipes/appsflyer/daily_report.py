@@ -13,14 +13,14 @@ import pandas as pd
 
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
-from adpipes.appsflyer.resources import (
+from adpipes.appsflyer.aggregate_api import (
     AGGREGATE_API_POOL,
     DAILY_REPORT,
-    AppsFlyerApiError,
-    AppsFlyerApps,
-    AppsFlyerPullApi,
+    AppsFlyerAggregateApi,
     is_short_aggregate_range,
 )
+from adpipes.appsflyer.api import AppsFlyerApiError
+from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.schemas import (
     AGGREGATE_NULL_MARKERS,
     DAILY_REPORT_COUNT_COLUMNS,
@@ -150,7 +150,7 @@ def daily_report_refresh_run_request(partition_key: str, first_partition: str | 
 )
 def daily_report(
     context: dg.AssetExecutionContext,
-    appsflyer_api: AppsFlyerPullApi,
+    appsflyer_aggregate_api: AppsFlyerAggregateApi,
     appsflyer_apps: AppsFlyerApps,
     quality: QualityStore,
     api_calls: ApiCallLedger,
@@ -168,7 +168,7 @@ def daily_report(
     frames, calls, missing = [], 0, set()
     report = QualityReport(DAILY_REPORT_CHECKS, keys, DAILY_REPORT_TABLE.row_key)
     rejected = []
-    quotas = {p: appsflyer_api.quota_meter(api_calls, appsflyer_apps.app_id(p), DAILY_REPORT) for p in PLATFORMS}
+    quotas = {p: appsflyer_aggregate_api.quota_meter(api_calls, appsflyer_apps.app_id(p), DAILY_REPORT) for p in PLATFORMS}
     # One call per app; only ranges of 3+ days count against the daily aggregate quota.
     needed = 0 if is_short_aggregate_range(first, last) else 1
     quota_use = require_calls(
@@ -177,7 +177,7 @@ def daily_report(
     )
     for platform in PLATFORMS:
         app_id = appsflyer_apps.app_id(platform)
-        fetched = appsflyer_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last, log=context.log,
+        fetched = appsflyer_aggregate_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last, log=context.log,
                                                        quota=quotas[platform])
         calls += fetched.calls
         # Parsed once: the header is checked, the rows typed and validated from this one frame.

@@ -9,7 +9,9 @@ land in config snapshots, logs or run config. This module only checks that they 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,30 @@ SANDBOX_ANDROID_APP_ID = "com.adpipes.sandbox"
 SANDBOX_IOS_APP_ID = "id1000000001"
 # Airbridge app name (the unique id in Airbridge URLs) the dev sandbox serves.
 SANDBOX_AIRBRIDGE_APP_NAME = "adpipes-sandbox"
+# The currency set on the sandbox's apps (AppsFlyer and Airbridge): what their aggregate figures
+# are in. Dev always uses these, like the sandbox's app ids.
+SANDBOX_APP_CURRENCY = "KRW"
+
+# AppsFlyer's `currency` parameter of the Pull API (raw data): `preferred` is the currency set on
+# the app in AppsFlyer, `USD` US dollars. The Cohort API's `preferred_currency` follows the same
+# setting (true for `preferred`, false = USD). Aggregate reports (daily_report) are always in the
+# app's currency, whatever is asked (AppsFlyer's raw data OpenAPI file, parameter `currency`).
+APPSFLYER_CURRENCIES = ("preferred", "USD")
+DEFAULT_APPSFLYER_CURRENCY = "USD"
+# Cohort API: KPIs pulled by default (one call each), the attribution types (cohort_type enum of
+# the Cohort API documents) and the smallest cohort returned (the documents: at least 1, default 1).
+DEFAULT_COHORT_KPIS = ("revenue",)
+COHORT_TYPES = ("user_acquisition", "retargeting", "unified")
+DEFAULT_COHORT_TYPES = ("user_acquisition",)
+DEFAULT_COHORT_MIN_SIZE = 1
+# KPIs every Cohort API answer carries anyway; asking for them as the one optional KPI is a mistake.
+COHORT_ALWAYS_RETURNED = ("users", "ecpi", "cost")
+# Airbridge revenue report group-bys (groupBy.fields): the two a marketer asks for first.
+DEFAULT_AIRBRIDGE_GROUP_BY = ("channel", "campaign")
+_ISO_CURRENCY = re.compile(r"[A-Z]{3}")
+# Airbridge group-by keys are lowercase identifiers (channel, campaign, ad_group, ...), which the
+# revenue table turns into column names.
+_GROUP_BY_KEY = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 # Variables that must be set when ADPIPES_ENV=prod (issue 2 covers AppsFlyer; Airbridge
 # variables join this list with the Airbridge assets).
@@ -46,7 +72,35 @@ PROD_REQUIRED_VARIABLES = (
     "APPSFLYER_IOS_APP_ID",
     "AIRBRIDGE_API_TOKEN",
     "AIRBRIDGE_APP_NAME",
+    # What the money columns are in: never assumed (a KRW figure read as USD is off 1000x).
+    "APPSFLYER_APP_CURRENCY",
+    "AIRBRIDGE_CURRENCY",
 )
+
+# Every variable adpipes reads (README's configuration table, plus the test and benchmark
+# databases and the dev helpers). A variable with one of adpipes' prefixes that is not here is a
+# typo or a setting of an older version: it fails the load instead of being silently ignored.
+KNOWN_VARIABLES = frozenset({
+    "ADPIPES_ENV", "ADPIPES_PRODUCT_DSN", "ADPIPES_ARCHIVE_DSN", "ADPIPES_TIMEZONE",
+    "ADPIPES_START_DATE", "ADPIPES_PRODUCT_RETENTION_DAYS", "ADPIPES_PRODUCT_RETENTION_OVERRIDES",
+    "ADPIPES_SCHEDULE_TIME", "ADPIPES_DATA_DIR", "ADPIPES_MAX_QUARANTINED_SHARE",
+    "ADPIPES_VOLUME_BAND_FACTOR", "ADPIPES_PG_BINDIR", "ADPIPES_SEED_DAYS",
+    "ADPIPES_DAGSTER_PG_HOST", "ADPIPES_DAGSTER_PG_PORT", "ADPIPES_DAGSTER_PG_USER",
+    "ADPIPES_DAGSTER_PG_PASSWORD", "ADPIPES_DAGSTER_PG_DB",
+    "ADPIPES_TEST_PRODUCT_DSN", "ADPIPES_TEST_ARCHIVE_DSN",
+    "ADPIPES_BENCH_PRODUCT_DSN", "ADPIPES_BENCH_ARCHIVE_DSN",
+    "APPSFLYER_API_TOKEN", "APPSFLYER_ANDROID_APP_ID", "APPSFLYER_IOS_APP_ID", "APPSFLYER_BASE_URL",
+    "APPSFLYER_DAILY_QUOTAS", "APPSFLYER_CURRENCY", "APPSFLYER_APP_CURRENCY",
+    "APPSFLYER_COHORT_KPIS", "APPSFLYER_COHORT_TYPES", "APPSFLYER_COHORT_MIN_SIZE",
+    "AIRBRIDGE_API_TOKEN", "AIRBRIDGE_APP_NAME", "AIRBRIDGE_BASE_URL", "AIRBRIDGE_GROUP_BY",
+    "AIRBRIDGE_CURRENCY",
+})
+VARIABLE_PREFIXES = ("ADPIPES_", "APPSFLYER_", "AIRBRIDGE_")
+# Settings of earlier versions: what to set instead.
+RETIRED_VARIABLES = {
+    "ADPIPES_SCHEDULE_HOUR": "was renamed: set ADPIPES_SCHEDULE_TIME=HH:MM instead (e.g. '{hh}:00') "
+    "and unset ADPIPES_SCHEDULE_HOUR",
+}
 
 
 # The AppsFlyer reports with a daily call quota per app (the Pull API's raw reports, and the
@@ -74,6 +128,17 @@ class Settings:
     # (hour, minute) of the daily schedule's tick in the app timezone.
     schedule_time: tuple[int, int]
     environ: Mapping[str, str]
+    # AppsFlyer `currency` asked for (preferred or USD) and the ISO code of the app's own currency.
+    appsflyer_currency: str = DEFAULT_APPSFLYER_CURRENCY
+    appsflyer_app_currency: str = SANDBOX_APP_CURRENCY
+    # Cohort API: the KPIs every cohort_ltv run pulls (as the user spelled them: event names are
+    # case-sensitive), the cohort types that coexist in the table, the smallest cohort returned.
+    cohort_kpis: tuple[str, ...] = DEFAULT_COHORT_KPIS
+    cohort_types: tuple[str, ...] = DEFAULT_COHORT_TYPES
+    cohort_min_size: int = DEFAULT_COHORT_MIN_SIZE
+    # Airbridge revenue report: groupBy.fields, and the ISO code of the app's currency.
+    airbridge_group_by: tuple[str, ...] = DEFAULT_AIRBRIDGE_GROUP_BY
+    airbridge_currency: str = SANDBOX_APP_CURRENCY
 
     @property
     def is_dev(self) -> bool:
@@ -158,12 +223,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "'installs_report=48,in_app_events_report=24'",
     )
 
-    if environ.get("ADPIPES_SCHEDULE_HOUR", "").strip():
-        # An earlier name: ignoring it would silently move the user's schedule back to 06:00.
-        problems.append(
-            "ADPIPES_SCHEDULE_HOUR was renamed: set ADPIPES_SCHEDULE_TIME=HH:MM instead (e.g. "
-            f"'{environ['ADPIPES_SCHEDULE_HOUR'].strip().zfill(2)}:00') and unset ADPIPES_SCHEDULE_HOUR"
-        )
+    problems.extend(_unknown_variables(environ))
     time_raw = environ.get("ADPIPES_SCHEDULE_TIME", "").strip() or DEFAULT_SCHEDULE_TIME
     try:
         moment = dt.datetime.strptime(time_raw, "%H:%M")
@@ -196,6 +256,35 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "or above twice the trailing median)"
         )
 
+    appsflyer_currency = environ.get("APPSFLYER_CURRENCY", "").strip() or DEFAULT_APPSFLYER_CURRENCY
+    if appsflyer_currency not in APPSFLYER_CURRENCIES:
+        problems.append(
+            f"APPSFLYER_CURRENCY={appsflyer_currency!r} must be 'preferred' (the currency set on the "
+            "app in AppsFlyer) or 'USD' (AppsFlyer's two values, case as written)"
+        )
+    appsflyer_app_currency = _currency(environ, "APPSFLYER_APP_CURRENCY", problems,
+                                       "the currency set on the app in AppsFlyer (App settings)")
+    airbridge_currency = _currency(environ, "AIRBRIDGE_CURRENCY", problems,
+                                   "the currency set on the app in Airbridge")
+    cohort_kpis = _cohort_kpis(environ, problems)
+    cohort_types = _names(environ, "APPSFLYER_COHORT_TYPES", DEFAULT_COHORT_TYPES, problems,
+                          valid=lambda name: name in COHORT_TYPES,
+                          form=f"one of {', '.join(COHORT_TYPES)}")
+    size_raw = environ.get("APPSFLYER_COHORT_MIN_SIZE", "").strip() or str(DEFAULT_COHORT_MIN_SIZE)
+    try:
+        cohort_min_size = int(size_raw)
+        if cohort_min_size < 1:
+            raise ValueError
+    except ValueError:
+        cohort_min_size = DEFAULT_COHORT_MIN_SIZE
+        problems.append(
+            f"APPSFLYER_COHORT_MIN_SIZE={size_raw!r} must be a whole number of users >= 1 (the "
+            "Cohort API refuses 0; 1 returns every cohort)"
+        )
+    group_by = _names(environ, "AIRBRIDGE_GROUP_BY", DEFAULT_AIRBRIDGE_GROUP_BY, problems,
+                      valid=lambda name: bool(_GROUP_BY_KEY.fullmatch(name)),
+                      form="an Airbridge group-by key in lowercase (channel, campaign, ad_group, ...)")
+
     if env == PROD:
         missing = [name for name in PROD_REQUIRED_VARIABLES if not environ.get(name, "").strip()]
         if missing:
@@ -224,4 +313,67 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         appsflyer_daily_quotas=quotas,
         schedule_time=schedule_time,
         environ=environ,
+        appsflyer_currency=appsflyer_currency,
+        # Dev talks to the sandbox, whose apps have their own currency.
+        appsflyer_app_currency=SANDBOX_APP_CURRENCY if env == DEV else appsflyer_app_currency,
+        cohort_kpis=cohort_kpis,
+        cohort_types=cohort_types,
+        cohort_min_size=cohort_min_size,
+        airbridge_group_by=group_by,
+        airbridge_currency=SANDBOX_APP_CURRENCY if env == DEV else airbridge_currency,
     )
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A problem for each adpipes-prefixed variable adpipes does not read (typos, old names)."""
+    problems = []
+    for name in sorted(environ):
+        if not name.startswith(VARIABLE_PREFIXES) or name in KNOWN_VARIABLES:
+            continue
+        if name in RETIRED_VARIABLES:
+            # Ignoring it would silently fall back to a default the user meant to change.
+            hh = environ[name].strip().zfill(2)
+            problems.append(f"{name} {RETIRED_VARIABLES[name].format(hh=hh)}")
+            continue
+        close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]}?" if close else "see the configuration table in README.md"
+        problems.append(f"{name} is not an adpipes setting ({hint}); unset it or fix its name")
+    return problems
+
+
+def _currency(environ: Mapping[str, str], variable: str, problems: list[str], meaning: str) -> str:
+    """An ISO 4217 code (upper case); empty is allowed here (prod requires it separately)."""
+    value = environ.get(variable, "").strip()
+    if value and not _ISO_CURRENCY.fullmatch(value):
+        problems.append(f"{variable}={value!r} must be an ISO 4217 currency code such as KRW or USD: {meaning}")
+    return value or SANDBOX_APP_CURRENCY
+
+
+def _names(environ: Mapping[str, str], variable: str, default: tuple[str, ...], problems: list[str],
+           *, valid: Callable[[str], bool], form: str) -> tuple[str, ...]:
+    """A comma-separated list (default when unset); each invalid or repeated item is a problem."""
+    raw = environ.get(variable, "").strip()
+    if not raw:
+        return default
+    names = [part.strip() for part in raw.split(",")]
+    bad = [name for name in names if not name or not valid(name)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if bad:
+        problems.append(f"{variable} items {bad} are not valid: each must be {form}")
+    if repeated:
+        problems.append(f"{variable} names {repeated} more than once")
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
+def _cohort_kpis(environ: Mapping[str, str], problems: list[str]) -> tuple[str, ...]:
+    """The Cohort API KPIs: documented ones (revenue, roas, roi, sessions, uninstalls) or in-app
+    event names, which AppsFlyer matches case-sensitively, so they are kept as written."""
+    kpis = _names(environ, "APPSFLYER_COHORT_KPIS", DEFAULT_COHORT_KPIS, problems,
+                  valid=lambda name: name.lower() not in COHORT_ALWAYS_RETURNED,
+                  form="a KPI other than users, ecpi and cost (every Cohort API answer carries "
+                  "those three): revenue, roas, roi, sessions, uninstalls or an in-app event name")
+    lowered = [k.lower() for k in kpis]
+    clashes = sorted({k for k in kpis if lowered.count(k.lower()) > 1})
+    if clashes:
+        problems.append(f"APPSFLYER_COHORT_KPIS names {clashes}, which differ only in case; keep one")
+    return kpis

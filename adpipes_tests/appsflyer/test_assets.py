@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from adpipes.appsflyer.assets import raw_data, raw_report_assets
-from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi
+from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
+from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.lib.quality import QualityStore
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes_tests.fixtures.sandbox import prod_cli_env
@@ -28,7 +29,7 @@ def recent_day(days_ago: int = 1) -> str:
 @pytest.fixture
 def resources(clean_sandbox, storage_resources):
     return {
-        "appsflyer_api": AppsFlyerPullApi(
+        "appsflyer_raw_data_api": AppsFlyerRawDataApi(
             api_token=clean_sandbox.appsflyer_token,
             base_url=clean_sandbox.base_url,
             timezone=TZ,
@@ -324,11 +325,11 @@ def test_a_62_day_backfill_is_one_raw_call_per_31_days(resources, clean_sandbox,
     _, archive_dsn = clean_databases
     first, last = recent_day(63), recent_day(2)
     clean_sandbox.configure(rows_per_day={f"{SANDBOX_ANDROID_APP_ID}|in_app_events_report": 20})
-    api = AppsFlyerPullApi(
+    api = AppsFlyerRawDataApi(
         api_token=clean_sandbox.appsflyer_token, base_url=clean_sandbox.base_url, timezone=TZ,
         backoff_seconds=0.01, maximum_rows=maximum_rows,
     )
-    result = dg.materialize([android_events_asset()], resources={**resources, "appsflyer_api": api},
+    result = dg.materialize([android_events_asset()], resources={**resources, "appsflyer_raw_data_api": api},
                             tags=range_tags(first, last))
     assert result.success
     calls = [c for c in clean_sandbox.calls() if c["app_id"] == SANDBOX_ANDROID_APP_ID]
@@ -364,11 +365,11 @@ def test_raw_partitions_past_the_lookback_fail_before_any_call(resources, clean_
 def test_the_ledger_refuses_a_range_the_daily_quota_cannot_pay_for(resources, clean_sandbox, clean_databases):
     _, archive_dsn = clean_databases
     first, last = recent_day(63), recent_day(2)
-    api = AppsFlyerPullApi(api_token=clean_sandbox.appsflyer_token, base_url=clean_sandbox.base_url,
+    api = AppsFlyerRawDataApi(api_token=clean_sandbox.appsflyer_token, base_url=clean_sandbox.base_url,
                            timezone=TZ, backoff_seconds=0.01, daily_quotas={"in_app_events_report": 3})
     meter = api.quota_meter(resources["api_calls"], SANDBOX_ANDROID_APP_ID, "in_app_events_report")
     meter.spend(), meter.spend()  # two calls earlier today (another run)
-    result = dg.materialize([android_events_asset()], resources={**resources, "appsflyer_api": api},
+    result = dg.materialize([android_events_asset()], resources={**resources, "appsflyer_raw_data_api": api},
                             tags=range_tags(first, last), raise_on_error=False)
     assert not result.success
     message = step_failure_message(result)
@@ -386,10 +387,10 @@ def test_the_ledger_stops_a_split_the_quota_cannot_pay_for(resources, clean_sand
     _, archive_dsn = clean_databases
     first, last = recent_day(63), recent_day(2)
     clean_sandbox.configure(rows_per_day={f"{SANDBOX_ANDROID_APP_ID}|in_app_events_report": 20})
-    api = AppsFlyerPullApi(api_token=clean_sandbox.appsflyer_token, base_url=clean_sandbox.base_url,
+    api = AppsFlyerRawDataApi(api_token=clean_sandbox.appsflyer_token, base_url=clean_sandbox.base_url,
                            timezone=TZ, backoff_seconds=0.01, maximum_rows=600,
                            daily_quotas={"in_app_events_report": 4})
-    result = dg.materialize([android_events_asset()], resources={**resources, "appsflyer_api": api},
+    result = dg.materialize([android_events_asset()], resources={**resources, "appsflyer_raw_data_api": api},
                             tags=range_tags(first, last), raise_on_error=False)
     assert not result.success
     message = step_failure_message(result)

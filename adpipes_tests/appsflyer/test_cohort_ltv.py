@@ -6,9 +6,9 @@ import dagster as dg
 import pytest
 
 from adpipes.appsflyer.cohort import CohortLtvConfig, cohort_ltv, cohort_query
-from adpipes.appsflyer.resources import AppsFlyerCohortRequestError
+from adpipes.appsflyer.api import AppsFlyerCohortRequestError
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
-from adpipes_tests.appsflyer.test_daily_report import make_api, query, recent_day
+from adpipes_tests.appsflyer.test_daily_report import make_cohort_api as make_api, query, recent_day
 from adpipes_tests.appsflyer.test_daily_report import resources  # noqa: F401  (fixture)
 
 SNAPSHOT = "SELECT * FROM appsflyer.cohort_ltv ORDER BY platform, media_source, campaign, period"

@@ -18,8 +18,11 @@ from adpipes.appsflyer.daily_report import (
     daily_report_refresh_run_request,
     refresh_range,
 )
-from adpipes.appsflyer import resources as resources_module
-from adpipes.appsflyer.resources import AppsFlyerApps, AppsFlyerPullApi, AppsFlyerQuotaError
+from adpipes.appsflyer import aggregate_api as aggregate_api_module
+from adpipes.appsflyer.aggregate_api import AppsFlyerAggregateApi
+from adpipes.appsflyer.api import AppsFlyerQuotaError
+from adpipes.appsflyer.cohort_api import AppsFlyerCohortApi
+from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.schemas import daily_report_delivered_schema, daily_report_schema
 from adpipes.lib.quality import find_failures
 from adpipes.lib.sandbox.appsflyer_aggregate import daily_report_cells, daily_report_figures
@@ -35,17 +38,25 @@ def recent_day(days_ago: int) -> str:
     return (dt.datetime.now(ZoneInfo(TZ)).date() - dt.timedelta(days=days_ago)).isoformat()
 
 
-def make_api(sandbox, **overrides) -> AppsFlyerPullApi:
-    settings = dict(api_token=sandbox.appsflyer_token, base_url=sandbox.base_url, timezone=TZ,
-                    backoff_seconds=0.01, max_backoff_seconds=0.5, timeout_seconds=10,
-                    aggregate_min_interval_seconds=SPACING, cohort_rate_window_seconds=1.0)
-    return AppsFlyerPullApi(**{**settings, **overrides})
+def client_settings(sandbox) -> dict:
+    return dict(api_token=sandbox.appsflyer_token, base_url=sandbox.base_url, timezone=TZ,
+                backoff_seconds=0.01, max_backoff_seconds=0.5, timeout_seconds=10)
+
+
+def make_api(sandbox, **overrides) -> AppsFlyerAggregateApi:
+    return AppsFlyerAggregateApi(**{**client_settings(sandbox), "aggregate_min_interval_seconds": SPACING,
+                                    **overrides})
+
+
+def make_cohort_api(sandbox, **overrides) -> AppsFlyerCohortApi:
+    return AppsFlyerCohortApi(**{**client_settings(sandbox), "cohort_rate_window_seconds": 1.0, **overrides})
 
 
 @pytest.fixture
 def resources(clean_sandbox, storage_resources):
     return {
-        "appsflyer_api": make_api(clean_sandbox),
+        "appsflyer_aggregate_api": make_api(clean_sandbox),
+        "appsflyer_cohort_api": make_cohort_api(clean_sandbox),
         "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID),
         **storage_resources,
     }
@@ -262,7 +273,7 @@ def test_only_ranges_of_three_days_or_more_count_against_the_daily_quota(resourc
                                                                          clean_databases):
     _, archive_dsn = clean_databases
     api = make_api(clean_sandbox, daily_quotas={"daily_report": 1})
-    resources = {**resources, "appsflyer_api": api}
+    resources = {**resources, "appsflyer_aggregate_api": api}
     request = daily_report_refresh_run_request(recent_day(2))  # 3 days: one call per app, counted
     assert dg.materialize([daily_report], resources=resources, tags=request.tags).success
     # A 1-day run is limited per minute, not per day: it still runs with the daily quota spent.
@@ -284,7 +295,7 @@ def test_only_ranges_of_three_days_or_more_count_against_the_daily_quota(resourc
 
 def test_short_ranges_wait_for_calls_made_by_other_processes(resources, clean_sandbox, monkeypatch):
     # Another run process called the report just now: only the ledger knows, not this process.
-    monkeypatch.setattr(resources_module, "_AGGREGATE_SPACING", resources_module.MinuteSpacing())
+    monkeypatch.setattr(aggregate_api_module, "_AGGREGATE_SPACING", aggregate_api_module.MinuteSpacing())
     clean_sandbox.configure(aggregate_minute_quota=SPACING)
     api = make_api(clean_sandbox)
     meter = api.quota_meter(resources["api_calls"], SANDBOX_IOS_APP_ID, "daily_report")

@@ -125,9 +125,11 @@ def test_without_a_quota_calls_are_counted_but_never_refused(ledger, clean_datab
 
 
 def test_a_plan_naming_some_reports_keeps_the_defaults_of_the_others(ledger):
-    from adpipes.appsflyer.resources import AppsFlyerPullApi
+    from adpipes.appsflyer.aggregate_api import AppsFlyerAggregateApi
+    from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
 
-    api = AppsFlyerPullApi(api_token=None, base_url=None, daily_quotas={"in_app_events_report": 3})
-    assert api.quota_meter(ledger, "com.example", "in_app_events_report").daily_quota == 3
-    assert api.quota_meter(ledger, "com.example", "installs_report").daily_quota == 24
-    assert api.quota_meter(ledger, "com.example", "daily_report").daily_quota == 24
+    raw = AppsFlyerRawDataApi(api_token=None, base_url=None, daily_quotas={"in_app_events_report": 3})
+    assert raw.quota_meter(ledger, "com.example", "in_app_events_report").daily_quota == 3
+    assert raw.quota_meter(ledger, "com.example", "installs_report").daily_quota == 24
+    aggregate = AppsFlyerAggregateApi(api_token=None, base_url=None, daily_quotas={})
+    assert aggregate.quota_meter(ledger, "com.example", "daily_report").daily_quota == 24

@@ -23,6 +23,7 @@ def test_prod_lists_every_missing_variable_in_one_message():
 
 def test_prod_complete_is_accepted_and_secrets_are_not_kept_as_values():
     environ = {name: "secret-value" for name in PROD_REQUIRED_VARIABLES}
+    environ.update(APPSFLYER_APP_CURRENCY="KRW", AIRBRIDGE_CURRENCY="KRW")
     settings = load_settings({**environ, "ADPIPES_ENV": "prod"})
     assert settings.env == "prod"
     assert "secret-value" not in repr(settings.timezone)
@@ -51,11 +52,12 @@ def test_plan_quotas_reach_the_appsflyer_client():
     from adpipes.definitions import build_resources
 
     settings = load_settings({"APPSFLYER_DAILY_QUOTAS": "installs_report=48, in_app_events_report=24"})
-    api = build_resources(settings)["appsflyer_api"]
-    assert api.daily_quotas == {"installs_report": 48, "in_app_events_report": 24, "daily_report": 24}
-    assert build_resources(load_settings({}))["appsflyer_api"].daily_quotas == {
-        "installs_report": 24, "in_app_events_report": 12, "daily_report": 24,
-    }
+    resources = build_resources(settings)
+    assert resources["appsflyer_raw_data_api"].daily_quotas == {"installs_report": 48, "in_app_events_report": 24}
+    assert resources["appsflyer_aggregate_api"].daily_quotas == {"daily_report": 24}
+    defaults = build_resources(load_settings({"APPSFLYER_DAILY_QUOTAS": "daily_report=30"}))
+    assert defaults["appsflyer_raw_data_api"].daily_quotas == {"installs_report": 24, "in_app_events_report": 12}
+    assert defaults["appsflyer_aggregate_api"].daily_quotas == {"daily_report": 30}
 
 
 def test_schedule_time_is_hour_and_minute():

@@ -1,4 +1,4 @@
-"""The AppsFlyer Pull API client against the sandbox over real HTTP: data, retries, errors, splits."""
+"""The AppsFlyer Pull API raw data client against the sandbox over real HTTP: data, retries, errors, splits."""
 
 from __future__ import annotations
 
@@ -11,23 +11,26 @@ import pyarrow as pa
 import pytest
 import requests
 
-from adpipes.appsflyer.resources import (
-    IN_APP_EVENTS_REPORT,
-    INSTALLS_REPORT,
+from adpipes.appsflyer.api import (
     AppsFlyerApiError,
     AppsFlyerAuthError,
     AppsFlyerLookbackError,
     AppsFlyerNotFoundError,
-    AppsFlyerPullApi,
     AppsFlyerQuotaError,
     AppsFlyerTransientError,
     AppsFlyerTruncationError,
+)
+from adpipes.appsflyer.raw_data_api import (
+    IN_APP_EVENTS_REPORT,
+    INSTALLS_REPORT,
+    AppsFlyerRawDataApi,
     SpooledChunk,
     SpooledReport,
     count_report_rows,
     parse_report_csv,
 )
 from adpipes.lib.partitions import day_window
+from adpipes_tests.fixtures.sandbox import appsflyer_client_settings
 from adpipes.lib.sandbox.appsflyer import RAW_REPORT_COLUMNS, default_rows_for_day
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 
@@ -39,13 +42,8 @@ def recent_day(days_ago: int = 1) -> str:
     return (dt.datetime.now(ZoneInfo(TZ)).date() - dt.timedelta(days=days_ago)).isoformat()
 
 
-def client(sandbox, **overrides) -> AppsFlyerPullApi:
-    settings = dict(
-        api_token=sandbox.appsflyer_token, base_url=sandbox.base_url, timezone=TZ,
-        backoff_seconds=0.05, max_backoff_seconds=2.0, max_attempts=4, timeout_seconds=10,
-    )
-    settings.update(overrides)
-    return AppsFlyerPullApi(**settings)
+def client(sandbox, **overrides) -> AppsFlyerRawDataApi:
+    return AppsFlyerRawDataApi(**appsflyer_client_settings(sandbox, **overrides))
 
 
 def row_keys(table: pa.Table) -> list[tuple[str, str, str]]:
@@ -61,16 +59,17 @@ def assert_no_token(sandbox, *texts: str) -> None:
 
 @pytest.mark.parametrize("app_id", [ANDROID, IOS])
 @pytest.mark.parametrize("report", [INSTALLS_REPORT, IN_APP_EVENTS_REPORT])
-def test_day_has_every_column_and_every_row(appsflyer_api, clean_sandbox, app_id, report):
+def test_day_has_every_column_and_every_row(appsflyer_raw_data_api, clean_sandbox, app_id, report):
     day = recent_day()
     start, end = day_window(day, TZ)
-    fetched = appsflyer_api.fetch_raw_report(app_id, report, start, end)
+    fetched = appsflyer_raw_data_api.fetch_raw_report(app_id, report, start, end)
     table = fetched.to_arrow()
 
     served = clean_sandbox.calls()
     assert [c["status"] for c in served] == [200]
     assert served[0]["params"] == {
         "from": f"{day} 00:00:00", "to": f"{day} 23:59:59", "timezone": TZ, "maximum_rows": "1000000",
+        "currency": "USD",
     }
     expected = default_rows_for_day(app_id, report, dt.date.fromisoformat(day))
     assert fetched.row_count == table.num_rows == served[0]["rows"] == expected > 0
@@ -91,19 +90,19 @@ def test_day_has_every_column_and_every_row(appsflyer_api, clean_sandbox, app_id
         assert {r["Platform"] for r in rows} == {"android"}
 
 
-def test_empty_window_is_a_header_only_table(appsflyer_api):
+def test_empty_window_is_a_header_only_table(appsflyer_raw_data_api):
     # Tomorrow has no rows yet (the sandbox, like AppsFlyer, reports no future events).
     start, end = day_window(recent_day(-1), TZ)
-    fetched = appsflyer_api.fetch_raw_report(ANDROID, INSTALLS_REPORT, start, end)
+    fetched = appsflyer_raw_data_api.fetch_raw_report(ANDROID, INSTALLS_REPORT, start, end)
     table = fetched.to_arrow()
     assert table.num_rows == 0 and fetched.row_count == 0
     assert table.column_names == RAW_REPORT_COLUMNS
 
 
-def test_schema_drift_keeps_new_columns(appsflyer_api, clean_sandbox):
+def test_schema_drift_keeps_new_columns(appsflyer_raw_data_api, clean_sandbox):
     clean_sandbox.configure(extra_columns=["New Vendor Column"], drop_columns=["Sub Param 5"])
     start, end = day_window(recent_day(), TZ)
-    table = appsflyer_api.fetch_raw_report(IOS, INSTALLS_REPORT, start, end).to_arrow()
+    table = appsflyer_raw_data_api.fetch_raw_report(IOS, INSTALLS_REPORT, start, end).to_arrow()
     assert table.column_names[-1] == "New Vendor Column"
     assert "Sub Param 5" not in table.column_names
     assert all(table["New Vendor Column"].to_pylist())
@@ -137,12 +136,12 @@ def test_ids_stay_text():
 
 # -- retries ---------------------------------------------------------------------------------------
 
-def test_429_honours_retry_after(appsflyer_api, clean_sandbox, caplog):
+def test_429_honours_retry_after(appsflyer_raw_data_api, clean_sandbox, caplog):
     clean_sandbox.add_faults(kind="429", app_id=ANDROID, retry_after=1)
     start, end = day_window(recent_day(), TZ)
     began = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="adpipes.appsflyer"):
-        fetched = appsflyer_api.fetch_raw_report(ANDROID, INSTALLS_REPORT, start, end)
+        fetched = appsflyer_raw_data_api.fetch_raw_report(ANDROID, INSTALLS_REPORT, start, end)
     elapsed = time.monotonic() - began
     assert 0.9 <= elapsed < 5  # backoff_seconds is 0.05: only Retry-After explains the wait
     assert [c["status"] for c in clean_sandbox.calls()] == [429, 200]
@@ -153,18 +152,18 @@ def test_429_honours_retry_after(appsflyer_api, clean_sandbox, caplog):
     assert_no_token(clean_sandbox, *retry_logs)
 
 
-def test_503_then_success(appsflyer_api, clean_sandbox):
+def test_503_then_success(appsflyer_raw_data_api, clean_sandbox):
     clean_sandbox.add_faults(kind="503", times=2)
     start, end = day_window(recent_day(), TZ)
-    fetched = appsflyer_api.fetch_raw_report(IOS, IN_APP_EVENTS_REPORT, start, end)
+    fetched = appsflyer_raw_data_api.fetch_raw_report(IOS, IN_APP_EVENTS_REPORT, start, end)
     assert [c["status"] for c in clean_sandbox.calls()] == [503, 503, 200]
     assert fetched.calls == 3 and fetched.row_count == clean_sandbox.calls()[-1]["rows"] > 0
 
 
-def test_empty_200_is_retried_not_taken_as_no_data(appsflyer_api, clean_sandbox):
+def test_empty_200_is_retried_not_taken_as_no_data(appsflyer_raw_data_api, clean_sandbox):
     clean_sandbox.add_faults(kind="empty_200")
     start, end = day_window(recent_day(), TZ)
-    fetched = appsflyer_api.fetch_raw_report(ANDROID, IN_APP_EVENTS_REPORT, start, end)
+    fetched = appsflyer_raw_data_api.fetch_raw_report(ANDROID, IN_APP_EVENTS_REPORT, start, end)
     calls = clean_sandbox.calls()
     assert [(c["status"], c["rows"]) for c in calls][0] == (200, 0)
     assert len(calls) == 2 and fetched.row_count == calls[1]["rows"] > 0
@@ -179,11 +178,11 @@ def test_timeout_is_retried(clean_sandbox):
     assert fetched.calls == 2 and fetched.row_count > 0
 
 
-def test_retries_exhausted(appsflyer_api, clean_sandbox):
+def test_retries_exhausted(appsflyer_raw_data_api, clean_sandbox):
     clean_sandbox.add_faults(kind="503", times=10)
     start, end = day_window(recent_day(), TZ)
     with pytest.raises(AppsFlyerTransientError) as caught:
-        appsflyer_api.fetch_raw_report(ANDROID, INSTALLS_REPORT, start, end)
+        appsflyer_raw_data_api.fetch_raw_report(ANDROID, INSTALLS_REPORT, start, end)
     message = str(caught.value)
     assert len(clean_sandbox.calls()) == 4  # max_attempts
     assert all(s in message for s in (ANDROID, INSTALLS_REPORT, recent_day(), "503", "4 attempts", "re-run"))
@@ -215,11 +214,11 @@ class socket_closed_port:
 # -- errors that are not retried -------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind,status", [("quota", 400), ("quota_403", 403)])
-def test_quota_is_not_retried(appsflyer_api, clean_sandbox, kind, status):
+def test_quota_is_not_retried(appsflyer_raw_data_api, clean_sandbox, kind, status):
     clean_sandbox.add_faults(kind=kind, times=5)
     start, end = day_window(recent_day(), TZ)
     with pytest.raises(AppsFlyerQuotaError) as caught:
-        appsflyer_api.fetch_raw_report(IOS, IN_APP_EVENTS_REPORT, start, end)
+        appsflyer_raw_data_api.fetch_raw_report(IOS, IN_APP_EVENTS_REPORT, start, end)
     assert [c["status"] for c in clean_sandbox.calls()] == [status]
     message = str(caught.value)
     reset = (dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)).isoformat()
@@ -230,11 +229,11 @@ def test_quota_is_not_retried(appsflyer_api, clean_sandbox, kind, status):
     assert_no_token(clean_sandbox, message, repr(caught.value))
 
 
-def test_revoked_token(appsflyer_api, clean_sandbox):
+def test_revoked_token(appsflyer_raw_data_api, clean_sandbox):
     clean_sandbox.add_faults(kind="token_revoked")
     start, end = day_window(recent_day(), TZ)
     with pytest.raises(AppsFlyerAuthError) as caught:
-        appsflyer_api.fetch_raw_report(ANDROID, INSTALLS_REPORT, start, end)
+        appsflyer_raw_data_api.fetch_raw_report(ANDROID, INSTALLS_REPORT, start, end)
     message = str(caught.value)
     assert "2026-03-10 19:00 UTC" in message and "APPSFLYER_API_TOKEN" in message
     assert ANDROID in message and INSTALLS_REPORT in message
@@ -249,26 +248,26 @@ def test_wrong_token_is_an_auth_error_without_the_token(clean_sandbox):
     assert "not-the-token" not in str(caught.value) + repr(caught.value)
 
 
-def test_unknown_app(appsflyer_api, clean_sandbox):
+def test_unknown_app(appsflyer_raw_data_api, clean_sandbox):
     start, end = day_window(recent_day(), TZ)
     with pytest.raises(AppsFlyerNotFoundError) as caught:
-        appsflyer_api.fetch_raw_report("com.example.unknown", INSTALLS_REPORT, start, end)
+        appsflyer_raw_data_api.fetch_raw_report("com.example.unknown", INSTALLS_REPORT, start, end)
     message = str(caught.value)
     assert "com.example.unknown" in message and "APPSFLYER_ANDROID_APP_ID" in message
     assert len(clean_sandbox.calls()) == 1
 
 
-def test_lookback(appsflyer_api):
+def test_lookback(appsflyer_raw_data_api):
     start, end = day_window(recent_day(120), TZ)
     with pytest.raises(AppsFlyerLookbackError) as caught:
-        appsflyer_api.fetch_raw_report(IOS, INSTALLS_REPORT, start, end)
+        appsflyer_raw_data_api.fetch_raw_report(IOS, INSTALLS_REPORT, start, end)
     assert "90 days" in str(caught.value) and "archive" in str(caught.value)
 
 
-def test_other_4xx_is_an_api_error_with_the_body(appsflyer_api):
+def test_other_4xx_is_an_api_error_with_the_body(appsflyer_raw_data_api):
     start, end = day_window(recent_day(), TZ)
     with pytest.raises(AppsFlyerApiError) as caught:
-        appsflyer_api.fetch_raw_report(IOS, "not_a_report", start, end)
+        appsflyer_raw_data_api.fetch_raw_report(IOS, "not_a_report", start, end)
     assert type(caught.value) is AppsFlyerApiError
     assert "HTTP 400" in str(caught.value) and "not_a_report" in str(caught.value)
 
@@ -339,6 +338,6 @@ def test_token_never_in_urls_params_or_repr(clean_sandbox, monkeypatch):
     assert_no_token(clean_sandbox, *sent_urls, repr(calls), repr(api), str(api))
 
 
-def test_start_and_end_must_be_aware(appsflyer_api):
+def test_start_and_end_must_be_aware(appsflyer_raw_data_api):
     with pytest.raises(ValueError, match="timezone-aware"):
-        appsflyer_api.fetch_raw_report(ANDROID, INSTALLS_REPORT, dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2))
+        appsflyer_raw_data_api.fetch_raw_report(ANDROID, INSTALLS_REPORT, dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2))

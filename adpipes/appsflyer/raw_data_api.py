@@ -1,0 +1,376 @@
+"""AppsFlyer Pull API V2 raw data: the client of ``GET /api/raw-data/export/app/{app_id}/{report}/v5``.
+
+The Pull API has no paging and no truncation flag: a response with exactly ``maximum_rows`` data
+rows has silently lost the rest. The client therefore halves such windows (down to
+``min_split_seconds``) and fails loudly when a window cannot be split further. Calls count
+against a small daily quota (about 24 a day per app for installs, 12 for in-app events), so daily
+quota answers are never retried, while 429/5xx, connection errors and the known zero-byte 200 are.
+Responses are streamed to files (a raw day can be a million rows) and counted, never held in
+memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import requests
+from pydantic import Field, field_validator
+
+from adpipes.appsflyer.api import (
+    PARAM_TIME_FORMAT,
+    QUOTA_VENDOR,
+    TOKEN_VARIABLE,
+    AppsFlyerApiBase,
+    AppsFlyerApiError,
+    AppsFlyerTruncationError,
+    default_log,
+    fmt_window,
+)
+from adpipes.lib.http import bearer_session
+from adpipes.lib.quota import ApiCallLedger, QuotaMeter
+
+INSTALLS_REPORT = "installs_report"
+IN_APP_EVENTS_REPORT = "in_app_events_report"
+
+RAW_EXPORT_PATH = "/api/raw-data/export/app/{app_id}/{report}/v5"
+# AppsFlyer serves raw data for the last 90 days only ("historical lookback is limited to 90
+# days"), and one call covers at most 60 days of installs or 31 days of in-app events.
+RAW_LOOKBACK_DAYS = 90
+RAW_WINDOW_DAYS = {INSTALLS_REPORT: 60, IN_APP_EVENTS_REPORT: 31}
+# Daily call quotas per app of the usual plans (AppsFlyer's support article "Report generation
+# quotas"): raw installs 24, raw in-app events 12.
+DEFAULT_DAILY_QUOTAS = {INSTALLS_REPORT: 24, IN_APP_EVENTS_REPORT: 12}
+# The `currency` parameter's values (AppsFlyer's raw data OpenAPI file): the currency set on the
+# app, or US dollars.
+CURRENCIES = ("preferred", "USD")
+# Dagster concurrency pool of the steps calling the raw data API (limited in the shipped
+# dagster.yaml; raw exports are also the steps that need the most memory).
+RAW_DATA_API_POOL = "appsflyer_raw_data_api"
+
+
+# -- result --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SpooledChunk:
+    """One raw-report response, spooled to disk as delivered (header line first)."""
+
+    path: Path
+    header: tuple[str, ...]
+    rows: int
+    window: tuple[dt.datetime, dt.datetime]
+
+
+@dataclass
+class SpooledReport:
+    """The raw-report responses that together cover the requested window, as files on disk.
+
+    A raw day can be a million rows (600 MB of CSV): the responses are streamed to files and only
+    counted here (truncation is detected from the row count), never held in memory. The files are
+    removed with the directory passed to ``fetch_raw_report`` (its owner's job) or, when the client
+    made the directory itself, when this object is garbage-collected.
+    """
+
+    app_id: str
+    report: str
+    timezone: str
+    directory: Path
+    chunks: list[SpooledChunk] = field(default_factory=list)
+    # HTTP requests made, including retried attempts and discarded (truncated) answers.
+    calls: int = 0
+    # The app's raw-report quota in the call ledger (None: calls are not metered).
+    quota: QuotaMeter | None = field(default=None, repr=False)
+
+    def count_call(self) -> None:
+        """Count a request about to be sent; the quota ledger refuses it once the quota is spent."""
+        if self.quota is not None:
+            self.quota.spend()
+        self.calls += 1
+
+    @property
+    def windows(self) -> list[tuple[dt.datetime, dt.datetime]]:
+        """The [start, end) windows actually fetched (after splitting), in order."""
+        return [c.window for c in self.chunks]
+
+    @property
+    def row_count(self) -> int:
+        return sum(c.rows for c in self.chunks)
+
+    def to_arrow(self) -> pa.Table:
+        """Every chunk parsed into one table of string columns (for inspection and tests)."""
+        tables = [parse_report_csv(c.path) for c in self.chunks]
+        if not tables:
+            return pa.table({})
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+
+
+
+def read_header(source: bytes | Path) -> list[str]:
+    """The header names of a report CSV (the first line; AppsFlyer may prefix a UTF-8 BOM)."""
+    if isinstance(source, Path):
+        with source.open("rb") as handle:
+            first = handle.readline()
+    else:
+        first = source.split(b"\n", 1)[0]
+    return next(csv.reader([first.decode("utf-8-sig").rstrip("\r\n")]), [])
+
+
+def _csv_options(names: list[str]) -> dict[str, Any]:
+    return dict(
+        read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
+        # Campaign names and user agents may hold quoted newlines.
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def parse_report_csv(source: bytes | Path) -> pa.Table:
+    """Parse one raw-report CSV reading every column as text, by header name.
+
+    IDs read as numbers would come back as ``1000000186.0`` and lose leading zeros, and AppsFlyer
+    adds columns over time, so no column is typed here.
+    """
+    data = str(source) if isinstance(source, Path) else pa.py_buffer(source)
+    return pacsv.read_csv(data, **_csv_options(read_header(source)))
+
+
+def count_report_rows(path: Path) -> tuple[list[str], int]:
+    """Header names and data-row count of a spooled report, parsed a block at a time.
+
+    Parsing (rather than counting line breaks) is what makes the count right when values hold
+    quoted line breaks, and it fails on a malformed file before anything is loaded.
+    """
+    names = read_header(path)
+    options = _csv_options(names)
+    # Converting one column is enough to count rows; every row is still tokenized and checked.
+    options["convert_options"].include_columns = names[:1]
+    # Small blocks: the count needs no parallel read-ahead, and memory stays flat.
+    options["read_options"].block_size = 4 << 20
+    reader = pacsv.open_csv(str(path), **options)
+    return names, sum(batch.num_rows for batch in reader)
+
+
+def split_by_day(chunk: SpooledChunk, timezone: str) -> list[tuple[str, SpooledChunk]]:
+    """A response covering several days as one file per day (partition key, chunk), by Event Time.
+
+    A response within one day is returned as it is. Otherwise its rows are streamed into one file
+    per local day next to it (header first, bytes of each row unchanged apart from CSV quoting)
+    and the original is removed. Rows whose Event Time is empty or unreadable go to the window's
+    first day: the archive keeps them and raw_data's parseable_values check quarantines them.
+    """
+    tz = ZoneInfo(timezone)
+    first = chunk.window[0].astimezone(tz).date()
+    last = (chunk.window[1] - dt.timedelta(seconds=1)).astimezone(tz).date()
+    if first == last:
+        return [(first.isoformat(), chunk)]
+    if "Event Time" not in chunk.header:
+        raise AppsFlyerApiError(
+            f"AppsFlyer response {chunk.path.name} covers {first}..{last} but has no Event Time "
+            "column, so its rows cannot be told apart by day; nothing was loaded. Materialize these "
+            "partitions one day at a time.", window=f"{first}..{last}",
+        )
+    column = chunk.header.index("Event Time")
+    outputs: dict[str, tuple[Any, Any, Path]] = {}
+    counts: dict[str, int] = {}
+    try:
+        with chunk.path.open(newline="", encoding="utf-8") as source:
+            reader = csv.reader(source)
+            header = next(reader)
+            for row in reader:
+                stamp = row[column] if column < len(row) else ""
+                day = stamp[:10] if _DAY_PREFIX.match(stamp) else first.isoformat()
+                if not first.isoformat() <= day <= last.isoformat():
+                    day = first.isoformat()
+                if day not in outputs:
+                    path = chunk.path.with_name(f"{chunk.path.stem}-{day}.csv")
+                    handle = path.open("w", newline="", encoding="utf-8")
+                    writer = csv.writer(handle, lineterminator="\n")
+                    writer.writerow(header)
+                    outputs[day] = (handle, writer, path)
+                outputs[day][1].writerow(row)
+                counts[day] = counts.get(day, 0) + 1
+    finally:
+        for handle, _, _ in outputs.values():
+            handle.close()
+    if sum(counts.values()) != chunk.rows:
+        raise AppsFlyerApiError(
+            f"AppsFlyer response {chunk.path.name}: split into days, it has {sum(counts.values())} "
+            f"rows where {chunk.rows} were counted; nothing was loaded. Re-run the partitions."
+        )
+    chunk.path.unlink()
+    return [
+        (day, SpooledChunk(path, chunk.header, counts[day], chunk.window))
+        for day, (_, _, path) in sorted(outputs.items())
+    ]
+
+
+_DAY_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[ T]")
+
+
+def raw_windows(partition_keys: list[str], report: str) -> list[tuple[str, str]]:
+    """The partitions as (first, last) runs of consecutive days, each within one raw call's limit
+    (RAW_WINDOW_DAYS): a 62-day in-app-events backfill is two calls, not 62."""
+    days = sorted(dt.date.fromisoformat(k) for k in partition_keys)
+    runs: list[list[dt.date]] = []
+    for day in days:
+        if runs and day == runs[-1][-1] + dt.timedelta(days=1) and len(runs[-1]) < RAW_WINDOW_DAYS[report]:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return [(run[0].isoformat(), run[-1].isoformat()) for run in runs]
+
+
+def raw_lookback_start(timezone: str, today: dt.date | None = None) -> dt.date:
+    """The oldest day AppsFlyer still serves raw data for."""
+    today = today or dt.datetime.now(ZoneInfo(timezone)).date()
+    return today - dt.timedelta(days=RAW_LOOKBACK_DAYS)
+
+
+
+# -- resource ------------------------------------------------------------------------------------
+
+class AppsFlyerRawDataApi(AppsFlyerApiBase):
+    """AppsFlyer Pull API V2 raw data reports (installs, in-app events, ...), as CSV files."""
+
+    maximum_rows: int = Field(
+        default=1_000_000,
+        description="Rows per call; the real API accepts 200000 or 1000000 only. A response with "
+        "this many rows is treated as truncated and its window is split.",
+    )
+    timeout_seconds: float = Field(default=300, description="Read timeout per call (big days are slow).")
+    min_split_seconds: int = Field(
+        default=3600, description="Windows this short are not split further when truncated."
+    )
+    currency: str = Field(
+        default="USD",
+        description="`currency` of every raw call: 'preferred' (the currency set on the app in "
+        "AppsFlyer) or 'USD' (APPSFLYER_CURRENCY).",
+    )
+    daily_quotas: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_DAILY_QUOTAS),
+        description="Calls a day per app your AppsFlyer plan allows, per raw report (quotas reset "
+        "at 00:00 UTC; APPSFLYER_DAILY_QUOTAS). The call ledger refuses a range that would exceed "
+        "them before calling. Reports not named keep the usual plan's quota.",
+    )
+
+    @field_validator("daily_quotas")
+    @classmethod
+    def _with_default_quotas(cls, quotas: dict[str, int]) -> dict[str, int]:
+        # A plan naming only some reports (e.g. more in-app events calls) keeps the others' quota.
+        return {**DEFAULT_DAILY_QUOTAS, **quotas}
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, currency: str) -> str:
+        if currency not in CURRENCIES:
+            raise ValueError(f"currency must be one of {CURRENCIES} (AppsFlyer's values), got {currency!r}")
+        return currency
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def quota_meter(self, ledger: ApiCallLedger, app_id: str, report: str) -> QuotaMeter:
+        """The ledger's meter of one app's report, with this plan's daily quota of that report."""
+        return ledger.meter(QUOTA_VENDOR, app_id, report, self.daily_quotas.get(report))
+
+    def fetch_raw_report(self, app_id: str, report: str, start: dt.datetime, end: dt.datetime,
+                         log: Any = None, directory: Path | None = None,
+                         quota: QuotaMeter | None = None) -> SpooledReport:
+        """Fetch raw report rows with Event Time in ``[start, end)`` (tz-aware datetimes).
+
+        Responses are streamed into files in ``directory`` (a new temporary directory if None).
+        Windows returning ``maximum_rows`` rows are halved until complete; each piece is retried
+        on transient failures. With ``quota``, every request is counted in the call ledger first,
+        which refuses (``QuotaExceeded``) once the day's quota is spent. Raises a subclass of
+        ``AppsFlyerApiError``, or ``QuotaExceeded``.
+        """
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("start and end must be timezone-aware datetimes")
+        if end <= start:
+            raise ValueError(f"empty window: end {end} is not after start {start}")
+        if start.microsecond or end.microsecond:
+            raise ValueError("start and end must be whole seconds (the API's precision)")
+        log = log or default_log
+        base_url, token = self._connection()
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix="adpipes-appsflyer-"))
+            owned = True
+        else:
+            owned = False
+        result = SpooledReport(app_id=app_id, report=report, timezone=self.timezone,
+                               directory=Path(directory), quota=quota)
+        if owned:
+            weakref.finalize(result, shutil.rmtree, str(directory), True)
+        with bearer_session(base_url, token, accept="text/csv", token_variable=TOKEN_VARIABLE) as session:
+            self._fetch_window(session, base_url, token, app_id, report,
+                               start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc),
+                               result, log)
+        return result
+
+    def _fetch_window(self, session: requests.Session, base_url: str, token: str, app_id: str,
+                      report: str, start: dt.datetime, end: dt.datetime, result: SpooledReport,
+                      log: Any) -> None:
+        path = result.directory / f"{app_id}-{report}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.csv"
+        self._get_with_retries(session, base_url, token, app_id, report, start, end, result, log, path)
+        window = fmt_window(start, end, self.timezone)
+        try:
+            header, rows = count_report_rows(path)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise AppsFlyerApiError(
+                f"AppsFlyer {report} for app {app_id}, window {window}: the response is not "
+                f"well-formed UTF-8 CSV ({exc}); nothing was loaded. Re-run the partition; if it "
+                "persists, report the response to AppsFlyer support.",
+                app_id=app_id, report=report, window=window,
+            ) from None
+        if rows < self.maximum_rows:
+            result.chunks.append(SpooledChunk(path, tuple(header), rows, (start, end)))
+            return
+        path.unlink()
+        seconds = int((end - start).total_seconds())
+        if seconds <= self.min_split_seconds:
+            raise AppsFlyerTruncationError(
+                f"AppsFlyer {report} for app {app_id}, window {window}: the response has "
+                f"maximum_rows={self.maximum_rows} rows, so AppsFlyer truncated it, and the window is "
+                f"already at the smallest split ({self.min_split_seconds} s). Rows would be lost, so "
+                f"nothing was loaded. Raise maximum_rows (AppsFlyer accepts 1000000) or lower "
+                f"min_split_seconds on the appsflyer_raw_data_api resource, then re-run the partition.",
+                app_id=app_id, report=report, window=window,
+            )
+        log.info(
+            f"AppsFlyer {report} for app {app_id}, window {window}: {rows} rows = "
+            f"maximum_rows, so the answer is truncated; splitting the window in halves"
+        )
+        # Whole seconds: the API's parameters have second precision.
+        middle = start + dt.timedelta(seconds=seconds // 2)
+        self._fetch_window(session, base_url, token, app_id, report, start, middle, result, log)
+        self._fetch_window(session, base_url, token, app_id, report, middle, end, result, log)
+
+    def _get_with_retries(self, session: requests.Session, base_url: str, token: str, app_id: str,
+                          report: str, start: dt.datetime, end: dt.datetime, result: SpooledReport,
+                          log: Any, path: Path) -> None:
+        tz = ZoneInfo(self.timezone)
+        # Wall times in the app timezone; `to` is inclusive, so the last second of the window.
+        params = {
+            "from": start.astimezone(tz).strftime(PARAM_TIME_FORMAT),
+            "to": (end - dt.timedelta(seconds=1)).astimezone(tz).strftime(PARAM_TIME_FORMAT),
+            "timezone": self.timezone,
+            "maximum_rows": str(self.maximum_rows),
+            "currency": self.currency,
+        }
+        url = base_url + RAW_EXPORT_PATH.format(app_id=app_id, report=report)
+        window = fmt_window(start, end, self.timezone)
+        self._call(session, "GET", url, token, log, app_id=app_id, report=report, window=window,
+                   on_attempt=result.count_call, spool_to=path, params=params)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import logging
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +40,12 @@ READ_BLOCK_BYTES = 16 << 20
 # Input metadata asking the IO manager for a lazy PartitionBatches instead of one DataFrame, so a
 # downstream asset can process a million-row partition a block at a time.
 LOAD_AS_BATCHES = "adpipes/load_as_batches"
+
+
+_default_log = logging.getLogger("adpipes.storage")
+# The table comment recording the layout version of an adpipes table (TableSpec.layout_version).
+LAYOUT_COMMENT = "adpipes layout {version}"
+_LAYOUT_PATTERN = re.compile(r"adpipes layout (\d+)")
 
 
 class StorageError(Exception):
@@ -144,17 +152,82 @@ def existing_columns(cur: psycopg.Cursor, schema: str, table: str) -> list[str]:
     return [row[0] for row in cur.fetchall()]
 
 
+def legacy_table_name(table: str, version: int) -> str:
+    """Where a table of an older layout is kept when its layout changes (``cohort_ltv_layout1``)."""
+    return f"{table}_layout{version}"
+
+
+def _keep_older_layout(cur: psycopg.Cursor, spec: TableSpec, log: Any) -> None:
+    """Rename an existing table of an older layout (and its day partitions) out of the way.
+
+    A layout change (a new key column, columns that changed meaning) cannot be applied to rows
+    stored under the old one, and the archive's rows may be the only copy left: they are kept
+    under ``{table}_layout{N}``, untouched, and the table is created anew. Nothing is dropped.
+    """
+    schema, table = spec.schema_name, spec.table_name
+    cur.execute(
+        "SELECT c.oid, obj_description(c.oid, 'pg_class') FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return
+    oid, comment = row
+    match = _LAYOUT_PATTERN.search(comment or "")
+    version = int(match.group(1)) if match else 1
+    if version >= spec.layout_version:
+        return
+    legacy = legacy_table_name(table, version)
+    cur.execute("SELECT to_regclass(%s)", (f"{schema}.{legacy}",))
+    if cur.fetchone()[0] is not None:
+        raise StorageError(
+            f"{schema}.{table} has layout {version} and adpipes now writes layout {spec.layout_version}; "
+            f"the old table would be kept as {schema}.{legacy}, which exists already. Rename or "
+            f"archive {schema}.{legacy} by hand, then re-run."
+        )
+    cur.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = %s ORDER BY 1", (oid,),
+    )
+    children = [name for (name,) in cur.fetchall()]
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(_ident(schema, table), _ident(legacy)))
+    for child in children:
+        day = partition_day(table, child)
+        if day is not None:
+            cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                _ident(schema, child), _ident(partition_table_name(legacy, day))))
+    cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
+        _ident(schema, legacy),
+        sql.Literal(f"adpipes: {schema}.{table} as stored in layout {version}, kept when layout "
+                    f"{spec.layout_version} replaced it (never written again)"),
+    ))
+    (log or _default_log).warning(
+        f"{schema}.{table}: the stored table has layout {version} and adpipes writes layout "
+        f"{spec.layout_version} (columns or key changed); the old table and its {len(children)} "
+        f"partition(s) are kept unchanged as {schema}.{legacy} and {schema}.{table} is created "
+        "anew. Re-materialize the partitions you need in the new layout; drop the old table when "
+        "it is no longer needed (never in the archive unless its data is kept elsewhere)."
+    )
+
+
 def ensure_table(
     conn: psycopg.Connection,
     spec: TableSpec,
     days: Sequence[dt.date],
     extra_text_columns: Sequence[str] = (),
+    log: Any = None,
 ) -> None:
-    """Create schema, parent table, missing columns and the day partitions; commit."""
+    """Create schema, parent table, missing columns and the day partitions; commit.
+
+    An existing table of an older layout (``TableSpec.layout_version``) is first renamed out of
+    the way, with its rows (see :func:`_keep_older_layout`).
+    """
     schema, table = spec.schema_name, spec.table_name
     with conn.cursor() as cur:
         _lock_schema_ddl(cur, spec.schema_name)
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(schema)))
+        _keep_older_layout(cur, spec, log)
         column_sql = sql.SQL(", ").join(
             sql.SQL("{} {}{}").format(
                 _ident(c.name),
@@ -163,11 +236,16 @@ def ensure_table(
             )
             for c in spec.columns
         )
+        cur.execute("SELECT to_regclass(%s)", (f"{schema}.{table}",))
+        created = cur.fetchone()[0] is None
         cur.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}) PARTITION BY RANGE ({})").format(
                 _ident(schema, table), column_sql, _ident(PARTITION_COLUMN)
             )
         )
+        if created:
+            cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                _ident(schema, table), sql.Literal(LAYOUT_COMMENT.format(version=spec.layout_version))))
         present = set(existing_columns(cur, schema, table))
         for c in spec.columns:
             if c.name not in present:
@@ -277,6 +355,7 @@ def replace_partitions(
     days: Sequence[dt.date],
     *,
     timezone: str,
+    log: Any = None,
 ) -> dict[str, int]:
     """Replace the given day partitions of ``spec``'s table with ``df``'s rows, atomically.
 
@@ -296,7 +375,7 @@ def replace_partitions(
     _check_dates(spec, list(dates.unique()), days)
 
     for conn in conns:
-        ensure_table(conn, spec, days, extra_text_columns=extra)
+        ensure_table(conn, spec, days, extra_text_columns=extra, log=log)
     data = arrow_table(df.assign(**{PARTITION_COLUMN: dates}), columns)
     counts: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
@@ -317,7 +396,8 @@ def replace_partitions(
 
 
 def replace_partitions_from_files(
-    conn: psycopg.Connection, spec: TableSpec, delivered: DeliveredFiles, days: Sequence[dt.date]
+    conn: psycopg.Connection, spec: TableSpec, delivered: DeliveredFiles, days: Sequence[dt.date],
+    log: Any = None,
 ) -> dict[str, int]:
     """Replace the given day partitions with the delivered CSV files' rows, atomically.
 
@@ -328,7 +408,7 @@ def replace_partitions_from_files(
     """
     extra = _check_columns(spec, delivered.columns)
     _check_dates(spec, [f.report_date for f in delivered.files], days)
-    ensure_table(conn, spec, days, extra_text_columns=extra)
+    ensure_table(conn, spec, days, extra_text_columns=extra, log=log)
     counts: dict[str, int] = {}
     with conn.cursor() as cur:
         cur.execute("SET LOCAL client_encoding = 'UTF8'")
@@ -515,7 +595,7 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
                 assert failure is not None
                 raise failure
             try:
-                counts = self._write(conns, spec, obj, days)
+                counts = self._write(conns, spec, obj, days, context.log)
             except Exception as exc:
                 if len(conns) < 2:
                     raise
@@ -525,7 +605,7 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
                     with contextlib.suppress(psycopg.Error):
                         conn.rollback()
                 try:
-                    self._write(conns[:1], spec, obj, days)
+                    self._write(conns[:1], spec, obj, days, context.log)
                 except Exception:
                     raise exc from None
                 context.log.error(f"{spec.qualified_name}: only {names[0]} was written")
@@ -552,13 +632,13 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(metadata)
 
     def _write(self, conns: Sequence[psycopg.Connection], spec: TableSpec,
-               obj: pd.DataFrame | DeliveredFiles, days: Sequence[dt.date]) -> dict[str, int]:
+               obj: pd.DataFrame | DeliveredFiles, days: Sequence[dt.date], log: Any) -> dict[str, int]:
         if isinstance(obj, DeliveredFiles):
             counts: dict[str, int] = {}
             for conn in conns:
-                counts = replace_partitions_from_files(conn, spec, obj, days)
+                counts = replace_partitions_from_files(conn, spec, obj, days, log=log)
             return counts
-        return replace_partitions(conns, spec, obj, days, timezone=self.timezone)
+        return replace_partitions(conns, spec, obj, days, timezone=self.timezone, log=log)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | PartitionBatches:
         spec = TABLES.get(context.asset_key)

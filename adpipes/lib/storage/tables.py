@@ -87,6 +87,10 @@ class TableSpec:
     description: str | None = None
     # Columns that let a reviewer find a row (failure cases and quarantine show them).
     row_key: tuple[str, ...] = ()
+    # Raised when the table's layout changes incompatibly (its key or the meaning of its columns):
+    # an existing table of an older layout is kept, renamed, never rewritten or dropped (see
+    # ``ensure_table``). Recorded in the table's comment.
+    layout_version: int = 1
     _columns: tuple[ColumnDef, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

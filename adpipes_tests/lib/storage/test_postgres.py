@@ -157,3 +157,42 @@ def test_io_manager_writes_archive_before_product(clean_databases):
     with pytest.raises(StorageError, match="product database"):
         manager.handle_output(context, typed_frame(D1, 4))
     assert count(archive_dsn, "storage_test.typed", D1) == 4
+
+
+def test_a_new_layout_keeps_the_old_table_and_its_rows_under_another_name(clean_databases):
+    _, archive_dsn = clean_databases
+    with psycopg.connect(archive_dsn) as conn:
+        replace_partitions(conn, TYPED, typed_frame(D1, 6), [D1], timezone=TZ)
+        replace_partitions(conn, TYPED, typed_frame(D2, 3), [D2], timezone=TZ)
+    # The same table with a new key column: its rows cannot be re-read in the new layout.
+    relaid = TableSpec(
+        asset_key=TYPED.asset_key,
+        dataframe_schema=pa.DataFrameSchema(
+            {"report_date": report_date_column(), "kind": pa.Column("str", nullable=False),
+             "n": pa.Column("Int64", nullable=True)}
+        ),
+        databases=(ARCHIVE,),
+        layout_version=2,
+    )
+    frame = pd.DataFrame({"report_date": [D1.isoformat()], "kind": ["new"], "n": pd.array([1], dtype="Int64")})
+    warnings: list[str] = []
+
+    class Log:
+        def warning(self, message: str) -> None:
+            warnings.append(message)
+
+    with psycopg.connect(archive_dsn) as conn:
+        replace_partitions(conn, relaid, frame, [D1], timezone=TZ, log=Log())
+        replace_partitions(conn, relaid, frame, [D1], timezone=TZ, log=Log())  # no second rename
+        comments = dict(conn.execute(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = 'storage_test' AND c.relkind = 'p'").fetchall())
+        children = sorted(r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'typed_layout1'").fetchall())
+    assert count(archive_dsn, "storage_test.typed_layout1") == 9
+    assert count(archive_dsn, "storage_test.typed_layout1", D2) == 3
+    assert children == ["typed_layout1_p20261120", "typed_layout1_p20261121"]
+    assert count(archive_dsn, "storage_test.typed") == 1
+    assert comments["typed"] == "adpipes layout 2" and "layout 1" in comments["typed_layout1"]
+    assert len(warnings) == 1 and "storage_test.typed_layout1" in warnings[0] and "2 partition(s)" in warnings[0]

@@ -45,7 +45,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
         # Dev always talks to the sandbox (None = find or start it); real credentials are only
         # used with ADPIPES_ENV=prod so a dev run never spends a real API quota.
         connection: dict[str, object] = dict(api_token=None, base_url=None, timezone=settings.timezone)
-        apps = AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID)
+        apps = AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID,
+                             currency=settings.appsflyer_app_currency)
     else:
         connection = dict(
             api_token=dg.EnvVar("APPSFLYER_API_TOKEN"),
@@ -55,6 +56,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         apps = AppsFlyerApps(
             android_app_id=dg.EnvVar("APPSFLYER_ANDROID_APP_ID"),
             ios_app_id=dg.EnvVar("APPSFLYER_IOS_APP_ID"),
+            currency=settings.appsflyer_app_currency,
         )
     # One client per AppsFlyer API; APPSFLYER_DAILY_QUOTAS names reports of both Pull APIs.
     quotas = settings.appsflyer_daily_quotas

@@ -183,10 +183,12 @@ class AppsFlyerApiBase(VendorApiResource):
             )
         if status == 401:
             raise AppsFlyerAuthError(
-                f"{where}: HTTP 401, the API token is invalid or revoked ({excerpt!r}). AppsFlyer "
+                f"{where}: HTTP 401, the API token is invalid or revoked, or the account is "
+                f"suspended ({excerpt!r}; AppsFlyer answers 401 for all three). AppsFlyer "
                 f"revoked every token issued before {TOKEN_REVOCATION_CUTOFF}. Regenerate the "
                 f"token in AppsFlyer (Security center > API tokens, a V2 token) and set "
-                f"{TOKEN_VARIABLE}.",
+                f"{TOKEN_VARIABLE}; if it still fails, log in to the dashboard and check the "
+                "account status.",
                 status=status, **context,
             )
         if status == 404:
@@ -201,6 +203,12 @@ class AppsFlyerApiBase(VendorApiResource):
             raise AppsFlyerLookbackError(
                 f"{where}: AppsFlyer serves raw data for the last 90 days only ({excerpt!r}). "
                 "Older partitions cannot be fetched again; they live in the archive database.",
+                status=status, **context,
+            )
+        if status == 400 and "invalid limit type" in body.lower():
+            raise AppsFlyerApiError(
+                f"{where}: AppsFlyer refused maximum_rows ({excerpt!r}): it accepts 200000 or "
+                "1000000 only. Fix maximum_rows on the appsflyer_raw_data_api resource.",
                 status=status, **context,
             )
         raise AppsFlyerApiError(f"{where}: HTTP {status}: {excerpt}", status=status, **context)

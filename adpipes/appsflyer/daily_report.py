@@ -74,9 +74,10 @@ def _numbers(values: pd.Series, *, whole: bool) -> pd.Series:
     return numbers.astype("Int64" if whole else "Float64")
 
 
-def daily_report_frame(raw: pd.DataFrame, platform: str, app_id: str) -> ParsedDailyReport:
+def daily_report_frame(raw: pd.DataFrame, platform: str, app_id: str, currency: str) -> ParsedDailyReport:
     """The daily report CSV (every column as text) as typed rows, columns mapped by header name,
     with the same index as ``raw`` (the report as delivered, e.g. ``AggregateReport.to_arrow().to_pandas()``).
+    ``currency`` is the app's currency in AppsFlyer, which aggregate reports are always in.
 
     ``None``/``N/A`` become NULL; headers adpipes does not know are kept as delivered (text)
     under their snake_case name and listed in ``unknown_columns``. The caller checks the header
@@ -85,6 +86,7 @@ def daily_report_frame(raw: pd.DataFrame, platform: str, app_id: str) -> ParsedD
     frame = pd.DataFrame(index=raw.index)
     frame["report_date"] = raw["Date"].astype("string").str.strip()
     frame["platform"] = pd.Series(platform, index=raw.index, dtype="string")
+    frame["currency"] = pd.Series(currency, index=raw.index, dtype="string")
     missing = []
     for header, column in DAILY_REPORT_HEADERS.items():
         if header not in raw.columns:
@@ -157,7 +159,8 @@ def daily_report(
 ):
     """Daily ad performance of both apps per media source and campaign, as AppsFlyer's aggregate
     daily report states it: impressions, clicks, installs, sessions, loyal users and ad spend
-    (cost, eCPI), one row per day, platform, agency, media source and campaign. This is the table
+    (cost, eCPI, in the app's currency named in `currency`), one row per day, platform, agency,
+    media source and campaign. This is the table
     for spend and acquisition dashboards (cost per install by channel, installs by campaign).
     AppsFlyer finalizes aggregates about 48 hours late, so a day's figures may still change for two
     days: the daily schedule re-pulls yesterday with the two days before it, as one 3-day range
@@ -193,7 +196,7 @@ def daily_report(
                 report.add_structural(structural.assign(value=platform), key)
                 rejected.append((key, problem, fetched.content.decode("utf-8", "replace")))
             continue
-        parsed = daily_report_frame(delivered, platform, app_id)
+        parsed = daily_report_frame(delivered, platform, app_id, appsflyer_apps.currency)
         outside = sorted(set(parsed.frame["report_date"].dropna()) - {d.isoformat() for d in _days(first, last)})
         if outside:
             raise DailyReportFormatError(

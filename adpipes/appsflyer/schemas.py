@@ -219,7 +219,7 @@ def raw_data_schema() -> pa.DataFrameSchema:
         "install_time": _time("When the app was first opened."),
         "event_time": _time("When the event happened (the install time for installs)."),
         "event_name": _text("install, or the in-app event name (af_purchase, ...)."),
-        "event_value": _text("Purchase receipt id (af_receipt_id) for purchase events, otherwise null. Kept as text: receipt ids are long digit strings or GPA.xxxx ids."),
+        "event_value": _text("Purchase receipt id: the af_receipt_id of the Event Value JSON (key in any case), for every event that carries one, whatever its name; otherwise null. Kept as text: receipt ids are long digit strings or GPA.xxxx ids."),
         "event_revenue": _money("Event revenue in event_revenue_currency; refunds are negative."),
         "event_revenue_currency": _text("ISO currency code of event_revenue."),
         "event_revenue_usd": _money("Event revenue converted to USD by AppsFlyer."),
@@ -408,8 +408,12 @@ def daily_report_schema() -> pa.DataFrameSchema:
         "sessions": _count("sessions", "App sessions of the day by users of this media source and campaign."),
         "loyal_users": _count("loyal_users", "Users who opened the app at least 3 times (AppsFlyer's loyal users)."),
         "loyal_users_over_installs": _amount("loyal_users_over_installs", "Loyal users / installs."),
-        "total_cost": _amount("total_cost", "Ad spend reported to AppsFlyer, in the app currency (null when N/A)."),
-        "average_ecpi": _amount("average_ecpi", "Effective cost per install, total_cost / installs (null when N/A)."),
+        "total_cost": _amount("total_cost", "Ad spend reported to AppsFlyer, in `currency` (null when N/A)."),
+        "average_ecpi": _amount("average_ecpi", "Effective cost per install, total_cost / installs, in `currency` (null when N/A)."),
+        "currency": _text(
+            "ISO 4217 code of total_cost and average_ecpi: the currency set on the app in AppsFlyer "
+            "(APPSFLYER_APP_CURRENCY), which aggregate reports are always in whatever currency is asked "
+            "for. Null only on rows stored before adpipes recorded it.", False),
     }
     # strict=False: a column AppsFlyer adds later is kept (as text) rather than rejected.
     return pa.DataFrameSchema(columns, strict=False, name="appsflyer/daily_report")

@@ -25,12 +25,13 @@ from adpipes.appsflyer.schemas import (
     snake_case,
 )
 
-# Purchase event names whose Event Value carries a store receipt (af_purchase is AppsFlyer's
-# standard name; apps also send purchase / in_app_purchase).
-PURCHASE_EVENT_PATTERN = r"(?:^|_)purchase$"
+# The receipt id is kept for every event whose Event Value carries it, whatever the event is
+# called: the original scripts kept it for any event with `af_receipt_id` in its value (apps send
+# purchases as af_purchase, purchase, in_app_purchase, subscription renewals, ...). The key is
+# matched in any case, so a receipt sent as AF_RECEIPT_ID by a custom integration is not lost.
 RECEIPT_KEY = "af_receipt_id"
 _RECEIPT_VALUE = (
-    rf'"{RECEIPT_KEY}"\s*:\s*(?:"(?P<text>(?:[^"\\]|\\.)*)"'
+    rf'(?i)"{RECEIPT_KEY}"\s*:\s*(?:"(?P<text>(?:[^"\\]|\\.)*)"'
     r"|(?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?))"
 )
 
@@ -92,13 +93,12 @@ def _receipt_id(value: str) -> str | None:
         return None
     if not isinstance(payload, dict):
         return None
-    receipt = payload.get(RECEIPT_KEY)
+    receipt = next((v for k, v in payload.items() if k.lower() == RECEIPT_KEY), None)
     return None if receipt in (None, "") else str(receipt)
 
 
-def _extract_receipts(event_name: pd.Series, event_value: pd.Series) -> pd.Series:
-    purchase = event_name.astype("str").str.contains(PURCHASE_EVENT_PATTERN, regex=True)
-    values = _blank_to_na(event_value).where(purchase.fillna(False).astype(bool))
+def _extract_receipts(event_value: pd.Series) -> pd.Series:
+    values = _blank_to_na(event_value)
     # A regex over the JSON text instead of json.loads per row: a 1M-row day has ~250K purchases
     # and json.loads made normalization several times slower. Receipt ids are JSON strings or
     # (iOS, from some SDKs) bare numbers whose digits must be kept exactly, never as floats.
@@ -116,7 +116,8 @@ def _extract_receipts(event_name: pd.Series, event_value: pd.Series) -> pd.Serie
         receipts = receipts.astype(object)
         receipts[escaped] = values[escaped].map(_receipt_id)
     receipts = receipts.astype("str")
-    # A purchase without a receipt (sandbox or web purchases) or with a non-JSON value has none.
+    # An event without a receipt (most events; sandbox or web purchases) or with a non-JSON
+    # value has none.
     return receipts.mask(receipts == "")
 
 
@@ -189,7 +190,7 @@ def _typed(raw: pd.DataFrame, timezone: str) -> pd.DataFrame:
     for column in RAW_MONEY_COLUMNS:
         out[column] = _parse_money(raw[column])
     out["customer_user_id"] = _parse_customer_user_id(raw["customer_user_id"])
-    out["event_value"] = _extract_receipts(raw["event_name"], raw["event_value"])
+    out["event_value"] = _extract_receipts(raw["event_value"])
     converted = RAW_TIME_COLUMNS + RAW_FLAG_COLUMNS + RAW_MONEY_COLUMNS + ("customer_user_id", "event_value")
     for column in out.columns:
         if column not in converted:

@@ -57,7 +57,8 @@ def resources(clean_sandbox, storage_resources):
     return {
         "appsflyer_aggregate_api": make_api(clean_sandbox),
         "appsflyer_cohort_api": make_cohort_api(clean_sandbox),
-        "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID),
+        "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID,
+                                        currency="KRW"),
         **storage_resources,
     }
 
@@ -107,6 +108,9 @@ def test_day_lands_typed_with_vendor_nulls(resources, clean_sandbox, clean_datab
     assert types["report_date"] == types["date"] == "date"
     assert "loyal_users" in types and not any("loyal_usres" in c for c in types)
     assert query(product_dsn, "SELECT count(*) FROM appsflyer.daily_report WHERE date <> report_date") == [(0,)]
+    # Aggregate reports are in the app's currency, whatever is asked: every row says which.
+    for dsn in (product_dsn, archive_dsn):
+        assert query(dsn, "SELECT DISTINCT currency FROM appsflyer.daily_report") == [("KRW",)]
     metadata = result.asset_materializations_for_node("appsflyer__daily_report")[0].metadata
     assert metadata["appsflyer/api_calls"].value == 2
     assert metadata["installs_by_platform"].value == {p: expected(p, day)["installs"] for p in APPS}
@@ -132,7 +136,8 @@ def test_header_order_does_not_matter_and_bad_numbers_break_a_rule():
         "Installs": ["12"], "Campaign (c)": ["None"], "Total Cost": ["N/A"], "Date": ["2026-11-01"],
         "Media Source (pid)": ["organic"], "Agency/PMD (af_prt)": ["None"], "Brand New": [""],
     })
-    parsed = daily_report_frame(shuffled.to_pandas(), "ios", "id1")
+    parsed = daily_report_frame(shuffled.to_pandas(), "ios", "id1", "KRW")
+    assert parsed.frame["currency"].tolist() == ["KRW"]
     row = parsed.frame.iloc[0]
     assert row["installs"] == 12 and row["report_date"] == "2026-11-01" and row["platform"] == "ios"
     assert row.isna()[["campaign", "agency", "total_cost", "impressions"]].all()
@@ -141,7 +146,7 @@ def test_header_order_does_not_matter_and_bad_numbers_break_a_rule():
                     "Installs": ["12.5", "-3"]})
     failures = find_failures(daily_report_delivered_schema(), bad.to_pandas())
     assert failures[["row", "check_name", "value"]].values.tolist() == [[0, "parseable_values", "12.5"]]
-    typed = daily_report_frame(bad.to_pandas(), "ios", "id1").frame
+    typed = daily_report_frame(bad.to_pandas(), "ios", "id1", "KRW").frame
     assert pd.isna(typed["installs"].iloc[0])
     failures = find_failures(daily_report_schema(), typed)
     assert failures[["row", "check_name", "value"]].values.tolist() == [[1, "non_negative", "-3"]]

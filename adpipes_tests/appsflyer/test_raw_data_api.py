@@ -31,6 +31,7 @@ from adpipes.appsflyer.raw_data_api import (
 )
 from adpipes.lib.partitions import day_window
 from adpipes_tests.fixtures.sandbox import appsflyer_client_settings
+from adpipes_tests.fixtures.vendor_examples import PULL_API_ERROR_MESSAGES
 from adpipes.lib.sandbox.appsflyer import RAW_REPORT_COLUMNS, default_rows_for_day
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 
@@ -262,6 +263,30 @@ def test_lookback(appsflyer_raw_data_api):
     with pytest.raises(AppsFlyerLookbackError) as caught:
         appsflyer_raw_data_api.fetch_raw_report(IOS, INSTALLS_REPORT, start, end)
     assert "90 days" in str(caught.value) and "archive" in str(caught.value)
+
+
+def test_the_documented_error_answers_are_named(clean_sandbox):
+    """Each error answer of AppsFlyer's raw data OpenAPI file, served as printed, becomes the error
+    that says what to do (quota and lookback are covered above with their own tests)."""
+    start, end = day_window(recent_day(), TZ)
+    status, message = PULL_API_ERROR_MESSAGES["invalid_limit"]
+    with pytest.raises(AppsFlyerApiError) as caught:
+        client(clean_sandbox, maximum_rows=0).fetch_raw_report(IOS, INSTALLS_REPORT, start, end)
+    assert caught.value.status == status and message in str(caught.value)
+    assert "200000 or 1000000" in str(caught.value)
+    status, message = PULL_API_ERROR_MESSAGES["invalid_token"]
+    with pytest.raises(AppsFlyerAuthError) as caught:
+        client(clean_sandbox, api_token="wrong-token").fetch_raw_report(IOS, INSTALLS_REPORT, start, end)
+    assert caught.value.status == status and message in str(caught.value)
+    assert "suspended" in str(caught.value)
+
+
+def test_currency_is_sent_as_configured_and_checked(clean_sandbox):
+    start, end = day_window(recent_day(), TZ)
+    client(clean_sandbox, currency="preferred").fetch_raw_report(IOS, INSTALLS_REPORT, start, end)
+    assert clean_sandbox.calls()[0]["params"]["currency"] == "preferred"
+    with pytest.raises(ValueError, match="preferred"):
+        client(clean_sandbox, currency="KRW")
 
 
 def test_other_4xx_is_an_api_error_with_the_body(appsflyer_raw_data_api):

@@ -6,6 +6,7 @@ import pyarrow as pa
 from adpipes.appsflyer.schemas import RAW_REPORT_COLUMNS, raw_data_schema, raw_values_schema, snake_case
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
 from adpipes.lib.quality import find_failures
+from adpipes_tests.fixtures.vendor_examples import S2S_EVENT_VALUE, S2S_INVALID_REVENUES, S2S_VALID_REVENUES
 
 
 def _report(rows: list[dict[str, str]], extra: tuple[str, ...] = ()) -> pa.Table:
@@ -119,3 +120,34 @@ def test_android_gpa_receipt_kept_as_text():
         "Event Value": '{"af_receipt_id":"GPA.3345-6789-0123-45678","af_revenue":1.0}', "Platform": "android",
     }])
     assert frame["event_value"].iloc[0] == "GPA.3345-6789-0123-45678"
+
+
+def test_receipt_id_is_kept_for_any_event_carrying_it_in_any_key_case():
+    frame = _unify([
+        {"Event Time": "2026-11-20 10:00:00", "Event Name": "subscription_renewal", "AppsFlyer ID": "a",
+         "Event Value": '{"af_receipt_id":"GPA.1111-2222-3333-44444","af_revenue":"9.99"}', "Platform": "android"},
+        {"Event Time": "2026-11-20 10:01:00", "Event Name": "AF_PURCHASE", "AppsFlyer ID": "b",
+         "Event Value": '{"AF_Receipt_Id": 2000000812345678902}', "Platform": "ios"},
+        {"Event Time": "2026-11-20 10:02:00", "Event Name": "af_purchase", "AppsFlyer ID": "c",
+         "Event Value": '{"af_receipt_id":"esc\\"aped"}', "Platform": "ios"},
+        # The S2S document's Event Value example: a purchase-like event without a receipt.
+        {"Event Time": "2026-11-20 10:03:00", "Event Name": "af_purchase", "AppsFlyer ID": "d",
+         "Event Value": S2S_EVENT_VALUE, "Platform": "ios"},
+        {"Event Time": "2026-11-20 10:04:00", "Event Name": "af_login", "AppsFlyer ID": "e",
+         "Event Value": "not json", "Platform": "ios"},
+    ])
+    assert frame["event_value"].tolist()[:3] == ["GPA.1111-2222-3333-44444", "2000000812345678902", 'esc"aped']
+    assert frame["event_value"].iloc[3:].isna().all()
+
+
+def test_s2s_revenue_formats_read_or_are_flagged():
+    """The S2S document's revenue examples: 123, -123.45, 123.456 are valid; 1,234.56 and 1,234 are
+    not, so their rows are flagged by parseable_values instead of being read as other numbers."""
+    rows = [{"Event Time": "2026-11-20 10:00:00", "Install Time": "2026-11-19 09:00:00", "AppsFlyer ID": f"r{i}",
+             "Platform": "ios", "Event Name": "af_purchase", "Media Source": "organic", "Event Revenue": value}
+            for i, value in enumerate(S2S_VALID_REVENUES + S2S_INVALID_REVENUES)]
+    frame = _unify(rows)
+    assert frame["event_revenue"].iloc[:3].tolist() == [123.0, -123.45, 123.456]
+    failures = find_failures(raw_values_schema(), _delivered(rows))
+    assert sorted(failures["row"].unique().tolist()) == [3, 4]
+    assert set(failures["check_name"]) == {"parseable_values"}

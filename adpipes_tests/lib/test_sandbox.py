@@ -150,10 +150,12 @@ def test_value_quirks(clean_sandbox):
         ({"report": "clicks_report"}, 400, "report"),
         ({"timezone": "+09:00"}, 400, "timezone"),
         ({"timezone": "Mars/Olympus"}, 400, "timezone"),
-        ({"maximum_rows": "0"}, 400, "maximum_rows"),
+        ({"maximum_rows": "0"}, 400, '{"message": "Invalid limit type"}'),
+        ({"currency": "KRW"}, 400, "currency"),
         ({"from": ""}, 400, "required"),
         ({"from": "20261101"}, 400, "from"),
-        ({"from": "2020-01-01", "to": "2020-01-02"}, 400, "historical lookback is limited to 90 days"),
+        ({"from": "2020-01-01", "to": "2020-01-02"}, 400,
+         '{"message": "Raw reports historical lookback is limited to 90 days"}'),
     ],
 )
 def test_errors_like_the_real_api(clean_sandbox, kwargs, status, text):
@@ -193,7 +195,7 @@ def test_faults_over_http(clean_sandbox):
     limited = export(clean_sandbox, ANDROID, EVENTS)
     assert limited.status_code == 403 and limited.text == f"Limit reached for {EVENTS}"
     revoked = export(clean_sandbox, ANDROID)
-    assert revoked.status_code == 401 and revoked.text == "Supplied API token is invalid"
+    assert revoked.status_code == 401 and revoked.json() == {"message": "Supplied API token is invalid"}
     assert export(clean_sandbox, ANDROID).status_code == 200
     throttled = export(clean_sandbox, IOS)
     assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "3"

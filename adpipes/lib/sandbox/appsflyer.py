@@ -1,17 +1,19 @@
 """AppsFlyer Pull API V2 raw-data endpoints of the sandbox, with deterministic synthetic data.
 
 ``GET /api/raw-data/export/app/{app_id}/{report}/v5`` for ``installs_report`` and
-``in_app_events_report``, answering like the real API (see the "Vendor API facts" of the design
-notes): bearer-token auth (401 ``Supplied API token is invalid``), 404 with an HTML body for an
-unknown app, 400 JSON messages for bad parameters and for windows older than the 90-day raw-data
-lookback, and ``text/csv`` with a header line that is present even when no rows match.
+``in_app_events_report``, answering like the real API (the error answers of AppsFlyer's raw data
+OpenAPI file, restated in ``vendor-docs/appsflyer-pull-api-v2-notes.md``): bearer-token auth (401
+``{"message": "Supplied API token is invalid"}``), 404 with an HTML body for an unknown app, 400
+``{"message": ...}`` for bad parameters (``Invalid limit type``, an unknown ``currency``) and for
+windows older than the 90-day lookback (``Raw reports historical lookback is limited to 90 days``),
+and ``text/csv`` with a header line that is present even when no rows match.
 
 Data is a pure function of (app id, report, local day, timezone): the same request always returns
 the same rows, so tests can compare a split fetch against a whole-day fetch. Differences from the
 real API, on purpose:
 
-- ``maximum_rows`` accepts any positive integer (the real API only takes 200000 and 1000000) so
-  tests can trigger truncation with small days.
+- ``maximum_rows`` accepts any positive integer (the real API only takes 200000 and 1000000,
+  answering ``Invalid limit type`` otherwise) so tests can trigger truncation with small days.
 - ``to`` given as ``yyyy-mm-dd hh:mm`` is inclusive through ``hh:mm:59`` (a date-only ``to``
   through 23:59:59, as with the real API).
 - Rows later than "now" are not served (the real API cannot report the future either), so
@@ -85,7 +87,10 @@ DEFAULT_ROWS_PER_DAY = {
 
 INVALID_TOKEN_MESSAGE = "Supplied API token is invalid"
 QUOTA_MESSAGE = "Your API call limit has been reached for the given report type"
-LOOKBACK_MESSAGE = "historical lookback is limited to 90 days"
+LOOKBACK_MESSAGE = "Raw reports historical lookback is limited to 90 days"
+INVALID_LIMIT_MESSAGE = "Invalid limit type"
+# The raw data OpenAPI file's `currency` enum.
+CURRENCIES = ("preferred", "USD")
 NOT_FOUND_HTML = (
     "<!DOCTYPE html><html><head><title>404 Not Found</title></head>"
     "<body><h1>Not Found</h1><p>The requested URL was not found on this server.</p></body></html>"
@@ -363,13 +368,13 @@ def api_call_preamble(server: SandboxServer, request: Request, app_id: str, repo
         if fault.kind == "quota_403":
             return call, Response.text(403, f"Limit reached for {report}", call=call), delay
         if fault.kind == "token_revoked":
-            return call, Response.text(401, INVALID_TOKEN_MESSAGE, call=call), delay
+            return call, _json_error(401, INVALID_TOKEN_MESSAGE, call), delay
         if fault.kind == "slow":
             delay = fault.seconds
 
     auth = request.headers.get("Authorization", "")
     if not hmac.compare_digest(auth.encode("utf-8"), f"Bearer {server.appsflyer_token}".encode("utf-8")):
-        return call, Response.text(401, INVALID_TOKEN_MESSAGE, call=call), delay
+        return call, _json_error(401, INVALID_TOKEN_MESSAGE, call), delay
     if app_id not in server.config_snapshot()["apps"]:
         return call, Response.text(404, NOT_FOUND_HTML, "text/html", call=call), delay
     return call, None, delay
@@ -429,7 +434,10 @@ def _parse_window(params: dict[str, str], report: str) -> tuple[dt.datetime, dt.
         if maximum_rows < 1:
             raise ValueError
     except ValueError:
-        raise _BadRequest(f"Invalid maximum_rows: {raw_max}") from None
+        raise _BadRequest(INVALID_LIMIT_MESSAGE) from None
+    if params.get("currency", "USD") not in CURRENCIES:
+        # The document gives the enum but not the answer to another value: a 400 like the others.
+        raise _BadRequest(f"Invalid currency: {params['currency']} (use preferred or USD)")
     return start, end, timezone, maximum_rows
 
 

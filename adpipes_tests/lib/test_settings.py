@@ -41,6 +41,15 @@ def test_prod_complete_is_accepted_and_secrets_are_not_kept_as_values():
         ({"ADPIPES_SCHEDULE_TIME": "6"}, "ADPIPES_SCHEDULE_TIME='6' must be a time HH:MM"),
         ({"ADPIPES_SCHEDULE_TIME": "24:00"}, "ADPIPES_SCHEDULE_TIME"),
         ({"ADPIPES_SCHEDULE_HOUR": "5"}, "ADPIPES_SCHEDULE_HOUR was renamed: set ADPIPES_SCHEDULE_TIME=HH:MM instead \\(e.g. '05:00'\\)"),
+        ({"APPSFLYER_CURRENCY": "KRW"}, "APPSFLYER_CURRENCY='KRW' must be 'preferred'"),
+        ({"APPSFLYER_APP_CURRENCY": "won"}, "APPSFLYER_APP_CURRENCY='won' must be an ISO 4217"),
+        ({"AIRBRIDGE_CURRENCY": "krw"}, "AIRBRIDGE_CURRENCY='krw' must be an ISO 4217"),
+        ({"APPSFLYER_COHORT_KPIS": "revenue,ecpi"}, "APPSFLYER_COHORT_KPIS items \\['ecpi'\\]"),
+        ({"APPSFLYER_COHORT_KPIS": "roas,ROAS"}, "differ only in case"),
+        ({"APPSFLYER_COHORT_TYPES": "organic"}, "APPSFLYER_COHORT_TYPES items \\['organic'\\]"),
+        ({"APPSFLYER_COHORT_MIN_SIZE": "0"}, "APPSFLYER_COHORT_MIN_SIZE='0' must be a whole number of users >= 1"),
+        ({"AIRBRIDGE_GROUP_BY": "channel,channel"}, "AIRBRIDGE_GROUP_BY names \\['channel'\\] more than once"),
+        ({"AIRBRIDGE_GROUP_BY": "Channel"}, "AIRBRIDGE_GROUP_BY items \\['Channel'\\]"),
     ],
 )
 def test_invalid_values_are_named(environ, fragment):
@@ -63,3 +72,43 @@ def test_plan_quotas_reach_the_appsflyer_client():
 def test_schedule_time_is_hour_and_minute():
     assert load_settings({}).schedule_time == (6, 0)
     assert load_settings({"ADPIPES_SCHEDULE_TIME": "05:30"}).schedule_time == (5, 30)
+
+
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("APPSFLYER_COHORT_KPI", "APPSFLYER_COHORT_KPI is not an adpipes setting \\(did you mean APPSFLYER_COHORT_KPIS\\?\\)"),
+        ("AIRBRIDGE_GROUPBY", "did you mean AIRBRIDGE_GROUP_BY\\?"),
+        ("ADPIPES_TIMEZONES", "did you mean ADPIPES_TIMEZONE\\?"),
+        ("ADPIPES_WHATEVER", "ADPIPES_WHATEVER is not an adpipes setting \\(see the configuration table"),
+    ],
+)
+def test_a_misspelled_or_unknown_setting_fails_the_load_naming_it(name, fragment):
+    with pytest.raises(ConfigurationError, match=fragment):
+        load_settings({name: "x"})
+
+
+def test_variables_of_other_tools_are_ignored():
+    assert load_settings({"DAGSTER_HOME": "/x", "PGPASSWORD": "y", "APPSFLYERISH": "z"}).env == "dev"
+
+
+def test_currencies_and_query_settings():
+    prod = {name: "v" for name in PROD_REQUIRED_VARIABLES} | {
+        "ADPIPES_ENV": "prod", "APPSFLYER_APP_CURRENCY": "JPY", "AIRBRIDGE_CURRENCY": "EUR",
+        "APPSFLYER_CURRENCY": "preferred", "APPSFLYER_COHORT_KPIS": "revenue, roas,Checkout Start",
+        "APPSFLYER_COHORT_TYPES": "user_acquisition,retargeting", "APPSFLYER_COHORT_MIN_SIZE": "50",
+        "AIRBRIDGE_GROUP_BY": "channel,campaign,ad_group",
+    }
+    settings = load_settings(prod)
+    assert (settings.appsflyer_app_currency, settings.airbridge_currency, settings.appsflyer_currency) == (
+        "JPY", "EUR", "preferred")
+    # Event names are case-sensitive for AppsFlyer: kept as written, spaces inside included.
+    assert settings.cohort_kpis == ("revenue", "roas", "Checkout Start")
+    assert settings.cohort_types == ("user_acquisition", "retargeting") and settings.cohort_min_size == 50
+    assert settings.airbridge_group_by == ("channel", "campaign", "ad_group")
+    # Dev talks to the sandbox, whose apps are in its own currency, whatever is set.
+    dev = load_settings({"APPSFLYER_APP_CURRENCY": "JPY", "AIRBRIDGE_CURRENCY": "EUR"})
+    assert dev.appsflyer_app_currency == dev.airbridge_currency == "KRW"
+    defaults = load_settings({})
+    assert (defaults.appsflyer_currency, defaults.cohort_kpis, defaults.cohort_types, defaults.cohort_min_size,
+            defaults.airbridge_group_by) == ("USD", ("revenue",), ("user_acquisition",), 1, ("channel", "campaign"))

@@ -482,7 +482,8 @@ def _window_rows(app_id: str, report: str, start: dt.datetime, end: dt.datetime,
 
 def register(server: SandboxServer) -> None:
     server.add_route("GET", RAW_PATH, raw_data_export)
-    # The aggregate (daily_report) and Cohort endpoints live in their own module.
-    from adpipes.lib.sandbox import appsflyer_aggregate
+    # The aggregate (daily_report) and Cohort endpoints live in their own modules.
+    from adpipes.lib.sandbox import appsflyer_aggregate, appsflyer_cohort
 
     appsflyer_aggregate.register(server)
+    appsflyer_cohort.register(server)

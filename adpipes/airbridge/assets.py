@@ -1,4 +1,4 @@
-"""Airbridge assets: the revenue report (Day-N revenue of each day's install cohorts)."""
+"""Airbridge assets: the revenue report (Day-N revenue of each day's start-event users)."""
 
 import datetime as dt
 
@@ -9,10 +9,10 @@ from adpipes.airbridge.resources import API_POOL, AirbridgeApi
 from adpipes.airbridge.schemas import REVENUE_TABLE, revenue_schema
 from adpipes.airbridge.transform import revenue_frame
 from adpipes.lib.assets import table_asset
-from adpipes.lib.quality import ROW_VOLUME, QualityReport, QualityStore, check_groups, publish
+from adpipes.lib.quality import ROW_VOLUME, UNKNOWN_COLUMNS, QualityReport, QualityStore, check_groups, publish
 
 GROUP = "airbridge"
-REVENUE_CHECKS = check_groups(revenue_schema(), extra=[ROW_VOLUME])
+REVENUE_CHECKS = check_groups(revenue_schema(), extra=[UNKNOWN_COLUMNS, ROW_VOLUME])
 
 
 # A range is one run, so up to 92 days are one Airbridge report task (longer ranges: several).
@@ -26,55 +26,72 @@ REVENUE_CHECKS = check_groups(revenue_schema(), extra=[ROW_VOLUME])
     pool=API_POOL,
 )
 def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, quality: QualityStore):
-    """How much revenue the users who installed on a given day brought in, per channel and
-    campaign, by days since install: one row per cohort day (report_date, the install day in the
-    app timezone), channel, campaign and Day N, with the revenue (cumulative through Day N by
-    default) and whether Airbridge masked the figure. This is the LTV/ROAS curve of each
-    acquisition cohort; recent cohorts keep maturing (a cohort installed 3 days ago has Days 0-3
-    only, and today's Day 3 grows until the day ends), so re-materialize recent partitions as they
-    age. The cohort's totals (ad cost, revenue so far, unique users) are repeated as cohort_*
-    columns on every Day-N row rather than kept in a second table: they come from the same report
-    task, stay consistent with the values they belong to, and ROAS is one query; take them from
-    ``day_n = 0`` (or DISTINCT) and never sum them across Day-N rows. Masked figures and
-    Airbridge's notifications (masking, SAN_PERIOD_LIMIT, ...) are kept and shown in the run.
+    """How much revenue the users who installed (or came through a deeplink) on a given day
+    brought in, per group (channel and campaign by default, AIRBRIDGE_GROUP_BY), by days since
+    that start event: one row per start-event day (report_date, app timezone), group and Day N,
+    with the metric (revenue, cumulative through Day N by default) in the app's currency (the
+    currency column). This is the LTV/ROAS curve of each acquisition cohort; recent days keep
+    maturing (users who installed 3 days ago have Days 0-3 only), so re-materialize recent
+    partitions as they age. The day's totals (ad cost, revenue, unique users) are repeated on
+    each Day-N row of the day: take them from ``day_n = 0`` and never sum them across Day-N rows.
+    Figures Airbridge masked keep the value it sent with an ``is_masked`` flag; its
+    notifications (masking, SAN_PERIOD_LIMIT, ...) are logged as warnings and kept in the run.
     """
     days = list(context.partition_keys)
+    app = airbridge_api.app_name
     report = airbridge_api.fetch_revenue([dt.date.fromisoformat(k) for k in days], log=context.log)
-    flattened = revenue_frame(report, airbridge_api.metric, airbridge_api.aggregation_type)
-    where = f"airbridge/revenue for app {airbridge_api.app_name}, partitions {days[0]}..{days[-1]}"
+    table = revenue_frame(report, group_by=list(airbridge_api.group_by), metric=airbridge_api.metric,
+                          aggregation_type=airbridge_api.aggregation_type, currency=airbridge_api.currency)
     quality_report = QualityReport(REVENUE_CHECKS, days, REVENUE_TABLE.row_key)
-    flat = flattened.frame.reset_index(drop=True)
-    frame = flat[quality_report.check_rows([(revenue_schema(), flat)], keys=flat).to_numpy()]
+    flat = table.frame.reset_index(drop=True)
+    # The configured group-by columns are not vendor drift: only the declared columns are checked.
+    keep = quality_report.check_rows([(revenue_schema(), flat[REVENUE_TABLE.column_names])], keys=flat)
+    frame = flat[keep.to_numpy()]
 
+    where = f"airbridge/revenue for app {app}, partitions {days[0]}..{days[-1]}"
     notifications = [
-        {**notice, "task_id": task.task_id, "range": task.window}
-        for task in report.tasks for notice in task.notifications
+        {"code": n.code, "type": n.type, "message": n.message, "task_id": task.task_id, "range": task.window}
+        for task in report.tasks for n in task.notifications
     ]
     for notice in notifications:
         context.log.warning(
-            f"Airbridge notification {notice.get('code')!r} for app {airbridge_api.app_name}, "
-            f"{notice['range']} (task {notice['task_id']}): {notice.get('message', '')}"
+            f"Airbridge notification {notice['code']!r} ({notice['type']}) for app {app}, "
+            f"{notice['range']} (task {notice['task_id']}): {notice['message']}"
         )
-    masked = int(frame["is_masked"].sum(skipna=True))
-    if masked:
+    unknown = {path: sample for task in report.tasks for path, sample in task.unknown_fields.items()}
+    if unknown:
         context.log.warning(
-            f"{where}: {masked} Day-N figures are masked by Airbridge; they are stored with "
-            "is_masked = true (value null when Airbridge withheld it)."
+            f"{where}: Airbridge's answers carry fields its document does not print, not stored "
+            f"(listed with a sample in airbridge/unknown_fields): {sorted(unknown)}"
         )
-    if flattened.entries_without_values:
+        for key in days:
+            quality_report.add_unknown_columns(key, sorted(unknown))
+    masked = {flag: int(frame[flag].sum()) for flag in
+              ("is_masked", "total_cost_is_masked", "total_revenue_is_masked", "total_unique_users_is_masked")}
+    if any(masked.values()):
         context.log.warning(
-            f"{where}: {len(flattened.entries_without_values)} cohort(s) came without any Day-N value, so "
-            f"the table has no row for them (listed in airbridge/cohorts_without_values): "
-            f"{flattened.entries_without_values[:5]}"
+            f"{where}: Airbridge masked some figures ({masked}); they keep the value Airbridge sent, "
+            "flagged in the *_is_masked columns."
+        )
+    if table.dates_without_values:
+        context.log.warning(
+            f"{where}: {len(table.dates_without_values)} (date, group) entries came without any Day-N "
+            f"value, so the table has no row for them (listed in airbridge/dates_without_values): "
+            f"{table.dates_without_values[:5]}"
         )
     metadata: dict[str, object] = {
-        "airbridge/app_name": airbridge_api.app_name,
+        "airbridge/app_name": app,
+        "airbridge/currency": airbridge_api.currency,
+        "airbridge/group_by": dg.MetadataValue.json(list(airbridge_api.group_by)),
         "airbridge/task_ids": dg.MetadataValue.json({t.window: t.task_id for t in report.tasks}),
         "airbridge/api_calls": report.calls,
-        "airbridge/rows_served": report.row_count,
+        "airbridge/pages": sum(t.pages for t in report.tasks),
+        "airbridge/group_rows_served": sum(len(t.rows) for t in report.tasks),
+        "airbridge/total_counts": dg.MetadataValue.json({t.window: t.total_count for t in report.tasks}),
         "airbridge/notifications": dg.MetadataValue.json(notifications),
-        "airbridge/notification_codes": ", ".join(sorted({str(n.get("code")) for n in notifications})),
-        "airbridge/masked_values": masked,
-        "airbridge/cohorts_without_values": dg.MetadataValue.json(flattened.entries_without_values),
+        "airbridge/notification_codes": ", ".join(sorted({n["code"] for n in notifications})),
+        "airbridge/masked": dg.MetadataValue.json(masked),
+        "airbridge/unknown_fields": dg.MetadataValue.json(unknown),
+        "airbridge/dates_without_values": dg.MetadataValue.json(table.dates_without_values),
     }
     yield from publish(context, quality, quality_report, dg.Output(frame, metadata=metadata))

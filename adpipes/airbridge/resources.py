@@ -1,15 +1,17 @@
 """Airbridge resources: the revenue report API client (an asynchronous task, polled and paged).
 
 The revenue report is not served in one call: ``POST .../revenue/query`` starts a task for at
-most 92 days and answers its id; ``GET .../revenue/query/{task_id}?skip=&size=`` answers the
-task's status (``PENDING``, ``RUNNING``, then ``SUCCESS``, or the final ``FAILURE``/``CANCELED``)
-and, once it succeeded, one page of rows (50 by default). Results can take up to 5 minutes, so
-the client polls with a bounded wait, then pages until every row is in. A task that fails, is
-canceled or outlives the wait raises an error naming the app, the date range and the task id.
+most 92 days and answers ``{"data": {"taskId": ...}}``; ``GET .../revenue/query/{task_id}?skip=&size=``
+answers the task's status at ``data.status`` (``PENDING``, ``RUNNING``, then ``SUCCESS``, or the
+final ``FAILURE``/``CANCELED``) and, once it succeeded, one page of group rows with
+``data.hasNext`` and ``data.metadata.totalCount``. Results can take up to 5 minutes, so the client
+polls with a bounded wait, then pages until ``hasNext`` is false, within ``max_pages``.
 
-Every HTTP call goes through ``adpipes.lib.http`` (timeouts, tenacity backoff for 429/5xx and
-connection errors, ``Retry-After``); the token travels only in the ``Authorization`` header and
-never appears in a URL, log line, error or repr.
+Every request is checked against the document's limits and enums before any call
+(:func:`adpipes.airbridge.contract.query_problems`); every answer is read at the document's JSON
+paths (:mod:`adpipes.airbridge.contract`). Every HTTP call goes through ``adpipes.lib.http``
+(timeouts, backoff for 429/5xx and connection errors, ``Retry-After``); the token travels only in
+the ``Authorization`` header and never appears in a URL, log line, error or repr.
 """
 
 from __future__ import annotations
@@ -17,15 +19,44 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import requests
 import tenacity
 from pydantic import Field
 
+from adpipes.airbridge.contract import (
+    CANCELED,
+    DATASPEC_PATH,
+    DEFAULT_PAGE_SIZE,
+    EVENTS_CATALOG,
+    FAILURE,
+    GROUPBYS_CATALOG,
+    GRANULARITIES,
+    MAX_RANGE_DAYS,
+    METRICS_CATALOG,
+    QUERY_PATH,
+    RESULT_SPEC,
+    SUCCESS,
+    TASK_PATH,
+    WAITING_STATUSES,
+    AnswerShapeError,
+    GroupRow,
+    Notification,
+    catalog_findings,
+    excerpt,
+    query_problems,
+    read_catalog,
+    read_created,
+    read_problem,
+    read_result_page,
+    read_status,
+)
 from adpipes.lib.http import (
     RetriesExhausted,
     TransientError,
@@ -37,22 +68,20 @@ from adpipes.lib.http import (
 )
 
 REPORT = "revenue"
-QUERY_PATH = "/reports/api/v3/apps/{app_name}/revenue/query"
-TASK_PATH = QUERY_PATH + "/{task_id}"
 TOKEN_VARIABLE = "AIRBRIDGE_API_TOKEN"
 APP_NAME_VARIABLE = "AIRBRIDGE_APP_NAME"
-# The API refuses ranges longer than this; longer partition ranges become several tasks.
-MAX_DAYS_PER_TASK = 92
+GROUP_BY_VARIABLE = "AIRBRIDGE_GROUP_BY"
+CURRENCY_VARIABLE = "AIRBRIDGE_CURRENCY"
+# The table is one row per start-event day (report_date), so adpipes always asks for days.
+GRANULARITY = "day"
 # The Dagster concurrency pool of the steps calling the Airbridge reports API (limited in the
 # shipped dagster.yaml, like every vendor API pool).
 API_POOL = "airbridge_api"
-# The group-bys that become table columns; more may be requested (kept in group_values).
-REQUIRED_GROUP_BY = ("channel", "campaign")
-MAX_GROUP_BY_FIELDS = 4
-
-PENDING, RUNNING, SUCCESS, FAILURE, CANCELED = "PENDING", "RUNNING", "SUCCESS", "FAILURE", "CANCELED"
-WAITING_STATUSES = (PENDING, RUNNING)
-_BODY_EXCERPT_CHARS = 300
+DEFAULT_GROUP_BY = ("channel", "campaign")
+# A server that keeps answering hasNext=true must not hang a run: 1000 pages of 50 group rows
+# is far more than an app's channels x campaigns.
+DEFAULT_MAX_PAGES = 1000
+_ISO_CURRENCY = re.compile(r"[A-Z]{3}")
 
 _default_log = logging.getLogger("adpipes.airbridge")
 
@@ -66,6 +95,10 @@ class AirbridgeApiError(VendorApiError):
     task_id: str | None = None
 
 
+class AirbridgeQueryError(AirbridgeApiError):
+    """The query breaks the document's limits or enums; found before any call."""
+
+
 class AirbridgeTransientError(AirbridgeApiError):
     """429/5xx/connection problems persisted through every attempt."""
 
@@ -75,11 +108,11 @@ class AirbridgeAuthError(AirbridgeApiError):
 
 
 class AirbridgeNotFoundError(AirbridgeApiError):
-    """404: unknown app name (or task id)."""
+    """404 (problem JSON): unknown app name or task id."""
 
 
 class AirbridgeBadRequestError(AirbridgeApiError):
-    """400: Airbridge refused the request body (range, group-bys, events, metric...)."""
+    """400 ``{}``: Airbridge refused the query without saying why."""
 
 
 class AirbridgeTaskFailedError(AirbridgeApiError):
@@ -91,26 +124,57 @@ class AirbridgeTaskTimeoutError(AirbridgeApiError):
 
 
 class AirbridgeResponseError(AirbridgeApiError):
-    """The answer does not have the shape adpipes reads (or rows went missing while paging)."""
+    """The answer departs from the document's shape, or paging does not add up."""
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+class RevenueFilter(dg.Config):
+    """One entry of the query's ``filters``: keep groups whose ``field`` is IN ``values``."""
+
+    field: str = Field(description="A group-by key, e.g. campaign (need not be one of group_by).")
+    filterType: str = Field(default="IN", description="IN (the only filter type the document prints).")  # noqa: N815
+    values: list[str] = Field(description="The values to keep.")
+
+
+class RevenueSort(dg.Config):
+    """One entry of the query's ``sorts``."""
+
+    fieldName: str = Field(description="A requested group-by, or totalCost/totalRevenue/totalUniqueUsers.")  # noqa: N815
+    isAscending: bool = Field(default=True)  # noqa: N815
+
+
+def _as_dict(item: Any) -> dict[str, Any]:
+    # Run config and model_copy(update=...) may hand over plain dicts; the body is plain JSON.
+    return item.model_dump() if isinstance(item, dg.Config) else dict(item)
 
 
 # -- result --------------------------------------------------------------------------------------
 
 @dataclass
 class RevenueTask:
-    """One finished report task: its date range, every row of every page, its notifications."""
+    """One finished report task: its range and body, every group row of every page, what
+    Airbridge noted (notifications) and the keys it sent that the document does not print."""
 
     task_id: str
     start: dt.date
     end: dt.date
-    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
-    notifications: list[dict[str, Any]] = field(default_factory=list)
+    body: dict[str, Any] = field(repr=False)
+    rows: list[GroupRow] = field(default_factory=list, repr=False)
+    notifications: list[Notification] = field(default_factory=list)
+    unknown_fields: dict[str, str] = field(default_factory=dict)
+    total_count: int | None = None
+    ended_at: str | None = None
     pages: int = 0
     polls: int = 0
 
     @property
     def window(self) -> str:
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+    @property
+    def date_rows(self) -> int:
+        return sum(len(row.dates) for row in self.rows)
 
 
 @dataclass
@@ -123,12 +187,8 @@ class RevenueReport:
     def count_call(self) -> None:
         self.calls += 1
 
-    @property
-    def row_count(self) -> int:
-        return sum(len(t.rows) for t in self.tasks)
 
-
-def day_ranges(days: Sequence[dt.date], max_days: int = MAX_DAYS_PER_TASK) -> list[tuple[dt.date, dt.date]]:
+def day_ranges(days: Sequence[dt.date], max_days: int = MAX_RANGE_DAYS) -> list[tuple[dt.date, dt.date]]:
     """Split days into [start, end] runs of consecutive days, each at most ``max_days`` long."""
     if max_days < 1:
         raise ValueError("max_days must be >= 1")
@@ -143,13 +203,14 @@ def day_ranges(days: Sequence[dt.date], max_days: int = MAX_DAYS_PER_TASK) -> li
     return ranges
 
 
-def _notifications(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    # The docs point at notification[0].code; accept a single object too rather than lose it.
-    raw = payload.get("notification", payload.get("notifications"))
-    if not raw:
-        return []
-    items = raw if isinstance(raw, list) else [raw]
-    return [item if isinstance(item, dict) else {"code": str(item)} for item in items]
+def group_by_collisions(group_by: Sequence[str]) -> list[str]:
+    """Group-by keys that would overwrite one of the revenue table's own columns (channel and
+    campaign are the table's group-by columns and are fine)."""
+    # Imported here: the schema module is the table, this module the API.
+    from adpipes.airbridge.schemas import GROUP_BY_COLUMNS, REVENUE_TABLE
+
+    own = set(REVENUE_TABLE.column_names) - set(GROUP_BY_COLUMNS)
+    return [key for key in group_by if key in own]
 
 
 # -- resource ------------------------------------------------------------------------------------
@@ -165,23 +226,43 @@ class AirbridgeApi(VendorApiResource):
     base_url: Optional[str] = Field(
         default=None, description="e.g. https://api.airbridge.io. None: the dev sandbox."
     )
-    group_by: list[str] = Field(
-        default=list(REQUIRED_GROUP_BY),
-        description="groupBy.fields: must include channel and campaign; at most 4.",
+    currency: str = Field(
+        description="ISO code of the app's currency in Airbridge (AIRBRIDGE_CURRENCY): Airbridge "
+        "reports money in the app's local currency and does not say which in its answers."
     )
-    start_events: list[str] = Field(default=["app_install"], description="startEvents (app_install, app_deeplink_open).")
-    return_events: list[str] = Field(default=["app_order_complete"], description="returnEvents: the revenue events.")
-    metric: str = Field(default="app_revenue", description="metric of the Day-N values.")
+    timezone: str = Field(
+        default="Asia/Seoul",
+        description="The Airbridge app's timezone (ADPIPES_TIMEZONE): from/to are dates there, and "
+        "'to' may not be after today there.",
+    )
+    group_by: list[str] = Field(
+        default=list(DEFAULT_GROUP_BY),
+        description="groupBy.fields (AIRBRIDGE_GROUP_BY): each becomes a column of airbridge.revenue.",
+    )
+    start_events: list[str] = Field(default=["app_install"], description="startEvents (documented enum).")
+    return_events: list[str] = Field(default=["app_order_complete"], description="returnEvents (documented enum).")
+    metric: str = Field(default="app_revenue", description="metric of the Day-N values (documented enum).")
     aggregation_type: str = Field(
-        default="cumulative", description="aggregationType: cumulative (Day N includes Days 0..N-1) or per day."
+        default="cumulative",
+        description="aggregationType: cumulative (Day N includes Days 0..N-1) or on-day (Day N only).",
     )
     intervals_period: int = Field(
-        default=30, description="intervalsPeriod: Day-N values per cohort are Day 0..this (API max 120 for day)."
+        default=GRANULARITIES[GRANULARITY][0],
+        description="intervalsPeriod: Day-N values per start-event day, Day 0 first (0..120 for days).",
+    )
+    filters: list[RevenueFilter] = Field(default=[], description="filters: group-by values to keep (IN).")
+    sorts: Optional[list[RevenueSort]] = Field(
+        default=None,
+        description="sorts. None: the group-by fields ascending, so pages follow a stable order.",
     )
     max_days_per_task: int = Field(
-        default=MAX_DAYS_PER_TASK, description="Days per report task; the API refuses more than 92."
+        default=MAX_RANGE_DAYS, description="Days per report task; the API refuses more than 92."
     )
-    page_size: int = Field(default=50, description="Rows per result page (size); the API's default is 50.")
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, description="Group rows per result page (size); the API's default is 50.")
+    max_pages: int = Field(
+        default=DEFAULT_MAX_PAGES,
+        description="Result pages per task at most: a server that keeps answering hasNext=true fails the run.",
+    )
     poll_interval_seconds: float = Field(default=5.0, description="Wait between status polls of a task.")
     task_timeout_seconds: float = Field(
         default=600.0, description="Give up on a task still PENDING/RUNNING after this long (Airbridge: up to 5 minutes)."
@@ -195,46 +276,70 @@ class AirbridgeApi(VendorApiResource):
     def _missing_token_error(self) -> Exception:
         return AirbridgeAuthError(f"no Airbridge API token: set {TOKEN_VARIABLE}", app_name=self.app_name)
 
+    # -- the query ----------------------------------------------------------------------------
+
     def request_body(self, start: dt.date, end: dt.date) -> dict[str, Any]:
-        """The revenue query body (field names from Airbridge's Request Report reference)."""
+        """The revenue query body: every field the document marks required, plus intervalsPeriod
+        and resultSpec as printed in its example."""
+        sorts = ([_as_dict(s) for s in self.sorts] if self.sorts is not None
+                 else [{"fieldName": name, "isAscending": True} for name in self.group_by])
         return {
             "from": start.isoformat(),
             "to": end.isoformat(),
             "groupBy": {"fields": list(self.group_by)},
-            "granularity": "day",
+            "granularity": GRANULARITY,
             "intervalsPeriod": self.intervals_period,
             "startEvents": list(self.start_events),
             "returnEvents": list(self.return_events),
             "metric": self.metric,
             "aggregationType": self.aggregation_type,
+            "filters": [_as_dict(f) for f in self.filters],
+            "sorts": sorts,
+            "resultSpec": RESULT_SPEC,
         }
 
-    def _check_config(self) -> None:
-        missing = [f for f in REQUIRED_GROUP_BY if f not in self.group_by]
-        if missing or len(self.group_by) > MAX_GROUP_BY_FIELDS:
-            raise ValueError(
-                f"airbridge_api.group_by={self.group_by} must include {list(REQUIRED_GROUP_BY)} "
-                f"(they are columns of airbridge.revenue) and have at most {MAX_GROUP_BY_FIELDS} fields"
+    def today(self) -> dt.date:
+        return dt.datetime.now(ZoneInfo(self.timezone)).date()
+
+    def _check_query(self, ranges: Sequence[tuple[dt.date, dt.date]]) -> None:
+        """Every limit adpipes can check without Airbridge, before the first call."""
+        problems = []
+        if not _ISO_CURRENCY.fullmatch(self.currency or ""):
+            problems.append(f"currency={self.currency!r} must be an ISO 4217 code such as KRW ({CURRENCY_VARIABLE})")
+        collisions = group_by_collisions(self.group_by)
+        if collisions:
+            problems.append(f"group_by keys {collisions} are columns of airbridge.revenue itself ({GROUP_BY_VARIABLE})")
+        if not 1 <= self.max_days_per_task <= MAX_RANGE_DAYS:
+            problems.append(f"max_days_per_task={self.max_days_per_task} must be 1..{MAX_RANGE_DAYS}")
+        if self.page_size < 1 or self.max_pages < 1:
+            problems.append("page_size and max_pages must be >= 1")
+        today = self.today()
+        for start, end in ranges:
+            problems += [f"{start}..{end}: {p}" for p in query_problems(self.request_body(start, end), today)]
+        if problems:
+            raise AirbridgeQueryError(
+                f"Airbridge revenue report for app {self.app_name}: the query breaks the API's "
+                f"documented rules, nothing was sent:\n  - " + "\n  - ".join(dict.fromkeys(problems))
+                + "\nFix the airbridge_api resource settings (or AIRBRIDGE_GROUP_BY).",
+                app_name=self.app_name,
             )
-        if not 1 <= self.max_days_per_task <= MAX_DAYS_PER_TASK:
-            raise ValueError(f"airbridge_api.max_days_per_task must be 1..{MAX_DAYS_PER_TASK}")
-        if self.page_size < 1:
-            raise ValueError("airbridge_api.page_size must be >= 1")
 
     # -- public API ---------------------------------------------------------------------------
 
     def fetch_revenue(self, days: Sequence[dt.date], log: Any = None) -> RevenueReport:
-        """Every row of the revenue report for these cohort days: one task per run of at most
-        ``max_days_per_task`` consecutive days, each polled to completion and paged through.
+        """Every group row of the revenue report for these start-event days: one task per run of
+        at most ``max_days_per_task`` consecutive days, each polled to completion and paged
+        through.
 
         Raises a subclass of ``AirbridgeApiError``.
         """
-        self._check_config()
+        ranges = day_ranges(days, self.max_days_per_task if 1 <= self.max_days_per_task else MAX_RANGE_DAYS)
+        self._check_query(ranges)
         log = log or _default_log
         base_url, token = self._connection()
         report = RevenueReport(app_name=self.app_name)
         with bearer_session(base_url, token, token_variable=TOKEN_VARIABLE) as session:
-            for start, end in day_ranges(days, self.max_days_per_task):
+            for start, end in ranges:
                 report.tasks.append(self._run_task(session, base_url, token, start, end, report, log))
         return report
 
@@ -244,82 +349,134 @@ class AirbridgeApi(VendorApiResource):
         task = f", task {task_id}" if task_id else ""
         return f"Airbridge revenue report for app {self.app_name}, {start.isoformat()}..{end.isoformat()}{task}"
 
-    def _run_task(self, session: requests.Session, base_url: str, token: str, start: dt.date,
-                  end: dt.date, report: RevenueReport, log: Any) -> RevenueTask:
-        url = base_url + QUERY_PATH.format(app_name=self.app_name)
-        created = self._call(session, "POST", url, token, log, start=start, end=end,
-                             on_attempt=report.count_call, json=self.request_body(start, end))
-        task_id = created.get("taskId")
-        if not isinstance(task_id, (str, int)) or task_id == "":
-            raise AirbridgeResponseError(
-                f"{self._where(start, end)}: the query answer has no data.taskId "
-                f"({json.dumps(created)[:_BODY_EXCERPT_CHARS]}); Airbridge changed its API?",
-                app_name=self.app_name, window=f"{start}..{end}",
-            )
-        task = RevenueTask(task_id=str(task_id), start=start, end=end)
-        log.info(f"{self._where(start, end, task.task_id)}: task started; polling every "
-                 f"{self.poll_interval_seconds:g} s for up to {self.task_timeout_seconds:g} s")
-        page = self._wait_for_task(session, base_url, token, task, report, log)
-        while True:
-            rows = self._page_rows(page, task)
-            task.rows.extend(rows)
-            task.pages += 1
-            for notice in _notifications(page):
-                if notice not in task.notifications:
-                    task.notifications.append(notice)
-            total = (page.get("report") or {}).get("totalCount")
-            # Stop on an empty page or once totalCount rows are in, never on a short page: the
-            # server may cap `size` below the page size asked for.
-            if not rows or (isinstance(total, int) and len(task.rows) >= total):
-                break
-            page = self._get_page(session, base_url, token, task, len(task.rows), report, log)
-            status = (page.get("task") or {}).get("status")
-            if status != SUCCESS:
-                raise self._task_error(
-                    AirbridgeResponseError, task,
-                    f"the task answered status {status!r} "
-                    f"while paging at skip={len(task.rows)} after SUCCESS; re-run the partition(s).",
-                )
-        if isinstance(total, int) and len(task.rows) != total:
-            raise self._task_error(
-                AirbridgeResponseError, task,
-                f"Airbridge reported totalCount={total} rows "
-                f"but paging returned {len(task.rows)}; nothing was loaded (rows would be lost). "
-                "Re-run the partition(s).",
-            )
-        log.info(f"{self._where(start, end, task.task_id)}: {len(task.rows)} rows in {task.pages} "
-                 f"page(s) after {task.polls} poll(s)")
-        return task
-
     def _task_error(self, kind: type[AirbridgeApiError], task: RevenueTask, message: str) -> AirbridgeApiError:
         """A ``kind`` error about ``task``: the message is prefixed with app, range and task id."""
         return kind(f"{self._where(task.start, task.end, task.task_id)}: {message}",
                     app_name=self.app_name, window=task.window, task_id=task.task_id)
 
-    def _page_rows(self, page: dict[str, Any], task: RevenueTask) -> list[dict[str, Any]]:
-        rows = (page.get("report") or {}).get("rows")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+    def _run_task(self, session: requests.Session, base_url: str, token: str, start: dt.date,
+                  end: dt.date, report: RevenueReport, log: Any) -> RevenueTask:
+        body = self.request_body(start, end)
+        url = base_url + QUERY_PATH.format(app_name=self.app_name)
+        where = self._where(start, end)
+        try:
+            created = self._call(session, "POST", url, token, log, start=start, end=end,
+                                 on_attempt=report.count_call, json=body)
+        except AirbridgeBadRequestError as exc:
+            raise self._bad_request(exc, session, base_url, token, body, log) from None
+        task_id, unknown = self._read(read_created, created, where, start, end)
+        task = RevenueTask(task_id=task_id, start=start, end=end, body=body, unknown_fields=dict(unknown))
+        log.info(f"{self._where(start, end, task_id)}: task started; polling every "
+                 f"{self.poll_interval_seconds:g} s for up to {self.task_timeout_seconds:g} s")
+        answer = self._wait_for_task(session, base_url, token, task, report, log)
+        self._page_through(session, base_url, token, task, answer, report, log)
+        log.info(f"{self._where(start, end, task_id)}: {len(task.rows)} group rows ({task.date_rows} "
+                 f"group-date rows) in {task.pages} page(s) after {task.polls} poll(s)")
+        return task
+
+    def _read(self, reader: Any, answer: Any, where: str, start: dt.date, end: dt.date,
+              task_id: str | None = None, *args: Any) -> Any:
+        """Run a contract reader; a shape it does not know becomes an AirbridgeResponseError."""
+        try:
+            return reader(answer, where, *args)
+        except AnswerShapeError as exc:
+            raise AirbridgeResponseError(
+                f"{exc}. The answer departs from Airbridge's documented shape; nothing was loaded.",
+                app_name=self.app_name, window=f"{start}..{end}", task_id=task_id,
+            ) from None
+
+    def _page_through(self, session: requests.Session, base_url: str, token: str, task: RevenueTask,
+                      answer: dict[str, Any], report: RevenueReport, log: Any) -> None:
+        """Read pages until ``data.hasNext`` is false; check what came against totalCount.
+
+        The document is silent on what skip, size and totalCount count. adpipes takes skip and
+        size to count the group rows of ``data.stats.rows`` (skip advances by the group rows
+        received) and accepts a totalCount equal to either the group rows or the (group, date)
+        rows received: its printed page shows totalCount 48 beside one group row, plausibly
+        8 dates x 6 channels. Any other count, a (group, date) served twice, or a page beyond
+        ``max_pages`` fails the run; nothing is loaded.
+        """
+        fields = list(self.group_by)
+        seen: set[tuple[tuple[str, ...], str]] = set()
+        counts: set[int] = set()
+        skip = 0
+        while True:
+            where = f"{self._where(task.start, task.end, task.task_id)}, page {task.pages + 1} (skip {skip})"
+            page = self._read(read_result_page, answer, where, task.start, task.end, task.task_id, fields, skip)
+            task.pages += 1
+            if page.task_id != task.task_id:
+                raise self._task_error(AirbridgeResponseError, task,
+                                       f"page {task.pages} is of task {page.task_id!r}; nothing was loaded")
+            for index, row in enumerate(page.rows, start=skip):
+                for date_row in row.dates:
+                    self._check_date(task, index, row, date_row.date, seen)
+            task.rows.extend(page.rows)
+            counts.add(page.total_count)
+            task.ended_at = page.ended_at
+            task.notifications += [n for n in page.notifications if n not in task.notifications]
+            for path, sample in page.unknown_fields.items():
+                task.unknown_fields.setdefault(path, sample)
+            if not page.has_next:
+                break
+            if not page.rows:
+                raise self._task_error(AirbridgeResponseError, task,
+                                       f"page {task.pages} (skip {skip}) has no rows but hasNext=true; nothing was loaded")
+            if task.pages >= self.max_pages:
+                raise self._task_error(
+                    AirbridgeResponseError, task,
+                    f"Airbridge still answered hasNext=true after {task.pages} pages of up to "
+                    f"{self.page_size} group rows (max_pages={self.max_pages}); stopped so that a "
+                    "server that never stops paging cannot hang the run, and nothing was loaded. "
+                    "If the report really is this long, raise max_pages or page_size on the "
+                    "airbridge_api resource.",
+                )
+            skip += len(page.rows)
+            answer = self._get_page(session, base_url, token, task, skip, report, log)
+            status = self._read(read_status, answer, where, task.start, task.end, task.task_id)
+            if status != SUCCESS:
+                raise self._task_error(AirbridgeResponseError, task,
+                                       f"the task answered status {status} while paging at skip={skip} "
+                                       "after SUCCESS; nothing was loaded, re-run the partition(s).")
+        self._check_total_count(task, counts)
+
+    def _check_date(self, task: RevenueTask, index: int, row: GroupRow, date: str,
+                    seen: set[tuple[tuple[str, ...], str]]) -> None:
+        name = f"group row {index} {json.dumps(row.group, ensure_ascii=False)}, date {date}"
+        if not task.start.isoformat() <= date <= task.end.isoformat():
+            raise self._task_error(AirbridgeResponseError, task,
+                                   f"{name} is outside the task's range {task.window}; nothing was loaded")
+        key = (tuple(row.group.values()), date)
+        if key in seen:
+            raise self._task_error(AirbridgeResponseError, task,
+                                   f"{name} was served twice (paging overlapped); nothing was loaded")
+        seen.add(key)
+
+    def _check_total_count(self, task: RevenueTask, counts: set[int]) -> None:
+        if len(counts) != 1:
+            raise self._task_error(AirbridgeResponseError, task,
+                                   f"totalCount changed between pages ({sorted(counts)}); nothing was loaded")
+        (total,) = counts
+        task.total_count = total
+        if total not in (len(task.rows), task.date_rows):
             raise self._task_error(
                 AirbridgeResponseError, task,
-                f"a SUCCESS answer without a "
-                f"report.rows list ({json.dumps(page)[:_BODY_EXCERPT_CHARS]})",
+                f"Airbridge reported totalCount={total} but paging returned {len(task.rows)} group "
+                f"rows ({task.date_rows} group-date rows) in {task.pages} page(s), nothing was loaded "
+                "(rows would be lost or counted twice). Re-run the partition(s); if it persists, "
+                "compare with the revenue report in the Airbridge dashboard.",
             )
-        return rows
 
     def _wait_for_task(self, session: requests.Session, base_url: str, token: str, task: RevenueTask,
                        report: RevenueReport, log: Any) -> dict[str, Any]:
-        """Poll the first result page until the task leaves PENDING/RUNNING; return that page."""
+        """Poll the first result page until the task leaves PENDING/RUNNING; return that answer."""
         where = self._where(task.start, task.end, task.task_id)
-
-        def status_of(page: dict[str, Any]) -> str:
-            return str((page.get("task") or {}).get("status", ""))
+        statuses: list[str] = []
 
         def log_wait(state: tenacity.RetryCallState) -> None:
-            page = state.outcome.result() if state.outcome else {}
-            log.info(f"{where}: {status_of(page)} after {state.seconds_since_start or 0:.0f} s")
+            log.info(f"{where}: {statuses[-1]} after {state.seconds_since_start or 0:.0f} s")
 
         polling = tenacity.Retrying(
-            retry=tenacity.retry_if_result(lambda page: status_of(page) in WAITING_STATUSES),
+            retry=tenacity.retry_if_result(lambda _: statuses[-1] in WAITING_STATUSES),
             wait=tenacity.wait_fixed(self.poll_interval_seconds),
             stop=tenacity.stop_after_delay(self.task_timeout_seconds),
             before_sleep=log_wait,
@@ -327,39 +484,32 @@ class AirbridgeApi(VendorApiResource):
 
         def poll() -> dict[str, Any]:
             task.polls += 1
-            return self._get_page(session, base_url, token, task, 0, report, log)
+            answer = self._get_page(session, base_url, token, task, 0, report, log)
+            statuses.append(self._read(read_status, answer, where, task.start, task.end, task.task_id))
+            return answer
 
         try:
-            page = polling(poll)
-        except tenacity.RetryError as exc:
-            last = exc.last_attempt.result()
+            answer = polling(poll)
+        except tenacity.RetryError:
             raise self._task_error(
                 AirbridgeTaskTimeoutError, task,
-                f"still {status_of(last)} after {self.task_timeout_seconds:g} s and "
+                f"still {statuses[-1]} after {self.task_timeout_seconds:g} s and "
                 f"{task.polls} polls (Airbridge says results can take up to 5 minutes). Re-run the "
                 "partition(s) later, or raise task_timeout_seconds on the airbridge_api resource.",
             ) from None
-        status = status_of(page)
+        status = statuses[-1]
         if status in (FAILURE, CANCELED):
-            detail = (page.get("task") or {}).get("message") or ""
             reason = "failed" if status == FAILURE else "was canceled"
             raise self._task_error(
                 AirbridgeTaskFailedError, task,
-                f"the report task {reason} (status {status}{': ' + str(detail) if detail else ''}). "
-                "Nothing was loaded; re-run the partition(s) (a new task is requested). If it keeps "
-                "failing, check the query settings (group_by, events, metric) in the Airbridge "
-                "revenue report UI.",
+                f"the report task {reason} (data.status {status}). Nothing was loaded; re-run the "
+                "partition(s) (a new task is requested). If it keeps failing, open the revenue "
+                "report with the same settings in the Airbridge dashboard.",
             )
-        if status != SUCCESS:
-            raise self._task_error(
-                AirbridgeResponseError, task,
-                f"unknown task status {status!r} (expected {PENDING}, {RUNNING}, {SUCCESS}, "
-                f"{FAILURE} or {CANCELED})",
-            )
-        return page
+        return answer
 
     def _get_page(self, session: requests.Session, base_url: str, token: str, task: RevenueTask,
-                  skip: int, report: RevenueReport, log: Any) -> dict[str, Any]:
+                  skip: int, report: RevenueReport, log: Any) -> Any:
         url = base_url + TASK_PATH.format(app_name=self.app_name, task_id=task.task_id)
         return self._call(session, "GET", url, token, log, start=task.start, end=task.end,
                           task_id=task.task_id, on_attempt=report.count_call,
@@ -367,8 +517,8 @@ class AirbridgeApi(VendorApiResource):
 
     def _call(self, session: requests.Session, method: str, url: str, token: str, log: Any, *,
               start: dt.date, end: dt.date, task_id: str | None = None, on_attempt: Any = None,
-              **kwargs: Any) -> dict[str, Any]:
-        """One logical API call with retries; returns the answer's ``data`` object."""
+              **kwargs: Any) -> Any:
+        """One logical API call with retries; returns the answer's JSON."""
         where = self._where(start, end, task_id)
         context = dict(app_name=self.app_name, window=f"{start.isoformat()}..{end.isoformat()}", task_id=task_id)
 
@@ -385,56 +535,92 @@ class AirbridgeApi(VendorApiResource):
         )
 
     def _check_response(self, response: requests.Response, token: str, where: str,
-                        context: dict[str, Any]) -> dict[str, Any]:
+                        context: dict[str, Any]) -> Any:
         status = response.status_code
         raise_for_transient_status(response, token)
         body = redact(response.content.decode("utf-8", errors="replace"), token).strip()
-        excerpt = body[:_BODY_EXCERPT_CHARS]
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        shown = excerpt(payload) if payload is not None else repr(body[:300])
         if status == 200:
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                raise TransientError(f"HTTP 200 with a body that is not JSON: {excerpt[:120]!r}", status) from None
-            # The query answer wraps its result in "data" ({"data": {"taskId": ...}}); accept an
-            # unwrapped answer too, since the docs do not show the poll answer's envelope.
-            data = payload.get("data", payload) if isinstance(payload, dict) else None
-            if not isinstance(data, dict):
-                raise AirbridgeResponseError(f"{where}: unexpected answer {excerpt!r}", status=status, **context)
-            return data
+            if payload is None:
+                raise TransientError(f"HTTP 200 with a body that is not JSON: {body[:120]!r}", status)
+            return payload
         if status in (401, 403):
             raise AirbridgeAuthError(
                 f"{where}: HTTP {status}, the API token is invalid or has no access to this app "
-                f"({excerpt!r}). Copy the API token from Airbridge (Settings > Tokens) into "
+                f"({shown}). Copy the API token from Airbridge (Settings > Tokens) into "
                 f"{TOKEN_VARIABLE}.",
                 status=status, **context,
             )
         if status == 404:
+            problem = read_problem(payload)
+            said = (f"{problem['title']} (traceId {problem['traceId']}, give it to Airbridge support)"
+                    if problem else f"not the documented problem JSON: {shown}")
             raise AirbridgeNotFoundError(
-                f"{where}: HTTP 404 ({excerpt!r}): the app name is wrong (set {APP_NAME_VARIABLE} to "
-                "the app name shown in Airbridge URLs) or the task id expired.",
+                f"{where}: HTTP 404, {said}. The app name is wrong (set {APP_NAME_VARIABLE} to the "
+                "app name shown in Airbridge URLs) or the task id is unknown or expired (re-run the "
+                "partition(s)).",
                 status=status, **context,
             )
         if status == 400:
-            raise AirbridgeBadRequestError(
-                f"{where}: Airbridge refused the request (HTTP 400: {excerpt!r}). Check the "
-                "airbridge_api settings (group_by, start_events, return_events, metric, "
-                "aggregation_type, intervals_period) and that the range is at most 92 days and "
-                "not in the future.",
-                status=status, **context,
-            )
-        raise AirbridgeApiError(f"{where}: HTTP {status}: {excerpt}", status=status, **context)
+            raise AirbridgeBadRequestError(f"{where}: HTTP 400 {shown}", status=status, **context)
+        raise AirbridgeApiError(f"{where}: HTTP {status}: {shown}", status=status, **context)
+
+    def _bad_request(self, error: AirbridgeBadRequestError, session: requests.Session, base_url: str,
+                     token: str, body: dict[str, Any], log: Any) -> AirbridgeBadRequestError:
+        """The 400 answer is ``{}`` (as printed: no reason). Say what was sent, ask Airbridge's
+        metadata endpoints which group-by, metric or event it does not offer, list what to check."""
+        start, end = dt.date.fromisoformat(body["from"]), dt.date.fromisoformat(body["to"])
+        try:
+            answers = [
+                self._call(session, "GET", base_url + DATASPEC_PATH.format(app_name=self.app_name, catalog=name),
+                           token, log, start=start, end=end)
+                for name in (METRICS_CATALOG, GROUPBYS_CATALOG, EVENTS_CATALOG)
+            ]
+            catalog = read_catalog(*answers, f"{self._where(start, end)}: metadata endpoints")
+            findings = catalog_findings(catalog, body) or [
+                "the metadata endpoints offer every group-by, filter field, metric and event adpipes sent"
+            ]
+        except (AirbridgeApiError, AnswerShapeError) as exc:
+            findings = [f"the metadata endpoints could not be asked ({exc})"]
+        return AirbridgeBadRequestError(
+            f"{error} (Airbridge's documented 400 answer names no reason). adpipes sent: "
+            f"{json.dumps(body, ensure_ascii=False)}.\nFrom Airbridge's metadata endpoints:\n  - "
+            + "\n  - ".join(findings)
+            + f"\nCheck: the group-by keys ({GROUP_BY_VARIABLE}) and filters against the app's "
+            "group-bys; metric and aggregation_type (some metrics support one type only); "
+            "start_events/return_events against the app's events; that the range is at most "
+            f"{MAX_RANGE_DAYS} days and not after today in the Airbridge app's timezone; and that "
+            "the token belongs to this app.",
+            status=error.status, app_name=self.app_name, window=f"{start}..{end}",
+        )
 
 
 def airbridge_api_from_settings(settings: Any) -> AirbridgeApi:
-    """The ``airbridge_api`` resource for the environment: the sandbox in dev, EnvVars in prod."""
-    from adpipes.lib.settings import DEFAULT_AIRBRIDGE_BASE_URL, SANDBOX_AIRBRIDGE_APP_NAME
+    """The ``airbridge_api`` resource for the environment: the sandbox in dev, EnvVars in prod.
 
+    A group-by key that is one of the revenue table's own columns fails here, at load."""
+    from adpipes.lib.settings import DEFAULT_AIRBRIDGE_BASE_URL, SANDBOX_AIRBRIDGE_APP_NAME, ConfigurationError
+
+    collisions = group_by_collisions(settings.airbridge_group_by)
+    if collisions:
+        raise ConfigurationError(
+            f"{GROUP_BY_VARIABLE} names {', '.join(collisions)}, which airbridge.revenue has as its "
+            "own column(s): each group-by becomes a column of that table. Remove "
+            f"{', '.join(collisions)} from {GROUP_BY_VARIABLE}."
+        )
+    query = dict(group_by=list(settings.airbridge_group_by), currency=settings.airbridge_currency,
+                 timezone=settings.timezone)
     if settings.is_dev:
         # Dev always talks to the sandbox (None = find or start it), never a real account.
-        return AirbridgeApi(api_token=None, base_url=None, app_name=SANDBOX_AIRBRIDGE_APP_NAME)
+        return AirbridgeApi(api_token=None, base_url=None, app_name=SANDBOX_AIRBRIDGE_APP_NAME, **query)
     base_url_variable = "AIRBRIDGE_BASE_URL"
     return AirbridgeApi(
         api_token=dg.EnvVar(TOKEN_VARIABLE),
         app_name=dg.EnvVar(APP_NAME_VARIABLE),
         base_url=dg.EnvVar(base_url_variable) if settings.is_set(base_url_variable) else DEFAULT_AIRBRIDGE_BASE_URL,
+        **query,
     )

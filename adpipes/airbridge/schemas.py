@@ -7,21 +7,49 @@ from functools import cache
 import dagster as dg
 import pandera.pandas as pa
 
-from adpipes.airbridge.checks import MASKED_FLAG, VALUE_RANGES
+from adpipes.airbridge.checks import MASKED_VALUES, VALUE_RANGES
 from adpipes.lib.quality import rule
 from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, TABLES, TEXT, TableSpec, report_date_column
 
 REVENUE_KEY = dg.AssetKey(["airbridge", "revenue"])
-# One row per (cohort day, group, Day N): the table's natural key.
+# One row per (start-event day, group, Day N): the table's natural key.
 REVENUE_KEY_COLUMNS = ["report_date", "app_name", "group_values", "day_n"]
+# The group-bys that are declared columns; any other configured group-by (AIRBRIDGE_GROUP_BY)
+# becomes a text column named after it, added to the table when first loaded.
+GROUP_BY_COLUMNS = ("channel", "campaign")
+# (figure column, its masked flag) pairs: a figure is null only where Airbridge masked it.
+MASKED_PAIRS = (
+    ("value", "is_masked"),
+    ("total_cost", "total_cost_is_masked"),
+    ("total_revenue", "total_revenue_is_masked"),
+    ("total_unique_users", "total_unique_users_is_masked"),
+)
+_MASKED_NOTE = (
+    " When masked, the column keeps the figure Airbridge sent (not the real one; null if Airbridge "
+    "sent none) and {flag} is true."
+)
 
 
 def _text(description: str, nullable: bool = False) -> pa.Column:
     return pa.Column(TEXT, nullable=nullable, description=description)
 
 
-def _money(description: str) -> pa.Column:
-    return pa.Column("Float64", nullable=True, description=description, metadata={"pg_type": "numeric"})
+def _flag(description: str) -> pa.Column:
+    return pa.Column("boolean", nullable=False, description=description)
+
+
+def _money(description: str, flag: str, *checks: pa.Check) -> pa.Column:
+    return pa.Column("Float64", list(checks), nullable=True, metadata={"pg_type": "numeric"},
+                     description=description + _MASKED_NOTE.format(flag=flag))
+
+
+def _null_only_when_masked(figure: str, flag: str) -> pa.Check:
+    return rule(
+        MASKED_VALUES,
+        pa.Check(lambda frame: frame[figure].notna() | frame[flag], ignore_na=False),
+        f"{figure} is null only where {flag} is true",
+        columns=(figure, flag),
+    )
 
 
 @cache
@@ -29,44 +57,72 @@ def revenue_schema() -> pa.DataFrameSchema:
     columns = {
         "report_date": report_date_column(),
         "app_name": _text("Airbridge app name the report was requested for."),
-        "channel": _text("Airbridge channel the cohort was attributed to (e.g. google.adwords, unattributed)."),
-        "campaign": _text("Campaign name; empty when Airbridge has none (e.g. unattributed)."),
+        "channel": _text(
+            "Airbridge channel of the group (e.g. google.adwords); null when channel is not one of "
+            "the group-bys (AIRBRIDGE_GROUP_BY).", nullable=True,
+        ),
+        "campaign": _text(
+            "Campaign of the group; null when campaign is not one of the group-bys "
+            "(AIRBRIDGE_GROUP_BY). Empty when Airbridge has none (e.g. unattributed).", nullable=True,
+        ),
         "group_values": _text(
-            "Every group-by value of the row as JSON (sorted keys), including group-bys beyond "
-            "channel and campaign when configured."
+            "Every group-by value of the row as a JSON object (group-by key -> value, sorted keys): "
+            "the group's key. Each group-by also has its own column (channel, campaign, and a text "
+            "column per other configured group-by)."
         ),
         "metric": _text("Airbridge metric of value (airbridge_api.metric, default app_revenue)."),
-        "aggregation_type": _text("cumulative: value is revenue from Day 0 through Day N; otherwise revenue on Day N only."),
+        "aggregation_type": _text(
+            "cumulative: value is the metric from Day 0 through Day N; on-day: on Day N only."
+        ),
+        "currency": _text(
+            "ISO code of the app's currency in Airbridge (AIRBRIDGE_CURRENCY): Airbridge reports "
+            "money in the app's local currency. Applies to total_cost, total_revenue, and to value "
+            "when metric is app_revenue, app_arpu or app_arppu (not counts or app_roas).",
+        ),
         "day_n": pa.Column(
             "int64", checks=rule(VALUE_RANGES, pa.Check.in_range(0, 120), "day_n is 0-120"), nullable=False,
-            description="Days since the cohort's start event (install): 0 is the install day.",
+            description="Days since the start event (e.g. install): 0 is report_date itself.",
         ),
         "value": _money(
-            "Metric value for Day N in the app's Airbridge currency; null when Airbridge masked it."
+            "The metric for Day N of the users whose start event was on report_date (values[n] "
+            "of Airbridge's answer).", "is_masked",
         ),
-        "is_masked": pa.Column(
-            "boolean", rule(MASKED_FLAG, pa.Check(lambda s: s.notna(), ignore_na=False),
-                            "isMasked is a JSON boolean (true or false)"),
-            nullable=True,
-            description="Airbridge masked this figure (privacy thresholds, Meta data policy): value is not the real figure.",
+        "is_masked": _flag("Airbridge masked value (privacy thresholds, Meta's data policy)."),
+        "total_cost": _money(
+            "Per-date total: ad cost of the group on report_date (total.totalCost; repeated on "
+            "each Day-N row of the date: take it once per date, never sum it over Day-N rows).",
+            "total_cost_is_masked", rule(VALUE_RANGES, pa.Check.ge(0), "total_cost >= 0"),
         ),
-        "cohort_cost": pa.Column(
-            "Float64", rule(VALUE_RANGES, pa.Check.ge(0), "cohort_cost >= 0"), nullable=True,
-            description="Cohort total: ad cost of the group on report_date (repeated on each Day-N row).",
-            metadata={"pg_type": "numeric"},
+        "total_cost_is_masked": _flag(
+            "Airbridge masked total_cost (its answer may omit the flag for cost: absent means false)."
         ),
-        "cohort_revenue": _money("Cohort total: revenue of the group's cohort so far (repeated on each Day-N row)."),
-        "cohort_unique_users": pa.Column(
-            "Int64", nullable=True, checks=rule(VALUE_RANGES, pa.Check.ge(0), "cohort_unique_users >= 0"),
-            description="Cohort total: unique users of the start event (repeated on each Day-N row).",
+        "total_revenue": _money(
+            "Per-date total: revenue of the group's users whose start event was on report_date "
+            "(total.totalRevenue; repeated on each Day-N row of the date, like total_cost).",
+            "total_revenue_is_masked",
         ),
+        "total_revenue_is_masked": _flag(
+            "Airbridge masked total_revenue (its answer may omit the flag: absent means false)."
+        ),
+        "total_unique_users": pa.Column(
+            "Int64", rule(VALUE_RANGES, pa.Check.ge(0), "total_unique_users >= 0"), nullable=True,
+            description="Per-date total: unique users of the group with a start event on "
+            "report_date (total.totalUniqueUsers; repeated on each Day-N row of the date)."
+            + _MASKED_NOTE.format(flag="total_unique_users_is_masked"),
+        ),
+        "total_unique_users_is_masked": _flag("Airbridge masked total_unique_users."),
     }
     return pa.DataFrameSchema(
-        columns, strict=True, unique=REVENUE_KEY_COLUMNS, name="airbridge/revenue", coerce=False
+        columns,
+        checks=[_null_only_when_masked(figure, flag) for figure, flag in MASKED_PAIRS],
+        strict=True, unique=REVENUE_KEY_COLUMNS, name="airbridge/revenue", coerce=False,
     )
 
 
+# Layout 2: Airbridge's documented answer (per-date totals with masked flags, currency, group-by
+# columns); layout 1 (cohort_* columns read from an undocumented shape) is kept as revenue_layout1.
+# keep_unknown_columns: the configured group-bys beyond channel and campaign are text columns.
 REVENUE_TABLE = TABLES.register(
     TableSpec(asset_key=REVENUE_KEY, dataframe_schema=revenue_schema(), databases=(ARCHIVE, PRODUCT),
-              row_key=("app_name", "group_values", "day_n"))
+              row_key=("app_name", "group_values", "day_n"), keep_unknown_columns=True, layout_version=2)
 )

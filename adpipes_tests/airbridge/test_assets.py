@@ -1,6 +1,7 @@
 """The airbridge/revenue asset end to end: sandbox over real HTTP -> asset -> real PostgreSQL."""
 
 import datetime as dt
+import json
 import logging
 import subprocess
 import sys
@@ -9,12 +10,15 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import psycopg
 import pytest
+import requests
 
 from adpipes.airbridge.assets import revenue
 from adpipes.airbridge.resources import AirbridgeApi
+from adpipes.definitions import build_definitions
 from adpipes.lib.sandbox import airbridge as sandbox_airbridge
-from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME
+from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME, ConfigurationError, load_settings
 from adpipes_tests.fixtures.sandbox import prod_cli_env
+from adpipes_tests.fixtures.vendor_examples import example
 
 TZ = "Asia/Seoul"
 APP = SANDBOX_AIRBRIDGE_APP_NAME
@@ -31,10 +35,13 @@ def recent_day(days_ago: int = 1) -> str:
 
 @pytest.fixture
 def resources(airbridge_api: AirbridgeApi, storage_resources):
-    return {
-        "airbridge_api": airbridge_api,
-        **storage_resources,
-    }
+    return {"airbridge_api": airbridge_api, **storage_resources}
+
+
+def configured(api: AirbridgeApi, **changes) -> AirbridgeApi:
+    # A new resource: Dagster builds a run's resources from their config, which model_copy does
+    # not change.
+    return AirbridgeApi(**{**api.model_dump(), **changes})
 
 
 def query(dsn: str, sql: str) -> list[tuple]:
@@ -46,37 +53,60 @@ def table_snapshot(dsn: str) -> list[tuple]:
     return query(dsn, "SELECT * FROM airbridge.revenue ORDER BY report_date, group_values, day_n")
 
 
-def served_revenue_by_channel(day: str) -> dict[str, float]:
-    """What the sandbox serves for the day: the sum of every unmasked Day-N value per channel."""
-    totals: dict[str, float] = {}
-    for channel, campaign in sandbox_airbridge.groups(len(sandbox_airbridge._BASE_GROUPS)):
-        entry = sandbox_airbridge.cohort(APP, dt.date.fromisoformat(day), channel, campaign, 30, True, today())
-        served = sum(v["value"] for v in entry["values"] if v["value"] is not None)
-        totals[channel] = round(totals.get(channel, 0.0) + served, 2)
-    return totals
+def served(sandbox, body: dict) -> dict[tuple[str, str], dict]:
+    """What the sandbox serves for a query body, read straight from its JSON (not through the
+    client): (group_values, date) -> the date row."""
+    sandbox_airbridge.configure(sandbox, polls_pending=0, polls_running=0)
+    headers = {"Authorization": f"Bearer {sandbox.airbridge_token}"}
+    base = f"{sandbox.base_url}/reports/api/v3/apps/{APP}/revenue/query"
+    task_id = requests.post(base, json=body, headers=headers, timeout=10).json()["data"]["taskId"]
+    page = requests.get(f"{base}/{task_id}", params={"size": 1000}, headers=headers, timeout=10).json()
+    fields = body["groupBy"]["fields"]
+    return {
+        (json.dumps(dict(zip(fields, row["metadata"])), sort_keys=True, ensure_ascii=False), day["date"]): day
+        for row in page["data"]["stats"]["rows"] for day in row["rows"]
+    }
 
 
-def test_day_lands_in_both_databases_matching_what_was_served(resources, clean_databases, clean_sandbox):
+def test_a_day_over_several_pages_stores_what_was_served(resources, airbridge_api, clean_databases, clean_sandbox):
+    """Done when: one day over several pages; per-date total revenue as served, masked flags
+    kept, the notification code in the run's log and metadata, in product and archive."""
     product_dsn, archive_dsn = clean_databases
     day = recent_day(3)
-    result = dg.materialize([revenue], resources=resources, partition_key=day)
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {**resources, "airbridge_api": configured(airbridge_api, page_size=3)}
+    result = dg.materialize([revenue], resources=resources, partition_key=day, instance=instance)
     assert result.success
+    gets = [c for c in clean_sandbox.calls() if c["method"] == "GET" and c["status_served"] == "SUCCESS"]
+    assert [c["params"]["skip"] for c in gets] == ["0", "3", "6"]
 
-    expected = served_revenue_by_channel(day)
+    (post,) = [c for c in clean_sandbox.calls() if c["method"] == "POST"]
+    expected = served(clean_sandbox, post["body"])
+    assert len(expected) == 8
     for dsn in (product_dsn, archive_dsn):
-        stored = dict(query(dsn, "SELECT channel, coalesce(sum(value), 0)::float8 FROM airbridge.revenue GROUP BY 1"))
-        assert {k: round(v, 2) for k, v in stored.items()} == pytest.approx(expected)
-    # A 3-day-old cohort has Day 0..3 for each of the 8 groups.
-    assert query(product_dsn, "SELECT count(*), min(day_n), max(day_n) FROM airbridge.revenue") == [(32, 0, 3)]
-    types = dict(query(product_dsn, "SELECT column_name, data_type FROM information_schema.columns "
-                                    "WHERE table_schema = 'airbridge' AND table_name = 'revenue'"))
-    assert types["value"] == "numeric" and types["cohort_cost"] == "numeric"
-    assert types["is_masked"] == "boolean" and types["report_date"] == "date"
+        stored = query(dsn, "SELECT DISTINCT group_values, report_date::text, total_revenue::float8, total_cost::float8, "
+                            "total_unique_users, total_unique_users_is_masked FROM airbridge.revenue")
+        assert {(g, d): (rev, cost, users, masked) for g, d, rev, cost, users, masked in stored} == {
+            key: (row["total"]["totalRevenue"]["value"], row["total"]["totalCost"]["value"],
+                  row["total"]["totalUniqueUsers"]["value"], row["total"]["totalUniqueUsers"]["isMasked"])
+            for key, row in expected.items()}
+        # A 3-day-old day has Day 0..3 for each of the 8 groups, each value as served.
+        values = query(dsn, "SELECT group_values, day_n, value::float8, is_masked FROM airbridge.revenue")
+        assert len(values) == 32
+        assert {(g, n): (v, m) for g, n, v, m in values} == {
+            (key[0], n): (f["value"], f["isMasked"]) for key, row in expected.items() for n, f in enumerate(row["values"])}
+    masked = query(product_dsn, "SELECT channel, campaign, count(*), count(value) FROM airbridge.revenue "
+                                "WHERE is_masked GROUP BY 1, 2")
+    # The small group is masked: its figures keep the value Airbridge sent, flagged.
+    assert masked == [("facebook.business", "Lookalike 1%, KR", 4, 4)]
+    assert query(product_dsn, "SELECT DISTINCT currency FROM airbridge.revenue") == [("KRW",)]
 
     metadata = result.asset_materializations_for_node(NODE)[0].metadata
-    assert metadata["dagster/partition_row_count"].value == 32
-    (post,) = [c for c in clean_sandbox.calls() if c["method"] == "POST"]
-    assert metadata["airbridge/task_ids"].value == {f"{day}..{day}": post["task_id"]}
+    assert metadata["airbridge/notification_codes"].value == sandbox_airbridge.MASKING_CODE
+    assert [n["code"] for n in metadata["airbridge/notifications"].value] == [sandbox_airbridge.MASKING_CODE]
+    assert metadata["airbridge/pages"].value == 3 and metadata["dagster/partition_row_count"].value == 32
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any(f"Airbridge notification '{sandbox_airbridge.MASKING_CODE}'" in w and day in w for w in warnings)
 
     # A second run replaces the partition: identical tables, nothing duplicated.
     before = (table_snapshot(product_dsn), table_snapshot(archive_dsn))
@@ -84,43 +114,43 @@ def test_day_lands_in_both_databases_matching_what_was_served(resources, clean_d
     assert (table_snapshot(product_dsn), table_snapshot(archive_dsn)) == before
 
 
-def test_masked_values_are_stored_flagged(resources, clean_databases):
-    product_dsn, _ = clean_databases
+def test_an_extra_group_by_lands_as_a_named_column(resources, airbridge_api, clean_databases, clean_sandbox):
+    product_dsn, archive_dsn = clean_databases
+    api = configured(airbridge_api, group_by=["channel", "campaign", "ad_group"])
     day = recent_day(2)
-    result = dg.materialize([revenue], resources=resources, partition_key=day)
-    assert result.success
-    masked = query(product_dsn, "SELECT channel, campaign, count(*), count(value) FROM airbridge.revenue "
-                                "WHERE is_masked GROUP BY 1, 2")
-    assert masked == [("facebook.business", "Lookalike 1%, KR", 3, 0)]
-    assert query(product_dsn, "SELECT count(*) FROM airbridge.revenue WHERE NOT is_masked AND value IS NULL") == [(0,)]
-    metadata = result.asset_materializations_for_node(NODE)[0].metadata
-    assert metadata["airbridge/masked_values"].value == 3
+    assert dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day).success
+    for dsn in (product_dsn, archive_dsn):
+        rows = query(dsn, "SELECT DISTINCT channel, campaign, ad_group, group_values FROM airbridge.revenue "
+                          "WHERE channel = 'tiktok'")
+        assert rows == [("tiktok", "TT_KR_Install", "TT_KR_Install / ad_group",
+                         '{"ad_group": "TT_KR_Install / ad_group", "campaign": "TT_KR_Install", "channel": "tiktok"}')]
 
 
-def test_notifications_are_surfaced_in_metadata(resources, clean_sandbox):
-    sandbox_airbridge.configure(clean_sandbox, notifications=["SAN_PERIOD_LIMIT"])
-    day = recent_day(2)
-    instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([revenue], resources=resources, partition_key=day, instance=instance)
-    assert result.success
-    metadata = result.asset_materializations_for_node(NODE)[0].metadata
-    notices = metadata["airbridge/notifications"].value
-    assert [n["code"] for n in notices] == [sandbox_airbridge.MASKING_CODE, "SAN_PERIOD_LIMIT"]
-    assert all(n["range"] == f"{day}..{day}" and n["task_id"] for n in notices)
-    assert metadata["airbridge/notification_codes"].value == f"{sandbox_airbridge.MASKING_CODE}, SAN_PERIOD_LIMIT"
-    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
-    assert any("Airbridge notification 'SAN_PERIOD_LIMIT'" in w and day in w for w in warnings)
-
-
-def test_polling_and_paging_inside_a_run(resources, clean_databases, clean_sandbox):
+def test_grouped_by_channel_only_campaign_is_null(resources, airbridge_api, clean_databases):
     product_dsn, _ = clean_databases
-    sandbox_airbridge.configure(clean_sandbox, polls_pending=2, polls_running=2, groups_per_day=75)
-    day = recent_day(1)
-    assert dg.materialize([revenue], resources=resources, partition_key=day).success
-    gets = [c for c in clean_sandbox.calls() if c["method"] == "GET"]
-    assert [c["status_served"] for c in gets] == ["PENDING", "PENDING", "RUNNING", "RUNNING", "SUCCESS", "SUCCESS"]
-    # 75 groups over two pages of 50, Day 0 and Day 1 each.
-    assert query(product_dsn, "SELECT count(DISTINCT group_values), count(*) FROM airbridge.revenue") == [(75, 150)]
+    api = configured(airbridge_api, group_by=["channel"])
+    assert dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=recent_day(2)).success
+    assert query(product_dsn, "SELECT count(DISTINCT channel), count(campaign) FROM airbridge.revenue") == [(6, 0)]
+
+
+def test_unknown_fields_are_surfaced_by_the_unknown_columns_check(resources, airbridge_api, clean_databases,
+                                                                   clean_sandbox):
+    product_dsn, _ = clean_databases
+    page = example("airbridge_revenue_result_response")
+    page["data"]["metadata"]["totalCount"] = 1
+    page["data"]["stats"]["rows"][0]["rows"][0]["adCost"] = {"value": 3}
+    page["data"]["stats"]["rows"][0]["rows"][0]["date"] = recent_day(2)
+    sandbox_airbridge.configure(clean_sandbox, next_task_ids=["printed-task"], canned_answers=[
+        {**page, "data": {**page["data"], "taskId": "printed-task"}}])
+    api = configured(airbridge_api, group_by=["channel"])
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=recent_day(2))
+    assert result.success
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "unknown_columns"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["unknown_columns"].value == ["data.stats.rows[].rows[].adCost"]
+    metadata = result.asset_materializations_for_node(NODE)[0].metadata
+    assert metadata["airbridge/unknown_fields"].value == {"data.stats.rows[].rows[].adCost": '{"value": 3}'}
+    assert query(product_dsn, "SELECT count(*), sum(value)::float8 FROM airbridge.revenue") == [(4, 10.0)]
 
 
 def test_failed_task_fails_the_run_and_keeps_the_previous_rows(resources, clean_databases, clean_sandbox):
@@ -149,27 +179,33 @@ def test_range_backfill_is_one_task_with_per_partition_rows(resources, clean_dat
     (post,) = [c for c in clean_sandbox.calls() if c["method"] == "POST"]
     assert (post["body"]["from"], post["body"]["to"]) == (first, last)
     per_partition = result.asset_materializations_for_node(NODE)[0].metadata["partition_row_counts"].value
-    # Each cohort has Day 0 through its age, for 8 groups.
+    # Each day has Day 0 through its age, for 8 groups.
     assert per_partition == {first: 8 * 5, recent_day(3): 8 * 4, last: 8 * 3}
     for dsn in (product_dsn, archive_dsn):
         rows = dict(query(dsn, "SELECT report_date::text, count(*) FROM airbridge.revenue GROUP BY 1"))
         assert rows == per_partition
 
 
-def test_prod_cli_materializes_a_day(clean_sandbox, clean_databases, tmp_path):
+def test_a_group_by_that_is_a_table_column_fails_the_load():
+    with pytest.raises(ConfigurationError, match="AIRBRIDGE_GROUP_BY names day_n"):
+        build_definitions(load_settings({"AIRBRIDGE_GROUP_BY": "channel,day_n"}))
+
+
+def test_prod_cli_materializes_a_day_with_configured_group_bys(clean_sandbox, clean_databases, tmp_path):
     product_dsn, archive_dsn = clean_databases
     # The resource's default poll interval is 5 s; a task finishing at once keeps the test short.
     sandbox_airbridge.configure(clean_sandbox, polls_pending=0, polls_running=0)
     day = recent_day(2)
     env = prod_cli_env(clean_sandbox, product_dsn, archive_dsn, str(tmp_path), TZ)
+    env["AIRBRIDGE_GROUP_BY"] = "channel,campaign,ad_creative"
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adpipes.definitions",
                "--select", "airbridge/revenue", "--partition", day]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert clean_sandbox.airbridge_token not in done.stdout + done.stderr
     assert clean_sandbox.appsflyer_token not in done.stdout + done.stderr
-    expected = served_revenue_by_channel(day)
+    (post,) = [c for c in clean_sandbox.calls() if c["method"] == "POST"]
+    assert post["body"]["groupBy"] == {"fields": ["channel", "campaign", "ad_creative"]}
     for dsn in (product_dsn, archive_dsn):
-        stored = dict(query(dsn, "SELECT channel, coalesce(sum(value), 0)::float8 FROM airbridge.revenue GROUP BY 1"))
-        assert {k: round(v, 2) for k, v in stored.items()} == pytest.approx(expected)
-        assert query(dsn, "SELECT DISTINCT report_date::text FROM airbridge.revenue") == [(day,)]
+        assert query(dsn, "SELECT DISTINCT report_date::text, currency FROM airbridge.revenue") == [(day, "KRW")]
+        assert query(dsn, "SELECT count(DISTINCT ad_creative) FROM airbridge.revenue") == [(8,)]

@@ -1,5 +1,7 @@
-"""The Airbridge revenue report client against the sandbox over real HTTP."""
+"""The Airbridge revenue report client against the sandbox over real HTTP: polling, paging and
+its checks, the documented limits before any call, failures and retries."""
 
+import copy
 import datetime as dt
 import logging
 from zoneinfo import ZoneInfo
@@ -8,16 +10,22 @@ import pytest
 
 from adpipes.airbridge.resources import (
     AirbridgeAuthError,
-    AirbridgeBadRequestError,
+    AirbridgeQueryError,
+    AirbridgeResponseError,
     AirbridgeTaskFailedError,
     AirbridgeTaskTimeoutError,
     AirbridgeTransientError,
+    airbridge_api_from_settings,
     day_ranges,
 )
 from adpipes.lib.sandbox import airbridge as sandbox_airbridge
-from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME
+from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME, ConfigurationError, load_settings
+from adpipes_tests.fixtures.vendor_examples import example
 
 APP = SANDBOX_AIRBRIDGE_APP_NAME
+PRINTED_TASK = "5e286bd4-b4b1-4c04-8f6a-670dc7ce637d"
+# The printed page's day; with totalCount 48, plausibly 8 days x 6 channels from here.
+PRINTED_DAYS = [dt.date(2021, 11, 1) + dt.timedelta(days=n) for n in range(8)]
 
 
 def recent(days_ago: int) -> dt.date:
@@ -28,14 +36,22 @@ def revenue_calls(sandbox, method=None):
     return [c for c in sandbox.calls() if c["report"] == "revenue" and (method is None or c["method"] == method)]
 
 
-def test_polls_through_pending_and_running_then_pages_every_row(airbridge_api, clean_sandbox):
+def serve_printed(sandbox, *answers):
+    """The sandbox answers the next task's GETs with these answers verbatim, under the printed
+    page's task id."""
+    sandbox_airbridge.configure(sandbox, next_task_ids=[PRINTED_TASK], canned_answers=list(answers))
+
+
+# -- polling and paging -------------------------------------------------------------------------
+
+def test_polls_through_pending_and_running_then_pages_every_group_row(airbridge_api, clean_sandbox):
     sandbox_airbridge.configure(clean_sandbox, polls_pending=2, polls_running=3, groups_per_day=120)
     report = airbridge_api.fetch_revenue([recent(2)])
 
     (task,) = report.tasks
-    # 120 groups at the default page size of 50: three pages, none lost.
-    assert len(task.rows) == 120 and task.pages == 3
-    assert len({(r["metadata"]["channel"], r["metadata"]["campaign"]) for r in task.rows}) == 120
+    # 120 groups at the default page size of 50: three pages, none lost, none twice.
+    assert len(task.rows) == 120 and task.pages == 3 and task.total_count == 120
+    assert len({tuple(r.group.values()) for r in task.rows}) == 120
     gets = revenue_calls(clean_sandbox, "GET")
     served = [c["status_served"] for c in gets]
     assert served == ["PENDING", "PENDING", "RUNNING", "RUNNING", "RUNNING", "SUCCESS", "SUCCESS", "SUCCESS"]
@@ -44,15 +60,115 @@ def test_polls_through_pending_and_running_then_pages_every_row(airbridge_api, c
     assert report.calls == 1 + len(gets)
 
 
-def test_request_body_uses_documented_fields(airbridge_api, clean_sandbox):
-    airbridge_api.fetch_revenue([recent(3), recent(2)])
+def test_total_count_of_group_date_rows_is_accepted_too(airbridge_api, clean_sandbox):
+    sandbox_airbridge.configure(clean_sandbox, total_count_unit="group_date_rows")
+    (task,) = airbridge_api.fetch_revenue([recent(4), recent(3), recent(2)]).tasks
+    assert len(task.rows) == 8 and task.total_count == 8 * 3 == task.date_rows
+
+
+def test_the_printed_page_as_the_only_page_fails_on_its_total_count(airbridge_api, clean_sandbox):
+    # One group row with one date, totalCount 48 and hasNext false: 47 rows would be missing.
+    serve_printed(clean_sandbox, example("airbridge_revenue_result_response"))
+    api = airbridge_api.model_copy(update={"group_by": ["channel"]})
+    with pytest.raises(AirbridgeResponseError) as caught:
+        api.fetch_revenue(PRINTED_DAYS)
+    message = str(caught.value)
+    assert ("Airbridge reported totalCount=48 but paging returned 1 group rows (1 group-date rows) in 1 "
+            "page(s), nothing was loaded") in message
+    assert APP in message and "2021-11-01..2021-11-08" in message and PRINTED_TASK in message
+
+
+def test_the_printed_page_with_a_matching_count_is_read_as_printed(airbridge_api, clean_sandbox):
+    page = example("airbridge_revenue_result_response")
+    page["data"]["metadata"]["totalCount"] = 1
+    serve_printed(clean_sandbox, page)
+    (task,) = airbridge_api.model_copy(update={"group_by": ["channel"]}).fetch_revenue(PRINTED_DAYS).tasks
+    assert task.task_id == PRINTED_TASK and task.ended_at == "2022-01-17T19:10:00.286939+09:00"
+    assert task.rows[0].dates[0].total.revenue.value == 10
+    assert [n.code for n in task.notifications] == ["AGG_DATA_MASKING_BY_FACEBOOK"]
+
+
+def test_metadata_that_does_not_match_the_requested_group_bys_fails(airbridge_api, clean_sandbox):
+    page = example("airbridge_revenue_result_response")
+    page["data"]["metadata"]["totalCount"] = 1
+    serve_printed(clean_sandbox, page)
+    # Asked for channel and campaign, served one metadata value.
+    with pytest.raises(AirbridgeResponseError) as caught:
+        airbridge_api.fetch_revenue(PRINTED_DAYS)
+    message = str(caught.value)
+    assert PRINTED_TASK in message and "data.stats.rows[0].metadata holds 1 value(s)" in message
+    assert "['channel', 'campaign']" in message
+
+
+def test_keys_the_document_does_not_print_are_collected_not_dropped(airbridge_api, clean_sandbox):
+    page = example("airbridge_revenue_result_response")
+    page["data"]["metadata"]["totalCount"] = 1
+    page["data"]["region"] = "kr"
+    page["data"]["stats"]["rows"][0]["rows"][0]["adCost"] = {"value": 3}
+    serve_printed(clean_sandbox, page)
+    (task,) = airbridge_api.model_copy(update={"group_by": ["channel"]}).fetch_revenue(PRINTED_DAYS).tasks
+    assert task.unknown_fields == {"data.region": '"kr"', "data.stats.rows[].rows[].adCost": '{"value": 3}'}
+
+
+def test_a_group_and_date_served_twice_fails(airbridge_api, clean_sandbox):
+    page = example("airbridge_revenue_result_response")
+    page["data"]["metadata"]["totalCount"] = 2
+    first = copy.deepcopy(page)
+    first["data"]["hasNext"] = True
+    serve_printed(clean_sandbox, first, page)
+    with pytest.raises(AirbridgeResponseError, match=r"group row 1 \{\"channel\": \"<groupBy>\"\}, date "
+                                                     r"2021-11-01 was served twice"):
+        airbridge_api.model_copy(update={"group_by": ["channel"]}).fetch_revenue(PRINTED_DAYS)
+
+
+def test_a_server_that_never_stops_paging_hits_the_page_cap(airbridge_api, clean_sandbox):
+    sandbox_airbridge.configure(clean_sandbox, groups_per_day=40)
+    api = airbridge_api.model_copy(update={"page_size": 2, "max_pages": 3})
+    with pytest.raises(AirbridgeResponseError) as caught:
+        api.fetch_revenue([recent(2)])
+    message = str(caught.value)
+    assert "hasNext=true after 3 pages" in message and "max_pages=3" in message
     (post,) = revenue_calls(clean_sandbox, "POST")
-    body = post["body"]
-    assert body["from"] == recent(3).isoformat() and body["to"] == recent(2).isoformat()
-    assert body["groupBy"] == {"fields": ["channel", "campaign"]}
-    assert body["granularity"] == "day"
-    assert body["startEvents"] == ["app_install"] and body["returnEvents"] == ["app_order_complete"]
-    assert body["metric"] == "app_revenue" and body["aggregationType"] == "cumulative"
+    assert APP in message and recent(2).isoformat() in message and post["task_id"] in message
+    assert [c["params"]["skip"] for c in revenue_calls(clean_sandbox, "GET")][-3:] == ["0", "2", "4"]
+
+
+def test_an_answer_without_a_known_status_fails_naming_its_keys(airbridge_api, clean_sandbox):
+    serve_printed(clean_sandbox, {"data": {"state": "DONE"}})
+    with pytest.raises(AirbridgeResponseError, match=r"no known status at data\.status .*\['state'\]"):
+        airbridge_api.fetch_revenue([recent(2)])
+
+
+# -- the documented limits, before any call ------------------------------------------------------
+
+@pytest.mark.parametrize(("update", "message"), [
+    ({"intervals_period": 121}, "intervalsPeriod=121 must be a whole number 0..120 for granularity day"),
+    ({"aggregation_type": "on_day"}, "aggregationType='on_day' must be one of cumulative, on-day"),
+    ({"metric": "app_ltv"}, "metric='app_ltv' must be one of app_revenue, app_user_count"),
+    ({"metric": "app_roas", "aggregation_type": "on-day"}, "metric app_roas supports aggregationType cumulative only"),
+    ({"start_events": ["app_open"]}, "startEvents ['app_open'] are not documented values"),
+    ({"return_events": []}, "returnEvents=[] must be a non-empty list"),
+    ({"group_by": []}, "groupBy.fields=[] must list at least 1"),
+    ({"group_by": ["channel", "day_n"]}, "group_by keys ['day_n'] are columns of airbridge.revenue"),
+    ({"filters": [{"field": "campaign", "filterType": "LIKE", "values": ["x"]}]}, "filterType='LIKE' must be one of IN"),
+    ({"sorts": [{"fieldName": "cost", "isAscending": True}]}, "sorts[0].fieldName='cost' must be a requested group-by"),
+    ({"max_days_per_task": 93}, "max_days_per_task=93 must be 1..92"),
+    ({"currency": "won"}, "currency='won' must be an ISO 4217 code"),
+])
+def test_documented_limits_are_checked_before_any_call(airbridge_api, clean_sandbox, update, message):
+    with pytest.raises(AirbridgeQueryError) as caught:
+        airbridge_api.model_copy(update=update).fetch_revenue([recent(2)])
+    assert message in str(caught.value) and "nothing was sent" in str(caught.value)
+    assert clean_sandbox.calls() == []
+
+
+def test_future_days_and_long_ranges_are_refused_before_any_call(airbridge_api, clean_sandbox):
+    with pytest.raises(AirbridgeQueryError, match=r"to=\S+ is in the future"):
+        airbridge_api.fetch_revenue([recent(-1)])
+    days = [recent(2) - dt.timedelta(days=n) for n in range(93)]
+    with pytest.raises(AirbridgeQueryError, match="spans 93 days; at most 92"):
+        airbridge_api.model_copy(update={"max_days_per_task": 93}).fetch_revenue(days)
+    assert clean_sandbox.calls() == []
 
 
 def test_ranges_are_split_into_tasks_of_at_most_max_days(airbridge_api, clean_sandbox):
@@ -67,12 +183,27 @@ def test_ranges_are_split_into_tasks_of_at_most_max_days(airbridge_api, clean_sa
 def test_day_ranges_respect_the_92_day_limit_and_gaps():
     start = dt.date(2026, 1, 1)
     days = [start + dt.timedelta(days=i) for i in range(100)]
-    ranges = day_ranges(days)
-    assert ranges == [(start, start + dt.timedelta(days=91)),
-                      (start + dt.timedelta(days=92), start + dt.timedelta(days=99))]
+    assert day_ranges(days) == [(start, start + dt.timedelta(days=91)),
+                                (start + dt.timedelta(days=92), start + dt.timedelta(days=99))]
     gap = day_ranges([start, start + dt.timedelta(days=2)])
     assert gap == [(start, start), (start + dt.timedelta(days=2), start + dt.timedelta(days=2))]
 
+
+# -- settings --------------------------------------------------------------------------------------
+
+def test_a_group_by_that_is_a_table_column_fails_at_load():
+    with pytest.raises(ConfigurationError) as caught:
+        airbridge_api_from_settings(load_settings({"AIRBRIDGE_GROUP_BY": "channel,currency"}))
+    assert "AIRBRIDGE_GROUP_BY" in str(caught.value) and "currency" in str(caught.value)
+
+
+def test_group_by_and_currency_come_from_settings():
+    api = airbridge_api_from_settings(load_settings({"AIRBRIDGE_GROUP_BY": "channel,campaign,ad_group"}))
+    assert api.group_by == ["channel", "campaign", "ad_group"] and api.currency == "KRW"
+    assert api.request_body(recent(2), recent(2))["sorts"][-1] == {"fieldName": "ad_group", "isAscending": True}
+
+
+# -- task failures, retries, auth ---------------------------------------------------------------
 
 @pytest.mark.parametrize(("kind", "status"), [("task_failure", "FAILURE"), ("task_canceled", "CANCELED")])
 def test_failed_or_canceled_task_names_task_app_and_range(airbridge_api, clean_sandbox, kind, status):
@@ -82,7 +213,7 @@ def test_failed_or_canceled_task_names_task_app_and_range(airbridge_api, clean_s
     (post,) = revenue_calls(clean_sandbox, "POST")
     message = str(caught.value)
     assert post["task_id"] in message and caught.value.task_id == post["task_id"]
-    assert APP in message and recent(2).isoformat() in message and status in message
+    assert APP in message and recent(2).isoformat() in message and f"data.status {status}" in message
     assert clean_sandbox.airbridge_token not in message
 
 
@@ -102,15 +233,15 @@ def test_429_backs_off_then_succeeds(airbridge_api, clean_sandbox, caplog):
     clean_sandbox.add_faults(kind="429", app_id=APP, report="revenue", times=2, retry_after=0.1)
     with caplog.at_level(logging.WARNING):
         report = airbridge_api.fetch_revenue([recent(2)])
-    assert report.row_count == 8
+    assert len(report.tasks[0].rows) == 8
     statuses = [c["status"] for c in revenue_calls(clean_sandbox)]
     assert statuses[:3] == [429, 429, 200]
     assert "HTTP 429" in caplog.text and clean_sandbox.airbridge_token not in caplog.text
 
 
-def test_persistent_429_gives_a_clear_error(airbridge_api, clean_sandbox):
-    clean_sandbox.add_faults(kind="429", app_id=APP, report="revenue", times=10, retry_after=0)
-    with pytest.raises(AirbridgeTransientError, match="429"):
+def test_persistent_503_gives_a_clear_error(airbridge_api, clean_sandbox):
+    clean_sandbox.add_faults(kind="503", app_id=APP, report="revenue", times=10)
+    with pytest.raises(AirbridgeTransientError, match="503"):
         airbridge_api.fetch_revenue([recent(2)])
     assert len(revenue_calls(clean_sandbox)) == airbridge_api.max_attempts
 
@@ -123,19 +254,8 @@ def test_wrong_token_is_an_auth_error_without_the_token(airbridge_api, clean_san
     assert "not-the-token-123" not in str(caught.value) and "not-the-token-123" not in repr(api)
 
 
-def test_bad_query_settings_are_refused_with_the_reason(airbridge_api):
-    api = airbridge_api.model_copy(update={"aggregation_type": "sideways"})
-    with pytest.raises(AirbridgeBadRequestError, match="aggregationType"):
-        api.fetch_revenue([recent(2)])
-
-
-def test_group_by_must_keep_channel_and_campaign(airbridge_api):
-    with pytest.raises(ValueError, match="channel"):
-        airbridge_api.model_copy(update={"group_by": ["campaign"]}).fetch_revenue([recent(2)])
-
-
-def test_notifications_are_returned_per_task(airbridge_api, clean_sandbox):
+def test_notifications_are_kept_per_task(airbridge_api, clean_sandbox):
     sandbox_airbridge.configure(clean_sandbox, notifications=["SAN_PERIOD_LIMIT"])
     (task,) = airbridge_api.fetch_revenue([recent(2)]).tasks
-    codes = [n["code"] for n in task.notifications]
-    assert codes == [sandbox_airbridge.MASKING_CODE, "SAN_PERIOD_LIMIT"]
+    assert [(n.code, n.type) for n in task.notifications] == [
+        (sandbox_airbridge.MASKING_CODE, "info"), ("SAN_PERIOD_LIMIT", "info")]

@@ -1,71 +1,92 @@
-"""Flattening nested revenue rows: shapes adpipes reads, and shapes it refuses loudly."""
+"""From documented group rows to the long table: named group-by columns, totals and masked
+flags, and the schema's rules."""
 
 import datetime as dt
 
 import pandas as pd
 import pytest
 
-from adpipes.airbridge.schemas import revenue_schema
-from adpipes.lib.quality import find_failures
+from adpipes.airbridge.contract import read_result_page
 from adpipes.airbridge.resources import RevenueReport, RevenueTask
+from adpipes.airbridge.schemas import revenue_schema
 from adpipes.airbridge.transform import RevenueShapeError, revenue_frame
+from adpipes.lib.quality import find_failures
+from adpipes_tests.fixtures.vendor_examples import example
 
-DAY = dt.date(2026, 11, 20)
-
-
-def report(rows) -> RevenueReport:
-    return RevenueReport(app_name="app", tasks=[RevenueTask(task_id="t-1", start=DAY, end=DAY, rows=rows)])
+DAY = dt.date(2021, 11, 1)
 
 
-def entry(values, date=DAY.isoformat()):
-    return {"date": date, "values": values, "total": {"cost": "10.5", "revenue": 3, "uniqueUsers": 7}}
+def report(answer, fields) -> RevenueReport:
+    page = read_result_page(answer, "test page", fields)
+    task = RevenueTask(task_id="t-1", start=DAY, end=DAY, body={}, rows=page.rows)
+    return RevenueReport(app_name="app", tasks=[task])
 
 
-def test_nested_and_flat_rows_give_the_same_long_rows():
-    values = [{"value": 1.5, "isMasked": False}, {"value": None, "isMasked": True}]
-    metadata = {"channel": "tiktok", "campaign": "c1", "ad_group": "g"}
-    nested = revenue_frame(report([{"metadata": metadata, "data": [entry(values)]}]), "app_revenue", "cumulative")
-    flat = revenue_frame(report([{"metadata": metadata, **entry(values)}]), "app_revenue", "cumulative")
-    pd.testing.assert_frame_equal(nested.frame, flat.frame)
-    frame = nested.frame
-    assert frame["day_n"].tolist() == [0, 1]
-    assert frame["value"].tolist()[0] == 1.5 and pd.isna(frame["value"].tolist()[1])
-    assert frame["is_masked"].tolist() == [False, True]
-    assert frame["cohort_cost"].tolist() == [10.5, 10.5] and frame["cohort_unique_users"].tolist() == [7, 7]
-    # Group-bys beyond channel and campaign are kept, not dropped.
-    assert '"ad_group": "g"' in frame["group_values"][0]
+def frame_of(answer, fields):
+    return revenue_frame(report(answer, fields), group_by=fields, metric="app_revenue",
+                         aggregation_type="cumulative", currency="KRW")
+
+
+def test_the_printed_page_becomes_one_row_per_day_n_with_its_totals():
+    table = frame_of(example("airbridge_revenue_result_response"), ["channel"])
+    frame = table.frame
+    assert frame["day_n"].tolist() == [0, 1, 2, 3] and frame["value"].tolist() == [1, 2, 3, 4]
+    assert frame["report_date"].unique().tolist() == ["2021-11-01"]
+    # Grouped by channel only: campaign is null, the group key names channel alone.
+    assert frame["channel"].unique().tolist() == ["<groupBy>"] and frame["campaign"].isna().all()
+    assert frame["group_values"].unique().tolist() == ['{"channel": "<groupBy>"}']
+    row = frame.iloc[0]
+    assert (row["total_cost"], row["total_revenue"], row["total_unique_users"]) == (0, 10, 1)
+    assert (row["total_cost_is_masked"], row["total_revenue_is_masked"], row["total_unique_users_is_masked"]) == (
+        False, False, True)
+    assert set(frame["currency"]) == {"KRW"} and table.extra_group_columns == []
     assert find_failures(revenue_schema(), frame).empty
 
 
-def test_a_date_outside_the_task_range_is_refused_naming_the_task():
-    rows = [{"metadata": {"channel": "a", "campaign": "b"}, "data": [entry([{"value": 1}], "2026-11-25")]}]
-    with pytest.raises(RevenueShapeError, match=r"task t-1 .*2026-11-25"):
-        revenue_frame(report(rows), "app_revenue", "cumulative")
+def test_other_group_bys_become_named_text_columns():
+    answer = example("airbridge_revenue_result_response")
+    answer["data"]["stats"]["rows"][0]["metadata"] = ["tiktok", "Spring", "AG 1"]
+    table = frame_of(answer, ["channel", "campaign", "ad_group"])
+    assert table.extra_group_columns == ["ad_group"]
+    frame = table.frame
+    assert frame[["channel", "campaign", "ad_group"]].drop_duplicates().values.tolist() == [["tiktok", "Spring", "AG 1"]]
+    assert str(frame["ad_group"].dtype) == str(frame["campaign"].dtype)
+    assert frame["group_values"][0] == '{"ad_group": "AG 1", "campaign": "Spring", "channel": "tiktok"}'
 
 
-def test_missing_group_by_values_are_refused():
-    with pytest.raises(RevenueShapeError, match="campaign"):
-        revenue_frame(report([{"metadata": {"channel": "a"}, "data": [entry([])]}]), "m", "cumulative")
+def test_masked_figures_keep_their_value_and_null_ones_their_flag():
+    answer = example("airbridge_revenue_result_response")
+    values = answer["data"]["stats"]["rows"][0]["rows"][0]["values"]
+    values[1] = {"value": 7.5, "isMasked": True}
+    values[2] = {"value": None, "isMasked": True}
+    frame = frame_of(answer, ["channel"]).frame
+    assert frame["value"].tolist()[:2] == [1, 7.5] and pd.isna(frame["value"][2])
+    assert frame["is_masked"].tolist() == [False, True, True, False]
+    assert find_failures(revenue_schema(), frame).empty
+    # An unmasked empty figure breaks the masked_values rule (the reader refuses it before).
+    broken = frame.assign(is_masked=pd.array([False] * 4, dtype="boolean"))
+    failures = find_failures(revenue_schema(), broken)
+    assert failures[["check_name", "row"]].drop_duplicates().values.tolist() == [["masked_values", 2]]
 
 
-def test_non_numeric_values_are_refused():
-    rows = [{"metadata": {"channel": "a", "campaign": "b"}, "data": [entry([{"value": "lots"}])]}]
-    with pytest.raises(RevenueShapeError, match=r"values\[0\]\.value"):
-        revenue_frame(report(rows), "m", "cumulative")
+def test_a_date_without_values_is_listed_not_invented():
+    answer = example("airbridge_revenue_result_response")
+    answer["data"]["stats"]["rows"][0]["rows"][0]["values"] = []
+    table = frame_of(answer, ["channel"])
+    assert table.frame.empty and table.dates_without_values == [("2021-11-01", '{"channel": "<groupBy>"}')]
+
+
+def test_fractional_unique_users_are_refused_naming_the_row():
+    answer = example("airbridge_revenue_result_response")
+    answer["data"]["stats"]["rows"][0]["rows"][0]["total"]["totalUniqueUsers"]["value"] = 1.5
+    with pytest.raises(RevenueShapeError, match=r"task t-1, group row 0 .* date 2021-11-01: .*1\.5"):
+        frame_of(answer, ["channel"])
 
 
 def test_duplicate_rows_break_the_unique_key_rule():
-    row = {"metadata": {"channel": "a", "campaign": "b"}, "data": [entry([{"value": 1, "isMasked": False}])]}
-    frame = revenue_frame(report([row, row]), "m", "cumulative").frame
-    failures = find_failures(revenue_schema(), frame)
+    answer = example("airbridge_revenue_result_response")
+    rows = answer["data"]["stats"]["rows"]
+    rows.append(rows[0])
+    failures = find_failures(revenue_schema(), frame_of(answer, ["channel"]).frame)
     assert set(failures["check_name"]) == {"unique_keys"}
-    assert sorted(failures["row"].unique()) == [0, 1]
-
-
-def test_a_masked_flag_that_is_not_a_boolean_is_left_for_the_check():
-    values = [{"value": 1, "isMasked": "false"}, {"value": -2.5, "isMasked": False}]
-    frame = revenue_frame(report([{"metadata": {"channel": "a", "campaign": "b"}, "data": [entry(values)]}]),
-                          "m", "cumulative").frame
-    failures = find_failures(revenue_schema(), frame)
-    # Day 0's "false" string is not read as masked; Day 1's negative revenue (a refund) is valid.
-    assert failures[["check_name", "row"]].values.tolist() == [["masked_flag", 0]]
+    assert sorted(failures["row"].unique()) == list(range(8))

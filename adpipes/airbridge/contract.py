@@ -39,7 +39,9 @@ REQUIRED_BODY_FIELDS = (
     "aggregationType", "filters", "sorts",
 )
 OPTIONAL_BODY_FIELDS = ("cohorts", "intervalsPeriod", "resultSpec")
-# granularity -> (default, maximum) intervalsPeriod; the minimum is 0 for all three.
+# granularity -> (default, maximum) intervalsPeriod; the minimum is 0 for all three. Results
+# "start at interval 0": the document does not say whether N intervals end at Day N-1 or Day N;
+# with a minimum of 0 (Day 0 alone) adpipes and the sandbox read intervalsPeriod N as Days 0..N.
 GRANULARITIES = {"day": (30, 120), "week": (11, 52), "month": (5, 36)}
 START_EVENTS = ("app_install", "app_deeplink_open", "app_deeplink_pageview", "app_sign_up", "app_sign_in")
 RETURN_EVENTS = (

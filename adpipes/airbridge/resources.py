@@ -78,8 +78,8 @@ GRANULARITY = "day"
 # shipped dagster.yaml, like every vendor API pool).
 API_POOL = "airbridge_api"
 DEFAULT_GROUP_BY = ("channel", "campaign")
-# A server that keeps answering hasNext=true must not hang a run: 1000 pages of 50 group rows
-# is far more than an app's channels x campaigns.
+# The document states no limit on pages. A server that keeps answering hasNext=true must not
+# hang a run: 1000 pages of 50 group rows is far more than an app's channels x campaigns.
 DEFAULT_MAX_PAGES = 1000
 _ISO_CURRENCY = re.compile(r"[A-Z]{3}")
 

@@ -209,3 +209,18 @@ def test_prod_cli_materializes_a_day_with_configured_group_bys(clean_sandbox, cl
     for dsn in (product_dsn, archive_dsn):
         assert query(dsn, "SELECT DISTINCT report_date::text, currency FROM airbridge.revenue") == [(day, "KRW")]
         assert query(dsn, "SELECT count(DISTINCT ad_creative) FROM airbridge.revenue") == [(8,)]
+
+
+def test_a_layout_1_table_is_kept_beside_the_new_one(resources, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    for dsn in (product_dsn, archive_dsn):
+        with psycopg.connect(dsn) as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS airbridge")
+            # Layout 1 (no layout comment): cohort_* columns read from an undocumented shape.
+            conn.execute("CREATE TABLE airbridge.revenue (report_date date, cohort_revenue numeric)")
+            conn.execute("INSERT INTO airbridge.revenue VALUES ('2026-01-01', 12.5)")
+    assert dg.materialize([revenue], resources=resources, partition_key=recent_day(2)).success
+    for dsn in (product_dsn, archive_dsn):
+        assert query(dsn, "SELECT report_date::text, cohort_revenue::float8 FROM airbridge.revenue_layout1") == [
+            ("2026-01-01", 12.5)]
+        assert query(dsn, "SELECT count(*) FROM airbridge.revenue WHERE total_revenue IS NOT NULL") == [(8 * 3,)]

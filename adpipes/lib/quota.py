@@ -15,11 +15,16 @@ shared table, ``quota.api_calls``:
 
 Calls sent by other tools with the same token are not seen; the vendor's own daily-quota answer
 still stops the run then (and is never retried).
+
+Per-minute limits (the Cohort API's 60 calls a minute per account) are kept the same way across
+processes: :class:`RateWindow` is a sliding window of the calls granted, ``quota.rate_window_calls``,
+that a process must find a free slot in before it sends (see :meth:`RateWindow.acquire`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import dagster as dg
@@ -46,6 +51,19 @@ _DDL = [
         PRIMARY KEY (vendor, app_id, report, utc_day))""",
     f"COMMENT ON TABLE {SCHEMA}.{TABLE} IS 'adpipes: vendor API requests per app, report and UTC "
     "day (calls: all; quota_calls: those counting against daily_quota)'",
+]
+
+
+RATE_TABLE = "rate_window_calls"
+_RATE_DDL = [
+    f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{RATE_TABLE} (
+        vendor text NOT NULL,
+        scope text NOT NULL,
+        called_at timestamptz NOT NULL)""",
+    f"CREATE INDEX IF NOT EXISTS {RATE_TABLE}_scope ON {SCHEMA}.{RATE_TABLE} (vendor, scope, called_at)",
+    f"COMMENT ON TABLE {SCHEMA}.{RATE_TABLE} IS 'adpipes: requests granted in the current rate "
+    "window per vendor and scope (e.g. an account); rows older than the window are deleted'",
 ]
 
 
@@ -91,6 +109,14 @@ class ApiCallLedger(dg.ConfigurableResource):
                 "daily_quotas of the vendor's API resource (APPSFLYER_DAILY_QUOTAS for AppsFlyer)"
             )
         return QuotaMeter(self, vendor, app_id, report, daily_quota)
+
+    def rate_window(self, vendor: str, scope: str, limit: int, window_seconds: float) -> RateWindow:
+        """At most ``limit`` requests per ``window_seconds`` of one ``scope`` (e.g. an account;
+        never a secret itself) across every adpipes process."""
+        if limit < 1 or window_seconds <= 0:
+            raise ValueError(f"the rate window of {vendor} {scope} needs a limit >= 1 and a positive "
+                             f"length, got {limit} per {window_seconds} s")
+        return RateWindow(self, vendor, scope, limit, window_seconds)
 
 
 
@@ -186,6 +212,67 @@ class QuotaMeter:
                 (self.vendor, self.app_id, self.report),
             ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    """A sliding window of ``limit`` requests per ``window_seconds`` shared by every process.
+
+    Each granted request is a row of ``quota.rate_window_calls``. Granting takes a transaction-
+    scoped advisory lock of the (vendor, scope), deletes the rows that have left the window,
+    and inserts a row only while fewer than ``limit`` remain; otherwise the caller sleeps until
+    the oldest row leaves the window and tries again. Times are the database's clock
+    (``clock_timestamp()``), so the processes' own clocks do not matter.
+    """
+
+    ledger: ApiCallLedger
+    vendor: str
+    scope: str
+    limit: int
+    window_seconds: float
+
+    def try_acquire(self) -> tuple[dt.datetime | None, float]:
+        """One attempt: ``(granted_at, 0)`` when a slot was taken, ``(None, seconds to wait)``
+        when the window is full."""
+        table = sql.Identifier(SCHEMA, RATE_TABLE)
+        where = dict(vendor=self.vendor, scope=self.scope, window=self.window_seconds)
+        with self.ledger.archive.connect() as conn, conn.cursor() as cur:
+            create_if_missing(cur, SCHEMA, (RATE_TABLE,), _RATE_DDL)
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                        (f"{SCHEMA}.{RATE_TABLE}|{self.vendor}|{self.scope}",))
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE vendor = %(vendor)s AND scope = %(scope)s AND called_at "
+                        "<= clock_timestamp() - make_interval(secs => %(window)s)").format(table), where)
+            cur.execute(
+                sql.SQL("SELECT count(*), EXTRACT(EPOCH FROM min(called_at) + make_interval(secs => "
+                        "%(window)s) - clock_timestamp()) FROM {} WHERE vendor = %(vendor)s AND "
+                        "scope = %(scope)s").format(table), where)
+            used, wait = cur.fetchone()
+            granted = None
+            if used < self.limit:
+                cur.execute(
+                    sql.SQL("INSERT INTO {} (vendor, scope, called_at) VALUES (%(vendor)s, %(scope)s, "
+                            "clock_timestamp()) RETURNING called_at").format(table), where)
+                granted = cur.fetchone()[0]
+            conn.commit()
+        return granted, 0.0 if granted is not None else max(0.0, float(wait or 0.0))
+
+    def acquire(self) -> float:
+        """Wait for a slot and take it; returns the seconds waited."""
+        return self.acquire_slot()[1]
+
+    def acquire_slot(self) -> tuple[dt.datetime, float]:
+        """Wait for a slot and take it; returns when it was granted (database clock) and the
+        seconds waited."""
+        waited = 0.0
+        while True:
+            granted, pause = self.try_acquire()
+            if granted is not None:
+                return granted, waited
+            # A few milliseconds more: the oldest row must have left the window when we look again.
+            pause += 0.005
+            time.sleep(pause)
+            waited += pause
 
 
 def require_calls(needs: list[tuple[QuotaMeter, int]], what: str, *, hint: str = "") -> dict[str, dict]:

@@ -133,3 +133,53 @@ def test_a_plan_naming_some_reports_keeps_the_defaults_of_the_others(ledger):
     assert raw.quota_meter(ledger, "com.example", "installs_report").daily_quota == 24
     aggregate = AppsFlyerAggregateApi(api_token=None, base_url=None, daily_quotas={})
     assert aggregate.quota_meter(ledger, "com.example", "daily_report").daily_quota == 24
+
+
+# -- the rate window shared by processes (the Cohort API's 60 calls a minute per account) ---------
+
+RATE_LIMIT, RATE_WINDOW_SECONDS = 3, 0.6
+
+
+def _take_rate_slots(archive_dsn: str, scope: str, slots: int, start) -> list[str]:
+    """One process's share of the race: ``slots`` grants, each as its database time."""
+    from adpipes.lib.quota import ApiCallLedger
+    from adpipes.lib.storage.postgres import PostgresDatabase
+
+    window = ApiCallLedger(archive=PostgresDatabase(role="archive", dsn=archive_dsn)).rate_window(
+        "appsflyer", scope, RATE_LIMIT, RATE_WINDOW_SECONDS)
+    start.wait()
+    return [window.acquire_slot()[0].isoformat() for _ in range(slots)]
+
+
+def test_the_rate_window_holds_across_processes(ledger, clean_databases):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _, archive_dsn = clean_databases
+    processes, slots = 4, 4
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(processes, mp_context=context) as pool:
+        start = manager.Barrier(processes)
+        futures = [pool.submit(_take_rate_slots, archive_dsn, "cohort:test", slots, start) for _ in range(processes)]
+        granted = sorted(dt.datetime.fromisoformat(t) for f in futures for t in f.result(timeout=120))
+    assert len(granted) == processes * slots
+    window = dt.timedelta(seconds=RATE_WINDOW_SECONDS)
+    # No window of that length, wherever it starts, holds more than the limit.
+    busiest = max(sum(1 for t in granted if first <= t < first + window) for first in granted)
+    assert busiest == RATE_LIMIT
+    # 16 grants at 3 per 0.6 s cannot take less than 5 full windows.
+    assert granted[-1] - granted[0] >= 5 * window
+    with psycopg.connect(archive_dsn) as conn:
+        left = conn.execute("SELECT count(*) FROM quota.rate_window_calls WHERE scope = 'cohort:test'").fetchone()[0]
+    assert left <= RATE_LIMIT  # rows that left the window are deleted
+
+
+def test_the_rate_window_tells_how_long_to_wait(ledger):
+    window = ledger.rate_window("appsflyer", "cohort:short", 1, 30.0)
+    assert window.try_acquire()[0] is not None
+    granted, wait = window.try_acquire()
+    assert granted is None and 29 < wait <= 30
+    # Another scope (account) has its own window.
+    assert ledger.rate_window("appsflyer", "cohort:other", 1, 30.0).try_acquire()[0] is not None
+    with pytest.raises(ValueError, match="limit >= 1"):
+        ledger.rate_window("appsflyer", "cohort:bad", 0, 30.0)

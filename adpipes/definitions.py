@@ -70,7 +70,12 @@ def build_resources(settings: Settings) -> dict[str, object]:
         # ranges unless a test switches it on, so dev seeding need not wait a minute per day.
         **({"aggregate_min_interval_seconds": 0} if settings.is_dev else {}),
     )
-    cohort_api = AppsFlyerCohortApi(**connection)
+    # What every cohort_ltv run pulls (no run config: a maturity re-pull must pull it all too).
+    cohort_api = AppsFlyerCohortApi(
+        **connection, kpis=list(settings.cohort_kpis), cohort_types=list(settings.cohort_types),
+        min_cohort_size=settings.cohort_min_size,
+        preferred_currency=settings.appsflyer_currency == "preferred",
+    )
     archive = PostgresDatabase(role="archive", dsn=_env_or(settings, "ADPIPES_ARCHIVE_DSN", None))
     product = PostgresDatabase(role="product", dsn=_env_or(settings, "ADPIPES_PRODUCT_DSN", None))
     io_manager = PartitionedTableIOManager(archive=archive, product=product, timezone=settings.timezone)

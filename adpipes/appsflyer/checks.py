@@ -42,7 +42,14 @@ RATE_RANGES = CheckGroup(
 )
 CUMULATIVE_GROWTH = CheckGroup(
     "cumulative_growth",
-    "Cumulative cohort values do not decrease from one period to the next. Warns only: refunds "
-    "and cancellations are reported as negative revenue and can lower a cumulative sum.",
+    "Cumulative cohort values (each function of each KPI: count, cvr, rate, sum, unique users) do "
+    "not decrease from one period to the next. Warns only: refunds and cancellations are reported "
+    "as negative revenue and can lower a cumulative sum (and roas/roi with it).",
+    WARN,
+)
+PERCENTAGE_RANGES = CheckGroup(
+    "percentage_ranges",
+    "Cohort figures the Cohort API documents as percentages of the cohort's users (CVR) lie "
+    "within [0, 100]. Warns only: the row's other figures are still right.",
     WARN,
 )

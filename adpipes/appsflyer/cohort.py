@@ -1,154 +1,64 @@
 """``appsflyer/cohort_ltv``: lifetime value of each day's install cohort, from the Cohort API.
 
-One Cohort API query per cohort day, platform app and KPI (the API takes exactly one KPI per
-query). Why one day per query although the API accepts a range: with ``partial_data=false`` (the
-default, complete days only) AppsFlyer returns the periods ``N < today - to`` for *every* cohort of
-the range, so the earlier cohorts of a range would lose periods that are already complete for
-them; a query per day keeps each cohort's periods exact. Calls are paced in-process to the API's
-60 calls a minute per account.
+One Cohort API query per cohort day, platform app, cohort type and KPI (the API takes exactly one
+KPI per query). Why one day per query although the API accepts a range: with ``partial_data=false``
+(complete days only) AppsFlyer returns the periods ``N < today - to`` for *every* cohort of the
+range, so the earlier cohorts of a range would lose periods that are already complete for them; a
+query per day keeps each cohort's periods exact.
+
+What is asked (KPIs, cohort types, periods, currency, smallest cohort) is the
+``appsflyer_cohort_api`` resource's, from settings, never run config: every run, scheduled maturity
+re-pulls included, pulls all of it, and a partition is replaced as a whole, so no run can wipe
+the KPIs or cohort types another pulled.
 """
 
+import datetime as dt
 import json
-import re
 from typing import Any
 
 import pandas as pd
-from pydantic import Field
 
 import dagster as dg
-from adpipes.appsflyer.partitions import appsflyer_daily_partitions
-from adpipes.appsflyer.api import AppsFlyerApiError
-from adpipes.appsflyer.cohort_api import COHORT_API_POOL, AppsFlyerCohortApi
-from adpipes.appsflyer.resources import AppsFlyerApps
-from adpipes.appsflyer.schemas import (
-    COHORT_KPI_COLUMNS,
-    COHORT_KPI_FUNCTIONS,
-    COHORT_LTV_TABLE,
-    PLATFORMS,
-    cohort_ltv_schema,
+from adpipes.appsflyer.cohort_api import (
+    COHORT_API_POOL,
+    COHORT_FUNCTIONS,
+    AppsFlyerCohortApi,
+    CohortAnswer,
+    kpi_column_value,
 )
+from adpipes.appsflyer.partitions import appsflyer_daily_partitions
+from adpipes.appsflyer.resources import AppsFlyerApps
+from adpipes.appsflyer.schemas import COHORT_LTV_TABLE, PLATFORMS, cohort_ltv_schema
 from adpipes.lib.assets import table_asset
 from adpipes.lib.quality import ROW_VOLUME, UNKNOWN_COLUMNS, QualityReport, QualityStore, check_groups, publish
+from adpipes.lib.quota import ApiCallLedger, require_calls
 
 GROUP = "appsflyer"
-# Periods stored: the first month day by day, then the usual LTV milestones.
-DEFAULT_PERIODS = [*range(31), 60, 90, 180]
-MAX_PERIOD = 180
-# `{kpi}_{function}_day_{N}`: the KPI may itself contain underscores, the function does not.
-KPI_HEADER = re.compile(r"^(?P<kpi>.+)_(?P<function>[A-Za-z]+)_day_(?P<period>\d+)$")
-# Fields every answer carries besides the groupings and the KPI columns.
-COHORT_FIXED_FIELDS = ("users", "cost", "ecpi")
-GROUPING_COLUMNS = {"pid": "media_source", "c": "campaign"}
-# AppsFlyer's way of saying "no campaign" (organic).
-NO_VALUE = frozenset({"", "None", "N/A"})
-# The Cohort API spells this KPI in capitals in its `kpis` enum; its columns come back lowercase.
-API_KPI_NAMES = {"roas": "ROAS"}
 COHORT_LTV_CHECKS = check_groups(cohort_ltv_schema(), extra=[UNKNOWN_COLUMNS, ROW_VOLUME])
+TEXT_COLUMNS = ("report_date", "cohort_type", "platform", "app_id", "media_source", "campaign", "kpi", "currency")
 
 
-class CohortFormatError(AppsFlyerApiError):
-    """A Cohort API answer adpipes cannot store (a record without media source, a foreign day)."""
-
-
-class CohortLtvConfig(dg.Config):
-    """What the cohort_ltv run asks the Cohort API for."""
-
-    kpis: list[str] = Field(
-        default=["revenue"],
-        description="KPIs to pull, one Cohort API call each: any of "
-        + ", ".join(COHORT_KPI_FUNCTIONS),
-    )
-    cohort_type: str = Field(
-        default="user_acquisition", description="user_acquisition, retargeting or unified."
-    )
-    by_campaign: bool = Field(default=True, description="Group by campaign (c) as well as media source.")
-    periods: list[int] = Field(
-        default=DEFAULT_PERIODS, description="Day-N periods to pull (0-180; 0 = the install day)."
-    )
-
-
-def cohort_query(day: str, kpi: str, config: CohortLtvConfig) -> dict[str, Any]:
-    """The Cohort API body for one cohort day and KPI."""
-    return {
-        "cohort_type": config.cohort_type,
-        "from": day,
-        "to": day,
-        "groupings": ["date", "pid", *(["c"] if config.by_campaign else [])],
-        "kpis": [API_KPI_NAMES.get(kpi, kpi)],
-        "aggregation_type": "cumulative",
-        "filters": {"period": sorted(set(config.periods))},
-        # Complete days only: a period that has not fully passed is absent, not partial.
-        "partial_data": False,
-        # A boolean in the Cohort API: "the app's timezone in AppsFlyer", which ADPIPES_TIMEZONE
-        # equals (the Pull API's `timezone` name parameter has no Cohort API counterpart).
-        "preferred_timezone": True,
-    }
-
-
-def _number(value: Any, field: str, where: str) -> float | None:
-    if value is None or (isinstance(value, str) and value.strip() in NO_VALUE):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise CohortFormatError(f"{where}: field {field!r} is not a number: {value!r}") from None
-
-
-def cohort_rows(records: list[dict[str, Any]], *, day: str, platform: str, app_id: str, kpi: str,
-                rows: dict[tuple[Any, ...], dict[str, Any]], unknown: set[str]) -> None:
-    """Add one query's records to ``rows`` (keyed by media source, campaign and period).
-
-    Each ``{kpi}_{function}_day_{N}`` field becomes column ``{kpi}_{function}`` of period N's row;
-    a period without any value is not a row (it is not complete yet). Functions without a column
-    go to ``extra_kpis``; fields that are neither groupings nor KPIs are added to ``unknown``.
-    """
-    where = f"AppsFlyer cohort (kpi {kpi}) for app {app_id}, cohort {day}"
-    for record in records:
-        record_day = str(record.get("date", day))[:10]
-        if record_day != day:
-            raise CohortFormatError(f"{where}: a record is dated {record_day!r}; nothing was loaded")
-        media_source = record.get("pid")
-        if media_source is None or str(media_source).strip() == "":
-            raise CohortFormatError(f"{where}: a record has no media source (pid): {record}")
-        campaign = record.get("c")
-        campaign = None if campaign is None or str(campaign).strip() in NO_VALUE else str(campaign)
-        fixed = {f: _number(record.get(f), f, where) for f in COHORT_FIXED_FIELDS}
-        for field, value in record.items():
-            match = KPI_HEADER.match(field)
-            if match is None:
-                if field not in COHORT_FIXED_FIELDS and field not in ("date", "pid", "c"):
-                    unknown.add(field)
-                continue
-            number = _number(value, field, where)
-            if number is None:
-                continue
-            period = int(match["period"])
-            key = (str(media_source), campaign, period)
-            row = rows.setdefault(key, {
-                "report_date": day, "platform": platform, "media_source": str(media_source),
-                "campaign": campaign, "period": period, "extra_kpis": {},
-                "users": fixed["users"], "cost": fixed["cost"], "ecpi": fixed["ecpi"],
-            })
-            column = f"{match['kpi']}_{match['function']}".lower()
-            if column in COHORT_KPI_COLUMNS:
-                row[column] = number
-            else:
-                row["extra_kpis"][column] = number
+def cohort_rows(answer: CohortAnswer, platform: str, currency: str) -> list[dict[str, Any]]:
+    """The table rows of one query's answer: one per record and period."""
+    query = answer.query
+    fixed = {"report_date": query.day.isoformat(), "cohort_type": query.cohort_type, "platform": platform,
+             "app_id": query.app_id, "kpi": kpi_column_value(query.kpi), "currency": currency}
+    return [
+        {**fixed, "media_source": p.media_source, "campaign": p.campaign, "period": p.period,
+         "users": p.users, "cost": p.cost, "ecpi": p.ecpi, **p.functions,
+         "extra_functions": json.dumps(p.extra_functions, sort_keys=True) if p.extra_functions else None}
+        for p in answer.periods
+    ]
 
 
 def cohort_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    columns = COHORT_LTV_TABLE.column_names
-    frame = pd.DataFrame(rows, columns=columns)
-    for column in ("report_date", "platform", "media_source", "campaign"):
+    frame = pd.DataFrame(rows, columns=COHORT_LTV_TABLE.column_names)
+    for column in (*TEXT_COLUMNS, "extra_functions"):
         frame[column] = frame[column].astype("string")
     for column in ("period", "users"):
-        frame[column] = pd.to_numeric(frame[column]).round().astype("Int64")
-    for column in ("cost", "ecpi", *COHORT_KPI_COLUMNS):
+        frame[column] = pd.to_numeric(frame[column]).astype("Int64")
+    for column in ("cost", "ecpi", *COHORT_FUNCTIONS):
         frame[column] = pd.to_numeric(frame[column]).astype("Float64")
-    frame["extra_kpis"] = pd.Series(
-        [json.dumps(v, sort_keys=True) if v else None for v in frame["extra_kpis"]],
-        index=frame.index, dtype="string",
-    )
     return frame
 
 
@@ -163,64 +73,84 @@ def cohort_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 )
 def cohort_ltv(
     context: dg.AssetExecutionContext,
-    config: CohortLtvConfig,
     appsflyer_cohort_api: AppsFlyerCohortApi,
     appsflyer_apps: AppsFlyerApps,
+    api_calls: ApiCallLedger,
     quality: QualityStore,
 ):
-    """What each day's install cohort is worth over time: for the users who installed on
-    report_date, per platform, media source and campaign, their number, ad cost and eCPI and the
-    cumulative revenue (and any other configured KPI, e.g. sessions or ROAS) they generated by day
-    N after the install (periods 0-30, 60, 90, 180), one row per period. This is the table for LTV
-    curves, payback and ROAS-by-channel analysis. A cohort's figures keep growing until day N has
-    passed, and a period appears only once it is complete: recent cohort partitions must be
-    re-materialized as they mature (e.g. daily for the last 31 days, then at days 60, 90 and 180;
-    a later schedule automates this).
+    """What each day's install cohort is worth over time: for the users attributed on
+    report_date, per cohort type (user acquisition, retargeting, unified), platform, media source
+    and campaign, their number, ad cost and eCPI and, for each configured KPI (revenue, ROAS, ROI,
+    sessions, uninstalls or an in-app event), its documented functions (count, CVR, rate, sum,
+    unique users) cumulated from the install day through day N (periods 0-30, 60, 90, 180), one
+    row per KPI and period. This is the table for LTV curves, payback and ROAS-by-channel
+    analysis. A period appears only once it is complete and a cohort's figures keep growing until
+    then: the daily schedule re-pulls maturing cohorts, every KPI and cohort type each time.
     """
-    unknown_kpis = [k for k in config.kpis if k.lower() not in COHORT_KPI_FUNCTIONS]
-    bad_periods = [p for p in config.periods if not 0 <= p <= MAX_PERIOD]
-    if unknown_kpis or bad_periods or not config.kpis:
+    api = appsflyer_cohort_api
+    days = list(context.partition_keys)
+    today = api.app_today()
+    too_old = api.beyond_history(days, today)
+    if too_old:
         raise dg.Failure(
-            f"cohort_ltv config: kpis {unknown_kpis or config.kpis} / periods {bad_periods} are not "
-            f"supported. kpis must be a non-empty list of {', '.join(COHORT_KPI_FUNCTIONS)}; "
-            f"periods must be days 0-{MAX_PERIOD}. Fix the run config and re-run."
+            f"appsflyer/cohort_ltv: the cohort day(s) {too_old} are more than {api.history_days} days "
+            f"before today ({today}, {api.timezone}); the Cohort API documents serve cohorts from "
+            f"at most {api.history_days} days back. Nothing was called: materialize days from "
+            f"{today - dt.timedelta(days=api.history_days)} on (older cohorts live in "
+            "the archive database only, if they were pulled in time).",
+            metadata={"partitions_beyond_history": dg.MetadataValue.json(too_old)},
         )
-    unknown: set[str] = set()
+    skipped = api.skipped_combinations()
+    for kpi, cohort_type in skipped:
+        context.log.warning(f"AppsFlyer Cohort API: KPI {kpi!r} is not available with cohort_type "
+                            f"{cohort_type} (footnote 2 of the documents' KPI table); not pulled")
+    queries = [(platform, query) for day in days for platform in PLATFORMS
+               for query in api.queries(day, appsflyer_apps.app_id(platform))]
+    quota_use = require_calls(
+        [(api.account_meter(api_calls), len(queries))],
+        f"appsflyer/cohort_ltv for {days[0]}..{days[-1]} ({len(api.kpis)} KPI(s) x "
+        f"{len(api.cohort_types)} cohort type(s) x {len(days)} day(s) x {len(PLATFORMS)} apps)",
+        hint="materialize fewer days per run",
+    )
+    currency = appsflyer_apps.currency if api.preferred_currency else "USD"
+    rows: list[dict[str, Any]] = []
     calls: dict[str, int] = {}
-    all_rows: list[dict[str, Any]] = []
-    for day in context.partition_keys:
-        for platform in PLATFORMS:
-            app_id = appsflyer_apps.app_id(platform)
-            rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-            for kpi in config.kpis:
-                result = appsflyer_cohort_api.fetch_cohort(app_id, cohort_query(day, kpi.lower(), config),
-                                                    log=context.log)
-                calls[kpi] = calls.get(kpi, 0) + result.calls
-                cohort_rows(result.records, day=day, platform=platform, app_id=app_id,
-                            kpi=kpi, rows=rows, unknown=unknown)
-            all_rows.extend(rows.values())
-    frame = cohort_frame(all_rows)
-    report = QualityReport(COHORT_LTV_CHECKS, context.partition_keys, COHORT_LTV_TABLE.row_key)
+    records: dict[str, int] = {}
+    unknown: dict[str, set[str]] = {}
+    for platform, query in queries:
+        answer = api.fetch_cohort(query, ledger=api_calls, log=context.log, today=today)
+        label = f"{query.cohort_type} {query.kpi}"
+        calls[label] = calls.get(label, 0) + answer.calls
+        records[label] = records.get(label, 0) + answer.records
+        if answer.unknown_functions:
+            unknown.setdefault(query.day.isoformat(), set()).update(answer.unknown_functions)
+        rows.extend(cohort_rows(answer, platform, currency))
+    frame = cohort_frame(rows)
+    report = QualityReport(COHORT_LTV_CHECKS, days, COHORT_LTV_TABLE.row_key)
     frame = frame[report.check_rows([(cohort_ltv_schema(), frame)], keys=frame).to_numpy()]
-    extra = sorted({k for row in all_rows for k in row["extra_kpis"]})
-    for key in context.partition_keys:
-        # Unknown fields are dropped (the Cohort API can be re-queried); unknown KPI functions
-        # are kept in extra_kpis. Both mean adpipes' schema is behind the API.
-        report.add_unknown_columns(key, sorted(unknown) + [f"extra_kpis.{k}" for k in extra])
+    for day, tokens in unknown.items():
+        # Kept in extra_functions, never dropped; the check says adpipes' mapping is behind the API.
+        report.add_unknown_columns(day, [f"extra_functions.{t}" for t in sorted(tokens)])
+    extra = sorted({t for tokens in unknown.values() for t in tokens})
     if extra:
-        context.log.warning(
-            f"AppsFlyer Cohort API returned KPI functions without a column: {extra}; they are "
-            "stored in appsflyer.cohort_ltv.extra_kpis (add them to COHORT_KPI_FUNCTIONS)."
-        )
+        context.log.warning(f"AppsFlyer Cohort API returned function(s) {extra} the documents do not "
+                            "list for their KPI; they are kept in appsflyer.cohort_ltv.extra_functions")
     latest = frame.groupby("report_date")["period"].max() if len(frame) else pd.Series(dtype="Int64")
     output = dg.Output(
         frame,
         metadata={
+            "appsflyer/kpis": dg.MetadataValue.json(list(api.kpis)),
+            "appsflyer/cohort_types": dg.MetadataValue.json(list(api.cohort_types)),
+            "appsflyer/skipped_kpis": dg.MetadataValue.json(
+                [{"kpi": k, "cohort_type": t, "reason": "not available with unified (documents)"}
+                 for k, t in skipped]),
             "appsflyer/api_calls_by_kpi": dg.MetadataValue.json(calls),
-            "appsflyer/kpis": dg.MetadataValue.json(list(config.kpis)),
+            "appsflyer/records_by_kpi": dg.MetadataValue.json(records),
+            "appsflyer/currency": currency,
+            "appsflyer/min_cohort_size": api.min_cohort_size,
+            "appsflyer/quota_use": dg.MetadataValue.json(quota_use),
+            "appsflyer/extra_functions": dg.MetadataValue.json(extra),
             "latest_complete_period": dg.MetadataValue.json({k: int(v) for k, v in latest.items()}),
-            "appsflyer/unknown_fields": dg.MetadataValue.json(sorted(unknown)),
-            "appsflyer/extra_kpi_functions": dg.MetadataValue.json(extra),
         },
     )
     yield from publish(context, quality, report, output)

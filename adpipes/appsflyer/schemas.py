@@ -23,10 +23,21 @@ from adpipes.appsflyer.checks import (
     NON_NEGATIVE,
     PARSEABLE_VALUES,
     PARTITION_DATE,
+    PERCENTAGE_RANGES,
     RATE_RANGES,
     TIME_ORDER,
     VALID_CUSTOMER_USER_ID,
     VALID_PLATFORM,
+)
+from adpipes.appsflyer.cohort_api import (
+    COHORT_FUNCTIONS,
+    COUNT,
+    CVR,
+    DOCUMENTED_KPI_FUNCTIONS,
+    EVENT_KPI_FUNCTIONS,
+    RATE,
+    SUM,
+    UNIQUE_USERS,
 )
 from adpipes.lib.quality import REQUIRED_VALUES, rule
 from adpipes.lib.storage.tables import (
@@ -435,72 +446,100 @@ DAILY_REPORT_TABLE = TABLES.register(
 
 COHORT_LTV_KEY = dg.AssetKey(["appsflyer", "cohort_ltv"])
 
-# KPIs a cohort_ltv run may ask for (the Cohort API's `kpis` enum, less users/ecpi/cost, which
-# every answer carries anyway, and event_name, which needs event filters) and the functions
-# stored as typed columns `{kpi}_{function}`. The API spec does not list the functions per KPI:
-# these are the ones it returns for them (`revenue_sum_day_7`, `revenue_count_day_7`, ...).
-# Why fixed columns rather than columns from the run's configuration: the KPI list is run config,
-# but one table must serve every run (a backfill with `sessions` and a daily run without it write
-# the same table), so the table has a column for every KPI function below and the ones a run did
-# not ask for are null. A function outside this list (AppsFlyer adds one) is not dropped: it lands
-# in `extra_kpis` (jsonb, {"revenue_avg": 1.2}) and is flagged in the run's metadata.
-COHORT_KPI_FUNCTIONS = {
-    "revenue": ("sum", "count"),
-    "sessions": ("sum", "count"),
-    "uninstalls": ("sum", "count"),
-    "roas": ("sum",),
-    "roi": ("sum",),
+# Long format: one row per cohort (day, type, platform, media source, campaign), period and KPI,
+# with a typed column per function of the documents' KPI x function table. Why long rather than a
+# column per KPI and function: KPIs are configured (in-app event names included, any number of
+# them) and one table serves every configuration, so a KPI is a value, not a column.
+COHORT_KEY = ("report_date", "cohort_type", "platform", "media_source", "campaign", "kpi")
+COHORT_FUNCTION_DOCS = {
+    COUNT: "Count (a number): how many times the KPI happened. revenue: revenue events; sessions: "
+           "sessions; uninstalls: uninstalls; an in-app event: the event.",
+    CVR: "CVR (a percentage, as delivered: 12.5 means 12.5 %): share of the cohort's users who "
+         "performed the in-app event. In-app event KPIs only.",
+    RATE: "Rate (a percentage, as delivered): roas: revenue / cost; roi: (revenue - cost) / cost; "
+          "sessions and uninstalls: their rate per cohort user as AppsFlyer computes it.",
+    SUM: "Sum (a number, in `currency`): revenue: the cohort's revenue; an in-app event: the "
+         "revenue the event brought.",
+    UNIQUE_USERS: "Unique users (a number): users who performed the in-app event. sessions have it "
+                  "only with aggregation_type on_day, which adpipes does not request.",
 }
-COHORT_KPI_COLUMNS = tuple(f"{kpi}_{fn}" for kpi, fns in COHORT_KPI_FUNCTIONS.items() for fn in fns)
 
 
+def _function_column(function: str) -> pa.Column:
+    kpis = [k for k, fns in DOCUMENTED_KPI_FUNCTIONS.items() if function in fns]
+    if function in EVENT_KPI_FUNCTIONS:
+        kpis.append("in-app event KPIs")
+    checks = [rule(PERCENTAGE_RANGES, pa.Check.in_range(0, 100), "cvr is a percentage within [0, 100]")] \
+        if function == CVR else []
+    if function in (COUNT, UNIQUE_USERS):
+        checks.append(rule(NON_NEGATIVE, pa.Check.ge(0), f"{function} >= 0"))
+    return pa.Column(
+        "Float64", checks, nullable=True, metadata={"pg_type": "numeric"},
+        description=f"{COHORT_FUNCTION_DOCS[function]} Cumulative from the install day through day "
+        f"`period`. Documented for: {', '.join(kpis)}; null for a KPI without this function.",
+    )
+
+
+@cache
 def cohort_ltv_schema() -> pa.DataFrameSchema:
     columns: dict[str, pa.Column] = {
         "report_date": report_date_column(),
+        "cohort_type": pa.Column(
+            TEXT, nullable=False,
+            description="user_acquisition, retargeting or unified: the cohort's attribution (conversion) "
+            "type, as asked for (APPSFLYER_COHORT_TYPES). unified combines both; an event attributed to "
+            "both counts as retargeting."),
         "platform": _platform("android or ios: which app the cohort belongs to."),
-        "media_source": _text("Media source (pid) the cohort's users were attributed to.", False),
-        "campaign": _text("Campaign (c); null when AppsFlyer says None (organic)."),
+        "app_id": _text("AppsFlyer app id the cohort was reported for.", False),
+        "media_source": _text("Media source (pid) the cohort's users were attributed to, as delivered "
+                              "(agency traffic shows the agency).", False),
+        "campaign": _text("Campaign (c) as delivered (AppsFlyer's own spelling, e.g. 'None', is kept); "
+                          "null only when the resource's groupings leave out c."),
         "period": pa.Column("Int64", rule(NON_NEGATIVE, pa.Check.in_range(0, 180), "period is 0-180"),
-                            nullable=False, description="Day N after the install day (0 = the install day itself); only periods that are complete are stored."),
-        "users": _count("users", "Users in the cohort (attributed on report_date)."),
-        "cost": _amount("cost", "Ad spend of the cohort, in the app currency (null for organic)."),
-        "ecpi": _amount("ecpi", "Effective cost per install of the cohort (cost / users)."),
+                            nullable=False, description="Day N after the install day (0 = the install day "
+                            "itself). Only complete periods are stored (partial_data false)."),
+        "kpi": _text("The KPI: revenue, roas, roi, sessions or uninstalls (lowercased whatever spelling "
+                     "was sent), or an in-app event name as written (case-sensitive).", False),
+        "users": pa.Column("Int64", rule(NON_NEGATIVE, pa.Check.ge(0), "users >= 0"), nullable=False,
+                           description="Users in the cohort (attributed on report_date); the same on every "
+                           "KPI row of the cohort."),
+        "cost": _amount("cost", "Ad spend of the cohort, in `currency`; null where AppsFlyer has no cost "
+                        "(organic users, campaigns without installs, some groupings). The same on every "
+                        "KPI row of the cohort: take it once."),
+        "ecpi": _amount("ecpi", "Effective cost per install of the cohort, in `currency`; null with cost."),
     }
-    for column in COHORT_KPI_COLUMNS:
-        kpi, function = column.rsplit("_", 1)
-        columns[column] = _money(
-            f"Cohort {kpi} ({function}) from the install day through day `period`, cumulative; "
-            "null when the run did not ask for this KPI."
-        )
-    columns["extra_kpis"] = pa.Column(
+    for function in COHORT_FUNCTIONS:
+        columns[function] = _function_column(function)
+    columns["currency"] = _text(
+        "ISO 4217 code of cost, ecpi and sum: the apps' currency (APPSFLYER_APP_CURRENCY) when "
+        "APPSFLYER_CURRENCY=preferred (preferred_currency true), otherwise USD.", False)
+    columns["extra_functions"] = pa.Column(
         TEXT, nullable=True, metadata={"pg_type": "jsonb"},
-        description="KPI functions AppsFlyer returned that have no column here yet, as JSON.",
+        description="Function values the documents do not list for this KPI, as delivered: "
+        '{"<token>": value}, flagged by the unknown_columns check. Null when there are none.',
     )
     growth = rule(
         CUMULATIVE_GROWTH, pa.Check(_cumulative_growth),
-        "each KPI value is >= the cohort's value at the previous stored period",
-        columns=(*COHORT_KEY, "period", *COHORT_KPI_COLUMNS),
+        "each function value of a cohort's KPI is >= its value at the previous stored period",
+        columns=(*COHORT_KEY, "period", *COHORT_FUNCTIONS),
     )
     return pa.DataFrameSchema(columns, checks=[growth], strict=True, unique=[*COHORT_KEY, "period"],
                               name="appsflyer/cohort_ltv")
-
-
-# One cohort: its rows are its periods.
-COHORT_KEY = ("report_date", "platform", "media_source", "campaign")
 
 
 def _cumulative_growth(frame: pd.DataFrame) -> pd.Series:
     ordered = frame.sort_values("period")
     cohort = ordered.groupby(list(COHORT_KEY), dropna=False, sort=False).ngroup()
     ok = pd.Series(True, index=frame.index)
-    for column in COHORT_KPI_COLUMNS:
-        # Compared with the previous period that has a value (a KPI the run did not ask for is null).
-        previous = ordered[column].groupby(cohort).ffill().groupby(cohort).shift()
+    for column in COHORT_FUNCTIONS:
+        previous = ordered[column].groupby(cohort).shift()
         ok &= ~(ordered[column] < previous).fillna(False).reindex(frame.index)
     return ok
 
 
+# layout 2: long format (kpi and cohort_type are key columns; one column per function); layout 1
+# had a column per KPI and function and is kept as appsflyer.cohort_ltv_layout1.
 COHORT_LTV_TABLE = TABLES.register(
     TableSpec(asset_key=COHORT_LTV_KEY, dataframe_schema=cohort_ltv_schema(), databases=(ARCHIVE, PRODUCT),
-              row_key=("platform", "media_source", "campaign", "period"))
+              row_key=COHORT_KEY[1:] + ("period",), layout_version=2)
 )

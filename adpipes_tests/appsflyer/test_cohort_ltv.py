@@ -1,139 +1,270 @@
-"""appsflyer/cohort_ltv end to end: sandbox Cohort API over real HTTP -> asset -> PostgreSQL."""
+"""appsflyer/cohort_ltv end to end: sandbox Cohort API over real HTTP -> asset -> PostgreSQL.
 
-import time
+Expected figures come from the sandbox's own answer to the body the asset sent (the call log),
+read with the documents' key form ``{kpi}_{function}_day_{N}``, not through adpipes' parser."""
+
+import datetime as dt
+from zoneinfo import ZoneInfo
 
 import dagster as dg
+import psycopg
 import pytest
 
-from adpipes.appsflyer.cohort import CohortLtvConfig, cohort_ltv, cohort_query
-from adpipes.appsflyer.api import AppsFlyerCohortRequestError
-from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
-from adpipes_tests.appsflyer.test_daily_report import make_cohort_api as make_api, query, recent_day
-from adpipes_tests.appsflyer.test_daily_report import resources  # noqa: F401  (fixture)
+from adpipes.airbridge.schemas import REVENUE_KEY
+from adpipes.appsflyer.cohort import cohort_ltv
+from adpipes.appsflyer.cohort_api import AppsFlyerCohortApi
+from adpipes.appsflyer.resources import AppsFlyerApps
+from adpipes.appsflyer.schemas import COHORT_LTV_KEY
+from adpipes.lib.sandbox.appsflyer_cohort import APP_TIMEZONE, cohort_records, configure_cohort
+from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_APP_CURRENCY, SANDBOX_IOS_APP_ID
+from adpipes.schedules import TRIGGER_TAG, daily_run_requests
+from adpipes_tests.fixtures.sandbox import appsflyer_client_settings
 
-SNAPSHOT = "SELECT * FROM appsflyer.cohort_ltv ORDER BY platform, media_source, campaign, period"
+APPS = {"android": SANDBOX_ANDROID_APP_ID, "ios": SANDBOX_IOS_APP_ID}
+NODE = "appsflyer__cohort_ltv"
+FUNCTIONS = ("count", "cvr", "rate", "sum", "unique_users")
+STORED = ("SELECT cohort_type, platform, media_source, campaign, period, kpi, users, cost, "
+          + ", ".join(FUNCTIONS) + ", currency, extra_functions FROM appsflyer.cohort_ltv "
+          "ORDER BY cohort_type, platform, media_source, campaign, kpi, period")
+
+
+def today() -> dt.date:
+    return dt.datetime.now(ZoneInfo(APP_TIMEZONE)).date()
+
+
+def days_ago(n: int) -> str:
+    return (today() - dt.timedelta(days=n)).isoformat()
+
+
+def query(dsn: str, sql: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql).fetchall()
 
 
 def cohort_calls(sandbox) -> list[dict]:
     return [c for c in sandbox.calls() if c["report"] == "cohort"]
 
 
-def run_config(**config) -> dg.RunConfig:
-    return dg.RunConfig(ops={"appsflyer__cohort_ltv": CohortLtvConfig(**config)})
+def make_resources(sandbox, storage_resources, **api: object) -> dict[str, object]:
+    return {
+        "appsflyer_cohort_api": AppsFlyerCohortApi(
+            **appsflyer_client_settings(sandbox, **{"cohort_rate_window_seconds": 1.0, **api})),
+        "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID,
+                                        currency=SANDBOX_APP_CURRENCY),
+        **storage_resources,
+    }
 
 
-def test_only_complete_periods_are_stored_and_match_the_api(resources, clean_sandbox, clean_databases):
+def served(sandbox) -> dict[tuple, float]:
+    """What the sandbox served for the logged calls: (cohort_type, app, pid, c, kpi, function,
+    period) -> value, from its own answer to the same body."""
+    values = {}
+    for call in cohort_calls(sandbox):
+        body = call["body"]
+        kpi = body["kpis"][0]
+        for record in cohort_records(call["app_id"], body, today()):
+            for key, value in record.items():
+                if key.startswith(f"{kpi.lower()}_"):
+                    function, period = key[len(kpi) + 1:].rsplit("_day_", 1)
+                    values[(body["cohort_type"], call["app_id"], record["pid"], record["c"], kpi.lower(),
+                            function, int(period))] = float(value)
+    return values
+
+
+def stored(dsn: str) -> dict[tuple, float]:
+    """The same keys from the table: one entry per non-null function column."""
+    values = {}
+    for row in query(dsn, STORED):
+        cohort_type, platform, source, campaign, period, kpi = row[:6]
+        for function, value in zip(FUNCTIONS, row[8:13]):
+            if value is not None:
+                values[(cohort_type, APPS[platform], source, campaign, kpi, function, period)] = float(value)
+    return values
+
+
+def test_revenue_roas_and_sessions_land_typed_and_a_maturity_repull_keeps_all_three(
+        clean_sandbox, storage_resources, clean_databases):
     product_dsn, archive_dsn = clean_databases
-    day = recent_day(3)  # complete periods: 0, 1, 2
-    result = dg.materialize([cohort_ltv], resources=resources, partition_key=day)
-    assert result.success
-    calls = cohort_calls(clean_sandbox)
-    assert sorted(c["app_id"] for c in calls) == sorted([SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID])
-    body = calls[0]["body"]
-    assert body["from"] == body["to"] == day and body["kpis"] == ["revenue"]
-    assert body["groupings"] == ["date", "pid", "c"] and body["aggregation_type"] == "cumulative"
-    assert body["filters"]["period"] == [*range(31), 60, 90, 180] and body["preferred_timezone"] is True
-
+    resources = make_resources(clean_sandbox, storage_resources, kpis=["revenue", "roas", "sessions"])
+    day = days_ago(3)  # complete periods 0, 1, 2
+    assert dg.materialize([cohort_ltv], resources=resources, partition_key=day).success
+    assert sorted(c["body"]["kpis"][0] for c in cohort_calls(clean_sandbox)) == sorted(
+        ["revenue", "roas", "sessions"] * 2)
+    expected = served(clean_sandbox)
     for dsn in (product_dsn, archive_dsn):
-        periods = query(dsn, "SELECT period, count(*) FROM appsflyer.cohort_ltv GROUP BY 1 ORDER BY 1")
-        cells = query(dsn, "SELECT count(DISTINCT (platform, media_source, campaign)) FROM appsflyer.cohort_ltv")[0][0]
-        # Immature periods (3..30, 60, 90, 180) are absent, not zero rows.
-        assert periods == [(0, cells), (1, cells), (2, cells)] and cells == 9
-    # Cumulative: never decreasing with the period.
-    assert query(product_dsn, """
-        SELECT count(*) FROM appsflyer.cohort_ltv a JOIN appsflyer.cohort_ltv b
-        USING (platform, media_source, campaign) WHERE b.period = a.period + 1
-        AND b.revenue_sum < a.revenue_sum""") == [(0,)]
-
-    # Revenue at the latest complete period equals what the Cohort API answers for it.
-    api = make_api(clean_sandbox)
-    answer = api.fetch_cohort(SANDBOX_IOS_APP_ID, cohort_query(day, "revenue", CohortLtvConfig()))
-    api_revenue = {(r["pid"], None if r["c"] == "None" else r["c"]): (r["revenue_sum_day_2"], r["users"], r["cost"])
-                   for r in answer.records}
-    stored = {(s, c): (float(v), u, None if cost is None else float(cost)) for s, c, v, u, cost in query(
-        product_dsn, "SELECT media_source, campaign, revenue_sum, users, cost FROM appsflyer.cohort_ltv "
-        "WHERE platform = 'ios' AND period = 2")}
-    assert stored.keys() == api_revenue.keys() and len(stored) == 4
-    for key, (revenue, users, cost) in api_revenue.items():
-        assert stored[key] == (pytest.approx(revenue), users, cost if cost is None else pytest.approx(cost))
+        landed = stored(dsn)
+        assert landed.keys() == expected.keys()
+        assert all(landed[k] == pytest.approx(v) for k, v in expected.items())
+    # Each KPI has exactly its documented functions: revenue count+sum, roas rate, sessions count+rate.
+    functions = query(product_dsn, "SELECT kpi, count(*), " + ", ".join(f"count({f})" for f in FUNCTIONS)
+                      + " FROM appsflyer.cohort_ltv GROUP BY kpi ORDER BY kpi")
+    cells = 9 * 3  # 9 (platform, media source, campaign) cohorts x 3 periods
+    assert functions == [("revenue", cells, cells, 0, 0, cells, 0), ("roas", cells, 0, 0, cells, 0, 0),
+                         ("sessions", cells, cells, 0, cells, 0, 0)]
     types = dict(query(product_dsn, "SELECT column_name, data_type FROM information_schema.columns "
                        "WHERE table_schema = 'appsflyer' AND table_name = 'cohort_ltv'"))
-    assert types["revenue_sum"] == types["cost"] == "numeric" and types["users"] == types["period"] == "bigint"
-    assert types["extra_kpis"] == "jsonb"
-    metadata = result.asset_materializations_for_node("appsflyer__cohort_ltv")[0].metadata
-    assert metadata["latest_complete_period"].value == {day: 2}
+    assert all(types[f] == "numeric" for f in FUNCTIONS) and types["extra_functions"] == "jsonb"
+    assert types["kpi"] == types["cohort_type"] == "text" and types["users"] == types["period"] == "bigint"
+    before = query(product_dsn, STORED)
 
-
-def test_each_kpi_is_its_own_call(resources, clean_sandbox, clean_databases):
-    product_dsn, _ = clean_databases
-    day = recent_day(4)
-    result = dg.materialize([cohort_ltv], resources=resources, partition_key=day,
-                            run_config=run_config(kpis=["revenue", "sessions", "roas"]))
+    # The schedule's maturity re-pull of this cohort (3 days old): no run config, all three KPIs.
+    (repull,) = [r for r in daily_run_requests(today(), dt.date(2026, 1, 1), [COHORT_LTV_KEY, REVENUE_KEY])
+                 if r.tags[TRIGGER_TAG] == "maturity" and r.partition_key == day]
+    assert COHORT_LTV_KEY in repull.asset_selection and not repull.run_config
+    clean_sandbox.reset()
+    result = dg.materialize([cohort_ltv], resources=resources, partition_key=repull.partition_key,
+                            tags=repull.tags, selection=[COHORT_LTV_KEY])
     assert result.success
-    kpis = sorted(c["body"]["kpis"][0] for c in cohort_calls(clean_sandbox))
-    assert kpis == ["ROAS", "ROAS", "revenue", "revenue", "sessions", "sessions"]
-    rows = query(product_dsn, "SELECT count(*), count(revenue_sum), count(revenue_count), count(sessions_sum), "
-                 "count(roas_sum), count(uninstalls_sum) FROM appsflyer.cohort_ltv")[0]
-    assert rows[0] == 9 * 4 and rows[1:5] == (rows[0],) * 4 and rows[5] == 0
-    # One row per (platform, media source, campaign, period): the KPIs are merged, not stacked.
-    assert query(product_dsn, "SELECT count(*) FROM (SELECT 1 FROM appsflyer.cohort_ltv GROUP BY "
-                 "platform, media_source, campaign, period HAVING count(*) > 1) d") == [(0,)]
+    assert sorted(c["body"]["kpis"][0] for c in cohort_calls(clean_sandbox)) == sorted(
+        ["revenue", "roas", "sessions"] * 2)
+    assert query(product_dsn, STORED) == before
+    assert {k for (k,) in query(archive_dsn, "SELECT DISTINCT kpi FROM appsflyer.cohort_ltv")} == {
+        "revenue", "roas", "sessions"}
 
 
-def test_429_then_success(resources, clean_sandbox, clean_databases):
+def test_cohort_types_coexist_and_uninstalls_is_not_asked_with_unified(clean_sandbox, storage_resources,
+                                                                      clean_databases):
+    product_dsn, _ = clean_databases
+    resources = make_resources(clean_sandbox, storage_resources, kpis=["revenue", "uninstalls"],
+                               cohort_types=["user_acquisition", "retargeting", "unified"])
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([cohort_ltv], resources=resources, partition_key=days_ago(2), instance=instance)
+    assert result.success
+    asked = sorted((c["body"]["cohort_type"], c["body"]["kpis"][0]) for c in cohort_calls(clean_sandbox))
+    assert asked == sorted([("user_acquisition", "revenue"), ("user_acquisition", "uninstalls"),
+                            ("retargeting", "revenue"), ("retargeting", "uninstalls"), ("unified", "revenue")] * 2)
+    rows = query(product_dsn, "SELECT cohort_type, kpi, count(*), sum(users) FROM appsflyer.cohort_ltv "
+                 "GROUP BY 1, 2 ORDER BY 1, 2")
+    assert [r[:3] for r in rows] == [("retargeting", "revenue", 18), ("retargeting", "uninstalls", 18),
+                                     ("unified", "revenue", 18), ("user_acquisition", "revenue", 18),
+                                     ("user_acquisition", "uninstalls", 18)]
+    users = {(t, k): u for t, k, _, u in rows}
+    assert users["retargeting", "revenue"] < users["user_acquisition", "revenue"] < users["unified", "revenue"]
+    metadata = result.asset_materializations_for_node(NODE)[0].metadata
+    assert metadata["appsflyer/skipped_kpis"].value == [
+        {"kpi": "uninstalls", "cohort_type": "unified", "reason": "not available with unified (documents)"}]
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("'uninstalls' is not available with cohort_type unified" in m for m in logged)
+
+
+def test_currency_column_says_usd_or_the_apps_currency(clean_sandbox, storage_resources, clean_databases):
+    product_dsn, _ = clean_databases
+    day = days_ago(2)
+    figures = ("SELECT platform, media_source, campaign, kpi, currency, sum, rate, cost FROM appsflyer.cohort_ltv "
+               "ORDER BY platform, media_source, campaign, kpi")
+    for preferred in (False, True):
+        resources = make_resources(clean_sandbox, storage_resources, kpis=["revenue", "roas"],
+                                   preferred_currency=preferred)
+        assert dg.materialize([cohort_ltv], resources=resources, partition_key=day).success
+        if not preferred:
+            in_usd = query(product_dsn, figures)
+    in_krw = query(product_dsn, figures)
+    assert {r[4] for r in in_usd} == {"USD"} and {r[4] for r in in_krw} == {"KRW"}
+    for usd, krw in zip(in_usd, in_krw, strict=True):
+        assert usd[:4] == krw[:4]
+        if usd[3] == "revenue":
+            assert float(krw[5]) == pytest.approx(float(usd[5]) * 1350, rel=1e-3)
+        else:  # roas is a ratio: the same in any currency
+            assert float(krw[6]) == pytest.approx(float(usd[6]), rel=1e-3)
+        if usd[7] is not None:
+            assert float(krw[7]) == pytest.approx(float(usd[7]) * 1350, rel=1e-3)
+
+
+def test_min_cohort_size_is_sent_and_smaller_cohorts_are_not_stored(clean_sandbox, storage_resources,
+                                                                    clean_databases):
+    product_dsn, _ = clean_databases
+    resources = make_resources(clean_sandbox, storage_resources, min_cohort_size=150)
+    assert dg.materialize([cohort_ltv], resources=resources, partition_key=days_ago(2)).success
+    assert {c["body"]["min_cohort_size"] for c in cohort_calls(clean_sandbox)} == {150}
+    sizes = [u for (u,) in query(product_dsn, "SELECT users FROM appsflyer.cohort_ltv")]
+    assert sizes and min(sizes) >= 150
+    assert len({r for r in query(product_dsn, "SELECT platform, media_source, campaign FROM appsflyer.cohort_ltv")}) < 9
+
+
+def test_days_beyond_the_history_depth_fail_before_any_call(clean_sandbox, storage_resources):
+    resources = make_resources(clean_sandbox, storage_resources, history_days=3)
+    result = dg.materialize([cohort_ltv], resources=resources, partition_key=days_ago(5), raise_on_error=False)
+    assert not result.success
+    message = str(result.failure_data_for_node(NODE).error)
+    assert days_ago(5) in message and "more than 3 days" in message and "Nothing was called" in message
+    assert cohort_calls(clean_sandbox) == []
+
+
+def test_a_run_the_accounts_daily_quota_cannot_pay_for_is_refused_before_any_call(
+        clean_sandbox, storage_resources):
+    resources = make_resources(clean_sandbox, storage_resources, kpis=["revenue", "sessions"],
+                               account_daily_calls=3)
+    result = dg.materialize([cohort_ltv], resources=resources, partition_key=days_ago(2), raise_on_error=False)
+    assert not result.success
+    message = str(result.failure_data_for_node(NODE).error)
+    assert "needs 4 calls of appsflyer cohort for app account" in message and "3 of today's 3" in message
+    assert cohort_calls(clean_sandbox) == []
+
+
+def test_an_undocumented_function_is_kept_in_extra_functions_and_flagged(clean_sandbox, storage_resources,
+                                                                         clean_databases):
+    product_dsn, _ = clean_databases
+    configure_cohort(clean_sandbox, extra_functions=["avg"])
+    result = dg.materialize([cohort_ltv], resources=make_resources(clean_sandbox, storage_resources),
+                            partition_key=days_ago(2))
+    assert result.success
+    extras = query(product_dsn, "SELECT extra_functions->>'avg', count FROM appsflyer.cohort_ltv")
+    assert extras and all(float(avg) == float(count) for avg, count in extras)
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "unknown_columns"]
+    assert not check.passed and "extra_functions.avg" in str(check.metadata)
+
+
+def test_an_unknown_answer_shape_fails_the_run_and_stores_nothing(clean_sandbox, storage_resources,
+                                                                  clean_databases):
+    product_dsn, _ = clean_databases
+    configure_cohort(clean_sandbox, extra_keys={"af_new_metric": 3})
+    result = dg.materialize([cohort_ltv], resources=make_resources(clean_sandbox, storage_resources),
+                            partition_key=days_ago(2), raise_on_error=False)
+    assert not result.success
+    assert "'af_new_metric'" in str(result.failure_data_for_node(NODE).error)
+    assert query(product_dsn, "SELECT to_regclass('appsflyer.cohort_ltv')") == [(None,)]
+
+
+def test_429_then_success(clean_sandbox, storage_resources, clean_databases):
     product_dsn, _ = clean_databases
     clean_sandbox.add_faults(kind="429", retry_after=0, app_id=SANDBOX_ANDROID_APP_ID, report="cohort")
-    assert dg.materialize([cohort_ltv], resources=resources, partition_key=recent_day(3)).success
+    resources = make_resources(clean_sandbox, storage_resources)
+    assert dg.materialize([cohort_ltv], resources=resources, partition_key=days_ago(3)).success
     statuses = [c["status"] for c in cohort_calls(clean_sandbox) if c["app_id"] == SANDBOX_ANDROID_APP_ID]
     assert statuses == [429, 200]
     assert query(product_dsn, "SELECT count(*) FROM appsflyer.cohort_ltv WHERE platform = 'android'") == [(5 * 3,)]
 
 
-def test_422_names_app_kpi_and_the_api_message(clean_sandbox):
-    api = make_api(clean_sandbox)
-    body = cohort_query(recent_day(3), "revenue", CohortLtvConfig())
-    body["groupings"] = ["date", "media_source"]
-    with pytest.raises(AppsFlyerCohortRequestError) as failure:
-        api.fetch_cohort(SANDBOX_IOS_APP_ID, body)
-    message = str(failure.value)
-    assert SANDBOX_IOS_APP_ID in message and "'revenue'" in message
-    assert "Invalid value: media_source for key: groupings" in message
-    assert clean_sandbox.appsflyer_token not in message
-    assert len(cohort_calls(clean_sandbox)) == 1  # a bad body is not retried
-
-
-def test_unsupported_kpi_in_config_fails_before_any_call(resources, clean_sandbox):
-    result = dg.materialize([cohort_ltv], resources=resources, partition_key=recent_day(3),
-                            run_config=run_config(kpis=["revenue", "ltv_magic"]), raise_on_error=False)
-    assert not result.success
-    assert "ltv_magic" in str(result.failure_data_for_node("appsflyer__cohort_ltv").error)
-    assert cohort_calls(clean_sandbox) == []
-
-
-def test_calls_are_paced_to_the_rate_limit(clean_sandbox):
-    api = make_api(clean_sandbox, cohort_calls_per_minute=2, cohort_rate_window_seconds=1.0)
-    body = cohort_query(recent_day(3), "revenue", CohortLtvConfig())
-    time.sleep(1.0)  # an earlier test's calls must not count against this window
-    started = time.monotonic()
-    for _ in range(3):
-        api.fetch_cohort(SANDBOX_ANDROID_APP_ID, body)
-    assert time.monotonic() - started >= 0.95
-    assert len(cohort_calls(clean_sandbox)) == 3
-
-
-def test_range_and_rerun(resources, clean_sandbox, clean_databases):
+def test_range_is_one_query_per_day_and_a_rerun_changes_nothing(clean_sandbox, storage_resources,
+                                                                clean_databases):
     product_dsn, archive_dsn = clean_databases
-    first, last = recent_day(6), recent_day(5)
+    resources = make_resources(clean_sandbox, storage_resources)
+    first, last = days_ago(6), days_ago(5)
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     result = dg.materialize([cohort_ltv], resources=resources, tags=tags)
     assert result.success
     # One query per cohort day and app (see adpipes.appsflyer.cohort for why not one per range).
-    assert sorted((c["body"]["from"], c["app_id"]) for c in cohort_calls(clean_sandbox)) == sorted(
-        (d, a) for d in (first, last) for a in (SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID))
-    per_partition = result.asset_materializations_for_node("appsflyer__cohort_ltv")[0].metadata[
-        "partition_row_counts"].value
+    assert sorted((c["body"]["from"], c["body"]["to"], c["app_id"]) for c in cohort_calls(clean_sandbox)) == sorted(
+        (d, d, a) for d in (first, last) for a in APPS.values())
+    per_partition = result.asset_materializations_for_node(NODE)[0].metadata["partition_row_counts"].value
     assert per_partition == {first: 9 * 6, last: 9 * 5}
     assert dict(query(product_dsn, "SELECT report_date::text, count(*) FROM appsflyer.cohort_ltv GROUP BY 1")) == per_partition
-    before = (query(product_dsn, SNAPSHOT), query(archive_dsn, SNAPSHOT))
+    before = (query(product_dsn, STORED), query(archive_dsn, STORED))
     assert dg.materialize([cohort_ltv], resources=resources, tags=tags).success
-    assert (query(product_dsn, SNAPSHOT), query(archive_dsn, SNAPSHOT)) == before
+    assert (query(product_dsn, STORED), query(archive_dsn, STORED)) == before
+
+
+def test_a_table_of_the_wide_layout_is_kept_as_layout1(clean_sandbox, storage_resources, clean_databases):
+    product_dsn, _ = clean_databases
+    with psycopg.connect(product_dsn) as conn:
+        conn.execute("CREATE SCHEMA appsflyer")
+        conn.execute("CREATE TABLE appsflyer.cohort_ltv (report_date date, platform text, period bigint, "
+                     "revenue_sum numeric) PARTITION BY RANGE (report_date)")
+        conn.execute("CREATE TABLE appsflyer.cohort_ltv_2026_01_01 PARTITION OF appsflyer.cohort_ltv "
+                     "FOR VALUES FROM ('2026-01-01') TO ('2026-01-02')")
+        conn.execute("INSERT INTO appsflyer.cohort_ltv VALUES ('2026-01-01', 'ios', 7, 12.5)")
+    assert dg.materialize([cohort_ltv], resources=make_resources(clean_sandbox, storage_resources),
+                          partition_key=days_ago(2)).success
+    assert query(product_dsn, "SELECT report_date::text, platform, period, revenue_sum::float "
+                 "FROM appsflyer.cohort_ltv_layout1") == [("2026-01-01", "ios", 7, 12.5)]
+    assert query(product_dsn, "SELECT DISTINCT kpi FROM appsflyer.cohort_ltv") == [("revenue",)]

@@ -35,6 +35,7 @@ from adpipes.lib.storage.postgres import PostgresDatabase, create_if_missing
 
 SCHEMA = "quota"
 TABLE = "api_calls"
+RATE_TABLE = "rate_window_calls"
 
 _DDL = [
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
@@ -51,12 +52,6 @@ _DDL = [
         PRIMARY KEY (vendor, app_id, report, utc_day))""",
     f"COMMENT ON TABLE {SCHEMA}.{TABLE} IS 'adpipes: vendor API requests per app, report and UTC "
     "day (calls: all; quota_calls: those counting against daily_quota)'",
-]
-
-
-RATE_TABLE = "rate_window_calls"
-_RATE_DDL = [
-    f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{RATE_TABLE} (
         vendor text NOT NULL,
         scope text NOT NULL,
@@ -65,6 +60,8 @@ _RATE_DDL = [
     f"COMMENT ON TABLE {SCHEMA}.{RATE_TABLE} IS 'adpipes: requests granted in the current rate "
     "window per vendor and scope (e.g. an account); rows older than the window are deleted'",
 ]
+# Every table of the schema: a database created by an older adpipes gets the new ones.
+_TABLES = (TABLE, RATE_TABLE)
 
 
 class QuotaExceeded(VendorApiError):
@@ -175,7 +172,7 @@ class QuotaMeter:
         limited = counts_against_quota and self.daily_quota is not None
         step = 1 if counts_against_quota else 0
         with self.ledger.archive.connect() as conn, conn.cursor() as cur:
-            create_if_missing(cur, SCHEMA, (TABLE,), _DDL)
+            create_if_missing(cur, SCHEMA, _TABLES, _DDL)
             cur.execute(
                 sql.SQL(
                     "INSERT INTO {table} AS c (vendor, app_id, report, utc_day, calls, quota_calls, daily_quota) "
@@ -237,7 +234,10 @@ class RateWindow:
         table = sql.Identifier(SCHEMA, RATE_TABLE)
         where = dict(vendor=self.vendor, scope=self.scope, window=self.window_seconds)
         with self.ledger.archive.connect() as conn, conn.cursor() as cur:
-            create_if_missing(cur, SCHEMA, (RATE_TABLE,), _RATE_DDL)
+            create_if_missing(cur, SCHEMA, _TABLES, _DDL)
+            # The DDL's locks are released before the window's lock is taken: holding both in
+            # one transaction can deadlock with a process that holds the window and deletes.
+            conn.commit()
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                         (f"{SCHEMA}.{RATE_TABLE}|{self.vendor}|{self.scope}",))
             cur.execute(

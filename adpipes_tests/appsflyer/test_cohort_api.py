@@ -75,6 +75,18 @@ def post(sandbox, body, answer_format: str = "json") -> requests.Response:
     )
 
 
+def refusal(sandbox, ledger, error: type[Exception], api: dict, **behaviour) -> str:
+    """The message of ``error`` raised by a query of a client with ``api`` fields, the sandbox
+    behaving as ``behaviour`` says (see configure_cohort)."""
+    configure_cohort(sandbox, **behaviour)
+    client = make_api(sandbox, **api)
+    with pytest.raises(error) as failure:
+        client.fetch_cohort(query_for(client, SANDBOX_IOS_APP_ID), ledger=ledger)
+    message = str(failure.value)
+    assert sandbox.appsflyer_token not in message
+    return message
+
+
 def in_served_window(body: dict, to: dt.date) -> dict:
     """The printed body with its range moved to end on ``to`` (same length)."""
     first, last = dt.date.fromisoformat(body["from"]), dt.date.fromisoformat(body["to"])
@@ -200,15 +212,10 @@ def test_each_kpi_lands_its_documented_functions(kpi, functions, clean_sandbox, 
 # -- errors -------------------------------------------------------------------------------------------
 
 def test_a_422_naming_roas_says_the_documents_disagree_on_its_spelling(clean_sandbox, ledger):
-    configure_cohort(clean_sandbox, refused_kpis=["roas"])
-    api = make_api(clean_sandbox, kpis=["roas"])
-    with pytest.raises(AppsFlyerCohortRequestError) as failure:
-        api.fetch_cohort(query_for(api, SANDBOX_IOS_APP_ID), ledger=ledger)
-    message = str(failure.value)
+    message = refusal(clean_sandbox, ledger, AppsFlyerCohortRequestError, {"kpis": ["roas"]}, refused_kpis=["roas"])
     assert SANDBOX_IOS_APP_ID in message and "KPI 'roas'" in message
     assert "Invalid value: roas for key: kpis" in message
     assert "documents disagree" in message and "Write 'ROAS' instead of 'roas' in APPSFLYER_COHORT_KPIS" in message
-    assert clean_sandbox.appsflyer_token not in message
     assert len(cohort_calls(clean_sandbox)) == 1  # a refused body is not retried
     # The other spelling goes through.
     other = make_api(clean_sandbox, kpis=["ROAS"])
@@ -216,10 +223,9 @@ def test_a_422_naming_roas_says_the_documents_disagree_on_its_spelling(clean_san
 
 
 def test_a_422_naming_an_event_says_event_names_are_case_sensitive(clean_sandbox, ledger):
-    configure_cohort(clean_sandbox, refused_kpis=["checkout start"])
-    api = make_api(clean_sandbox, kpis=["checkout start"])
-    with pytest.raises(AppsFlyerCohortRequestError, match="case-sensitive"):
-        api.fetch_cohort(query_for(api, SANDBOX_IOS_APP_ID), ledger=ledger)
+    message = refusal(clean_sandbox, ledger, AppsFlyerCohortRequestError, {"kpis": ["checkout start"]},
+                      refused_kpis=["checkout start"])
+    assert "KPI 'checkout start'" in message and "case-sensitive" in message
 
 
 def test_a_404_names_the_causes_the_documents_list(clean_sandbox, ledger):
@@ -234,12 +240,8 @@ def test_a_404_names_the_causes_the_documents_list(clean_sandbox, ledger):
 
 def test_a_401_says_the_token_is_malformed(clean_sandbox, ledger):
     clean_sandbox.add_faults(kind="token_revoked", report="cohort")
-    api = make_api(clean_sandbox)
-    with pytest.raises(AppsFlyerAuthError) as failure:
-        api.fetch_cohort(query_for(api, SANDBOX_IOS_APP_ID), ledger=ledger)
-    message = str(failure.value)
+    message = refusal(clean_sandbox, ledger, AppsFlyerAuthError, {})
     assert "malformed" in message and "more than 700 characters" in message and "shorter" in message
-    assert clean_sandbox.appsflyer_token not in message
 
 
 def test_429_is_retried_and_every_request_is_counted(clean_sandbox, ledger, clean_databases):
@@ -255,18 +257,12 @@ def test_429_is_retried_and_every_request_is_counted(clean_sandbox, ledger, clea
 # -- answers the client refuses ------------------------------------------------------------------
 
 def test_an_unknown_record_key_fails_loudly(clean_sandbox, ledger):
-    configure_cohort(clean_sandbox, extra_keys={"af_new_metric": 3})
-    api = make_api(clean_sandbox)
-    with pytest.raises(CohortFormatError, match="key 'af_new_metric' is neither a requested grouping"):
-        api.fetch_cohort(query_for(api, SANDBOX_IOS_APP_ID), ledger=ledger)
+    message = refusal(clean_sandbox, ledger, CohortFormatError, {}, extra_keys={"af_new_metric": 3})
+    assert "key 'af_new_metric' is neither a requested grouping" in message
 
 
 def test_a_missing_documented_function_fails_loudly(clean_sandbox, ledger):
-    configure_cohort(clean_sandbox, drop_functions=["rate"])
-    api = make_api(clean_sandbox, kpis=["sessions"])
-    with pytest.raises(CohortFormatError) as failure:
-        api.fetch_cohort(query_for(api, SANDBOX_IOS_APP_ID), ledger=ledger)
-    message = str(failure.value)
+    message = refusal(clean_sandbox, ledger, CohortFormatError, {"kpis": ["sessions"]}, drop_functions=["rate"])
     assert "period 0 is complete" in message and "['rate'] of KPI 'sessions'" in message
     assert "the documents promise every function of a KPI" in message
 
@@ -281,11 +277,7 @@ def test_an_undocumented_function_is_kept_aside(clean_sandbox, ledger):
 
 @pytest.mark.parametrize("cap", [10_000, 30_000])
 def test_an_answer_of_a_documented_row_cap_is_treated_as_truncated(cap, clean_sandbox, ledger):
-    configure_cohort(clean_sandbox, results_count=cap)
-    api = make_api(clean_sandbox, periods=[0])
-    with pytest.raises(CohortTruncatedError) as failure:
-        api.fetch_cohort(query_for(api, SANDBOX_IOS_APP_ID), ledger=ledger)
-    message = str(failure.value)
+    message = refusal(clean_sandbox, ledger, CohortTruncatedError, {"periods": [0]}, results_count=cap)
     assert f"exactly {cap} records" in message and "10000 on the Chinese page" in message
     assert "30000 on the Korean page" in message and "fewer groupings" in message
 

@@ -213,6 +213,9 @@ class CohortPeriod:
 
 @dataclass
 class CohortAnswer:
+    """What one query brought: its periods, how many records and requests, and the function
+    tokens the documents do not list for the KPI."""
+
     query: CohortQuery
     periods: list[CohortPeriod] = field(default_factory=list)
     records: int = 0
@@ -500,9 +503,8 @@ class AppsFlyerCohortApi(AppsFlyerApiBase):
         """The account's daily Cohort API quota in the call ledger."""
         return ledger.meter(QUOTA_VENDOR, ACCOUNT_LEDGER_APP_ID, COHORT_REPORT, self.account_daily_calls)
 
-    def rate_window(self, ledger: ApiCallLedger) -> RateWindow:
-        """The account's calls-per-minute window, shared by every adpipes process."""
-        _, token = self._connection()
+    def rate_window(self, ledger: ApiCallLedger, token: str) -> RateWindow:
+        """The account's (``token``'s) calls-per-minute window, shared by every adpipes process."""
         return ledger.rate_window(QUOTA_VENDOR, f"cohort:{account_scope(token)}",
                                   self.cohort_calls_per_minute, self.cohort_rate_window_seconds)
 
@@ -518,7 +520,7 @@ class AppsFlyerCohortApi(AppsFlyerApiBase):
         """
         log = log or default_log
         base_url, token = self._connection()
-        meter, window = self.account_meter(ledger), self.rate_window(ledger)
+        meter, window = self.account_meter(ledger), self.rate_window(ledger, token)
         answer_calls = 0
 
         def before_each_request() -> None:

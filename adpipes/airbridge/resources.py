@@ -333,7 +333,8 @@ class AirbridgeApi(VendorApiResource):
 
         Raises a subclass of ``AirbridgeApiError``.
         """
-        ranges = day_ranges(days, self.max_days_per_task if 1 <= self.max_days_per_task else MAX_RANGE_DAYS)
+        # A max_days_per_task out of 1..92 is reported by _check_query, before any call.
+        ranges = day_ranges(days, max(1, self.max_days_per_task))
         self._check_query(ranges)
         log = log or _default_log
         base_url, token = self._connection()

@@ -255,7 +255,8 @@ class SandboxServer:
                 "extra_columns": [],
                 "drop_columns": [],
                 "row_overrides": [],
-                # AppsFlyer aggregate/cohort endpoints (adpipes.lib.sandbox.appsflyer_aggregate):
+                # AppsFlyer aggregate endpoint (adpipes.lib.sandbox.appsflyer_aggregate; the Cohort
+                # API lives in appsflyer_cohort and keeps its own settings under "cohort"):
                 # extra vendor columns in daily_report, and the 1 call/minute rule for <= 2-day
                 # aggregate ranges (seconds between allowed calls; None = not enforced).
                 "aggregate_extra_columns": [],

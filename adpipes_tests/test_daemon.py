@@ -123,7 +123,7 @@ def test_the_daemon_executes_a_scheduled_tick_and_a_sensor_requested_prune(
                                                              timezone=TZ, base_url=clean_sandbox.base_url,
                                                              aggregate_min_interval_seconds=0),
             "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID,
-                                            ios_app_id=SANDBOX_IOS_APP_ID),
+                                            ios_app_id=SANDBOX_IOS_APP_ID, currency="KRW"),
         },
     )
     assert setup.success

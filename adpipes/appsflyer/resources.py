@@ -8,7 +8,9 @@ base in ``api``.
 from __future__ import annotations
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
+
+from adpipes.lib.settings import ISO_CURRENCY
 
 
 class AppsFlyerApps(dg.ConfigurableResource):
@@ -18,10 +20,18 @@ class AppsFlyerApps(dg.ConfigurableResource):
 
     android_app_id: str = Field(description="Android package name, e.g. com.example.app")
     ios_app_id: str = Field(description="iOS app id: 'id' + App Store id, e.g. id123456789")
+    # No default: a figure in the wrong currency is off by orders of magnitude, so it is never
+    # assumed (settings require APPSFLYER_APP_CURRENCY in prod; dev uses the sandbox's).
     currency: str = Field(
-        default="USD",
         description="ISO 4217 code of the currency set on the apps in AppsFlyer (APPSFLYER_APP_CURRENCY).",
     )
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_code(cls, currency: str) -> str:
+        if not ISO_CURRENCY.fullmatch(currency):
+            raise ValueError(f"currency must be an ISO 4217 code such as KRW or USD, got {currency!r}")
+        return currency
 
     def app_id(self, platform: str) -> str:
         if platform == "android":

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+# The vendors' enums are facts of their clients; settings only check values against them.
+from adpipes.appsflyer.cohort_api import ALWAYS_RETURNED, COHORT_TYPES, documented_kpi
+from adpipes.appsflyer.raw_data_api import CURRENCIES as APPSFLYER_CURRENCIES
+
 DEV = "dev"
 PROD = "prod"
 
@@ -41,23 +45,19 @@ SANDBOX_AIRBRIDGE_APP_NAME = "adpipes-sandbox"
 # are in. Dev always uses these, like the sandbox's app ids.
 SANDBOX_APP_CURRENCY = "KRW"
 
-# AppsFlyer's `currency` parameter of the Pull API (raw data): `preferred` is the currency set on
-# the app in AppsFlyer, `USD` US dollars. The Cohort API's `preferred_currency` follows the same
+# APPSFLYER_CURRENCY is the Pull API's `currency` parameter of raw reports (`preferred`: the currency
+# set on the app in AppsFlyer; `USD`). The Cohort API's `preferred_currency` follows the same
 # setting (true for `preferred`, false = USD). Aggregate reports (daily_report) are always in the
 # app's currency, whatever is asked (AppsFlyer's raw data OpenAPI file, parameter `currency`).
-APPSFLYER_CURRENCIES = ("preferred", "USD")
 DEFAULT_APPSFLYER_CURRENCY = "USD"
-# Cohort API: KPIs pulled by default (one call each), the attribution types (cohort_type enum of
-# the Cohort API documents) and the smallest cohort returned (the documents: at least 1, default 1).
+# Cohort API defaults: the KPIs pulled (one call each), the cohort type, the smallest cohort.
 DEFAULT_COHORT_KPIS = ("revenue",)
-COHORT_TYPES = ("user_acquisition", "retargeting", "unified")
 DEFAULT_COHORT_TYPES = ("user_acquisition",)
 DEFAULT_COHORT_MIN_SIZE = 1
-# KPIs every Cohort API answer carries anyway; asking for them as the one optional KPI is a mistake.
-COHORT_ALWAYS_RETURNED = ("users", "ecpi", "cost")
 # Airbridge revenue report group-bys (groupBy.fields): the two a marketer asks for first.
 DEFAULT_AIRBRIDGE_GROUP_BY = ("channel", "campaign")
-_ISO_CURRENCY = re.compile(r"[A-Z]{3}")
+# An ISO 4217 currency code (KRW, USD, ...).
+ISO_CURRENCY = re.compile(r"[A-Z]{3}")
 # Airbridge group-by keys are lowercase identifiers (channel, campaign, ad_group, ...), which the
 # revenue table turns into column names.
 _GROUP_BY_KEY = re.compile(r"[a-z][a-z0-9_]{0,62}")
@@ -344,7 +344,7 @@ def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
 def _currency(environ: Mapping[str, str], variable: str, problems: list[str], meaning: str) -> str:
     """An ISO 4217 code (upper case); empty is allowed here (prod requires it separately)."""
     value = environ.get(variable, "").strip()
-    if value and not _ISO_CURRENCY.fullmatch(value):
+    if value and not ISO_CURRENCY.fullmatch(value):
         problems.append(f"{variable}={value!r} must be an ISO 4217 currency code such as KRW or USD: {meaning}")
     return value or SANDBOX_APP_CURRENCY
 
@@ -369,11 +369,13 @@ def _cohort_kpis(environ: Mapping[str, str], problems: list[str]) -> tuple[str, 
     """The Cohort API KPIs: documented ones (revenue, roas, roi, sessions, uninstalls) or in-app
     event names, which AppsFlyer matches case-sensitively, so they are kept as written."""
     kpis = _names(environ, "APPSFLYER_COHORT_KPIS", DEFAULT_COHORT_KPIS, problems,
-                  valid=lambda name: name.lower() not in COHORT_ALWAYS_RETURNED,
+                  valid=lambda name: name.lower() not in ALWAYS_RETURNED,
                   form="a KPI other than users, ecpi and cost (every Cohort API answer carries "
                   "those three): revenue, roas, roi, sessions, uninstalls or an in-app event name")
-    lowered = [k.lower() for k in kpis]
-    clashes = sorted({k for k in kpis if lowered.count(k.lower()) > 1})
+    # Documented KPIs are recognized in any case (the documents spell roas both ways); event names
+    # are case-sensitive, so two events differing in case are two KPIs.
+    documented = [documented_kpi(k) for k in kpis]
+    clashes = sorted({k for k, d in zip(kpis, documented) if d is not None and documented.count(d) > 1})
     if clashes:
-        problems.append(f"APPSFLYER_COHORT_KPIS names {clashes}, which differ only in case; keep one")
+        problems.append(f"APPSFLYER_COHORT_KPIS names {clashes}, the same documented KPI spelled twice; keep one")
     return kpis

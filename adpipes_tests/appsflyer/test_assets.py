@@ -35,7 +35,8 @@ def resources(clean_sandbox, storage_resources):
             timezone=TZ,
             backoff_seconds=0.01,
         ),
-        "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID),
+        "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID,
+                                        currency="KRW"),
         **storage_resources,
     }
 

@@ -45,7 +45,7 @@ def test_prod_complete_is_accepted_and_secrets_are_not_kept_as_values():
         ({"APPSFLYER_APP_CURRENCY": "won"}, "APPSFLYER_APP_CURRENCY='won' must be an ISO 4217"),
         ({"AIRBRIDGE_CURRENCY": "krw"}, "AIRBRIDGE_CURRENCY='krw' must be an ISO 4217"),
         ({"APPSFLYER_COHORT_KPIS": "revenue,ecpi"}, "APPSFLYER_COHORT_KPIS items \\['ecpi'\\]"),
-        ({"APPSFLYER_COHORT_KPIS": "roas,ROAS"}, "differ only in case"),
+        ({"APPSFLYER_COHORT_KPIS": "roas,ROAS"}, "the same documented KPI spelled twice"),
         ({"APPSFLYER_COHORT_TYPES": "organic"}, "APPSFLYER_COHORT_TYPES items \\['organic'\\]"),
         ({"APPSFLYER_COHORT_MIN_SIZE": "0"}, "APPSFLYER_COHORT_MIN_SIZE='0' must be a whole number of users >= 1"),
         ({"AIRBRIDGE_GROUP_BY": "channel,channel"}, "AIRBRIDGE_GROUP_BY names \\['channel'\\] more than once"),
@@ -86,6 +86,30 @@ def test_schedule_time_is_hour_and_minute():
 def test_a_misspelled_or_unknown_setting_fails_the_load_naming_it(name, fragment):
     with pytest.raises(ConfigurationError, match=fragment):
         load_settings({name: "x"})
+
+
+def test_event_names_differing_in_case_are_two_kpis():
+    # AppsFlyer matches event names case-sensitively; only documented KPIs are case-insensitive.
+    assert load_settings({"APPSFLYER_COHORT_KPIS": "Purchase,purchase"}).cohort_kpis == ("Purchase", "purchase")
+
+
+def test_the_cohort_settings_reach_the_cohort_client_and_the_currencies_their_resources():
+    from adpipes.definitions import build_resources
+
+    environ = {"APPSFLYER_COHORT_KPIS": "revenue,ROAS,Checkout Start", "APPSFLYER_COHORT_TYPES": "retargeting,unified",
+               "APPSFLYER_COHORT_MIN_SIZE": "25", "APPSFLYER_CURRENCY": "preferred",
+               "AIRBRIDGE_GROUP_BY": "channel,ad_group"}
+    resources = build_resources(load_settings(environ))
+    cohort = resources["appsflyer_cohort_api"]
+    assert list(cohort.kpis) == ["revenue", "ROAS", "Checkout Start"]
+    assert list(cohort.cohort_types) == ["retargeting", "unified"]
+    assert cohort.min_cohort_size == 25 and cohort.preferred_currency is True
+    assert resources["appsflyer_raw_data_api"].currency == "preferred"
+    assert resources["appsflyer_apps"].currency == "KRW"  # the sandbox's apps in dev
+    airbridge = resources["airbridge_api"]
+    assert list(airbridge.group_by) == ["channel", "ad_group"] and airbridge.currency == "KRW"
+    usd = build_resources(load_settings({}))
+    assert usd["appsflyer_cohort_api"].preferred_currency is False and usd["appsflyer_raw_data_api"].currency == "USD"
 
 
 def test_variables_of_other_tools_are_ignored():

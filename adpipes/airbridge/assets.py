@@ -73,12 +73,6 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, qual
             f"{where}: Airbridge masked some figures ({masked}); they keep the value Airbridge sent, "
             "flagged in the *_is_masked columns."
         )
-    if table.dates_without_values:
-        context.log.warning(
-            f"{where}: {len(table.dates_without_values)} (date, group) entries came without any Day-N "
-            f"value, so the table has no row for them (listed in airbridge/dates_without_values): "
-            f"{table.dates_without_values[:5]}"
-        )
     metadata: dict[str, object] = {
         "airbridge/app_name": app,
         "airbridge/currency": airbridge_api.currency,
@@ -92,6 +86,5 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, qual
         "airbridge/notification_codes": ", ".join(sorted({n["code"] for n in notifications})),
         "airbridge/masked": dg.MetadataValue.json(masked),
         "airbridge/unknown_fields": dg.MetadataValue.json(unknown),
-        "airbridge/dates_without_values": dg.MetadataValue.json(table.dates_without_values),
     }
     yield from publish(context, quality, quality_report, dg.Output(frame, metadata=metadata))

@@ -46,6 +46,7 @@ from adpipes.airbridge.contract import (
     TASK_PATH,
     WAITING_STATUSES,
     AnswerShapeError,
+    DateRow,
     GroupRow,
     Notification,
     catalog_findings,
@@ -410,7 +411,7 @@ class AirbridgeApi(VendorApiResource):
                                        f"page {task.pages} is of task {page.task_id!r}; nothing was loaded")
             for index, row in enumerate(page.rows, start=skip):
                 for date_row in row.dates:
-                    self._check_date(task, index, row, date_row.date, seen)
+                    self._check_date_row(task, index, row, date_row, seen)
             task.rows.extend(page.rows)
             counts.add(page.total_count)
             task.ended_at = page.ended_at
@@ -440,8 +441,11 @@ class AirbridgeApi(VendorApiResource):
                                        "after SUCCESS; nothing was loaded, re-run the partition(s).")
         self._check_total_count(task, counts)
 
-    def _check_date(self, task: RevenueTask, index: int, row: GroupRow, date: str,
-                    seen: set[tuple[tuple[str, ...], str]]) -> None:
+    def _check_date_row(self, task: RevenueTask, index: int, row: GroupRow, date_row: DateRow,
+                        seen: set[tuple[tuple[str, ...], str]]) -> None:
+        """One (group, date) of a page: inside the task's range, served once, and with the Day-N
+        values the document prints for it."""
+        date = date_row.date
         name = f"group row {index} {json.dumps(row.group, ensure_ascii=False)}, date {date}"
         if not task.start.isoformat() <= date <= task.end.isoformat():
             raise self._task_error(AirbridgeResponseError, task,
@@ -451,6 +455,32 @@ class AirbridgeApi(VendorApiResource):
             raise self._task_error(AirbridgeResponseError, task,
                                    f"{name} was served twice (paging overlapped); nothing was loaded")
         seen.add(key)
+        # The document prints a values list for every date, starting with Day 0, and partitions
+        # end yesterday, so Day 0 of every date asked for has passed. An empty list is a shape
+        # the document does not know: storing nothing would lose the date's totals.
+        if not date_row.values:
+            raise self._task_error(
+                AirbridgeResponseError, task,
+                f"{name} came with an empty values list. Airbridge's document prints a values list "
+                "for every date (values[n] is Day n, from Day 0), and Day 0 of every date adpipes "
+                "asks for has passed, so this answer has a shape adpipes does not know; the date's "
+                "totals (totalCost, totalRevenue, totalUniqueUsers) would have no row. Nothing was "
+                "loaded. Re-run the partition(s); if it persists, report it to Airbridge with the "
+                f"task id {task.task_id}.",
+            )
+        # "intervalsPeriod: at most this many intervals, starting with interval 0", read as
+        # Days 0..N: more than N+1 values cannot be placed on a Day N.
+        intervals = task.body["intervalsPeriod"]
+        if len(date_row.values) > intervals + 1:
+            raise self._task_error(
+                AirbridgeResponseError, task,
+                f"{name} has {len(date_row.values)} Day-N values, but intervalsPeriod={intervals} "
+                "was requested: Airbridge's document gives at most intervalsPeriod intervals, "
+                f"starting with interval 0, which adpipes reads as Days 0..{intervals} "
+                f"({intervals + 1} values). The values cannot be matched to days; nothing was "
+                "loaded. Re-run the partition(s); if it persists, report it to Airbridge with the "
+                f"task id {task.task_id}.",
+            )
 
     def _check_total_count(self, task: RevenueTask, counts: set[int]) -> None:
         if len(counts) != 1:

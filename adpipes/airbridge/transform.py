@@ -2,14 +2,15 @@
 
 Each group row of the answer has one entry per start-event date (``rows[]``), each with its
 Day-N figures (``values[n]`` is Day n) and its per-date totals. The table has one row per
-(date, group, Day N); the per-date totals are repeated on each Day-N row of their date. The
-group's ``total`` over the task's whole range is not a partition's figure and is not stored.
+(date, group, Day N); the per-date totals are repeated on each Day-N row of their date (the
+client refuses a date without values, so every date's totals have rows). The group's ``total``
+over the task's whole range is not a partition's figure and is not stored.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -28,8 +29,6 @@ class RevenueFrame:
     frame: pd.DataFrame
     # Group-bys beyond channel and campaign: text columns of the frame (added to the table).
     extra_group_columns: list[str]
-    # (report_date, group_values) of dates that came without any Day-N value: no table row.
-    dates_without_values: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _users(figure: Figure, where: str) -> int | None:
@@ -46,7 +45,6 @@ def revenue_frame(report: RevenueReport, *, group_by: list[str], metric: str, ag
     a text column per group-by beyond channel and campaign."""
     extra = [name for name in group_by if name not in GROUP_BY_COLUMNS]
     records: list[dict[str, Any]] = []
-    without_values: list[tuple[str, str]] = []
     for task in report.tasks:
         for index, row in enumerate(task.rows):
             group_values = json.dumps(row.group, sort_keys=True, ensure_ascii=False)
@@ -61,8 +59,6 @@ def revenue_frame(report: RevenueReport, *, group_by: list[str], metric: str, ag
                     "total_unique_users": _users(total.unique_users, where),
                     "total_unique_users_is_masked": total.unique_users.is_masked,
                 }
-                if not date_row.values:
-                    without_values.append((date_row.date, group_values))
                 for day_n, figure in enumerate(date_row.values):
                     records.append({
                         "report_date": date_row.date, "app_name": report.app_name, **named,
@@ -74,4 +70,4 @@ def revenue_frame(report: RevenueReport, *, group_by: list[str], metric: str, ag
     frame = pd.DataFrame.from_records(records, columns=columns)
     dtypes = {name: str(column.dtype) for name, column in REVENUE_TABLE.dataframe_schema.columns.items()}
     dtypes.update({name: dtypes["group_values"] for name in extra})
-    return RevenueFrame(frame.astype(dtypes), extra, without_values)
+    return RevenueFrame(frame.astype(dtypes), extra)

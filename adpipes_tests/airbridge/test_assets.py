@@ -153,6 +153,34 @@ def test_unknown_fields_are_surfaced_by_the_unknown_columns_check(resources, air
     assert query(product_dsn, "SELECT count(*), sum(value)::float8 FROM airbridge.revenue") == [(4, 10.0)]
 
 
+def serve_printed_page(sandbox, page: dict, day: str) -> None:
+    """The sandbox answers the next task with the printed page (one group row, totalCount
+    matching), its date moved to ``day``."""
+    page["data"]["metadata"]["totalCount"] = 1
+    page["data"]["stats"]["rows"][0]["rows"][0]["date"] = day
+    page["data"]["taskId"] = "printed-task"
+    sandbox_airbridge.configure(sandbox, next_task_ids=["printed-task"], canned_answers=[page])
+
+
+def test_a_date_without_values_fails_the_run_and_keeps_the_previous_rows(resources, airbridge_api, clean_databases,
+                                                                         clean_sandbox):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
+    api = configured(airbridge_api, group_by=["channel"])
+    assert dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day).success
+    before = (table_snapshot(product_dsn), table_snapshot(archive_dsn))
+    assert len(before[0]) == 6 * 3
+    page = example("airbridge_revenue_result_response")
+    page["data"]["stats"]["rows"][0]["rows"][0]["values"] = []
+    serve_printed_page(clean_sandbox, page, day)
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day,
+                            raise_on_error=False)
+    assert not result.success
+    failure = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert "printed-task" in failure and f"date {day} came with an empty values list" in failure
+    assert (table_snapshot(product_dsn), table_snapshot(archive_dsn)) == before
+
+
 def test_failed_task_fails_the_run_and_keeps_the_previous_rows(resources, clean_databases, clean_sandbox):
     product_dsn, _ = clean_databases
     day = recent_day(2)

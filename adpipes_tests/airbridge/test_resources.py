@@ -110,6 +110,49 @@ def test_keys_the_document_does_not_print_are_collected_not_dropped(airbridge_ap
     assert task.unknown_fields == {"data.region": '"kr"', "data.stats.rows[].rows[].adCost": '{"value": 3}'}
 
 
+def printed_page(total_count: int = 1) -> dict:
+    """The printed page, its totalCount matching the one group row it holds."""
+    page = example("airbridge_revenue_result_response")
+    page["data"]["metadata"]["totalCount"] = total_count
+    return page
+
+
+def test_a_date_with_an_empty_values_list_fails_naming_where_and_what_to_do(airbridge_api, clean_sandbox):
+    page = printed_page()
+    page["data"]["stats"]["rows"][0]["rows"][0]["values"] = []
+    serve_printed(clean_sandbox, page)
+    with pytest.raises(AirbridgeResponseError) as caught:
+        airbridge_api.model_copy(update={"group_by": ["channel"]}).fetch_revenue(PRINTED_DAYS)
+    message = str(caught.value)
+    assert APP in message and "2021-11-01..2021-11-08" in message and PRINTED_TASK in message
+    assert 'group row 0 {"channel": "<groupBy>"}, date 2021-11-01 came with an empty values list' in message
+    assert "prints a values list for every date" in message and "Nothing was loaded" in message
+    assert f"Re-run the partition(s); if it persists, report it to Airbridge with the task id {PRINTED_TASK}" in message
+
+
+# The printed date has 4 values, Days 0..3: too many for intervalsPeriod 2, right for 3; and the
+# review's case, 200 values for the default intervalsPeriod 30.
+@pytest.mark.parametrize(("intervals", "count", "fails"), [(2, 4, True), (3, 4, False), (30, 200, True)])
+def test_more_day_n_values_than_intervals_period_allows_fail(airbridge_api, clean_sandbox, intervals, count, fails):
+    page = printed_page()
+    values = page["data"]["stats"]["rows"][0]["rows"][0]["values"]
+    values += [{"value": 5, "isMasked": False}] * (count - len(values))
+    serve_printed(clean_sandbox, page)
+    api = airbridge_api.model_copy(update={"group_by": ["channel"], "intervals_period": intervals})
+    if not fails:
+        (task,) = api.fetch_revenue(PRINTED_DAYS).tasks
+        assert [f.value for f in task.rows[0].dates[0].values] == [1, 2, 3, 4]
+    else:
+        with pytest.raises(AirbridgeResponseError) as caught:
+            api.fetch_revenue(PRINTED_DAYS)
+        message = str(caught.value)
+        assert PRINTED_TASK in message and 'group row 0 {"channel": "<groupBy>"}, date 2021-11-01' in message
+        assert f"has {count} Day-N values, but intervalsPeriod={intervals} was requested" in message
+        assert f"Days 0..{intervals} ({intervals + 1} values)" in message and "nothing was loaded" in message
+    (post,) = revenue_calls(clean_sandbox, "POST")
+    assert post["body"]["intervalsPeriod"] == intervals
+
+
 def test_a_group_and_date_served_twice_fails(airbridge_api, clean_sandbox):
     page = example("airbridge_revenue_result_response")
     page["data"]["metadata"]["totalCount"] = 2

@@ -69,13 +69,6 @@ def test_masked_figures_keep_their_value_and_null_ones_their_flag():
     assert failures[["check_name", "row"]].drop_duplicates().values.tolist() == [["masked_values", 2]]
 
 
-def test_a_date_without_values_is_listed_not_invented():
-    answer = example("airbridge_revenue_result_response")
-    answer["data"]["stats"]["rows"][0]["rows"][0]["values"] = []
-    table = frame_of(answer, ["channel"])
-    assert table.frame.empty and table.dates_without_values == [("2021-11-01", '{"channel": "<groupBy>"}')]
-
-
 def test_fractional_unique_users_are_refused_naming_the_row():
     answer = example("airbridge_revenue_result_response")
     answer["data"]["stats"]["rows"][0]["rows"][0]["total"]["totalUniqueUsers"]["value"] = 1.5

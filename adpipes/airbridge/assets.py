@@ -82,6 +82,9 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, qual
         "airbridge/pages": sum(t.pages for t in report.tasks),
         "airbridge/group_rows_served": sum(len(t.rows) for t in report.tasks),
         "airbridge/total_counts": dg.MetadataValue.json({t.window: t.total_count for t in report.tasks}),
+        # Only with total_count_mismatch=warn (otherwise a mismatch fails the run).
+        "airbridge/total_count_mismatches": dg.MetadataValue.json(
+            [t.total_count_mismatch for t in report.tasks if t.total_count_mismatch]),
         "airbridge/notifications": dg.MetadataValue.json(notifications),
         "airbridge/notification_codes": ", ".join(sorted({n["code"] for n in notifications})),
         "airbridge/masked": dg.MetadataValue.json(masked),

@@ -22,7 +22,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -165,6 +165,8 @@ class RevenueTask:
     notifications: list[Notification] = field(default_factory=list)
     unknown_fields: dict[str, str] = field(default_factory=dict)
     total_count: int | None = None
+    # Set when totalCount did not add up and total_count_mismatch is "warn": what came.
+    total_count_mismatch: dict[str, Any] | None = None
     ended_at: str | None = None
     pages: int = 0
     polls: int = 0
@@ -263,6 +265,14 @@ class AirbridgeApi(VendorApiResource):
     max_pages: int = Field(
         default=DEFAULT_MAX_PAGES,
         description="Result pages per task at most: a server that keeps answering hasNext=true fails the run.",
+    )
+    total_count_mismatch: Literal["fail", "warn"] = Field(
+        default="fail",
+        description="What a data.metadata.totalCount that matches neither the group rows nor the "
+        "(group, date) rows received (or changes between pages) does: fail the run (nothing is "
+        "loaded: rows may be missing), or warn (paging relies on hasNext alone; the mismatch is "
+        "logged and kept in airbridge/total_count_mismatches). Airbridge's document does not say "
+        "what totalCount counts: switch to warn only if it turns out to count something else.",
     )
     poll_interval_seconds: float = Field(default=5.0, description="Wait between status polls of a task.")
     task_timeout_seconds: float = Field(
@@ -395,12 +405,13 @@ class AirbridgeApi(VendorApiResource):
         size to count the group rows of ``data.stats.rows`` (skip advances by the group rows
         received) and accepts a totalCount equal to either the group rows or the (group, date)
         rows received: its printed page shows totalCount 48 beside one group row, plausibly
-        8 dates x 6 channels. Any other count, a (group, date) served twice, or a page beyond
-        ``max_pages`` fails the run; nothing is loaded.
+        8 dates x 6 channels. Any other count fails the run unless ``total_count_mismatch`` is
+        "warn"; a (group, date) served twice, or a page beyond ``max_pages`` fails the run;
+        nothing is loaded.
         """
         fields = list(self.group_by)
         seen: set[tuple[tuple[str, ...], str]] = set()
-        counts: set[int] = set()
+        counts: list[int] = []
         skip = 0
         while True:
             where = f"{self._where(task.start, task.end, task.task_id)}, page {task.pages + 1} (skip {skip})"
@@ -413,7 +424,7 @@ class AirbridgeApi(VendorApiResource):
                 for date_row in row.dates:
                     self._check_date_row(task, index, row, date_row, seen)
             task.rows.extend(page.rows)
-            counts.add(page.total_count)
+            counts.append(page.total_count)
             task.ended_at = page.ended_at
             task.notifications += [n for n in page.notifications if n not in task.notifications]
             for path, sample in page.unknown_fields.items():
@@ -439,7 +450,7 @@ class AirbridgeApi(VendorApiResource):
                 raise self._task_error(AirbridgeResponseError, task,
                                        f"the task answered status {status} while paging at skip={skip} "
                                        "after SUCCESS; nothing was loaded, re-run the partition(s).")
-        self._check_total_count(task, counts)
+        self._check_total_count(task, counts, log)
 
     def _check_date_row(self, task: RevenueTask, index: int, row: GroupRow, date_row: DateRow,
                         seen: set[tuple[tuple[str, ...], str]]) -> None:
@@ -482,20 +493,37 @@ class AirbridgeApi(VendorApiResource):
                 f"task id {task.task_id}.",
             )
 
-    def _check_total_count(self, task: RevenueTask, counts: set[int]) -> None:
-        if len(counts) != 1:
-            raise self._task_error(AirbridgeResponseError, task,
-                                   f"totalCount changed between pages ({sorted(counts)}); nothing was loaded")
-        (total,) = counts
-        task.total_count = total
-        if total not in (len(task.rows), task.date_rows):
-            raise self._task_error(
-                AirbridgeResponseError, task,
-                f"Airbridge reported totalCount={total} but paging returned {len(task.rows)} group "
-                f"rows ({task.date_rows} group-date rows) in {task.pages} page(s), nothing was loaded "
-                "(rows would be lost or counted twice). Re-run the partition(s); if it persists, "
-                "compare with the revenue report in the Airbridge dashboard.",
+    def _check_total_count(self, task: RevenueTask, counts: list[int], log: Any) -> None:
+        """totalCount, the same on every page, is the group rows or the (group, date) rows
+        received; otherwise rows may be missing: fail, or with ``total_count_mismatch="warn"``
+        (totalCount counts something else) keep what hasNext paged through and record it."""
+        task.total_count = counts[-1]
+        distinct = sorted(set(counts))
+        if len(distinct) == 1 and task.total_count in (len(task.rows), task.date_rows):
+            return
+        what = (f"totalCount changed between pages ({distinct})" if len(distinct) > 1
+                else f"Airbridge reported totalCount={task.total_count}")
+        received = (f"paging returned {len(task.rows)} group rows ({task.date_rows} group-date rows) in "
+                    f"{task.pages} page(s)")
+        if self.total_count_mismatch == "warn":
+            task.total_count_mismatch = {
+                "task_id": task.task_id, "range": task.window, "total_counts": distinct,
+                "group_rows": len(task.rows), "group_date_rows": task.date_rows, "pages": task.pages,
+            }
+            log.warning(
+                f"{self._where(task.start, task.end, task.task_id)}: {what} but {received}; loaded "
+                "what paging returned until hasNext was false (total_count_mismatch=warn on the "
+                "airbridge_api resource; recorded in airbridge/total_count_mismatches)."
             )
+            return
+        raise self._task_error(
+            AirbridgeResponseError, task,
+            f"{what} but {received}, nothing was loaded (rows would be lost or counted twice). "
+            "Re-run the partition(s); if it persists, compare with the revenue report in the "
+            "Airbridge dashboard. Airbridge's document does not say what totalCount counts: if "
+            "the rows are all there and totalCount counts something else, set "
+            "total_count_mismatch: warn on the airbridge_api resource to page by hasNext alone.",
+        )
 
     def _wait_for_task(self, session: requests.Session, base_url: str, token: str, task: RevenueTask,
                        report: RevenueReport, log: Any) -> dict[str, Any]:

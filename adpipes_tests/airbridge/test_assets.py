@@ -68,6 +68,15 @@ def served(sandbox, body: dict) -> dict[tuple[str, str], dict]:
     }
 
 
+def serve_printed_page(sandbox, page: dict, day: str, total_count: int = 1) -> None:
+    """The sandbox answers the next task with the printed page (one group row; by default a
+    totalCount that matches it), its date moved to ``day``."""
+    page["data"]["metadata"]["totalCount"] = total_count
+    page["data"]["stats"]["rows"][0]["rows"][0]["date"] = day
+    page["data"]["taskId"] = "printed-task"
+    sandbox_airbridge.configure(sandbox, next_task_ids=["printed-task"], canned_answers=[page])
+
+
 def test_a_day_over_several_pages_stores_what_was_served(resources, airbridge_api, clean_databases, clean_sandbox):
     """Done when: one day over several pages; per-date total revenue as served, masked flags
     kept, the notification code in the run's log and metadata, in product and archive."""
@@ -153,15 +162,6 @@ def test_unknown_fields_are_surfaced_by_the_unknown_columns_check(resources, air
     assert query(product_dsn, "SELECT count(*), sum(value)::float8 FROM airbridge.revenue") == [(4, 10.0)]
 
 
-def serve_printed_page(sandbox, page: dict, day: str) -> None:
-    """The sandbox answers the next task with the printed page (one group row, totalCount
-    matching), its date moved to ``day``."""
-    page["data"]["metadata"]["totalCount"] = 1
-    page["data"]["stats"]["rows"][0]["rows"][0]["date"] = day
-    page["data"]["taskId"] = "printed-task"
-    sandbox_airbridge.configure(sandbox, next_task_ids=["printed-task"], canned_answers=[page])
-
-
 def test_a_date_without_values_fails_the_run_and_keeps_the_previous_rows(resources, airbridge_api, clean_databases,
                                                                          clean_sandbox):
     product_dsn, archive_dsn = clean_databases
@@ -179,6 +179,33 @@ def test_a_date_without_values_fails_the_run_and_keeps_the_previous_rows(resourc
     failure = str(result.get_step_failure_events()[0].step_failure_data.error)
     assert "printed-task" in failure and f"date {day} came with an empty values list" in failure
     assert (table_snapshot(product_dsn), table_snapshot(archive_dsn)) == before
+
+
+@pytest.mark.parametrize("mode", ["fail", "warn"])
+def test_a_total_count_mismatch_fails_or_warns_as_configured(resources, airbridge_api, clean_databases,
+                                                               clean_sandbox, mode):
+    product_dsn, _ = clean_databases
+    day = recent_day(2)
+    # As printed: totalCount 48 beside one group row with one date.
+    serve_printed_page(clean_sandbox, example("airbridge_revenue_result_response"), day, total_count=48)
+    api = configured(airbridge_api, group_by=["channel"], total_count_mismatch=mode)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day,
+                            instance=instance, raise_on_error=False)
+    if mode == "fail":
+        assert not result.success
+        failure = str(result.get_step_failure_events()[0].step_failure_data.error)
+        assert "totalCount=48" in failure and "total_count_mismatch: warn" in failure
+        assert query(product_dsn, "SELECT to_regclass('airbridge.revenue') IS NULL") == [(True,)]
+        return
+    assert result.success
+    metadata = result.asset_materializations_for_node(NODE)[0].metadata
+    assert metadata["airbridge/total_count_mismatches"].value == [
+        {"task_id": "printed-task", "range": f"{day}..{day}", "total_counts": [48], "group_rows": 1,
+         "group_date_rows": 1, "pages": 1}]
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any("totalCount=48 but paging returned 1 group rows" in w for w in warnings)
+    assert query(product_dsn, "SELECT count(*), sum(value)::float8 FROM airbridge.revenue") == [(4, 10.0)]
 
 
 def test_failed_task_fails_the_run_and_keeps_the_previous_rows(resources, clean_databases, clean_sandbox):

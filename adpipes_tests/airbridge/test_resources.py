@@ -76,6 +76,42 @@ def test_the_printed_page_as_the_only_page_fails_on_its_total_count(airbridge_ap
     assert ("Airbridge reported totalCount=48 but paging returned 1 group rows (1 group-date rows) in 1 "
             "page(s), nothing was loaded") in message
     assert APP in message and "2021-11-01..2021-11-08" in message and PRINTED_TASK in message
+    assert "set total_count_mismatch: warn on the airbridge_api resource" in message
+
+
+def test_with_total_count_mismatch_warn_paging_relies_on_has_next(airbridge_api, clean_sandbox, caplog):
+    serve_printed(clean_sandbox, example("airbridge_revenue_result_response"))
+    api = airbridge_api.model_copy(update={"group_by": ["channel"], "total_count_mismatch": "warn"})
+    with caplog.at_level(logging.WARNING, logger="adpipes.airbridge"):
+        (task,) = api.fetch_revenue(PRINTED_DAYS).tasks
+    assert len(task.rows) == 1 and task.rows[0].dates[0].total.revenue.value == 10
+    assert task.total_count == 48
+    assert task.total_count_mismatch == {"task_id": PRINTED_TASK, "range": "2021-11-01..2021-11-08",
+                                         "total_counts": [48], "group_rows": 1, "group_date_rows": 1, "pages": 1}
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "totalCount=48 but paging returned 1 group rows" in warning and PRINTED_TASK in warning
+    assert "total_count_mismatch=warn" in warning
+
+
+@pytest.mark.parametrize("mode", ["fail", "warn"])
+def test_a_total_count_that_changes_between_pages_follows_the_switch(airbridge_api, clean_sandbox, mode):
+    first = example("airbridge_revenue_result_response")
+    first["data"]["hasNext"] = True
+    first["data"]["metadata"]["totalCount"] = 2
+    second = copy.deepcopy(first)
+    second["data"]["hasNext"] = False
+    second["data"]["metadata"]["totalCount"] = 3
+    second["data"]["stats"]["rows"][0]["metadata"] = ["other channel"]
+    serve_printed(clean_sandbox, first, second)
+    api = airbridge_api.model_copy(update={"group_by": ["channel"], "total_count_mismatch": mode})
+    if mode == "fail":
+        with pytest.raises(AirbridgeResponseError, match=r"totalCount changed between pages \(\[2, 3\]\) but "
+                                                         r"paging returned 2 group rows .*total_count_mismatch: warn"):
+            api.fetch_revenue(PRINTED_DAYS)
+        return
+    (task,) = api.fetch_revenue(PRINTED_DAYS).tasks
+    assert [r.group for r in task.rows] == [{"channel": "<groupBy>"}, {"channel": "other channel"}]
+    assert task.total_count_mismatch["total_counts"] == [2, 3] and task.total_count_mismatch["pages"] == 2
 
 
 def test_the_printed_page_with_a_matching_count_is_read_as_printed(airbridge_api, clean_sandbox):

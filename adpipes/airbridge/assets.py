@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
+from adpipes.airbridge.contract import excerpt, generic_path
 from adpipes.airbridge.partitions import airbridge_daily_partitions
 from adpipes.airbridge.resources import API_POOL, AirbridgeApi
 from adpipes.airbridge.schemas import REVENUE_TABLE, revenue_schema
@@ -58,14 +59,30 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, qual
             f"Airbridge notification {notice['code']!r} ({notice['type']}) for app {app}, "
             f"{notice['range']} (task {notice['task_id']}): {notice['message']}"
         )
-    unknown = {path: sample for task in report.tasks for path, sample in task.unknown_fields.items()}
-    if unknown:
+    # Keys the document does not print are kept: in group rows, in the extra_fields column of the
+    # rows they came with; elsewhere in a page (no row to hold them), in the run's metadata.
+    unknown = sorted({path for task in report.tasks for path in task.unknown_fields})
+    page_fields = [{"task_id": task.task_id, "range": task.window, **entry}
+                   for task in report.tasks for entry in task.page_fields]
+    page_paths = {generic_path(entry["path"]) for entry in page_fields}
+    in_rows = [path for path in unknown if path not in page_paths]
+    if in_rows:
         context.log.warning(
-            f"{where}: Airbridge's answers carry fields its document does not print, not stored "
-            f"(listed with a sample in airbridge/unknown_fields): {sorted(unknown)}"
+            f"{where}: Airbridge's answers carry fields its document does not print, kept in "
+            f"airbridge.revenue.extra_fields of the rows they came with: {in_rows}"
         )
+    if page_fields:
+        context.log.warning(
+            f"{where}: Airbridge's answers carry fields its document does not print outside the group "
+            "rows; no table row holds them, so they are kept with their values in the run's "
+            f"airbridge/unknown_page_fields metadata: "
+            + "; ".join(f"{e['path']}={excerpt(e['value'], 120)} (task {e['task_id']})" for e in page_fields[:10])
+            + (f"; ... ({len(page_fields)} in all)" if len(page_fields) > 10 else "")
+        )
+    for task in report.tasks:
         for key in days:
-            quality_report.add_unknown_columns(key, sorted(unknown))
+            if task.start.isoformat() <= key <= task.end.isoformat():
+                quality_report.add_unknown_columns(key, sorted(task.unknown_fields))
     masked = {flag: int(frame[flag].sum()) for flag in
               ("is_masked", "total_cost_is_masked", "total_revenue_is_masked", "total_unique_users_is_masked")}
     if any(masked.values()):
@@ -89,5 +106,6 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, qual
         "airbridge/notification_codes": ", ".join(sorted({n["code"] for n in notifications})),
         "airbridge/masked": dg.MetadataValue.json(masked),
         "airbridge/unknown_fields": dg.MetadataValue.json(unknown),
+        "airbridge/unknown_page_fields": dg.MetadataValue.json(page_fields),
     }
     yield from publish(context, quality, quality_report, dg.Output(frame, metadata=metadata))

@@ -11,8 +11,10 @@ the contract tests (``adpipes_tests/airbridge/test_contract.py``).
 
 Where the document is silent, a comment below says so, and a reader fails loudly on a shape it
 does not know rather than store a NULL: a documented key that is missing fails naming the task,
-the row and the key; a key the document does not print is collected as an *unknown field* (kept
-with a sample value and surfaced by the ``unknown_columns`` check), never silently dropped.
+the row and the key. A key the document does not print is kept with its value, never dropped:
+one inside a group row (``data.stats.rows[]``: the group row, its dates, totals and Day-N values)
+goes with the table rows it belongs to (``extra_fields``), one elsewhere in a page is kept as a
+*page field* (the run's metadata); every one is surfaced by the ``unknown_columns`` check.
 """
 
 from __future__ import annotations
@@ -63,10 +65,12 @@ MAX_COHORTS = 1
 FILTER_TYPES = ("IN",)
 FILTER_KEYS = ("field", "filterType", "values")
 SORT_KEYS = ("fieldName", "isAscending")
+# The three figures of every printed ``total`` object.
+TOTAL_KEYS = ("totalCost", "totalRevenue", "totalUniqueUsers")
 # Sorting is by a group-by or a metric field; the only metric field the document names is
 # totalRevenue (its example), one of the three totals its answers carry. Those three and the
 # requested group-bys are accepted; any other name is refused before a call.
-SORTABLE_TOTALS = ("totalCost", "totalRevenue", "totalUniqueUsers")
+SORTABLE_TOTALS = TOTAL_KEYS
 # The document does not state a maximum number of groupBy fields (an earlier adpipes allowed 4
 # without a source); at least one is needed to name a row.
 MIN_GROUP_BY_FIELDS = 1
@@ -221,28 +225,44 @@ def _kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
+def generic_path(path: str) -> str:
+    """``path`` with list indexes as ``[]`` (``data.stats.rows[3].rows[0].x`` ->
+    ``data.stats.rows[].rows[].x``): the same key wherever it occurs."""
+    return re.sub(r"\[\d+\]", "[]", path)
+
+
 class AnswerReader:
     """Reads one answer by the document's keys: fails on a missing documented key or a value of
-    another kind, and collects keys the document does not print as ``unknown`` (path with ``[]``
-    for list items -> a sample value)."""
+    another kind, and keeps every key the document does not print, with its value.
+
+    Such a key goes to the ``row_fields`` dict a caller passes for the object (keyed by the
+    object's path ``relative`` to its group row, plus the key), or else, outside the group rows,
+    to ``page_fields`` (keyed by its full path). ``unknown`` holds every such key's
+    :func:`generic_path`.
+    """
 
     def __init__(self, where: str) -> None:
         self.where = where
-        self.unknown: dict[str, str] = {}
+        self.unknown: set[str] = set()
+        self.page_fields: dict[str, Any] = {}
 
     def fail(self, path: str, problem: str) -> AnswerShapeError:
         return AnswerShapeError(f"{self.where}: {path} {problem}")
 
-    def object(self, value: Any, path: str, required: Sequence[str], optional: Sequence[str] = ()) -> dict[str, Any]:
+    def object(self, value: Any, path: str, required: Sequence[str], optional: Sequence[str] = (), *,
+               row_fields: dict[str, Any] | None = None, relative: str = "") -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(path, f"is {_kind(value)} ({excerpt(value, 120)}); the document prints an object")
         missing = [key for key in required if key not in value]
         if missing:
             raise self.fail(path, f"lacks the documented key(s) {missing} (it has {sorted(value)}); "
                                   "nothing was loaded")
-        for key in value.keys() - set(required) - set(optional):
-            generic = re.sub(r"\[\d+\]", "[]", f"{path}.{key}")
-            self.unknown.setdefault(generic, excerpt(value[key], 120))
+        for key in sorted(value.keys() - set(required) - set(optional)):
+            self.unknown.add(generic_path(f"{path}.{key}"))
+            if row_fields is None:
+                self.page_fields[f"{path}.{key}"] = value[key]
+            else:
+                row_fields[f"{relative}.{key}" if relative else key] = value[key]
         return value
 
     def list(self, value: Any, path: str) -> list[Any]:
@@ -265,12 +285,13 @@ class AnswerReader:
             raise self.fail(path, f"is {_kind(value)} ({excerpt(value, 120)}); the document prints a number")
         return float(value)
 
-    def figure(self, value: Any, path: str, *, masked_flag_printed: bool) -> Figure:
+    def figure(self, value: Any, path: str, *, masked_flag_printed: bool, row_fields: dict[str, Any],
+               relative: str) -> Figure:
         """A ``{value, isMasked}`` figure. Where the document prints the figure without isMasked
         (totalCost, totalRevenue), an absent flag means not masked. A null value is accepted
         only with isMasked true: an unmasked figure without a value has no meaning to store."""
         required = ("value", "isMasked") if masked_flag_printed else ("value",)
-        item = self.object(value, path, required, optional=("isMasked",))
+        item = self.object(value, path, required, optional=("isMasked",), row_fields=row_fields, relative=relative)
         masked = self.boolean(item["isMasked"], f"{path}.isMasked") if "isMasked" in item else False
         if item["value"] is None:
             if not masked:
@@ -281,10 +302,12 @@ class AnswerReader:
 
 @dataclass(frozen=True)
 class Figure:
-    """One reported figure: the value Airbridge sent (kept even when masked) and its flag."""
+    """One reported figure: the value Airbridge sent (kept even when masked) and its flag.
+    ``extra_fields``: keys of a Day-N value (``rows[].values[]``) the document does not print."""
 
     value: float | None
     is_masked: bool
+    extra_fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -303,6 +326,8 @@ class DateRow:
     date: str
     values: list[Figure]
     total: Totals
+    # Keys the document does not print in the date row, its total and totals (rows[]...).
+    extra_fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -314,6 +339,8 @@ class GroupRow:
     dates: list[DateRow]
     total_rows: list[Figure]
     total: Totals
+    # Keys the document does not print in the group row, its total, totals and total.rows[n].
+    extra_fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -334,30 +361,45 @@ class ResultPage:
     total_count: int
     rows: list[GroupRow]
     notifications: list[Notification]
-    unknown_fields: dict[str, str] = field(default_factory=dict)
+    # generic_path of every key the document does not print (in rows and beside them).
+    unknown_fields: list[str] = field(default_factory=list)
+    # Such keys outside the group rows (full path -> value): no table row holds them.
+    page_fields: dict[str, Any] = field(default_factory=dict)
 
 
-def _totals(reader: AnswerReader, value: Any, path: str, extra: Sequence[str] = ()) -> Totals:
-    total = reader.object(value, path, ("totalCost", "totalRevenue", "totalUniqueUsers", *extra))
-    return Totals(
-        cost=reader.figure(total["totalCost"], f"{path}.totalCost", masked_flag_printed=False),
-        revenue=reader.figure(total["totalRevenue"], f"{path}.totalRevenue", masked_flag_printed=False),
-        unique_users=reader.figure(total["totalUniqueUsers"], f"{path}.totalUniqueUsers", masked_flag_printed=True),
-    )
+def _totals(reader: AnswerReader, total: dict[str, Any], path: str, row_fields: dict[str, Any],
+            relative: str) -> Totals:
+    def figure(key: str, masked_flag_printed: bool) -> Figure:
+        return reader.figure(total[key], f"{path}.{key}", masked_flag_printed=masked_flag_printed,
+                             row_fields=row_fields, relative=f"{relative}.{key}")
+
+    return Totals(cost=figure("totalCost", False), revenue=figure("totalRevenue", False),
+                  unique_users=figure("totalUniqueUsers", True))
 
 
 def _date_row(reader: AnswerReader, value: Any, path: str) -> DateRow:
-    row = reader.object(value, path, ("date", "total", "values"))
+    # Undocumented keys are kept relative to the group row, [] marking the date (and the Day-N
+    # value) a table row comes from: rows[].total.totalCost.currency, rows[].values[].x.
+    own: dict[str, Any] = {}
+    row = reader.object(value, path, ("date", "total", "values"), row_fields=own, relative="rows[]")
     date = reader.string(row["date"], f"{path}.date")
     if not _DATE.fullmatch(date):
         raise reader.fail(f"{path}.date", f"is {date!r}, not a date YYYY-MM-DD")
-    values = [reader.figure(v, f"{path}.values[{n}]", masked_flag_printed=True)
-              for n, v in enumerate(reader.list(row["values"], f"{path}.values"))]
-    return DateRow(date, values, _totals(reader, row["total"], f"{path}.total"))
+    values = []
+    for n, item in enumerate(reader.list(row["values"], f"{path}.values")):
+        extra: dict[str, Any] = {}
+        figure = reader.figure(item, f"{path}.values[{n}]", masked_flag_printed=True, row_fields=extra,
+                               relative="rows[].values[]")
+        values.append(Figure(figure.value, figure.is_masked, extra))
+    total = reader.object(row["total"], f"{path}.total", TOTAL_KEYS, row_fields=own, relative="rows[].total")
+    return DateRow(date, values, _totals(reader, total, f"{path}.total", own, "rows[].total"), own)
 
 
 def _group_row(reader: AnswerReader, value: Any, path: str, fields: Sequence[str]) -> GroupRow:
-    row = reader.object(value, path, ("rows", "total", "metadata"))
+    # The group's own undocumented keys (and those of its range total) belong to every table row
+    # of the group; total.rows[n] keeps its index, as it is not one table row's Day-N value.
+    own: dict[str, Any] = {}
+    row = reader.object(value, path, ("rows", "total", "metadata"), row_fields=own)
     metadata = reader.list(row["metadata"], f"{path}.metadata")
     # The document prints metadata as a list of strings ("<groupBy>"): the group-by values in
     # the order of the requested groupBy.fields. Only that order names them.
@@ -367,10 +409,11 @@ def _group_row(reader: AnswerReader, value: Any, path: str, fields: Sequence[str
                                               "values cannot be matched to fields, nothing was loaded")
     group = {name: reader.string(item, f"{path}.metadata[{i}]") for i, (name, item) in enumerate(zip(fields, metadata))}
     dates = [_date_row(reader, r, f"{path}.rows[{j}]") for j, r in enumerate(reader.list(row["rows"], f"{path}.rows"))]
-    total = reader.object(row["total"], f"{path}.total", ("rows", "totalCost", "totalRevenue", "totalUniqueUsers"))
-    total_rows = [reader.figure(v, f"{path}.total.rows[{n}]", masked_flag_printed=True)
+    total = reader.object(row["total"], f"{path}.total", ("rows", *TOTAL_KEYS), row_fields=own, relative="total")
+    total_rows = [reader.figure(v, f"{path}.total.rows[{n}]", masked_flag_printed=True, row_fields=own,
+                                relative=f"total.rows[{n}]")
                   for n, v in enumerate(reader.list(total["rows"], f"{path}.total.rows"))]
-    return GroupRow(group, dates, total_rows, _totals(reader, total, f"{path}.total", extra=("rows",)))
+    return GroupRow(group, dates, total_rows, _totals(reader, total, f"{path}.total", own, "total"), own)
 
 
 def read_notifications(reader: AnswerReader, answer: dict[str, Any]) -> list[Notification]:
@@ -400,14 +443,15 @@ def read_status(answer: Any, where: str) -> str:
     return status
 
 
-def read_created(answer: Any, where: str) -> tuple[str, dict[str, str]]:
-    """The task id of the query answer ``{"data": {"taskId": ...}}`` and its unknown fields."""
+def read_created(answer: Any, where: str) -> tuple[str, dict[str, Any]]:
+    """The task id of the query answer ``{"data": {"taskId": ...}}`` and the keys beside it the
+    document does not print (full path -> value)."""
     reader = AnswerReader(where)
     data = reader.object(reader.object(answer, "$", ("data",))["data"], "data", ("taskId",))
     task_id = reader.string(data["taskId"], "data.taskId")
     if not task_id:
         raise reader.fail("data.taskId", "is empty")
-    return task_id, reader.unknown
+    return task_id, reader.page_fields
 
 
 def read_result_page(answer: Any, where: str, fields: Sequence[str], first_row: int = 0) -> ResultPage:
@@ -432,7 +476,8 @@ def read_result_page(answer: Any, where: str, fields: Sequence[str], first_row: 
         total_count=int(total_count),
         rows=rows,
         notifications=read_notifications(reader, top),
-        unknown_fields=reader.unknown,
+        unknown_fields=sorted(reader.unknown),
+        page_fields=reader.page_fields,
     )
 
 

@@ -51,6 +51,7 @@ from adpipes.airbridge.contract import (
     Notification,
     catalog_findings,
     excerpt,
+    generic_path,
     query_problems,
     read_catalog,
     read_created,
@@ -155,7 +156,8 @@ def _as_dict(item: Any) -> dict[str, Any]:
 @dataclass
 class RevenueTask:
     """One finished report task: its range and body, every group row of every page, what
-    Airbridge noted (notifications) and the keys it sent that the document does not print."""
+    Airbridge noted (notifications) and the keys it sent that the document does not print: those
+    in group rows travel with the rows (``extra_fields``), the others are ``page_fields``."""
 
     task_id: str
     start: dt.date
@@ -163,7 +165,11 @@ class RevenueTask:
     body: dict[str, Any] = field(repr=False)
     rows: list[GroupRow] = field(default_factory=list, repr=False)
     notifications: list[Notification] = field(default_factory=list)
-    unknown_fields: dict[str, str] = field(default_factory=dict)
+    # generic_path of every undocumented key of the task's answers.
+    unknown_fields: set[str] = field(default_factory=set)
+    # Undocumented keys outside the group rows, with their values: {answer ("query" or "result
+    # page"), pages (the result pages carrying this path and value), path, value}.
+    page_fields: list[dict[str, Any]] = field(default_factory=list)
     total_count: int | None = None
     # Set when totalCount did not add up and total_count_mismatch is "warn": what came.
     total_count_mismatch: dict[str, Any] | None = None
@@ -178,6 +184,19 @@ class RevenueTask:
     @property
     def date_rows(self) -> int:
         return sum(len(row.dates) for row in self.rows)
+
+    def keep_page_fields(self, answer: str, page: int | None, fields: dict[str, Any]) -> None:
+        """Keep every undocumented page-level key with its value; a path with the same value on
+        several pages is one entry listing the pages."""
+        for path, value in fields.items():
+            self.unknown_fields.add(generic_path(path))
+            entry = next((e for e in self.page_fields
+                          if (e["answer"], e["path"], e["value"]) == (answer, path, value)), None)
+            if entry is None:
+                entry = {"answer": answer, "pages": [], "path": path, "value": value}
+                self.page_fields.append(entry)
+            if page is not None:
+                entry["pages"].append(page)
 
 
 @dataclass
@@ -376,8 +395,9 @@ class AirbridgeApi(VendorApiResource):
                                  on_attempt=report.count_call, json=body)
         except AirbridgeBadRequestError as exc:
             raise self._bad_request(exc, session, base_url, token, body, log) from None
-        task_id, unknown = self._read(read_created, created, where, start, end)
-        task = RevenueTask(task_id=task_id, start=start, end=end, body=body, unknown_fields=dict(unknown))
+        task_id, page_fields = self._read(read_created, created, where, start, end)
+        task = RevenueTask(task_id=task_id, start=start, end=end, body=body)
+        task.keep_page_fields("query", None, page_fields)
         log.info(f"{self._where(start, end, task_id)}: task started; polling every "
                  f"{self.poll_interval_seconds:g} s for up to {self.task_timeout_seconds:g} s")
         answer = self._wait_for_task(session, base_url, token, task, report, log)
@@ -427,8 +447,8 @@ class AirbridgeApi(VendorApiResource):
             counts.append(page.total_count)
             task.ended_at = page.ended_at
             task.notifications += [n for n in page.notifications if n not in task.notifications]
-            for path, sample in page.unknown_fields.items():
-                task.unknown_fields.setdefault(path, sample)
+            task.unknown_fields.update(page.unknown_fields)
+            task.keep_page_fields("result page", task.pages, page.page_fields)
             if not page.has_next:
                 break
             if not page.rows:

@@ -111,6 +111,15 @@ def revenue_schema() -> pa.DataFrameSchema:
             + _MASKED_NOTE.format(flag="total_unique_users_is_masked"),
         ),
         "total_unique_users_is_masked": _flag("Airbridge masked total_unique_users."),
+        "extra_fields": pa.Column(
+            TEXT, nullable=True, metadata={"pg_type": "jsonb"},
+            description="Keys Airbridge sent that its document does not print, as delivered, from the "
+            "objects this row comes from: the group row (with its range total), the date row, its total "
+            "and totals, and the Day-N value. A JSON object {path relative to the group row "
+            "(data.stats.rows[]): value}, [] marking this row's own date and Day-N value, e.g. "
+            '{"rows[].total.totalCost.currency": "KRW", "rows[].values[].note": "x"}. Flagged by the '
+            "unknown_columns check. Null when there are none.",
+        ),
     }
     return pa.DataFrameSchema(
         columns,
@@ -120,7 +129,8 @@ def revenue_schema() -> pa.DataFrameSchema:
 
 
 # Layout 2: Airbridge's documented answer (per-date totals with masked flags, currency, group-by
-# columns); layout 1 (cohort_* columns read from an undocumented shape) is kept as revenue_layout1.
+# columns, undocumented keys in extra_fields); layout 1 (cohort_* columns read from an
+# undocumented shape) is kept as revenue_layout1.
 # keep_unknown_columns: the configured group-bys beyond channel and campaign are text columns.
 REVENUE_TABLE = TABLES.register(
     TableSpec(asset_key=REVENUE_KEY, dataframe_schema=revenue_schema(), databases=(ARCHIVE, PRODUCT),

@@ -42,7 +42,8 @@ def _users(figure: Figure, where: str) -> int | None:
 def revenue_frame(report: RevenueReport, *, group_by: list[str], metric: str, aggregation_type: str,
                   currency: str) -> RevenueFrame:
     """The long table: one row per (report_date, group, day_n), typed per the pandera schema, plus
-    a text column per group-by beyond channel and campaign."""
+    a text column per group-by beyond channel and campaign. ``extra_fields`` gathers the keys the
+    document does not print from the group row, the date row and the Day-N value of each row."""
     extra = [name for name in group_by if name not in GROUP_BY_COLUMNS]
     records: list[dict[str, Any]] = []
     for task in report.tasks:
@@ -60,11 +61,14 @@ def revenue_frame(report: RevenueReport, *, group_by: list[str], metric: str, ag
                     "total_unique_users_is_masked": total.unique_users.is_masked,
                 }
                 for day_n, figure in enumerate(date_row.values):
+                    undocumented = {**row.extra_fields, **date_row.extra_fields, **figure.extra_fields}
                     records.append({
                         "report_date": date_row.date, "app_name": report.app_name, **named,
                         "group_values": group_values, "metric": metric, "aggregation_type": aggregation_type,
                         "currency": currency, "day_n": day_n, "value": figure.value,
                         "is_masked": figure.is_masked, **totals,
+                        "extra_fields": (json.dumps(undocumented, sort_keys=True, ensure_ascii=False)
+                                         if undocumented else None),
                     })
     columns = REVENUE_TABLE.column_names + extra
     frame = pd.DataFrame.from_records(records, columns=columns)

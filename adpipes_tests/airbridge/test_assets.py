@@ -142,24 +142,44 @@ def test_grouped_by_channel_only_campaign_is_null(resources, airbridge_api, clea
     assert query(product_dsn, "SELECT count(DISTINCT channel), count(campaign) FROM airbridge.revenue") == [(6, 0)]
 
 
-def test_unknown_fields_are_surfaced_by_the_unknown_columns_check(resources, airbridge_api, clean_databases,
-                                                                   clean_sandbox):
-    product_dsn, _ = clean_databases
+def test_undocumented_fields_are_kept_and_flagged(resources, airbridge_api, clean_databases, clean_sandbox):
+    """Keys the document does not print: those in a group row land in extra_fields of its rows
+    (jsonb, both databases), those beside it in the run's metadata with their values; all of
+    them fail the unknown_columns check as a warning."""
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
     page = example("airbridge_revenue_result_response")
-    page["data"]["metadata"]["totalCount"] = 1
-    page["data"]["stats"]["rows"][0]["rows"][0]["adCost"] = {"value": 3}
-    page["data"]["stats"]["rows"][0]["rows"][0]["date"] = recent_day(2)
-    sandbox_airbridge.configure(clean_sandbox, next_task_ids=["printed-task"], canned_answers=[
-        {**page, "data": {**page["data"], "taskId": "printed-task"}}])
+    page["data"]["region"] = "kr"
+    date_row = page["data"]["stats"]["rows"][0]["rows"][0]
+    date_row["adCost"] = {"value": 3}
+    date_row["total"]["totalCost"]["currency"] = "KRW"
+    date_row["values"][3]["note"] = "late"
+    serve_printed_page(clean_sandbox, page, day)
     api = configured(airbridge_api, group_by=["channel"])
-    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=recent_day(2))
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day,
+                            instance=instance)
     assert result.success
+    paths = ["data.region", "data.stats.rows[].rows[].adCost", "data.stats.rows[].rows[].total.totalCost.currency",
+             "data.stats.rows[].rows[].values[].note"]
     (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "unknown_columns"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    assert check.metadata["unknown_columns"].value == ["data.stats.rows[].rows[].adCost"]
+    assert check.metadata["unknown_columns"].value == paths
     metadata = result.asset_materializations_for_node(NODE)[0].metadata
-    assert metadata["airbridge/unknown_fields"].value == {"data.stats.rows[].rows[].adCost": '{"value": 3}'}
-    assert query(product_dsn, "SELECT count(*), sum(value)::float8 FROM airbridge.revenue") == [(4, 10.0)]
+    assert metadata["airbridge/unknown_fields"].value == paths
+    assert metadata["airbridge/unknown_page_fields"].value == [
+        {"task_id": "printed-task", "range": f"{day}..{day}", "answer": "result page", "pages": [1],
+         "path": "data.region", "value": "kr"}]
+    shared = {"rows[].adCost": {"value": 3}, "rows[].total.totalCost.currency": "KRW"}
+    for dsn in (product_dsn, archive_dsn):
+        assert query(dsn, "SELECT day_n, value::float8, extra_fields FROM airbridge.revenue ORDER BY day_n") == [
+            (0, 1.0, shared), (1, 2.0, shared), (2, 3.0, shared), (3, 4.0, {**shared, "rows[].values[].note": "late"})]
+        assert query(dsn, "SELECT data_type FROM information_schema.columns WHERE table_schema = 'airbridge' "
+                          "AND table_name = 'revenue' AND column_name = 'extra_fields'") == [("jsonb",)]
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any("kept in airbridge.revenue.extra_fields" in w and "data.stats.rows[].rows[].adCost" in w
+               for w in warnings)
+    assert any("airbridge/unknown_page_fields" in w and 'data.region="kr"' in w for w in warnings)
 
 
 def test_a_date_without_values_fails_the_run_and_keeps_the_previous_rows(resources, airbridge_api, clean_databases,
@@ -279,3 +299,17 @@ def test_a_layout_1_table_is_kept_beside_the_new_one(resources, clean_databases)
         assert query(dsn, "SELECT report_date::text, cohort_revenue::float8 FROM airbridge.revenue_layout1") == [
             ("2026-01-01", 12.5)]
         assert query(dsn, "SELECT count(*) FROM airbridge.revenue WHERE total_revenue IS NOT NULL") == [(8 * 3,)]
+
+
+def test_a_layout_2_table_from_before_extra_fields_gains_the_column_and_keeps_its_rows(resources, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    assert dg.materialize([revenue], resources=resources, partition_key=recent_day(3)).success
+    for dsn in (product_dsn, archive_dsn):
+        with psycopg.connect(dsn) as conn:
+            conn.execute("ALTER TABLE airbridge.revenue DROP COLUMN extra_fields")
+    assert dg.materialize([revenue], resources=resources, partition_key=recent_day(2)).success
+    for dsn in (product_dsn, archive_dsn):
+        assert query(dsn, "SELECT report_date::text, count(*), count(extra_fields) FROM airbridge.revenue "
+                          "GROUP BY 1 ORDER BY 1") == [(recent_day(3), 8 * 4, 0), (recent_day(2), 8 * 3, 0)]
+        assert query(dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = 'airbridge' "
+                          "AND tablename LIKE 'revenue_layout%'") == [(0,)]

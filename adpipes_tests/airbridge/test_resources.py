@@ -136,14 +136,29 @@ def test_metadata_that_does_not_match_the_requested_group_bys_fails(airbridge_ap
     assert "['channel', 'campaign']" in message
 
 
-def test_keys_the_document_does_not_print_are_collected_not_dropped(airbridge_api, clean_sandbox):
+def test_keys_the_document_does_not_print_are_kept_with_their_values(airbridge_api, clean_sandbox):
     page = example("airbridge_revenue_result_response")
-    page["data"]["metadata"]["totalCount"] = 1
+    page["data"]["metadata"]["totalCount"] = 2
+    page["data"]["hasNext"] = True
     page["data"]["region"] = "kr"
+    page["notification"][0]["link"] = "https://example.com/masking"
     page["data"]["stats"]["rows"][0]["rows"][0]["adCost"] = {"value": 3}
-    serve_printed(clean_sandbox, page)
+    second = copy.deepcopy(page)
+    second["data"]["hasNext"] = False
+    second["data"]["region"] = "jp"
+    second["data"]["stats"]["rows"][0]["metadata"] = ["other channel"]
+    serve_printed(clean_sandbox, page, second)
     (task,) = airbridge_api.model_copy(update={"group_by": ["channel"]}).fetch_revenue(PRINTED_DAYS).tasks
-    assert task.unknown_fields == {"data.region": '"kr"', "data.stats.rows[].rows[].adCost": '{"value": 3}'}
+    assert task.unknown_fields == {"data.region", "notification[].link", "data.stats.rows[].rows[].adCost"}
+    # Page-level keys keep every value, each with the pages that carried it.
+    assert task.page_fields == [
+        {"answer": "result page", "pages": [1], "path": "data.region", "value": "kr"},
+        {"answer": "result page", "pages": [1, 2], "path": "notification[0].link",
+         "value": "https://example.com/masking"},
+        {"answer": "result page", "pages": [2], "path": "data.region", "value": "jp"},
+    ]
+    # Keys in group rows travel with the row they came in.
+    assert [d.extra_fields for r in task.rows for d in r.dates] == [{"rows[].adCost": {"value": 3}}] * 2
 
 
 def printed_page(total_count: int = 1) -> dict:

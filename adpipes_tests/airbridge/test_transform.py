@@ -2,6 +2,7 @@
 flags, and the schema's rules."""
 
 import datetime as dt
+import json
 
 import pandas as pd
 import pytest
@@ -67,6 +68,36 @@ def test_masked_figures_keep_their_value_and_null_ones_their_flag():
     broken = frame.assign(is_masked=pd.array([False] * 4, dtype="boolean"))
     failures = find_failures(revenue_schema(), broken)
     assert failures[["check_name", "row"]].drop_duplicates().values.tolist() == [["masked_values", 2]]
+
+
+def test_undocumented_keys_land_in_extra_fields_of_the_rows_they_came_with():
+    answer = example("airbridge_revenue_result_response")
+    group = answer["data"]["stats"]["rows"][0]
+    group["region"] = "kr"
+    group["total"]["totalCost"]["currency"] = "USD"
+    group["total"]["rows"][1]["note"] = "range day 1"
+    day = group["rows"][0]
+    day["adCost"] = {"value": 3}
+    day["total"]["totalCost"]["currency"] = "KRW"
+    day["total"]["installs"] = 7
+    day["values"][2]["note"] = "day 2 only"
+    page = read_result_page(answer, "test page", ["channel"])
+    assert page.unknown_fields == [
+        "data.stats.rows[].region", "data.stats.rows[].rows[].adCost", "data.stats.rows[].rows[].total.installs",
+        "data.stats.rows[].rows[].total.totalCost.currency", "data.stats.rows[].rows[].values[].note",
+        "data.stats.rows[].total.rows[].note", "data.stats.rows[].total.totalCost.currency"]
+    assert page.page_fields == {}
+    frame = frame_of(answer, ["channel"]).frame
+    shared = {"region": "kr", "total.totalCost.currency": "USD", "total.rows[1].note": "range day 1",
+              "rows[].adCost": {"value": 3}, "rows[].total.totalCost.currency": "KRW", "rows[].total.installs": 7}
+    assert [json.loads(v) for v in frame["extra_fields"]] == [
+        shared, shared, {**shared, "rows[].values[].note": "day 2 only"}, shared]
+    assert find_failures(revenue_schema(), frame).empty
+
+
+def test_rows_without_undocumented_keys_have_null_extra_fields():
+    frame = frame_of(example("airbridge_revenue_result_response"), ["channel"]).frame
+    assert frame["extra_fields"].isna().all() and len(frame) == 4
 
 
 def test_fractional_unique_users_are_refused_naming_the_row():

@@ -79,6 +79,9 @@ GROUPINGS = ("af_ad", "af_ad_id", "c", "af_c_id", "af_channel", "pid", "af_sub1"
 # The groupings the table has columns for: the cohort day, media source and (optionally) campaign.
 TABLE_GROUPINGS = ("date", "pid", "c")
 DEFAULT_GROUPINGS = ("date", "pid", "c")
+# The sections of a ?format=json answer the documents name ("query and results"); adpipes reads
+# only results.
+ANSWER_SECTIONS = ("query", "results")
 # KPIs every answer carries, whatever is asked (users, ecpi and cost).
 ALWAYS_RETURNED = ("users", "cost", "ecpi")
 
@@ -99,6 +102,10 @@ DOCUMENTED_KPI_FUNCTIONS = {
 # Any other KPI is an in-app event name (case-sensitive, footnote 4); its Sum is the revenue the
 # event brought (footnote 3).
 EVENT_KPI_FUNCTIONS = (COUNT, CVR, SUM, UNIQUE_USERS)
+# Footnote 3 (both languages): an event's Sum "shows in the report as sum_event_name", the function
+# before the event name, unlike every other key. The documents print that name without a period;
+# the `_day_{N}` suffix every other key carries is adpipes' one inference. The other functions'
+# form ({event}_sum_day_{N}) is read too; both for one period stop the run.
 ON_DAY_ONLY_FUNCTIONS = {"sessions": (UNIQUE_USERS,)}
 NOT_SERVED_WITH = {"uninstalls": "unified"}
 # Function tokens of the record keys `{kpi}_{token}_day_{N}` and the column they go to. The
@@ -213,8 +220,8 @@ class CohortPeriod:
 
 @dataclass
 class CohortAnswer:
-    """What one query brought: its periods, how many records and requests, and the function
-    tokens the documents do not list for the KPI."""
+    """What one query brought: its periods, how many records and requests, the function tokens
+    the documents do not list for the KPI and the answer's top-level keys they do not name."""
 
     query: CohortQuery
     periods: list[CohortPeriod] = field(default_factory=list)
@@ -222,13 +229,16 @@ class CohortAnswer:
     # HTTP requests made, retries included.
     calls: int = 0
     unknown_functions: set[str] = field(default_factory=set)
+    # Top-level keys of the answer beside the documented query and results, with their values.
+    unknown_keys: dict[str, Any] = field(default_factory=dict)
 
 
 def _stop(query: CohortQuery, problem: str, error: type[AppsFlyerApiError] = CohortFormatError) -> AppsFlyerApiError:
     return error(
         f"{query.where}: {problem}. Nothing of this answer was stored. The documents do not "
         "specify the JSON record keys, so adpipes reads only the shape it knows (the requested "
-        "groupings, users, cost, ecpi and {kpi}_{function}_day_{N}) and stops on any other "
+        "groupings, users, cost, ecpi and {kpi}_{function}_day_{N}, an event's Sum also "
+        "sum_{event}_day_{N}) and stops on any other "
         "rather than store nulls; see docs/cohort-api.md.",
         app_id=query.app_id, report=COHORT_REPORT, window=str(query.day),
     )
@@ -271,10 +281,12 @@ def parse_cohort_answer(content: bytes, query: CohortQuery, complete_periods: It
     """Read a ``?format=json`` answer into one :class:`CohortPeriod` per record and period.
 
     The documents say only that JSON has a query section and a record-oriented results section.
-    adpipes requires ``{"results": [{...}, ...]}``; each record must carry the requested
+    adpipes requires ``{"results": [{...}, ...]}`` (other top-level keys beside ``query`` are
+    listed in :attr:`CohortAnswer.unknown_keys`, not read); each record must carry the requested
     groupings, ``users``, ``cost`` and ``ecpi`` and may carry ``{kpi}_{function}_day_{N}`` keys of
-    the requested KPI and periods, nothing else. Each documented function of the KPI must be
-    present for every period in ``complete_periods``. Anything else raises
+    the requested KPI and periods (an event KPI's Sum also as ``sum_{event}_day_{N}``, footnote 3),
+    nothing else, and no function twice for one period. Each documented function of the KPI must
+    be present for every period in ``complete_periods``. Anything else raises
     :class:`CohortFormatError` naming what was found.
     """
     answer = CohortAnswer(query)
@@ -288,6 +300,8 @@ def parse_cohort_answer(content: bytes, query: CohortQuery, complete_periods: It
         found = (f"an object with top-level keys {sorted(payload)}" if isinstance(payload, dict)
                  else f"a JSON {type(payload).__name__}")
         raise _stop(query, f"the answer is {found}, not an object with a 'results' list of records")
+    # The layout beyond the two documented sections is not documented: flagged, not refused.
+    answer.unknown_keys = {key: payload[key] for key in payload if key not in ANSWER_SECTIONS}
     for document, cap in ROW_CAPS.items():
         if len(results) == cap:
             raise _stop(
@@ -301,8 +315,11 @@ def parse_cohort_answer(content: bytes, query: CohortQuery, complete_periods: It
     functions = documented_functions(query.kpi, query.body["aggregation_type"], query.cohort_type)
     requested = set(query.periods)
     required_periods = sorted(requested & set(complete_periods))
-    patterns = [re.compile(rf"{re.escape(p)}_(?P<token>[A-Za-z_]+?)_day_(?P<period>\d+)")
-                for p in kpi_key_prefixes(query.kpi)]
+    prefixes = kpi_key_prefixes(query.kpi)
+    patterns = [re.compile(rf"{re.escape(p)}_(?P<token>[A-Za-z_]+?)_day_(?P<period>\d+)") for p in prefixes]
+    if documented_kpi(query.kpi) is None:
+        # Footnote 3's sum_{event}_day_{N} (see EVENT_KPI_FUNCTIONS) first.
+        patterns[:0] = [re.compile(rf"(?P<token>sum)_{re.escape(p)}_day_(?P<period>\d+)") for p in prefixes]
     groupings = query.groupings
     for record in results:
         missing = [k for k in (*groupings, *ALWAYS_RETURNED) if k not in record]
@@ -319,17 +336,20 @@ def parse_cohort_answer(content: bytes, query: CohortQuery, complete_periods: It
         if users != int(users):
             raise _stop(query, f"'users' is {record['users']!r}, not a whole number")
         by_period: dict[int, CohortPeriod] = {}
+        # (period, function token or column) -> the key it came from, to refuse a second one.
+        delivered_by: dict[tuple[int, str], str] = {}
         for key, value in record.items():
             if key in groupings or key in ALWAYS_RETURNED:
                 continue
             match = next((m for m in (p.fullmatch(key) for p in patterns) if m), None)
             if match is None:
                 hint = ""
-                if key.startswith("sum_"):
-                    hint = ("; footnote 3 of the documents' KPI table says an event's Sum shows as "
-                            "'sum_event_name', a spelling adpipes does not map yet")
+                if key.startswith("sum_") and documented_kpi(query.kpi) is not None:
+                    hint = ("; footnote 3 of the documents' KPI table gives the spelling "
+                            "'sum_event_name' to in-app event KPIs only")
+                event_sum = "" if documented_kpi(query.kpi) else " (or sum_{event}_day_{N})"
                 raise _stop(query, f"key {key!r} is neither a requested grouping, users/cost/ecpi nor "
-                            f"a {{kpi}}_{{function}}_day_{{N}} key of KPI {query.kpi!r}{hint} "
+                            f"a {{kpi}}_{{function}}_day_{{N}}{event_sum} key of KPI {query.kpi!r}{hint} "
                             f"(record {_describe(record)})")
             period = int(match["period"])
             if period not in requested:
@@ -339,6 +359,13 @@ def parse_cohort_answer(content: bytes, query: CohortQuery, complete_periods: It
             row = by_period.setdefault(period, CohortPeriod(media_source, campaign, period, int(users), cost, ecpi))
             token = match["token"]
             column = FUNCTION_TOKENS.get(token.lower())
+            slot = (period, column or token)
+            if slot in delivered_by:
+                raise _stop(query, f"the record of media source {media_source!r}, campaign {campaign!r} "
+                            f"gives function {slot[1]!r} of period {period} twice, as "
+                            f"{delivered_by[slot]!r} and {key!r}; adpipes cannot tell which is meant "
+                            f"(record {_describe(record)})")
+            delivered_by[slot] = key
             if column in functions:
                 row.functions[column] = number
             else:

@@ -19,7 +19,7 @@ from adpipes.appsflyer.cohort_api import (
     CohortTruncatedError,
     parse_cohort_answer,
 )
-from adpipes.lib.sandbox.appsflyer_cohort import configure_cohort, validate_cohort_body
+from adpipes.lib.sandbox.appsflyer_cohort import cohort_cells, cohort_records, configure_cohort, validate_cohort_body
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes_tests.fixtures.sandbox import appsflyer_client_settings
 from adpipes_tests.fixtures.vendor_examples import example, kind
@@ -39,6 +39,16 @@ DOCUMENTED = {
                   "geo", "date"},
 }
 REQUIRED_FIELDS = ("cohort_type", "from", "to", "groupings", "kpis", "aggregation_type")
+# The record keys of each printed request's KPI, per period N: its documented functions (the KPI x
+# function table) as {kpi}_{function}_day_{N}, an event's Sum as footnote 3 spells it
+# (sum_event_name, with the _day_{N} every other key has). Every printed sessions request is on_day.
+PRINTED_KPI_KEYS = {
+    "sessions": ("sessions_count_day_{n}", "sessions_rate_day_{n}", "sessions_unique_users_day_{n}"),
+    "roas": ("roas_rate_day_{n}",),
+    "revenue": ("revenue_count_day_{n}", "revenue_sum_day_{n}"),
+    "Checkout Start": ("checkout_start_count_day_{n}", "checkout_start_cvr_day_{n}", "sum_checkout_start_day_{n}",
+                       "checkout_start_unique_users_day_{n}"),
+}
 
 
 def today() -> dt.date:
@@ -117,18 +127,17 @@ def test_printed_requests_over_http_history_limit_then_answered(name, clean_sand
     assert answered.status_code == 200, answered.text
     payload = answered.json()
     assert set(payload) == {"query", "results"} and payload["query"] == body
-    kpi = body["kpis"][0]
-    prefix = {"Checkout Start": "checkout_start"}.get(kpi, kpi.lower())
-    functions = {
-        "sessions": {"count", "rate", "unique_users"} if body["aggregation_type"] == "on_day" else {"count", "rate"},
-        "roas": {"rate"}, "revenue": {"count", "sum"},
-        "Checkout Start": {"count", "cvr", "sum", "unique_users"},
-    }[kpi]
+    records = payload["results"]
+    assert records, f"the sandbox has no data for the filters {body.get('filters')}"
     # Complete periods only: N < today - to (70), of the filter or the documented default.
     periods = [n for n in body.get("filters", {}).get("period", [*range(31), 60, 90, 180]) if n < 70]
-    for record in payload["results"]:
-        expected = {f"{prefix}_{f}_day_{n}" for f in functions for n in periods}
+    expected = {key.format(n=n) for key in PRINTED_KPI_KEYS[body["kpis"][0]] for n in periods}
+    for record in records:
         assert set(record) == set(body["groupings"]) | {"users", "cost", "ecpi"} | expected
+    # Each value of a filter on a grouped dimension has data (e.g. both media sources asked for).
+    for dimension, wanted in body.get("filters", {}).items():
+        if dimension in body["groupings"]:
+            assert {r[dimension] for r in records} == ({wanted} if isinstance(wanted, str) else set(wanted))
     # CSV by default: the same records as a table.
     assert post(clean_sandbox, body, "csv").headers["Content-Type"] == "text/csv"
 
@@ -152,6 +161,16 @@ def test_sandbox_answers_the_documented_422s(clean_sandbox):
         assert answer.status_code == 422, what
         assert answer.json()["expose"] is False
     assert post(clean_sandbox, {**body, "filters": {"geo": "US", "pid": ["Meta ads"]}}).status_code == 200
+
+
+def test_sandbox_cohorts_come_from_several_countries(clean_sandbox):
+    body = in_served_window(example("cohort_python_request"), today() - dt.timedelta(days=5))
+    by_geo = post(clean_sandbox, {**body, "groupings": ["geo"]}).json()["results"]
+    (whole,) = post(clean_sandbox, {**body, "groupings": ["cohort_type"]}).json()["results"]
+    assert {r["geo"] for r in by_geo} == {"KR", "US", "CN"}
+    assert sum(r["users"] for r in by_geo) == whole["users"]
+    us = post(clean_sandbox, {**body, "groupings": ["geo"], "filters": {"geo": "US"}}).json()["results"]
+    assert [r["geo"] for r in us] == ["US"] and 0 < us[0]["users"] < whole["users"] / 2
 
 
 # -- the request the client sends -----------------------------------------------------------------
@@ -206,7 +225,43 @@ def test_each_kpi_lands_its_documented_functions(kpi, functions, clean_sandbox, 
     answer = api.fetch_cohort(query_for(api, SANDBOX_IOS_APP_ID, days_ago=4), ledger=ledger)
     assert {p.period for p in answer.periods} == {0, 1, 2, 3}  # complete periods of a 4-day-old cohort
     assert all(set(p.functions) == functions and not p.extra_functions for p in answer.periods)
-    assert answer.records == len({(p.media_source, p.campaign) for p in answer.periods}) == 4
+    assert answer.records == len({(p.media_source, p.campaign) for p in answer.periods}) == len(
+        cohort_cells(SANDBOX_IOS_APP_ID))
+
+
+@pytest.mark.parametrize("form", ["footnote", "function"])
+def test_an_events_sum_is_read_in_either_spelling(form, clean_sandbox, ledger):
+    """Footnote 3: an event's Sum shows as sum_event_name (the sandbox's default); the other
+    functions' spelling {event}_sum_day_N is read too, into the same column."""
+    configure_cohort(clean_sandbox, event_sum_form=form)
+    api = make_api(clean_sandbox, kpis=["Checkout Start"])
+    query = query_for(api, SANDBOX_IOS_APP_ID, days_ago=4)
+    answer = api.fetch_cohort(query, ledger=ledger)
+    (call,) = cohort_calls(clean_sandbox)
+    # What the sandbox served, keyed as the form asked: its own answer to the body sent.
+    records = cohort_records(SANDBOX_IOS_APP_ID, call["body"], today(), {"event_sum_form": form})
+    served = {(r["pid"], r["c"], int(k.rsplit("_", 1)[1])): v for r in records
+              for k, v in r.items() if k.startswith("sum_" if form == "footnote" else "checkout_start_sum_")}
+    assert served and {(p.media_source, p.campaign, p.period): p.functions["sum"] for p in answer.periods} == served
+    assert not answer.unknown_functions
+
+
+def test_an_events_sum_in_both_spellings_at_once_fails_loudly(clean_sandbox, ledger):
+    message = refusal(clean_sandbox, ledger, CohortFormatError, {"kpis": ["Checkout Start"]}, event_sum_form="both")
+    assert "function 'sum' of period 0 twice" in message
+    assert "'sum_checkout_start_day_0'" in message and "'checkout_start_sum_day_0'" in message
+
+
+def test_unknown_top_level_answer_keys_are_listed_not_refused(clean_sandbox, ledger):
+    # Through the sandbox's HTTP control, as a developer would set it.
+    control = requests.post(f"{clean_sandbox.base_url}/_sandbox/appsflyer/cohort",
+                            json={"extra_answer_keys": {"warnings": ["data delayed"], "next": None}}, timeout=10)
+    assert control.status_code == 200, control.text
+    api = make_api(clean_sandbox)
+    answer = api.fetch_cohort(query_for(api, SANDBOX_IOS_APP_ID), ledger=ledger)
+    assert answer.unknown_keys == {"warnings": ["data delayed"], "next": None} and answer.periods
+    clean_sandbox.reset()
+    assert api.fetch_cohort(query_for(api, SANDBOX_IOS_APP_ID), ledger=ledger).unknown_keys == {}
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -309,11 +364,32 @@ def test_answer_shapes_outside_the_documents_are_refused():
     assert "'revenue_sum_day_1' is 'N/A'" in refused({"results": [{**organic, "revenue_sum_day_1": "N/A"}]})
     assert "dated '2026-11-02'" in refused({"results": [{**organic, "date": "2026-11-02"}]})
     assert "period 5, which was not requested" in refused({"results": [{**organic, "revenue_sum_day_5": 1}]})
-    assert "sum_event_name" in refused({"results": [{**organic, "sum_revenue_day_0": 1}]})
+    # Footnote 3's spelling belongs to event KPIs: for revenue it is an unknown key.
+    assert "'sum_event_name' to in-app event KPIs only" in refused({"results": [{**organic, "sum_revenue_day_0": 1}]})
     # A period that is not complete yet may be absent; a complete one may not.
     young = {k: v for k, v in organic.items() if not k.endswith("_day_1")}
     assert len(parse_cohort_answer(answer_of({"results": [young]}), query, [0]).periods) == 1
     assert "period 1 is complete" in refused({"results": [young]})
+
+
+def test_an_events_sum_key_as_footnote_3_spells_it_with_each_prefix_spelling():
+    api = AppsFlyerCohortApi(api_token="t", base_url="http://127.0.0.1:1", periods=[0])
+    query = CohortQuery("com.example", dt.date(2026, 11, 1), "Checkout Start", "user_acquisition",
+                        api.request_body("2026-11-01", "Checkout Start", "user_acquisition"))
+    record = {"date": "2026-11-01", "pid": "Meta ads", "c": "example_campaign_name", "users": 10, "cost": 5,
+              "ecpi": 0.5, "checkout_start_count_day_0": 4, "checkout_start_cvr_day_0": 30.0,
+              "checkout_start_unique_users_day_0": 3}
+    for prefix in ("Checkout Start", "checkout start", "checkout_start"):
+        for key in (f"sum_{prefix}_day_0", f"{prefix}_sum_day_0"):
+            (period,) = parse_cohort_answer(answer_of({"results": [{**record, key: 12.5}]}), query, [0]).periods
+            assert period.functions == {"count": 4, "cvr": 30.0, "unique_users": 3, "sum": 12.5}, key
+    both = {**record, "sum_checkout_start_day_0": 12.5, "Checkout Start_sum_day_0": 12.5}
+    with pytest.raises(CohortFormatError, match="gives function 'sum' of period 0 twice"):
+        parse_cohort_answer(answer_of({"results": [both]}), query, [0])
+    # Another function in the footnote's order is not a documented key.
+    with pytest.raises(CohortFormatError, match="key 'count_checkout_start_day_0' is neither"):
+        parse_cohort_answer(answer_of({"results": [{**record, "sum_checkout_start_day_0": 1,
+                                                     "count_checkout_start_day_0": 4}]}), query, [0])
 
 
 def test_calls_wait_for_the_accounts_rate_window(clean_sandbox, ledger):

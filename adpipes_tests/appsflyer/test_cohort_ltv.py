@@ -1,7 +1,8 @@
 """appsflyer/cohort_ltv end to end: sandbox Cohort API over real HTTP -> asset -> PostgreSQL.
 
 Expected figures come from the sandbox's own answer to the body the asset sent (the call log),
-read with the documents' key form ``{kpi}_{function}_day_{N}``, not through adpipes' parser."""
+read with the documents' key forms ``{kpi}_{function}_day_{N}`` and, for an event's Sum,
+``sum_{event}_day_{N}`` (footnote 3), not through adpipes' parser."""
 
 import datetime as dt
 from zoneinfo import ZoneInfo
@@ -15,12 +16,14 @@ from adpipes.appsflyer.cohort import cohort_ltv
 from adpipes.appsflyer.cohort_api import AppsFlyerCohortApi
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.schemas import COHORT_LTV_KEY
-from adpipes.lib.sandbox.appsflyer_cohort import APP_TIMEZONE, cohort_records, configure_cohort
+from adpipes.lib.sandbox.appsflyer_cohort import APP_TIMEZONE, cohort_cells, cohort_records, configure_cohort
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_APP_CURRENCY, SANDBOX_IOS_APP_ID
 from adpipes.schedules import TRIGGER_TAG, daily_run_requests
 from adpipes_tests.fixtures.sandbox import appsflyer_client_settings
 
 APPS = {"android": SANDBOX_ANDROID_APP_ID, "ios": SANDBOX_IOS_APP_ID}
+# (platform, media source, campaign) cohorts the sandbox has each day.
+COHORTS = sum(len(cohort_cells(app)) for app in APPS.values())
 NODE = "appsflyer__cohort_ltv"
 FUNCTIONS = ("count", "cvr", "rate", "sum", "unique_users")
 STORED = ("SELECT cohort_type, platform, media_source, campaign, period, kpi, users, cost, "
@@ -57,17 +60,24 @@ def make_resources(sandbox, storage_resources, **api: object) -> dict[str, objec
 
 def served(sandbox) -> dict[tuple, float]:
     """What the sandbox served for the logged calls: (cohort_type, app, pid, c, kpi, function,
-    period) -> value, from its own answer to the same body."""
+    period) -> value, from its own answer to the same body. ``kpi`` as the table stores it (a
+    documented KPI lowercased, an event as written); keys begin with it lowercased and snake-cased."""
     values = {}
     for call in cohort_calls(sandbox):
         body = call["body"]
         kpi = body["kpis"][0]
+        prefix = kpi.lower().replace(" ", "_")
+        stored_kpi = kpi.lower() if kpi.lower() in ("revenue", "roas", "roi", "sessions", "uninstalls") else kpi
         for record in cohort_records(call["app_id"], body, today()):
             for key, value in record.items():
-                if key.startswith(f"{kpi.lower()}_"):
-                    function, period = key[len(kpi) + 1:].rsplit("_day_", 1)
-                    values[(body["cohort_type"], call["app_id"], record["pid"], record["c"], kpi.lower(),
-                            function, int(period))] = float(value)
+                if key.startswith(f"sum_{prefix}_day_"):  # footnote 3: an event's Sum
+                    function, period = "sum", key.rsplit("_day_", 1)[1]
+                elif key.startswith(f"{prefix}_"):
+                    function, period = key[len(prefix) + 1:].rsplit("_day_", 1)
+                else:
+                    continue
+                values[(body["cohort_type"], call["app_id"], record["pid"], record["c"], stored_kpi,
+                        function, int(period))] = float(value)
     return values
 
 
@@ -98,7 +108,7 @@ def test_revenue_roas_and_sessions_land_typed_and_a_maturity_repull_keeps_all_th
     # Each KPI has exactly its documented functions: revenue count+sum, roas rate, sessions count+rate.
     functions = query(product_dsn, "SELECT kpi, count(*), " + ", ".join(f"count({f})" for f in FUNCTIONS)
                       + " FROM appsflyer.cohort_ltv GROUP BY kpi ORDER BY kpi")
-    cells = 9 * 3  # 9 (platform, media source, campaign) cohorts x 3 periods
+    cells = COHORTS * 3  # (platform, media source, campaign) cohorts x 3 periods
     assert functions == [("revenue", cells, cells, 0, 0, cells, 0), ("roas", cells, 0, 0, cells, 0, 0),
                          ("sessions", cells, cells, 0, cells, 0, 0)]
     types = dict(query(product_dsn, "SELECT column_name, data_type FROM information_schema.columns "
@@ -135,9 +145,10 @@ def test_cohort_types_coexist_and_uninstalls_is_not_asked_with_unified(clean_san
                             ("retargeting", "revenue"), ("retargeting", "uninstalls"), ("unified", "revenue")] * 2)
     rows = query(product_dsn, "SELECT cohort_type, kpi, count(*), sum(users) FROM appsflyer.cohort_ltv "
                  "GROUP BY 1, 2 ORDER BY 1, 2")
-    assert [r[:3] for r in rows] == [("retargeting", "revenue", 18), ("retargeting", "uninstalls", 18),
-                                     ("unified", "revenue", 18), ("user_acquisition", "revenue", 18),
-                                     ("user_acquisition", "uninstalls", 18)]
+    cells = COHORTS * 2  # complete periods 0 and 1
+    assert [r[:3] for r in rows] == [("retargeting", "revenue", cells), ("retargeting", "uninstalls", cells),
+                                     ("unified", "revenue", cells), ("user_acquisition", "revenue", cells),
+                                     ("user_acquisition", "uninstalls", cells)]
     users = {(t, k): u for t, k, _, u in rows}
     assert users["retargeting", "revenue"] < users["user_acquisition", "revenue"] < users["unified", "revenue"]
     metadata = result.asset_materializations_for_node(NODE)[0].metadata
@@ -178,7 +189,7 @@ def test_min_cohort_size_is_sent_and_smaller_cohorts_are_not_stored(clean_sandbo
     assert {c["body"]["min_cohort_size"] for c in cohort_calls(clean_sandbox)} == {150}
     sizes = [u for (u,) in query(product_dsn, "SELECT users FROM appsflyer.cohort_ltv")]
     assert sizes and min(sizes) >= 150
-    assert len({r for r in query(product_dsn, "SELECT platform, media_source, campaign FROM appsflyer.cohort_ltv")}) < 9
+    assert len({r for r in query(product_dsn, "SELECT platform, media_source, campaign FROM appsflyer.cohort_ltv")}) < COHORTS
 
 
 def test_days_beyond_the_history_depth_fail_before_any_call(clean_sandbox, storage_resources):
@@ -232,7 +243,8 @@ def test_429_then_success(clean_sandbox, storage_resources, clean_databases):
     assert dg.materialize([cohort_ltv], resources=resources, partition_key=days_ago(3)).success
     statuses = [c["status"] for c in cohort_calls(clean_sandbox) if c["app_id"] == SANDBOX_ANDROID_APP_ID]
     assert statuses == [429, 200]
-    assert query(product_dsn, "SELECT count(*) FROM appsflyer.cohort_ltv WHERE platform = 'android'") == [(5 * 3,)]
+    assert query(product_dsn, "SELECT count(*) FROM appsflyer.cohort_ltv WHERE platform = 'android'") == [
+        (len(cohort_cells(SANDBOX_ANDROID_APP_ID)) * 3,)]
 
 
 def test_range_is_one_query_per_day_and_a_rerun_changes_nothing(clean_sandbox, storage_resources,
@@ -247,7 +259,7 @@ def test_range_is_one_query_per_day_and_a_rerun_changes_nothing(clean_sandbox, s
     assert sorted((c["body"]["from"], c["body"]["to"], c["app_id"]) for c in cohort_calls(clean_sandbox)) == sorted(
         (d, d, a) for d in (first, last) for a in APPS.values())
     per_partition = result.asset_materializations_for_node(NODE)[0].metadata["partition_row_counts"].value
-    assert per_partition == {first: 9 * 6, last: 9 * 5}
+    assert per_partition == {first: COHORTS * 6, last: COHORTS * 5}
     assert dict(query(product_dsn, "SELECT report_date::text, count(*) FROM appsflyer.cohort_ltv GROUP BY 1")) == per_partition
     before = (query(product_dsn, STORED), query(archive_dsn, STORED))
     assert dg.materialize([cohort_ltv], resources=resources, tags=tags).success

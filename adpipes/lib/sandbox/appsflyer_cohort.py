@@ -13,7 +13,8 @@ answered as CSV by default and as ``{"query": ..., "results": [...]}`` with ``?f
   back; at most 60 days per query. A refusal is 422 ``{"error": ..., "expose": false}``;
 - records carry the requested groupings, ``users``, ``cost`` and ``ecpi`` (``N/A`` without cost)
   and ``{kpi}_{function}_day_{N}`` for every function of the documents' KPI x function table
-  (unique users of sessions only with ``on_day``); the KPI prefix is the lowercase KPI, an event
+  (unique users of sessions only with ``on_day``), except an event KPI's Sum, which is
+  ``sum_{event}_day_{N}`` as footnote 3 spells it; the KPI prefix is the lowercase KPI, an event
   name snake-cased. Cumulative values never decrease with N; only complete periods
   (``N < today - to``) unless ``partial_data``; ``preferred_currency`` converts money to the app's
   currency (KRW) at a fixed rate, so a test can tell the currencies apart.
@@ -22,10 +23,14 @@ The documents print no answer (their CSV and JSON examples are images and links)
 shape is the sandbox's own reading of them, as adpipes' parser's is: see docs/cohort-api.md.
 
 A cohort's users and cost are the installs and cost of the sandbox's daily_report for the same
-app, day, media source and campaign (user acquisition; retargeting and unified derive from them).
-Faults come from ``take_fault(app_id, "cohort")``; :func:`configure_cohort` (or ``POST
-/_sandbox/appsflyer/cohort``) makes answers depart from the documents so tests can see adpipes
-notice: refused KPI spellings, extra or missing functions, extra record keys, padded results.
+app, day, media source and campaign (user acquisition; retargeting and unified derive from them),
+split over the countries of ``GEO_SHARES``. So that every request the documents print matches
+data, the Cohort API also has the cells of ``PRINTED_FILTER_CELLS`` (figures from the same
+function; the daily report does not list them). Faults come from ``take_fault(app_id,
+"cohort")``; :func:`configure_cohort` (or ``POST /_sandbox/appsflyer/cohort``) makes answers
+depart from the documents so tests can see adpipes notice: refused KPI spellings, extra or
+missing functions, extra record keys, padded results, an event's Sum in another spelling, extra
+top-level answer keys.
 """
 
 from __future__ import annotations
@@ -86,7 +91,18 @@ APP_TIMEZONE = "Asia/Seoul"
 # SANDBOX_APP_CURRENCY) at this fixed rate.
 USD_TO_APP_CURRENCY = 1350.0
 NOT_AVAILABLE = "N/A"
-COHORT_BEHAVIOUR = ("refused_kpis", "extra_functions", "drop_functions", "extra_keys", "results_count")
+# Countries of each cell's users and their shares (the last takes the remainder): the documents'
+# curl examples filter on geo US and CN.
+GEO_SHARES = (("KR", 0.6), ("US", 0.25), ("CN", 0.15))
+# (media source, agency, campaign) cells beyond the daily report's, there because the documents'
+# printed filters ask for them: media source "Meta ads" (the Korean curl example; the Chinese one
+# has "Facebook Ads", which the daily report has) and campaign "example_campaign_name" (use case 2).
+PRINTED_FILTER_CELLS = (("Meta ads", NO_AGENCY, "example_campaign_name"),)
+# How an event KPI's Sum is keyed: footnote 3's sum_{event}_day_{N} (the default), the other
+# functions' {event}_sum_day_{N}, or both at once (a test control).
+EVENT_SUM_FORMS = ("footnote", "function", "both")
+COHORT_BEHAVIOUR = ("refused_kpis", "extra_functions", "drop_functions", "extra_keys", "results_count",
+                    "event_sum_form", "extra_answer_keys")
 
 
 class CohortRefusal(Exception):
@@ -195,8 +211,13 @@ def check_dates(body: dict[str, Any], today: dt.date) -> tuple[dt.date, dt.date]
     return first, last
 
 
+def cohort_cells(app_id: str) -> list[tuple[str, str, str]]:
+    """(media source, agency, campaign) cells the app's cohorts have every day."""
+    return [*daily_report_cells(app_id), *PRINTED_FILTER_CELLS]
+
+
 def cohort_base(app_id: str, day: dt.date, source: str, campaign: str, cohort_type: str) -> tuple[int, float | None]:
-    """Users and cost (USD) of one cohort cell."""
+    """Users and cost (USD) of one cohort cell, all countries."""
     figures = daily_report_figures(app_id, day, source, campaign)
     installs, cost = figures["installs"], figures["total_cost"]
     retargeted = max(1, round(installs * 0.3))
@@ -208,13 +229,28 @@ def cohort_base(app_id: str, day: dt.date, source: str, campaign: str, cohort_ty
     return installs + retargeted, None if cost is None else round(cost + retarget_cost, 2)
 
 
-def daily_activity(app_id: str, day: dt.date, source: str, campaign: str, cohort_type: str, kpi: str,
-                   users: int) -> dict[str, list[float]]:
-    """Per-day additive figures of one cell (periods 0..180): events, revenue (USD), users active
-    that day and users doing it for the first time."""
+def by_geo(users: int, cost: float | None) -> list[tuple[str, int, float | None]]:
+    """A cell's users and cost split over ``GEO_SHARES``; the parts add up to the whole."""
+    parts = []
+    users_left, cost_left = users, cost
+    for i, (geo, share) in enumerate(GEO_SHARES):
+        last = i == len(GEO_SHARES) - 1
+        part = users_left if last else round(users * share)
+        part_cost = None if cost is None else (round(cost_left, 2) if last else round(cost * share, 2))
+        users_left -= part
+        if cost_left is not None and part_cost is not None:
+            cost_left -= part_cost
+        parts.append((geo, part, part_cost))
+    return parts
+
+
+def daily_activity(app_id: str, day: dt.date, source: str, campaign: str, geo: str, cohort_type: str,
+                   kpi: str, users: int) -> dict[str, list[float]]:
+    """Per-day additive figures of one cell and country (periods 0..180): events, revenue (USD),
+    users active that day and users doing it for the first time."""
     # roas and roi are ratios of the cohort's revenue: the same activity as the revenue KPI.
     activity_kpi = "revenue" if kpi_name(kpi) in ("roas", "roi") else kpi_name(kpi)
-    rng = random.Random(_seed(app_id, COHORT, cohort_type, activity_kpi, day.isoformat(), source, campaign))
+    rng = random.Random(_seed(app_id, COHORT, cohort_type, activity_kpi, day.isoformat(), source, campaign, geo))
     scale = 0.05 if activity_kpi == "uninstalls" else rng.uniform(0.05, 0.4)
     events = [float(round(users * scale / (1 + n) ** 0.7)) for n in range(MAX_PERIOD + 1)]
     price = rng.uniform(1.0, 12.0)
@@ -248,6 +284,17 @@ def function_values(kpi: str, functions: tuple[str, ...], totals: dict[str, floa
     return values
 
 
+def value_keys(kpi: str, function: str, period: int, event_sum_form: str = "footnote") -> list[str]:
+    """The record key(s) of one function value: ``{kpi}_{function}_day_{N}``, but an event KPI's
+    Sum as footnote 3 of the KPI table spells it, "sum_event_name", with the ``_day_{N}`` suffix
+    every other key has (the suffix is the one inference: the footnote prints none)."""
+    prefix = key_prefix(kpi)
+    if function != "sum" or kpi_name(kpi) in KPI_FUNCTIONS:
+        return [f"{prefix}_{function}_day_{period}"]
+    footnote, other = f"sum_{prefix}_day_{period}", f"{prefix}_sum_day_{period}"
+    return {"footnote": [footnote], "function": [other], "both": [footnote, other]}[event_sum_form]
+
+
 def _filter_values(value: str | list[str]) -> set[str]:
     return {value} if isinstance(value, str) else set(value)
 
@@ -272,28 +319,29 @@ def cohort_records(app_id: str, body: dict[str, Any], today: dt.date,
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     day = first
     while day <= min(last, today):
-        for source, agency, campaign in daily_report_cells(app_id):
-            values = {"date": day.isoformat(), "pid": source, "c": campaign, "af_prt": agency,
-                      "geo": "KR", "cohort_type": cohort_type}
-            if any(values.get(k, NO_AGENCY) not in v for k, v in wanted.items() if k != "revenue_type"):
-                continue
-            users, cost = cohort_base(app_id, day, source, campaign, cohort_type)
-            activity = daily_activity(app_id, day, source, campaign, cohort_type, kpi, users)
-            key = tuple(values.get(g, NO_AGENCY) for g in groupings)
-            group = groups.setdefault(key, {"users": 0, "cost": None, "totals": {}})
-            group["users"] += users
-            if cost is not None:
-                group["cost"] = (group["cost"] or 0.0) + cost
-            for n in range(min(mature, MAX_PERIOD) + 1):
-                if n not in periods:
+        for source, agency, campaign in cohort_cells(app_id):
+            for geo, users, cost in by_geo(*cohort_base(app_id, day, source, campaign, cohort_type)):
+                values = {"date": day.isoformat(), "pid": source, "c": campaign, "af_prt": agency,
+                          "geo": geo, "cohort_type": cohort_type}
+                if any(values.get(k, NO_AGENCY) not in v for k, v in wanted.items() if k != "revenue_type"):
                     continue
-                totals = group["totals"].setdefault(n, dict.fromkeys(activity, 0.0))
-                for figure, daily in activity.items():
-                    totals[figure] += sum(daily[: n + 1]) if cumulative else daily[n]
+                activity = daily_activity(app_id, day, source, campaign, geo, cohort_type, kpi, users)
+                key = tuple(values.get(g, NO_AGENCY) for g in groupings)
+                group = groups.setdefault(key, {"users": 0, "cost": None, "totals": {}})
+                group["users"] += users
+                if cost is not None:
+                    group["cost"] = (group["cost"] or 0.0) + cost
+                for n in range(min(mature, MAX_PERIOD) + 1):
+                    if n not in periods:
+                        continue
+                    totals = group["totals"].setdefault(n, dict.fromkeys(activity, 0.0))
+                    for figure, daily in activity.items():
+                        totals[figure] += sum(daily[: n + 1]) if cumulative else daily[n]
         day += dt.timedelta(days=1)
     rate = USD_TO_APP_CURRENCY if body.get("preferred_currency") else 1.0
     per_user = bool(body.get("per_user"))
     prefix = key_prefix(kpi)
+    event_sum_form = behaviour.get("event_sum_form", "footnote")
     records = []
     for key, group in groups.items():
         users, cost = group["users"], group["cost"]
@@ -310,8 +358,9 @@ def cohort_records(app_id: str, body: dict[str, Any], today: dt.date,
                     value *= rate
                 if per_user and function in ("count", "sum", "unique_users"):
                     value /= users
-                record[f"{prefix}_{function}_day_{n}"] = (
-                    int(value) if function in ("count", "unique_users") and not per_user else round(value, 4))
+                value = int(value) if function in ("count", "unique_users") and not per_user else round(value, 4)
+                for name in value_keys(kpi, function, n, event_sum_form):
+                    record[name] = value
             for token in extra_functions:
                 record[f"{prefix}_{token}_day_{n}"] = totals["events"]
         record.update(behaviour.get("extra_keys", {}))
@@ -326,10 +375,17 @@ def configure_cohort(server: SandboxServer, **changes: Any) -> None:
     """Make Cohort answers depart from the documents (cleared by ``server.reset()``):
     ``refused_kpis`` (spellings answered 422 as outside the OpenAPI enum), ``extra_functions``
     (function tokens added to every KPI), ``drop_functions`` (documented functions left out),
-    ``extra_keys`` (added to every record), ``results_count`` (records padded to this many)."""
+    ``extra_keys`` (added to every record), ``results_count`` (records padded to this many),
+    ``event_sum_form`` (an event's Sum keyed ``footnote``, ``function`` or ``both``: see
+    :func:`value_keys`), ``extra_answer_keys`` (added beside ``query`` and ``results``)."""
     unknown = set(changes) - set(COHORT_BEHAVIOUR)
     if unknown:
         raise ValueError(f"unknown cohort behaviour {sorted(unknown)}; known: {list(COHORT_BEHAVIOUR)}")
+    if changes.get("event_sum_form", "footnote") not in EVENT_SUM_FORMS:
+        raise ValueError(f"event_sum_form must be one of {list(EVENT_SUM_FORMS)}")
+    extra = changes.get("extra_answer_keys", {})
+    if not isinstance(extra, dict) or {"query", "results"} & set(extra):
+        raise ValueError("extra_answer_keys must be an object of keys other than query and results")
     with server.lock:
         server.config.setdefault(COHORT, {}).update(changes)
 
@@ -360,7 +416,8 @@ def cohort_query(server: SandboxServer, request: Request) -> Response:
         return Response.json_body(422, {"error": str(exc), "expose": False}, call=call)
     call["rows"] = len(records)
     if answer_format == "json":
-        return Response.json_body(200, {"query": body, "results": records}, call=call, delay=delay)
+        answer = {"query": body, "results": records, **behaviour.get("extra_answer_keys", {})}
+        return Response.json_body(200, answer, call=call, delay=delay)
     names: list[str] = []
     for record in records:
         names.extend(k for k in record if k not in names)

@@ -8,8 +8,10 @@ query per day keeps each cohort's periods exact.
 
 What is asked (KPIs, cohort types, periods, currency, smallest cohort) is the
 ``appsflyer_cohort_api`` resource's, from settings, never run config: every run, scheduled maturity
-re-pulls included, pulls all of it, and a partition is replaced as a whole, so no run can wipe
-the KPIs or cohort types another pulled.
+re-pulls included, pulls all of it. A partition is replaced as a whole, so the rows a run does not
+pull (a KPI or cohort type since removed from the settings) are carried over from the archive into
+what it writes: removing a KPI stops updating it; its stored rows are kept, in the archive, whose
+rows may be the only copy left (AppsFlyer serves cohorts 720 days back), and in product.
 """
 
 import datetime as dt
@@ -32,6 +34,7 @@ from adpipes.appsflyer.schemas import COHORT_LTV_TABLE, PLATFORMS, cohort_ltv_sc
 from adpipes.lib.assets import table_asset
 from adpipes.lib.quality import ROW_VOLUME, UNKNOWN_COLUMNS, QualityReport, QualityStore, check_groups, publish
 from adpipes.lib.quota import ApiCallLedger, require_calls
+from adpipes.lib.storage.postgres import LAYOUT_COMMENT, PostgresDatabase, read_partitions
 
 GROUP = "appsflyer"
 COHORT_LTV_CHECKS = check_groups(cohort_ltv_schema(), extra=[UNKNOWN_COLUMNS, ROW_VOLUME])
@@ -51,8 +54,10 @@ def cohort_rows(answer: CohortAnswer, platform: str, currency: str) -> list[dict
     ]
 
 
-def cohort_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=COHORT_LTV_TABLE.column_names)
+def cohort_frame(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """The table's columns, typed, from answer rows or rows read back from the table."""
+    frame = (rows.reindex(columns=COHORT_LTV_TABLE.column_names) if isinstance(rows, pd.DataFrame)
+             else pd.DataFrame(rows, columns=COHORT_LTV_TABLE.column_names))
     for column in (*TEXT_COLUMNS, "extra_functions"):
         frame[column] = frame[column].astype("string")
     for column in ("period", "users"):
@@ -60,6 +65,34 @@ def cohort_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for column in ("cost", "ecpi", *COHORT_FUNCTIONS):
         frame[column] = pd.to_numeric(frame[column]).astype("Float64")
     return frame
+
+
+def stored_rows_not_pulled(archive: PostgresDatabase, days: list[str], pulled: set[tuple[str, str]],
+                           timezone: str) -> pd.DataFrame:
+    """The archive's rows of ``days`` whose (cohort_type, kpi) is not in ``pulled``, typed.
+
+    Empty while the table does not exist or has an older layout (the IO manager keeps that one as
+    ``cohort_ltv_layout{N}``, untouched).
+    """
+    with archive.connect() as conn:
+        (comment,) = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
+                                  (COHORT_LTV_TABLE.qualified_name,)).fetchone()
+        conn.rollback()
+        if comment != LAYOUT_COMMENT.format(version=COHORT_LTV_TABLE.layout_version):
+            return cohort_frame([])
+        stored = read_partitions(conn, COHORT_LTV_TABLE, [dt.date.fromisoformat(d) for d in days],
+                                 timezone=timezone)
+    not_pulled = [(t, k) not in pulled for t, k in zip(stored["cohort_type"], stored["kpi"], strict=True)]
+    return cohort_frame(stored[not_pulled].reset_index(drop=True))
+
+
+def carried_over_summary(carried: pd.DataFrame) -> list[dict[str, Any]]:
+    """What was carried over, per (cohort_type, kpi): its rows and partitions."""
+    return [
+        {"cohort_type": cohort_type, "kpi": kpi, "rows": len(group),
+         "partitions": sorted(group["report_date"].unique().tolist())}
+        for (cohort_type, kpi), group in carried.groupby(["cohort_type", "kpi"], sort=True)
+    ]
 
 
 @table_asset(
@@ -77,6 +110,7 @@ def cohort_ltv(
     appsflyer_apps: AppsFlyerApps,
     api_calls: ApiCallLedger,
     quality: QualityStore,
+    archive_db: PostgresDatabase,
 ):
     """What each day's install cohort is worth over time: for the users attributed on
     report_date, per cohort type (user acquisition, retargeting, unified), platform, media source
@@ -85,7 +119,8 @@ def cohort_ltv(
     unique users) cumulated from the install day through day N (periods 0-30, 60, 90, 180), one
     row per KPI and period. This is the table for LTV curves, payback and ROAS-by-channel
     analysis. A period appears only once it is complete and a cohort's figures keep growing until
-    then: the daily schedule re-pulls maturing cohorts, every KPI and cohort type each time.
+    then: the daily schedule re-pulls maturing cohorts, every KPI and cohort type each time. A KPI
+    or cohort type removed from the settings is no longer updated; its stored rows are kept.
     """
     api = appsflyer_cohort_api
     days = list(context.partition_keys)
@@ -117,6 +152,9 @@ def cohort_ltv(
     calls: dict[str, int] = {}
     records: dict[str, int] = {}
     unknown: dict[str, set[str]] = {}
+    # Top-level answer keys beside query and results: key -> partitions, and one value each.
+    answer_keys: dict[str, set[str]] = {}
+    answer_key_values: dict[str, Any] = {}
     for platform, query in queries:
         answer = api.fetch_cohort(query, ledger=api_calls, log=context.log, today=today)
         label = f"{query.cohort_type} {query.kpi}"
@@ -124,6 +162,9 @@ def cohort_ltv(
         records[label] = records.get(label, 0) + answer.records
         if answer.unknown_functions:
             unknown.setdefault(query.day.isoformat(), set()).update(answer.unknown_functions)
+        for key, value in answer.unknown_keys.items():
+            answer_keys.setdefault(key, set()).add(query.day.isoformat())
+            answer_key_values.setdefault(key, value)
         rows.extend(cohort_rows(answer, platform, currency))
     frame = cohort_frame(rows)
     report = QualityReport(COHORT_LTV_CHECKS, days, COHORT_LTV_TABLE.row_key)
@@ -135,7 +176,30 @@ def cohort_ltv(
     if extra:
         context.log.warning(f"AppsFlyer Cohort API returned function(s) {extra} the documents do not "
                             "list for their KPI; they are kept in appsflyer.cohort_ltv.extra_functions")
+    for key, key_days in answer_keys.items():
+        for day in sorted(key_days):
+            report.add_unknown_columns(day, [f"answer.{key}"])
+    if answer_keys:
+        # Not refused: the documents name the two sections but not the layout beyond them.
+        shown = "; ".join(f"{k}: {json.dumps(v, default=str)[:200]}" for k, v in sorted(answer_key_values.items()))
+        context.log.warning(
+            f"AppsFlyer Cohort API answers carry top-level key(s) {sorted(answer_keys)} beside the "
+            f"documented 'query' and 'results' ({shown}); adpipes reads only 'results' and stores "
+            "none of them. Check whether they say something about the data (see docs/cohort-api.md).")
     latest = frame.groupby("report_date")["period"].max() if len(frame) else pd.Series(dtype="Int64")
+    pulled = {(query.cohort_type, kpi_column_value(query.kpi)) for _, query in queries}
+    carried = stored_rows_not_pulled(archive_db, days, pulled, api.timezone)
+    carried_over = carried_over_summary(carried)
+    if carried_over:
+        # The partition is replaced as a whole in both databases: without these rows a KPI or
+        # cohort type removed from the settings would vanish from the archive on the next re-pull.
+        context.log.warning(
+            "appsflyer/cohort_ltv: kept the stored rows of what this run did not pull (no longer in "
+            "APPSFLYER_COHORT_KPIS / APPSFLYER_COHORT_TYPES): "
+            + "; ".join(f"{c['cohort_type']} {c['kpi']!r}: {c['rows']} row(s) of {', '.join(c['partitions'])}"
+                        for c in carried_over)
+            + ". They are written back unchanged and no longer updated.")
+        frame = pd.concat([frame, carried], ignore_index=True)
     output = dg.Output(
         frame,
         metadata={
@@ -150,6 +214,9 @@ def cohort_ltv(
             "appsflyer/min_cohort_size": api.min_cohort_size,
             "appsflyer/quota_use": dg.MetadataValue.json(quota_use),
             "appsflyer/extra_functions": dg.MetadataValue.json(extra),
+            "appsflyer/unknown_answer_keys": dg.MetadataValue.json(
+                {k: sorted(v) for k, v in sorted(answer_keys.items())}),
+            "appsflyer/carried_over": dg.MetadataValue.json(carried_over),
             "latest_complete_period": dg.MetadataValue.json({k: int(v) for k, v in latest.items()}),
         },
     )

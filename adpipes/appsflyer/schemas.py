@@ -499,7 +499,8 @@ def cohort_ltv_schema() -> pa.DataFrameSchema:
                             nullable=False, description="Day N after the install day (0 = the install day "
                             "itself). Only complete periods are stored (partial_data false)."),
         "kpi": _text("The KPI: revenue, roas, roi, sessions or uninstalls (lowercased whatever spelling "
-                     "was sent), or an in-app event name as written (case-sensitive).", False),
+                     "was sent), or an in-app event name as written (case-sensitive). A KPI (or cohort "
+                     "type) removed from the settings keeps its stored rows, no longer updated.", False),
         "users": pa.Column("Int64", rule(NON_NEGATIVE, pa.Check.ge(0), "users >= 0"), nullable=False,
                            description="Users in the cohort (attributed on report_date); the same on every "
                            "KPI row of the cohort."),

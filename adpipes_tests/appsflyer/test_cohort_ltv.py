@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import psycopg
 import pytest
+import requests
 
 from adpipes.airbridge.schemas import REVENUE_KEY
 from adpipes.appsflyer.cohort import cohort_ltv
@@ -130,6 +131,81 @@ def test_revenue_roas_and_sessions_land_typed_and_a_maturity_repull_keeps_all_th
     assert query(product_dsn, STORED) == before
     assert {k for (k,) in query(archive_dsn, "SELECT DISTINCT kpi FROM appsflyer.cohort_ltv")} == {
         "revenue", "roas", "sessions"}
+
+
+def test_removing_a_kpi_or_cohort_type_keeps_its_stored_rows(clean_sandbox, storage_resources, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = days_ago(3)
+    by_pair = "SELECT cohort_type, kpi, count(*) FROM appsflyer.cohort_ltv GROUP BY 1, 2 ORDER BY 1, 2"
+    kept = STORED.replace("ORDER BY", "WHERE (cohort_type, kpi) <> ('user_acquisition', 'revenue') ORDER BY")
+    both_types = ["user_acquisition", "retargeting"]
+    first = make_resources(clean_sandbox, storage_resources, kpis=["revenue", "roas"], cohort_types=both_types)
+    assert dg.materialize([cohort_ltv], resources=first, partition_key=day).success
+    before = {dsn: query(dsn, kept) for dsn in (product_dsn, archive_dsn)}
+    assert len(before[archive_dsn]) == 3 * COHORTS * 3
+
+    # roas and retargeting removed from the settings; revenue changes (a larger smallest cohort).
+    clean_sandbox.reset()
+    second = make_resources(clean_sandbox, storage_resources, kpis=["revenue"], min_cohort_size=150)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([cohort_ltv], resources=second, partition_key=day, instance=instance)
+    assert result.success
+    assert {(c["body"]["cohort_type"], c["body"]["kpis"][0]) for c in cohort_calls(clean_sandbox)} == {
+        ("user_acquisition", "revenue")}
+    expected = served(clean_sandbox)
+    for dsn in (product_dsn, archive_dsn):
+        # The rows this run did not pull are still there, unchanged ...
+        assert query(dsn, kept) == before[dsn]
+        # ... and the revenue rows are this run's answer, the first run's gone.
+        revenue = {k: v for k, v in stored(dsn).items() if k[:1] == ("user_acquisition",) and k[4] == "revenue"}
+        assert revenue.keys() == expected.keys() and all(revenue[k] == pytest.approx(v) for k, v in expected.items())
+        assert 0 < len({k[2:4] for k in revenue}) < COHORTS
+    pairs = [{"cohort_type": t, "kpi": k, "rows": COHORTS * 3, "partitions": [day]}
+             for t, k in [("retargeting", "revenue"), ("retargeting", "roas"), ("user_acquisition", "roas")]]
+    metadata = result.asset_materializations_for_node(NODE)[0].metadata
+    assert metadata["appsflyer/carried_over"].value == pairs
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("kept the stored rows of what this run did not pull" in m and "user_acquisition 'roas': "
+               f"{COHORTS * 3} row(s) of {day}" in m for m in logged)
+
+    # Pulled again, a pair is replaced, not carried over.
+    clean_sandbox.reset()
+    result = dg.materialize([cohort_ltv], resources=first, partition_key=day)
+    assert result.asset_materializations_for_node(NODE)[0].metadata["appsflyer/carried_over"].value == []
+    assert query(archive_dsn, by_pair) == query(product_dsn, by_pair) == [
+        (t, k, COHORTS * 3) for t in ("retargeting", "user_acquisition") for k in ("revenue", "roas")]
+
+
+def test_an_event_kpi_lands_its_sum_from_the_footnotes_key(clean_sandbox, storage_resources, clean_databases):
+    product_dsn, _ = clean_databases
+    resources = make_resources(clean_sandbox, storage_resources, kpis=["Checkout Start"])
+    assert dg.materialize([cohort_ltv], resources=resources, partition_key=days_ago(3)).success
+    expected = served(clean_sandbox)
+    assert {k[5] for k in expected} == {"count", "cvr", "sum", "unique_users"}
+    landed = stored(product_dsn)
+    assert landed.keys() == expected.keys() and all(landed[k] == pytest.approx(v) for k, v in expected.items())
+    assert query(product_dsn, "SELECT DISTINCT kpi, count(sum) = count(*) FROM appsflyer.cohort_ltv GROUP BY 1") == [
+        ("Checkout Start", True)]
+
+
+def test_unknown_top_level_answer_keys_are_flagged_and_the_rows_stored(clean_sandbox, storage_resources,
+                                                                       clean_databases):
+    product_dsn, _ = clean_databases
+    control = requests.post(f"{clean_sandbox.base_url}/_sandbox/appsflyer/cohort",
+                            json={"extra_answer_keys": {"data_freshness": "delayed"}}, timeout=10)
+    assert control.status_code == 200, control.text
+    day = days_ago(2)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([cohort_ltv], resources=make_resources(clean_sandbox, storage_resources),
+                            partition_key=day, instance=instance)
+    assert result.success
+    assert query(product_dsn, "SELECT count(*) FROM appsflyer.cohort_ltv") == [(COHORTS * 2,)]
+    metadata = result.asset_materializations_for_node(NODE)[0].metadata
+    assert metadata["appsflyer/unknown_answer_keys"].value == {"data_freshness": [day]}
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "unknown_columns"]
+    assert not check.passed and check.metadata["unknown_columns"].value == ["answer.data_freshness"]
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("top-level key(s) ['data_freshness']" in m and '"delayed"' in m for m in logged)
 
 
 def test_cohort_types_coexist_and_uninstalls_is_not_asked_with_unified(clean_sandbox, storage_resources,
@@ -267,16 +343,25 @@ def test_range_is_one_query_per_day_and_a_rerun_changes_nothing(clean_sandbox, s
 
 
 def test_a_table_of_the_wide_layout_is_kept_as_layout1(clean_sandbox, storage_resources, clean_databases):
-    product_dsn, _ = clean_databases
-    with psycopg.connect(product_dsn) as conn:
-        conn.execute("CREATE SCHEMA appsflyer")
-        conn.execute("CREATE TABLE appsflyer.cohort_ltv (report_date date, platform text, period bigint, "
-                     "revenue_sum numeric) PARTITION BY RANGE (report_date)")
-        conn.execute("CREATE TABLE appsflyer.cohort_ltv_2026_01_01 PARTITION OF appsflyer.cohort_ltv "
-                     "FOR VALUES FROM ('2026-01-01') TO ('2026-01-02')")
-        conn.execute("INSERT INTO appsflyer.cohort_ltv VALUES ('2026-01-01', 'ios', 7, 12.5)")
-    assert dg.materialize([cohort_ltv], resources=make_resources(clean_sandbox, storage_resources),
-                          partition_key=days_ago(2)).success
-    assert query(product_dsn, "SELECT report_date::text, platform, period, revenue_sum::float "
-                 "FROM appsflyer.cohort_ltv_layout1") == [("2026-01-01", "ios", 7, 12.5)]
-    assert query(product_dsn, "SELECT DISTINCT kpi FROM appsflyer.cohort_ltv") == [("revenue",)]
+    day = days_ago(2)
+    for dsn in clean_databases:
+        with psycopg.connect(dsn) as conn:
+            conn.execute("CREATE SCHEMA appsflyer")
+            conn.execute("CREATE TABLE appsflyer.cohort_ltv (report_date date, platform text, period bigint, "
+                         "revenue_sum numeric) PARTITION BY RANGE (report_date)")
+            conn.execute("CREATE TABLE appsflyer.cohort_ltv_2026_01_01 PARTITION OF appsflyer.cohort_ltv "
+                         "FOR VALUES FROM ('2026-01-01') TO ('2026-01-02')")
+            conn.execute("INSERT INTO appsflyer.cohort_ltv VALUES ('2026-01-01', 'ios', 7, 12.5)")
+            # A row of the day being pulled: layout 1 has no kpi or cohort_type to carry it over by.
+            conn.execute(f"CREATE TABLE appsflyer.cohort_ltv_d PARTITION OF appsflyer.cohort_ltv "
+                         f"FOR VALUES FROM ('{day}') TO ('{days_ago(1)}')")
+            conn.execute(f"INSERT INTO appsflyer.cohort_ltv VALUES ('{day}', 'ios', 0, 1.5)")
+    result = dg.materialize([cohort_ltv], resources=make_resources(clean_sandbox, storage_resources),
+                            partition_key=day)
+    assert result.success
+    assert result.asset_materializations_for_node(NODE)[0].metadata["appsflyer/carried_over"].value == []
+    for dsn in clean_databases:
+        assert query(dsn, "SELECT report_date::text, platform, period, revenue_sum::float "
+                     "FROM appsflyer.cohort_ltv_layout1 ORDER BY 1") == [("2026-01-01", "ios", 7, 12.5),
+                                                                        (day, "ios", 0, 1.5)]
+        assert query(dsn, "SELECT DISTINCT kpi FROM appsflyer.cohort_ltv") == [("revenue",)]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
@@ -59,6 +58,13 @@ from adpipes.airbridge.contract import (
     read_result_page,
     read_status,
 )
+from adpipes.lib.settings import (
+    DEFAULT_AIRBRIDGE_BASE_URL,
+    DEFAULT_AIRBRIDGE_GROUP_BY,
+    ISO_CURRENCY,
+    SANDBOX_AIRBRIDGE_APP_NAME,
+    ConfigurationError,
+)
 from adpipes.lib.http import (
     RetriesExhausted,
     TransientError,
@@ -79,11 +85,9 @@ GRANULARITY = "day"
 # The Dagster concurrency pool of the steps calling the Airbridge reports API (limited in the
 # shipped dagster.yaml, like every vendor API pool).
 API_POOL = "airbridge_api"
-DEFAULT_GROUP_BY = ("channel", "campaign")
 # The document states no limit on pages. A server that keeps answering hasNext=true must not
 # hang a run: 1000 pages of 50 group rows is far more than an app's channels x campaigns.
 DEFAULT_MAX_PAGES = 1000
-_ISO_CURRENCY = re.compile(r"[A-Z]{3}")
 
 _default_log = logging.getLogger("adpipes.airbridge")
 
@@ -258,7 +262,7 @@ class AirbridgeApi(VendorApiResource):
         "'to' may not be after today there.",
     )
     group_by: list[str] = Field(
-        default=list(DEFAULT_GROUP_BY),
+        default=list(DEFAULT_AIRBRIDGE_GROUP_BY),
         description="groupBy.fields (AIRBRIDGE_GROUP_BY): each becomes a column of airbridge.revenue.",
     )
     start_events: list[str] = Field(default=["app_install"], description="startEvents (documented enum).")
@@ -334,7 +338,7 @@ class AirbridgeApi(VendorApiResource):
     def _check_query(self, ranges: Sequence[tuple[dt.date, dt.date]]) -> None:
         """Every limit adpipes can check without Airbridge, before the first call."""
         problems = []
-        if not _ISO_CURRENCY.fullmatch(self.currency or ""):
+        if not ISO_CURRENCY.fullmatch(self.currency or ""):
             problems.append(f"currency={self.currency!r} must be an ISO 4217 code such as KRW ({CURRENCY_VARIABLE})")
         collisions = group_by_collisions(self.group_by)
         if collisions:
@@ -682,8 +686,6 @@ def airbridge_api_from_settings(settings: Any) -> AirbridgeApi:
     """The ``airbridge_api`` resource for the environment: the sandbox in dev, EnvVars in prod.
 
     A group-by key that is one of the revenue table's own columns fails here, at load."""
-    from adpipes.lib.settings import DEFAULT_AIRBRIDGE_BASE_URL, SANDBOX_AIRBRIDGE_APP_NAME, ConfigurationError
-
     collisions = group_by_collisions(settings.airbridge_group_by)
     if collisions:
         raise ConfigurationError(

@@ -48,8 +48,10 @@ REQUIRED_VALUES = CheckGroup(
 UNIQUE_KEYS = CheckGroup("unique_keys", "No two rows share the table's key.")
 UNKNOWN_COLUMNS = CheckGroup(
     "unknown_columns",
-    "The vendor sent columns adpipes does not know yet. They are kept as text columns (in the "
-    "archive) and nothing is dropped; add them to the schema once their meaning is known.",
+    "The vendor sent columns or fields adpipes does not know yet. Report columns are kept as text "
+    "columns, Cohort API functions in extra_functions, Airbridge fields in extra_fields (page-level "
+    "ones in the run's metadata); keys beside a Cohort answer's results are quoted in the run's "
+    "log and metadata. Add them to the schema once their meaning is known.",
     WARN,
 )
 ROW_VOLUME = CheckGroup(

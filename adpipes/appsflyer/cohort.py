@@ -34,7 +34,7 @@ from adpipes.appsflyer.schemas import COHORT_LTV_TABLE, PLATFORMS, cohort_ltv_sc
 from adpipes.lib.assets import table_asset
 from adpipes.lib.quality import ROW_VOLUME, UNKNOWN_COLUMNS, QualityReport, QualityStore, check_groups, publish
 from adpipes.lib.quota import ApiCallLedger, require_calls
-from adpipes.lib.storage.postgres import LAYOUT_COMMENT, PostgresDatabase, read_partitions
+from adpipes.lib.storage.postgres import PostgresDatabase, read_partitions, stored_layout_version
 
 GROUP = "appsflyer"
 COHORT_LTV_CHECKS = check_groups(cohort_ltv_schema(), extra=[UNKNOWN_COLUMNS, ROW_VOLUME])
@@ -75,10 +75,10 @@ def stored_rows_not_pulled(archive: PostgresDatabase, days: list[str], pulled: s
     ``cohort_ltv_layout{N}``, untouched).
     """
     with archive.connect() as conn:
-        (comment,) = conn.execute("SELECT obj_description(to_regclass(%s), 'pg_class')",
-                                  (COHORT_LTV_TABLE.qualified_name,)).fetchone()
+        # The same test as the IO manager's: an older layout is renamed away, not written into.
+        version = stored_layout_version(conn, COHORT_LTV_TABLE)
         conn.rollback()
-        if comment != LAYOUT_COMMENT.format(version=COHORT_LTV_TABLE.layout_version):
+        if version is None or version < COHORT_LTV_TABLE.layout_version:
             return cohort_frame([])
         stored = read_partitions(conn, COHORT_LTV_TABLE, [dt.date.fromisoformat(d) for d in days],
                                  timezone=timezone)
@@ -147,14 +147,18 @@ def cohort_ltv(
         f"{len(api.cohort_types)} cohort type(s) x {len(days)} day(s) x {len(PLATFORMS)} apps)",
         hint="materialize fewer days per run",
     )
+    # Read before the first call: if the archive cannot be read, no Cohort API quota is spent.
+    pulled = {(query.cohort_type, kpi_column_value(query.kpi)) for _, query in queries}
+    carried = stored_rows_not_pulled(archive_db, days, pulled, api.timezone)
     currency = appsflyer_apps.currency if api.preferred_currency else "USD"
     rows: list[dict[str, Any]] = []
     calls: dict[str, int] = {}
     records: dict[str, int] = {}
     unknown: dict[str, set[str]] = {}
-    # Top-level answer keys beside query and results: key -> partitions, and one value each.
+    # Top-level answer keys beside query and results: key -> partitions, and every value with the
+    # query that carried it (they are stored nowhere else).
     answer_keys: dict[str, set[str]] = {}
-    answer_key_values: dict[str, Any] = {}
+    answer_key_values: dict[str, list[dict[str, Any]]] = {}
     for platform, query in queries:
         answer = api.fetch_cohort(query, ledger=api_calls, log=context.log, today=today)
         label = f"{query.cohort_type} {query.kpi}"
@@ -164,7 +168,9 @@ def cohort_ltv(
             unknown.setdefault(query.day.isoformat(), set()).update(answer.unknown_functions)
         for key, value in answer.unknown_keys.items():
             answer_keys.setdefault(key, set()).add(query.day.isoformat())
-            answer_key_values.setdefault(key, value)
+            answer_key_values.setdefault(key, []).append(
+                {"partition": query.day.isoformat(), "app_id": query.app_id, "cohort_type": query.cohort_type,
+                 "kpi": query.kpi, "value": value})
         rows.extend(cohort_rows(answer, platform, currency))
     frame = cohort_frame(rows)
     report = QualityReport(COHORT_LTV_CHECKS, days, COHORT_LTV_TABLE.row_key)
@@ -181,14 +187,14 @@ def cohort_ltv(
             report.add_unknown_columns(day, [f"answer.{key}"])
     if answer_keys:
         # Not refused: the documents name the two sections but not the layout beyond them.
-        shown = "; ".join(f"{k}: {json.dumps(v, default=str)[:200]}" for k, v in sorted(answer_key_values.items()))
+        shown = "; ".join(f"{k}: {json.dumps(v[0]['value'], default=str)[:200]}"
+                          for k, v in sorted(answer_key_values.items()))
         context.log.warning(
             f"AppsFlyer Cohort API answers carry top-level key(s) {sorted(answer_keys)} beside the "
-            f"documented 'query' and 'results' ({shown}); adpipes reads only 'results' and stores "
-            "none of them. Check whether they say something about the data (see docs/cohort-api.md).")
+            f"documented 'query' and 'results' (first values: {shown}); adpipes reads only 'results'; "
+            "every value is in the run's appsflyer/unknown_answer_keys metadata. Check whether they say "
+            "something about the data (see docs/cohort-api.md).")
     latest = frame.groupby("report_date")["period"].max() if len(frame) else pd.Series(dtype="Int64")
-    pulled = {(query.cohort_type, kpi_column_value(query.kpi)) for _, query in queries}
-    carried = stored_rows_not_pulled(archive_db, days, pulled, api.timezone)
     carried_over = carried_over_summary(carried)
     if carried_over:
         # The partition is replaced as a whole in both databases: without these rows a KPI or
@@ -215,7 +221,7 @@ def cohort_ltv(
             "appsflyer/quota_use": dg.MetadataValue.json(quota_use),
             "appsflyer/extra_functions": dg.MetadataValue.json(extra),
             "appsflyer/unknown_answer_keys": dg.MetadataValue.json(
-                {k: sorted(v) for k, v in sorted(answer_keys.items())}),
+                {k: answer_key_values[k] for k in sorted(answer_keys)}),
             "appsflyer/carried_over": dg.MetadataValue.json(carried_over),
             "latest_complete_period": dg.MetadataValue.json({k: int(v) for k, v in latest.items()}),
         },

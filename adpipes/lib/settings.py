@@ -93,7 +93,7 @@ KNOWN_VARIABLES = frozenset({
     "APPSFLYER_DAILY_QUOTAS", "APPSFLYER_CURRENCY", "APPSFLYER_APP_CURRENCY",
     "APPSFLYER_COHORT_KPIS", "APPSFLYER_COHORT_TYPES", "APPSFLYER_COHORT_MIN_SIZE",
     "AIRBRIDGE_API_TOKEN", "AIRBRIDGE_APP_NAME", "AIRBRIDGE_BASE_URL", "AIRBRIDGE_GROUP_BY",
-    "AIRBRIDGE_CURRENCY",
+    "AIRBRIDGE_CURRENCY", "AIRBRIDGE_TOTAL_COUNT_MISMATCH",
 })
 VARIABLE_PREFIXES = ("ADPIPES_", "APPSFLYER_", "AIRBRIDGE_")
 # Settings of earlier versions: what to set instead.
@@ -139,6 +139,9 @@ class Settings:
     # Airbridge revenue report: groupBy.fields, and the ISO code of the app's currency.
     airbridge_group_by: tuple[str, ...] = DEFAULT_AIRBRIDGE_GROUP_BY
     airbridge_currency: str = SANDBOX_APP_CURRENCY
+    # What a revenue report whose data.metadata.totalCount matches neither count of the rows
+    # received does: fail (default) or warn (the document does not say what totalCount counts).
+    airbridge_total_count_mismatch: str = "fail"
 
     @property
     def is_dev(self) -> bool:
@@ -285,6 +288,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                       valid=lambda name: bool(_GROUP_BY_KEY.fullmatch(name)),
                       form="an Airbridge group-by key in lowercase (channel, campaign, ad_group, ...)")
 
+    total_count_mismatch = environ.get("AIRBRIDGE_TOTAL_COUNT_MISMATCH", "").strip() or "fail"
+    if total_count_mismatch not in ("fail", "warn"):
+        problems.append(
+            f"AIRBRIDGE_TOTAL_COUNT_MISMATCH={total_count_mismatch!r} must be 'fail' (a revenue report "
+            "whose rows do not add up to its totalCount fails the run) or 'warn' (it is loaded and "
+            "the total_count check warns)"
+        )
+
     if env == PROD:
         missing = [name for name in PROD_REQUIRED_VARIABLES if not environ.get(name, "").strip()]
         if missing:
@@ -321,6 +332,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cohort_min_size=cohort_min_size,
         airbridge_group_by=group_by,
         airbridge_currency=SANDBOX_APP_CURRENCY if env == DEV else airbridge_currency,
+        airbridge_total_count_mismatch=total_count_mismatch,
     )
 
 

@@ -201,7 +201,10 @@ def test_unknown_top_level_answer_keys_are_flagged_and_the_rows_stored(clean_san
     assert result.success
     assert query(product_dsn, "SELECT count(*) FROM appsflyer.cohort_ltv") == [(COHORTS * 2,)]
     metadata = result.asset_materializations_for_node(NODE)[0].metadata
-    assert metadata["appsflyer/unknown_answer_keys"].value == {"data_freshness": [day]}
+    carried = metadata["appsflyer/unknown_answer_keys"].value["data_freshness"]
+    # Every value is kept with the query that carried it: one per app and KPI of the day.
+    assert {(c["partition"], c["value"]) for c in carried} == {(day, "delayed")}
+    assert sorted(c["app_id"] for c in carried) == sorted([SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID])
     (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "unknown_columns"]
     assert not check.passed and check.metadata["unknown_columns"].value == ["answer.data_freshness"]
     logged = [entry.user_message for entry in instance.all_logs(result.run_id)]

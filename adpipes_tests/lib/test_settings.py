@@ -50,6 +50,7 @@ def test_prod_complete_is_accepted_and_secrets_are_not_kept_as_values():
         ({"APPSFLYER_COHORT_MIN_SIZE": "0"}, "APPSFLYER_COHORT_MIN_SIZE='0' must be a whole number of users >= 1"),
         ({"AIRBRIDGE_GROUP_BY": "channel,channel"}, "AIRBRIDGE_GROUP_BY names \\['channel'\\] more than once"),
         ({"AIRBRIDGE_GROUP_BY": "Channel"}, "AIRBRIDGE_GROUP_BY items \\['Channel'\\]"),
+        ({"AIRBRIDGE_TOTAL_COUNT_MISMATCH": "ignore"}, "AIRBRIDGE_TOTAL_COUNT_MISMATCH='ignore' must be 'fail'"),
     ],
 )
 def test_invalid_values_are_named(environ, fragment):
@@ -110,6 +111,20 @@ def test_the_cohort_settings_reach_the_cohort_client_and_the_currencies_their_re
     assert list(airbridge.group_by) == ["channel", "ad_group"] and airbridge.currency == "KRW"
     usd = build_resources(load_settings({}))
     assert usd["appsflyer_cohort_api"].preferred_currency is False and usd["appsflyer_raw_data_api"].currency == "USD"
+
+
+def test_in_prod_each_currency_reaches_its_own_resource():
+    from adpipes.definitions import build_resources
+
+    prod = {name: "v" for name in PROD_REQUIRED_VARIABLES} | {
+        "ADPIPES_ENV": "prod", "APPSFLYER_APP_CURRENCY": "JPY", "AIRBRIDGE_CURRENCY": "EUR",
+        "AIRBRIDGE_TOTAL_COUNT_MISMATCH": "warn",
+    }
+    resources = build_resources(load_settings(prod))
+    assert resources["appsflyer_apps"].currency == "JPY"
+    assert resources["airbridge_api"].currency == "EUR"
+    assert load_settings(prod).airbridge_total_count_mismatch == "warn"
+    assert load_settings({}).airbridge_total_count_mismatch == "fail"
 
 
 def test_variables_of_other_tools_are_ignored():

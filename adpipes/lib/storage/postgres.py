@@ -157,6 +157,17 @@ def legacy_table_name(table: str, version: int) -> str:
     return f"{table}_layout{version}"
 
 
+def stored_layout_version(cur: psycopg.Cursor | psycopg.Connection, spec: TableSpec) -> int | None:
+    """The layout version of ``spec``'s stored table (from its comment; 1 for a table adpipes
+    created before layouts were recorded), or None when there is no table."""
+    row = cur.execute("SELECT to_regclass(%s) IS NOT NULL, obj_description(to_regclass(%s), 'pg_class')",
+                      (spec.qualified_name, spec.qualified_name)).fetchone()
+    if not row[0]:
+        return None
+    match = _LAYOUT_PATTERN.search(row[1] or "")
+    return int(match.group(1)) if match else 1
+
+
 def _keep_older_layout(cur: psycopg.Cursor, spec: TableSpec, log: Any) -> None:
     """Rename an existing table of an older layout (and its day partitions) out of the way.
 
@@ -165,19 +176,11 @@ def _keep_older_layout(cur: psycopg.Cursor, spec: TableSpec, log: Any) -> None:
     under ``{table}_layout{N}``, untouched, and the table is created anew. Nothing is dropped.
     """
     schema, table = spec.schema_name, spec.table_name
-    cur.execute(
-        "SELECT c.oid, obj_description(c.oid, 'pg_class') FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-        (schema, table),
-    )
-    row = cur.fetchone()
-    if row is None:
+    version = stored_layout_version(cur, spec)
+    if version is None or version >= spec.layout_version:
         return
-    oid, comment = row
-    match = _LAYOUT_PATTERN.search(comment or "")
-    version = int(match.group(1)) if match else 1
-    if version >= spec.layout_version:
-        return
+    cur.execute("SELECT to_regclass(%s)::oid", (spec.qualified_name,))
+    (oid,) = cur.fetchone()
     legacy = legacy_table_name(table, version)
     cur.execute("SELECT to_regclass(%s)", (f"{schema}.{legacy}",))
     if cur.fetchone()[0] is not None:
@@ -491,6 +494,10 @@ def _copy_partitions_out(
 def _read_convert_options(pg_types: dict[str, str]) -> pacsv.ConvertOptions:
     return pacsv.ConvertOptions(
         column_types={c: _ARROW_TYPES.get(t, pa.string()) for c, t in pg_types.items()},
+        # COPY writes NULL as an unquoted empty field and an empty string as "": only the former
+        # is null. pyarrow's default null spellings (NA, N/A, null, nan, ...) are real values
+        # here: Namibia's country code, a campaign called "N/A".
+        null_values=[""],
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
         true_values=["t"],

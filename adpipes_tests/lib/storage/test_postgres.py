@@ -196,3 +196,24 @@ def test_a_new_layout_keeps_the_old_table_and_its_rows_under_another_name(clean_
     assert count(archive_dsn, "storage_test.typed") == 1
     assert comments["typed"] == "adpipes layout 2" and "layout 1" in comments["typed_layout1"]
     assert len(warnings) == 1 and "storage_test.typed_layout1" in warnings[0] and "2 partition(s)" in warnings[0]
+
+
+def test_text_that_looks_like_a_null_reads_back_as_written(clean_databases):
+    # pyarrow's default null spellings are real values in vendor data: Namibia's country code NA,
+    # a campaign named N/A. Only a NULL (COPY: an unquoted empty field) reads back as null.
+    _, archive_dsn = clean_databases
+    names = ["NA", "N/A", "null", "NULL", "nan", "#N/A", "None", "", None]
+    frame = pd.DataFrame({
+        "report_date": [D1.isoformat()] * len(names),
+        "name": pd.array(names, dtype="str"),
+        "n": pd.array([None] * len(names), dtype="Int64"),
+        "flag": pd.array([None] * len(names), dtype="boolean"),
+        "at": pd.to_datetime([None] * len(names)).tz_localize("UTC"),
+        "amount": pd.array([None] * len(names), dtype="Float64"),
+    })
+    with psycopg.connect(archive_dsn) as conn:
+        replace_partitions(conn, TYPED, frame, [D1], timezone=TZ)
+        back = read_partitions(conn, TYPED, [D1], timezone=TZ)
+    read = back.sort_values("name", na_position="last")["name"].tolist()
+    assert read[:-1] == sorted(n for n in names if n is not None) and pd.isna(read[-1])
+    assert back[["n", "flag", "at", "amount"]].isna().all().all()

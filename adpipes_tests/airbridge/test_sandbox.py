@@ -146,3 +146,15 @@ def test_data_is_a_pure_function_of_app_day_group_and_today():
     assert len(first["values"]) == 6
     later = sandbox_airbridge.date_row(APP, d, "tiktok", "TT_KR_Install", 30, True, today() + D(days=1))
     assert later["values"][:6] == first["values"] and len(later["values"]) == 7
+
+
+def test_a_task_is_served_for_the_day_it_was_created(clean_sandbox, monkeypatch):
+    sandbox_airbridge.configure(clean_sandbox, polls_pending=0, polls_running=0)
+    created_on = today()
+    monkeypatch.setattr(sandbox_airbridge, "_today", lambda: created_on)
+    d = created_on - D(days=2)
+    task_id = post(clean_sandbox, body(d, d)).json()["data"]["taskId"]
+    # Midnight passes before the page is read: it still holds Days 0..2, as computed on creation.
+    monkeypatch.setattr(sandbox_airbridge, "_today", lambda: created_on + D(days=1))
+    rows = result(clean_sandbox, task_id).json()["data"]["stats"]["rows"]
+    assert rows and {len(day["values"]) for row in rows for day in row["rows"]} == {3}

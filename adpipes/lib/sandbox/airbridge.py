@@ -19,9 +19,11 @@ prints (``../shared/vendor-docs/airbridge-revenue-report-api.ko.txt``).
 - An unknown app or task answers the documented 404 problem JSON.
 
 Data is a pure function of (app, start-event day, channel, campaign, today): a day only has Day-N
-values for days that have passed, so recent days grow a value per day, as in the real report. One
-small group is below the privacy threshold every day: its figures carry a value and
-``isMasked: true``, and the answer a masking notification, as Airbridge does for Meta data.
+values for days that have passed, so recent days grow a value per day, as in the real report.
+"Today" (Asia/Seoul) is taken once per task, when it is created: every page of a task is served
+for that day, even across midnight, as a report computed once would be. One small group is below
+the privacy threshold every day: its figures carry a value and ``isMasked: true``, and the answer
+a masking notification, as Airbridge does for Meta data.
 
 Sandbox-only configuration (``configure(server, ...)`` or ``POST /_sandbox/airbridge/config``):
 ``apps``, ``polls_pending``, ``polls_running``, ``groups_per_day``, ``notifications`` (extra codes
@@ -186,6 +188,8 @@ class _Task:
     end: dt.date
     body: dict[str, Any]
     created_at: dt.datetime
+    # The day (sandbox timezone) the task's report is computed for: Day-N values up to it.
+    today: dt.date
     # What the task ends as once its PENDING/RUNNING polls are used up.
     fate: str = "SUCCESS"
     polls: int = 0
@@ -444,7 +448,7 @@ def request_report(server: SandboxServer, request: Request) -> Response:
         queued = state.config["next_task_ids"]
         task_id = queued.pop(0) if queued else str(uuid.uuid4())
         task = _Task(task_id, app_name, dt.date.fromisoformat(body["from"]), dt.date.fromisoformat(body["to"]),
-                     body, dt.datetime.now(ZoneInfo(TIMEZONE)), fate=_FATES.get(task_fault or "", "SUCCESS"))
+                     body, dt.datetime.now(ZoneInfo(TIMEZONE)), today, fate=_FATES.get(task_fault or "", "SUCCESS"))
         state.tasks[task_id] = task
     call["task_id"] = task_id
     return Response.json_body(200, {"data": {"taskId": task_id}}, call=call, delay=delay)
@@ -507,7 +511,7 @@ def get_report(server: SandboxServer, request: Request) -> Response:
         # The document prints no answer but SUCCESS: the sandbox keeps the status where the
         # printed answer has it (data.status) beside the task id.
         return Response.json_body(200, {"data": {"status": status, "taskId": task_id}}, call=call, delay=delay)
-    today = _today()
+    today = task.today
     rows = report_rows(task, config, today)
     page = rows[skip:skip + size]
     total_count = len(rows) if config["total_count_unit"] == "group_rows" else sum(len(r["rows"]) for r in rows)

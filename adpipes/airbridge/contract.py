@@ -385,6 +385,10 @@ def _date_row(reader: AnswerReader, value: Any, path: str) -> DateRow:
     date = reader.string(row["date"], f"{path}.date")
     if not _DATE.fullmatch(date):
         raise reader.fail(f"{path}.date", f"is {date!r}, not a date YYYY-MM-DD")
+    try:
+        dt.date.fromisoformat(date)
+    except ValueError:
+        raise reader.fail(f"{path}.date", f"is {date!r}, not a calendar date") from None
     values = []
     for n, item in enumerate(reader.list(row["values"], f"{path}.values")):
         extra: dict[str, Any] = {}

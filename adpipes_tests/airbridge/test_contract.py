@@ -97,6 +97,15 @@ def test_a_documented_key_that_is_missing_fails_naming_row_and_key():
         read_result_page(answer, "task t", ["channel"], first_row=3)
 
 
+@pytest.mark.parametrize(("date", "problem"), [("2021/11/01", "not a date YYYY-MM-DD"),
+                                             ("2021-11-00", "not a calendar date")])
+def test_a_date_that_is_not_a_calendar_date_fails(date, problem):
+    answer = example("airbridge_revenue_result_response")
+    answer["data"]["stats"]["rows"][0]["rows"][0]["date"] = date
+    with pytest.raises(AnswerShapeError, match=rf"data\.stats\.rows\[0\]\.rows\[0\]\.date is '{date}', {problem}"):
+        read_result_page(answer, "task t", ["channel"])
+
+
 def test_a_null_value_is_accepted_only_when_masked():
     answer = example("airbridge_revenue_result_response")
     values = answer["data"]["stats"]["rows"][0]["rows"][0]["values"]

@@ -4,16 +4,17 @@ import datetime as dt
 
 import dagster as dg
 
+from adpipes.airbridge.checks import TOTAL_COUNT
 from adpipes.airbridge.contract import excerpt, generic_path
 from adpipes.airbridge.partitions import airbridge_daily_partitions
 from adpipes.airbridge.resources import API_POOL, AirbridgeApi
-from adpipes.airbridge.schemas import REVENUE_TABLE, revenue_schema
-from adpipes.airbridge.transform import revenue_frame
+from adpipes.airbridge.schemas import REVENUE_TABLE, revenue_schema, revenue_task_schema
+from adpipes.airbridge.transform import revenue_frame, total_count_view
 from adpipes.lib.assets import table_asset
 from adpipes.lib.quality import ROW_VOLUME, UNKNOWN_COLUMNS, QualityReport, QualityStore, check_groups, publish
 
 GROUP = "airbridge"
-REVENUE_CHECKS = check_groups(revenue_schema(), extra=[UNKNOWN_COLUMNS, ROW_VOLUME])
+REVENUE_CHECKS = check_groups(revenue_schema(), extra=[UNKNOWN_COLUMNS, ROW_VOLUME, TOTAL_COUNT])
 
 
 # A range is one run, so up to 92 days are one Airbridge report task (longer ranges: several).
@@ -24,6 +25,7 @@ REVENUE_CHECKS = check_groups(revenue_schema(), extra=[UNKNOWN_COLUMNS, ROW_VOLU
     kinds={"airbridge", "postgres", "pandas"},
     metadata={"airbridge/report": "revenue"},
     checks=REVENUE_CHECKS,
+    check_schemas=[revenue_schema(), revenue_task_schema()],
     pool=API_POOL,
 )
 def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, quality: QualityStore):
@@ -46,7 +48,13 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, qual
     quality_report = QualityReport(REVENUE_CHECKS, days, REVENUE_TABLE.row_key)
     flat = table.frame.reset_index(drop=True)
     # The configured group-by columns are not vendor drift: only the declared columns are checked.
-    keep = quality_report.check_rows([(revenue_schema(), flat[REVENUE_TABLE.column_names])], keys=flat)
+    # Beside them, what each row's report task said (total_count): a task-level finding reported
+    # on the task's rows, so by partition.
+    declared = flat[REVENUE_TABLE.column_names]
+    keep = quality_report.check_rows(
+        [(revenue_schema(), declared), (revenue_task_schema(), total_count_view(report, flat["report_date"]))],
+        keys=flat, delivered=declared,
+    )
     frame = flat[keep.to_numpy()]
 
     where = f"airbridge/revenue for app {app}, partitions {days[0]}..{days[-1]}"
@@ -79,10 +87,12 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, qual
             + "; ".join(f"{e['path']}={excerpt(e['value'], 120)} (task {e['task_id']})" for e in page_fields[:10])
             + (f"; ... ({len(page_fields)} in all)" if len(page_fields) > 10 else "")
         )
+    # A key beside the group rows concerns the whole task; one inside a group row only the dates
+    # whose table rows keep it (extra_fields).
     for task in report.tasks:
-        for key in days:
-            if task.start.isoformat() <= key <= task.end.isoformat():
-                quality_report.add_unknown_columns(key, sorted(task.unknown_fields))
+        in_row_fields = task.row_unknown_fields()
+        for key in task.days:
+            quality_report.add_unknown_columns(key, sorted({*task.page_unknown_fields, *in_row_fields.get(key, [])}))
     masked = {flag: int(frame[flag].sum()) for flag in
               ("is_masked", "total_cost_is_masked", "total_revenue_is_masked", "total_unique_users_is_masked")}
     if any(masked.values()):
@@ -99,7 +109,8 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, qual
         "airbridge/pages": sum(t.pages for t in report.tasks),
         "airbridge/group_rows_served": sum(len(t.rows) for t in report.tasks),
         "airbridge/total_counts": dg.MetadataValue.json({t.window: t.total_count for t in report.tasks}),
-        # Only with total_count_mismatch=warn (otherwise a mismatch fails the run).
+        # Only with AIRBRIDGE_TOTAL_COUNT_MISMATCH=warn (otherwise a mismatch fails the run); the
+        # total_count check fails as a warning on these tasks' rows.
         "airbridge/total_count_mismatches": dg.MetadataValue.json(
             [t.total_count_mismatch for t in report.tasks if t.total_count_mismatch]),
         "airbridge/notifications": dg.MetadataValue.json(notifications),

@@ -80,6 +80,10 @@ TOKEN_VARIABLE = "AIRBRIDGE_API_TOKEN"
 APP_NAME_VARIABLE = "AIRBRIDGE_APP_NAME"
 GROUP_BY_VARIABLE = "AIRBRIDGE_GROUP_BY"
 CURRENCY_VARIABLE = "AIRBRIDGE_CURRENCY"
+TOTAL_COUNT_MISMATCH_VARIABLE = "AIRBRIDGE_TOTAL_COUNT_MISMATCH"
+# Where the undocumented keys of a group row sit in the answer: their paths in extra_fields are
+# relative to it.
+GROUP_ROW_PATH = "data.stats.rows[]"
 # The table is one row per start-event day (report_date), so adpipes always asks for days.
 GRANULARITY = "day"
 # The Dagster concurrency pool of the steps calling the Airbridge reports API (limited in the
@@ -175,7 +179,7 @@ class RevenueTask:
     # page"), pages (the result pages carrying this path and value), path, value}.
     page_fields: list[dict[str, Any]] = field(default_factory=list)
     total_count: int | None = None
-    # Set when totalCount did not add up and total_count_mismatch is "warn": what came.
+    # Set when a constant totalCount did not add up and total_count_mismatch is "warn": what came.
     total_count_mismatch: dict[str, Any] | None = None
     ended_at: str | None = None
     pages: int = 0
@@ -188,6 +192,34 @@ class RevenueTask:
     @property
     def date_rows(self) -> int:
         return sum(len(row.dates) for row in self.rows)
+
+    @property
+    def days(self) -> list[str]:
+        """The task's start-event days (partition keys), ``start`` through ``end``."""
+        return [(self.start + dt.timedelta(days=n)).isoformat() for n in range((self.end - self.start).days + 1)]
+
+    @property
+    def page_unknown_fields(self) -> list[str]:
+        """generic_path of the undocumented keys outside the group rows: they concern the whole
+        task, every one of its days."""
+        return sorted({generic_path(entry["path"]) for entry in self.page_fields})
+
+    def row_unknown_fields(self) -> dict[str, list[str]]:
+        """generic_path of the undocumented keys inside the group rows, by the start-event date
+        whose table rows keep them in ``extra_fields``: a group row's own keys (and its range
+        total's) go with every date of the group, a date's (and its Day-N values') with that
+        date only."""
+        by_date: dict[str, set[str]] = {}
+        for row in self.rows:
+            group_keys = set(row.extra_fields)
+            for date_row in row.dates:
+                keys = group_keys | set(date_row.extra_fields)
+                for figure in date_row.values:
+                    keys |= set(figure.extra_fields)
+                if keys:
+                    by_date.setdefault(date_row.date, set()).update(
+                        generic_path(f"{GROUP_ROW_PATH}.{key}") for key in keys)
+        return {date: sorted(paths) for date, paths in sorted(by_date.items())}
 
     def keep_page_fields(self, answer: str, page: int | None, fields: dict[str, Any]) -> None:
         """Keep every undocumented page-level key with its value; a path with the same value on
@@ -291,11 +323,13 @@ class AirbridgeApi(VendorApiResource):
     )
     total_count_mismatch: Literal["fail", "warn"] = Field(
         default="fail",
-        description="What a data.metadata.totalCount that matches neither the group rows nor the "
-        "(group, date) rows received (or changes between pages) does: fail the run (nothing is "
-        "loaded: rows may be missing), or warn (paging relies on hasNext alone; the mismatch is "
-        "logged and kept in airbridge/total_count_mismatches). Airbridge's document does not say "
-        "what totalCount counts: switch to warn only if it turns out to count something else.",
+        description=f"({TOTAL_COUNT_MISMATCH_VARIABLE}) What a data.metadata.totalCount that is the "
+        "same on every page but matches neither the group rows nor the (group, date) rows received "
+        "does: fail the run (nothing is loaded: rows may be missing), or warn (paging relies on "
+        "hasNext alone; the mismatch is logged, kept in airbridge/total_count_mismatches and fails "
+        "the total_count check as a warning on the task's rows). Airbridge's document does not say "
+        "what totalCount counts: switch to warn only if it turns out to count something else. A "
+        "totalCount that changes between pages fails the run either way.",
     )
     poll_interval_seconds: float = Field(default=5.0, description="Wait between status polls of a task.")
     task_timeout_seconds: float = Field(
@@ -429,9 +463,9 @@ class AirbridgeApi(VendorApiResource):
         size to count the group rows of ``data.stats.rows`` (skip advances by the group rows
         received) and accepts a totalCount equal to either the group rows or the (group, date)
         rows received: its printed page shows totalCount 48 beside one group row, plausibly
-        8 dates x 6 channels. Any other count fails the run unless ``total_count_mismatch`` is
-        "warn"; a (group, date) served twice, or a page beyond ``max_pages`` fails the run;
-        nothing is loaded.
+        8 dates x 6 channels. A count that changes between pages fails the run; any other
+        constant count fails it unless ``total_count_mismatch`` is "warn". A (group, date) served
+        twice, or a page beyond ``max_pages`` fails the run; nothing is loaded.
         """
         fields = list(self.group_by)
         seen: set[tuple[tuple[str, ...], str]] = set()
@@ -518,35 +552,53 @@ class AirbridgeApi(VendorApiResource):
             )
 
     def _check_total_count(self, task: RevenueTask, counts: list[int], log: Any) -> None:
-        """totalCount, the same on every page, is the group rows or the (group, date) rows
-        received; otherwise rows may be missing: fail, or with ``total_count_mismatch="warn"``
-        (totalCount counts something else) keep what hasNext paged through and record it."""
+        """totalCount is the same on every page and is the group rows or the (group, date) rows
+        received.
+
+        A count that changes between pages means the result set moved while adpipes paged
+        through it (skip-based pages may have skipped rows or served some twice): that always
+        fails. A constant count matching neither unit fails too (rows may be missing), unless
+        ``total_count_mismatch`` is "warn" (totalCount counts something else): then what hasNext
+        paged through is kept and the mismatch recorded on the task (the asset fails its
+        total_count check as a warning on the task's rows)."""
         task.total_count = counts[-1]
-        distinct = sorted(set(counts))
-        if len(distinct) == 1 and task.total_count in (len(task.rows), task.date_rows):
-            return
-        what = (f"totalCount changed between pages ({distinct})" if len(distinct) > 1
-                else f"Airbridge reported totalCount={task.total_count}")
         received = (f"paging returned {len(task.rows)} group rows ({task.date_rows} group-date rows) in "
                     f"{task.pages} page(s)")
+        changes = [(page, count) for page, count in enumerate(counts, start=1)
+                   if page == 1 or count != counts[page - 2]]
+        if len(changes) > 1:
+            raise self._task_error(
+                AirbridgeResponseError, task,
+                "totalCount changed between pages ("
+                + ", ".join(f"{count} from page {page}" for page, count in changes)
+                + f"; {received}): the report's rows changed while adpipes paged through them, so "
+                "rows may have been skipped or served twice. Nothing was loaded, whatever "
+                f"{TOTAL_COUNT_MISMATCH_VARIABLE} says. Re-run the partition(s) (a new task is "
+                "requested); if it persists, report it to Airbridge with the task id "
+                f"{task.task_id}.",
+            )
+        if task.total_count in (len(task.rows), task.date_rows):
+            return
+        what = f"Airbridge reported totalCount={task.total_count} on every page but {received}"
         if self.total_count_mismatch == "warn":
             task.total_count_mismatch = {
-                "task_id": task.task_id, "range": task.window, "total_counts": distinct,
+                "task_id": task.task_id, "range": task.window, "total_count": task.total_count,
                 "group_rows": len(task.rows), "group_date_rows": task.date_rows, "pages": task.pages,
             }
             log.warning(
-                f"{self._where(task.start, task.end, task.task_id)}: {what} but {received}; loaded "
-                "what paging returned until hasNext was false (total_count_mismatch=warn on the "
-                "airbridge_api resource; recorded in airbridge/total_count_mismatches)."
+                f"{self._where(task.start, task.end, task.task_id)}: {what}; loaded what paging "
+                f"returned until hasNext was false ({TOTAL_COUNT_MISMATCH_VARIABLE}=warn). The "
+                "total_count check fails as a warning on the task's rows; recorded in "
+                "airbridge/total_count_mismatches."
             )
             return
         raise self._task_error(
             AirbridgeResponseError, task,
-            f"{what} but {received}, nothing was loaded (rows would be lost or counted twice). "
-            "Re-run the partition(s); if it persists, compare with the revenue report in the "
-            "Airbridge dashboard. Airbridge's document does not say what totalCount counts: if "
-            "the rows are all there and totalCount counts something else, set "
-            "total_count_mismatch: warn on the airbridge_api resource to page by hasNext alone.",
+            f"{what}, nothing was loaded (rows would be lost or counted twice). Re-run the "
+            "partition(s); if it persists, compare with the revenue report in the Airbridge "
+            "dashboard. Airbridge's document does not say what totalCount counts: if the rows are "
+            f"all there and totalCount counts something else, set {TOTAL_COUNT_MISMATCH_VARIABLE}=warn "
+            "to page by hasNext alone (the total_count check then warns on the rows of such a task).",
         )
 
     def _wait_for_task(self, session: requests.Session, base_url: str, token: str, task: RevenueTask,
@@ -694,7 +746,8 @@ def airbridge_api_from_settings(settings: Any) -> AirbridgeApi:
             f"{', '.join(collisions)} from {GROUP_BY_VARIABLE}."
         )
     query = dict(group_by=list(settings.airbridge_group_by), currency=settings.airbridge_currency,
-                 timezone=settings.timezone)
+                 timezone=settings.timezone,
+                 total_count_mismatch=getattr(settings, "airbridge_total_count_mismatch", "fail"))
     if settings.is_dev:
         # Dev always talks to the sandbox (None = find or start it), never a real account.
         return AirbridgeApi(api_token=None, base_url=None, app_name=SANDBOX_AIRBRIDGE_APP_NAME, **query)

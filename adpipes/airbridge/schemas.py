@@ -7,7 +7,7 @@ from functools import cache
 import dagster as dg
 import pandera.pandas as pa
 
-from adpipes.airbridge.checks import MASKED_VALUES, VALUE_RANGES
+from adpipes.airbridge.checks import MASKED_VALUES, TOTAL_COUNT, VALUE_RANGES
 from adpipes.lib.quality import rule
 from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, TABLES, TEXT, TableSpec, report_date_column
 
@@ -125,6 +125,30 @@ def revenue_schema() -> pa.DataFrameSchema:
         columns,
         checks=[_null_only_when_masked(figure, flag) for figure, flag in MASKED_PAIRS],
         strict=True, unique=REVENUE_KEY_COLUMNS, name="airbridge/revenue", coerce=False,
+    )
+
+
+TOTAL_COUNT_MISMATCH_COLUMN = "total_count_mismatch"
+
+
+@cache
+def revenue_task_schema() -> pa.DataFrameSchema:
+    """What a row's report task said about the rows it served, validated beside the table's rows
+    (one column per row, same order) and never stored: a rule about the task, reported per row
+    and so per partition."""
+    return pa.DataFrameSchema(
+        {
+            TOTAL_COUNT_MISMATCH_COLUMN: pa.Column(
+                TEXT,
+                rule(TOTAL_COUNT, pa.Check(lambda values: values.isna(), ignore_na=False),
+                     "the row's report task had a totalCount matching the rows paging returned"),
+                nullable=True,
+                description="Null, or what the row's report task served against its totalCount "
+                "(task, range, totalCount, group rows, group-date rows, pages) when it matched "
+                "neither and AIRBRIDGE_TOTAL_COUNT_MISMATCH=warn let the task load.",
+            ),
+        },
+        strict=True, name="airbridge/revenue report task", coerce=False,
     )
 
 

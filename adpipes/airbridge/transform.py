@@ -17,7 +17,12 @@ import pandas as pd
 
 from adpipes.airbridge.contract import Figure
 from adpipes.airbridge.resources import RevenueReport
-from adpipes.airbridge.schemas import GROUP_BY_COLUMNS, REVENUE_TABLE
+from adpipes.airbridge.schemas import (
+    GROUP_BY_COLUMNS,
+    REVENUE_TABLE,
+    TOTAL_COUNT_MISMATCH_COLUMN,
+    revenue_task_schema,
+)
 
 
 class RevenueShapeError(Exception):
@@ -75,3 +80,23 @@ def revenue_frame(report: RevenueReport, *, group_by: list[str], metric: str, ag
     dtypes = {name: str(column.dtype) for name, column in REVENUE_TABLE.dataframe_schema.columns.items()}
     dtypes.update({name: dtypes["group_values"] for name in extra})
     return RevenueFrame(frame.astype(dtypes), extra)
+
+
+def total_count_view(report: RevenueReport, report_dates: pd.Series) -> pd.DataFrame:
+    """The rows' view for :func:`~adpipes.airbridge.schemas.revenue_task_schema`, in the order of
+    ``report_dates`` (the table rows' start-event days): what the row's task served against its
+    totalCount when the mismatch was let through (``total_count_mismatch="warn"``), else null.
+    Tasks cover disjoint ranges, so a row's day names its task."""
+    mismatch: dict[str, str] = {}
+    for task in report.tasks:
+        found = task.total_count_mismatch
+        if not found:
+            continue
+        text = (f"task {found['task_id']} ({found['range']}): totalCount {found['total_count']} on every "
+                f"page, paging returned {found['group_rows']} group rows ({found['group_date_rows']} "
+                f"group-date rows) in {found['pages']} page(s)")
+        mismatch.update(dict.fromkeys(task.days, text))
+    dtype = str(revenue_task_schema().columns[TOTAL_COUNT_MISMATCH_COLUMN].dtype)
+    values = pd.Series([mismatch.get(day) for day in report_dates.astype("str")], index=report_dates.index,
+                       dtype=dtype)
+    return pd.DataFrame({TOTAL_COUNT_MISMATCH_COLUMN: values})

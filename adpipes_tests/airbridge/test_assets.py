@@ -110,6 +110,8 @@ def test_a_day_over_several_pages_stores_what_was_served(resources, airbridge_ap
     assert masked == [("facebook.business", "Lookalike 1%, KR", 4, 4)]
     assert query(product_dsn, "SELECT DISTINCT currency FROM airbridge.revenue") == [("KRW",)]
 
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["total_count"].passed and checks["unknown_columns"].passed
     metadata = result.asset_materializations_for_node(NODE)[0].metadata
     assert metadata["airbridge/notification_codes"].value == sandbox_airbridge.MASKING_CODE
     assert [n["code"] for n in metadata["airbridge/notifications"].value] == [sandbox_airbridge.MASKING_CODE]
@@ -182,6 +184,36 @@ def test_undocumented_fields_are_kept_and_flagged(resources, airbridge_api, clea
     assert any("airbridge/unknown_page_fields" in w and 'data.region="kr"' in w for w in warnings)
 
 
+def test_unknown_columns_flags_the_partitions_whose_rows_carried_the_key(resources, airbridge_api, clean_databases,
+                                                                        clean_sandbox):
+    """A key inside a group row flags only the dates whose rows keep it; a key beside the group
+    rows flags every partition of the task."""
+    first, second = recent_day(4), recent_day(3)
+    page = example("airbridge_revenue_result_response")
+    page["data"]["region"] = "kr"
+    group = page["data"]["stats"]["rows"][0]
+    on_first = group["rows"][0]
+    on_first["date"] = first
+    on_first["values"][2]["note"] = "late"
+    group["rows"].append({**json.loads(json.dumps(on_first)), "date": second})
+    del group["rows"][1]["values"][2]["note"]
+    # A second group with only the first date: its own key goes with that date's rows.
+    page["data"]["stats"]["rows"].append({**json.loads(json.dumps(group)), "rows": [group["rows"][1] | {"date": first}],
+                                          "metadata": ["other"], "segment": "s"})
+    serve_printed_page(clean_sandbox, page, first, total_count=2)
+    api = configured(airbridge_api, group_by=["channel"])
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api},
+                            tags={"dagster/asset_partition_range_start": first,
+                                  "dagster/asset_partition_range_end": second})
+    assert result.success
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "unknown_columns"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["unknown_columns_by_partition"].value == {
+        first: ["data.region", "data.stats.rows[].rows[].values[].note", "data.stats.rows[].segment"],
+        second: ["data.region"],
+    }
+
+
 def test_a_date_without_values_fails_the_run_and_keeps_the_previous_rows(resources, airbridge_api, clean_databases,
                                                                          clean_sandbox):
     product_dsn, archive_dsn = clean_databases
@@ -204,28 +236,45 @@ def test_a_date_without_values_fails_the_run_and_keeps_the_previous_rows(resourc
 @pytest.mark.parametrize("mode", ["fail", "warn"])
 def test_a_total_count_mismatch_fails_or_warns_as_configured(resources, airbridge_api, clean_databases,
                                                                clean_sandbox, mode):
-    product_dsn, _ = clean_databases
-    day = recent_day(2)
-    # As printed: totalCount 48 beside one group row with one date.
-    serve_printed_page(clean_sandbox, example("airbridge_revenue_result_response"), day, total_count=48)
+    product_dsn, archive_dsn = clean_databases
+    first, last = recent_day(4), recent_day(3)
+    # As printed: totalCount 48 beside one group row, here with two dates of Days 0..3.
+    page = example("airbridge_revenue_result_response")
+    dates = page["data"]["stats"]["rows"][0]["rows"]
+    dates.append({**json.loads(json.dumps(dates[0])), "date": last})
+    serve_printed_page(clean_sandbox, page, first, total_count=48)
     api = configured(airbridge_api, group_by=["channel"], total_count_mismatch=mode)
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day,
-                            instance=instance, raise_on_error=False)
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, instance=instance,
+                            tags={"dagster/asset_partition_range_start": first,
+                                  "dagster/asset_partition_range_end": last}, raise_on_error=False)
     if mode == "fail":
         assert not result.success
         failure = str(result.get_step_failure_events()[0].step_failure_data.error)
-        assert "totalCount=48" in failure and "total_count_mismatch: warn" in failure
+        assert "totalCount=48" in failure and "AIRBRIDGE_TOTAL_COUNT_MISMATCH=warn" in failure
         assert query(product_dsn, "SELECT to_regclass('airbridge.revenue') IS NULL") == [(True,)]
         return
     assert result.success
     metadata = result.asset_materializations_for_node(NODE)[0].metadata
     assert metadata["airbridge/total_count_mismatches"].value == [
-        {"task_id": "printed-task", "range": f"{day}..{day}", "total_counts": [48], "group_rows": 1,
-         "group_date_rows": 1, "pages": 1}]
+        {"task_id": "printed-task", "range": f"{first}..{last}", "total_count": 48, "group_rows": 1,
+         "group_date_rows": 2, "pages": 1}]
     warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
-    assert any("totalCount=48 but paging returned 1 group rows" in w for w in warnings)
-    assert query(product_dsn, "SELECT count(*), sum(value)::float8 FROM airbridge.revenue") == [(4, 10.0)]
+    assert any("totalCount=48 on every page but paging returned 1 group rows" in w for w in warnings)
+    assert query(product_dsn, "SELECT count(*), sum(value)::float8 FROM airbridge.revenue") == [(8, 20.0)]
+    # Visible in the checks view: a failed WARN check on the task's partitions, its rows named.
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    check = checks["total_count"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["failing_rows_by_partition"].value == {first: 4, last: 4}
+    assert f"total_count_mismatch=task printed-task ({first}..{last}): totalCount 4" in check.metadata["sample"].value
+    assert checks["unknown_columns"].passed and checks["masked_values"].passed
+    # Each failing row's value names the task and its whole range, in the archive's failure cases.
+    value = (f"task printed-task ({first}..{last}): totalCount 48 on every page, paging returned 1 group rows "
+             "(2 group-date rows) in 1 page(s)")
+    assert query(archive_dsn, "SELECT report_date::text, count(*), min(value), max(value) FROM quality.failure_cases "
+                              "WHERE check_name = 'total_count' GROUP BY 1 ORDER BY 1") == [
+        (first, 4, value, value), (last, 4, value, value)]
 
 
 def test_failed_task_fails_the_run_and_keeps_the_previous_rows(resources, clean_databases, clean_sandbox):

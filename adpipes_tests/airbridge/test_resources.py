@@ -19,7 +19,12 @@ from adpipes.airbridge.resources import (
     day_ranges,
 )
 from adpipes.lib.sandbox import airbridge as sandbox_airbridge
-from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME, ConfigurationError, load_settings
+from adpipes.lib.settings import (
+    PROD_REQUIRED_VARIABLES,
+    SANDBOX_AIRBRIDGE_APP_NAME,
+    ConfigurationError,
+    load_settings,
+)
 from adpipes_tests.fixtures.vendor_examples import example
 
 APP = SANDBOX_AIRBRIDGE_APP_NAME
@@ -73,10 +78,11 @@ def test_the_printed_page_as_the_only_page_fails_on_its_total_count(airbridge_ap
     with pytest.raises(AirbridgeResponseError) as caught:
         api.fetch_revenue(PRINTED_DAYS)
     message = str(caught.value)
-    assert ("Airbridge reported totalCount=48 but paging returned 1 group rows (1 group-date rows) in 1 "
-            "page(s), nothing was loaded") in message
+    assert ("Airbridge reported totalCount=48 on every page but paging returned 1 group rows (1 group-date "
+            "rows) in 1 page(s), nothing was loaded") in message
     assert APP in message and "2021-11-01..2021-11-08" in message and PRINTED_TASK in message
-    assert "set total_count_mismatch: warn on the airbridge_api resource" in message
+    # The switch is named as it is set: a setting, not run config.
+    assert "set AIRBRIDGE_TOTAL_COUNT_MISMATCH=warn to page by hasNext alone" in message
 
 
 def test_with_total_count_mismatch_warn_paging_relies_on_has_next(airbridge_api, clean_sandbox, caplog):
@@ -87,31 +93,32 @@ def test_with_total_count_mismatch_warn_paging_relies_on_has_next(airbridge_api,
     assert len(task.rows) == 1 and task.rows[0].dates[0].total.revenue.value == 10
     assert task.total_count == 48
     assert task.total_count_mismatch == {"task_id": PRINTED_TASK, "range": "2021-11-01..2021-11-08",
-                                         "total_counts": [48], "group_rows": 1, "group_date_rows": 1, "pages": 1}
+                                         "total_count": 48, "group_rows": 1, "group_date_rows": 1, "pages": 1}
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "totalCount=48 but paging returned 1 group rows" in warning and PRINTED_TASK in warning
-    assert "total_count_mismatch=warn" in warning
+    assert "totalCount=48 on every page but paging returned 1 group rows" in warning and PRINTED_TASK in warning
+    assert "AIRBRIDGE_TOTAL_COUNT_MISMATCH=warn" in warning and "total_count check" in warning
 
 
+# The result set moved while paging: rows may have been skipped. Even when the last page's count
+# matches the rows received (3 then 2, two group rows), and whatever the switch says.
 @pytest.mark.parametrize("mode", ["fail", "warn"])
-def test_a_total_count_that_changes_between_pages_follows_the_switch(airbridge_api, clean_sandbox, mode):
+def test_a_total_count_that_changes_between_pages_always_fails(airbridge_api, clean_sandbox, mode):
     first = example("airbridge_revenue_result_response")
     first["data"]["hasNext"] = True
-    first["data"]["metadata"]["totalCount"] = 2
+    first["data"]["metadata"]["totalCount"] = 3
     second = copy.deepcopy(first)
     second["data"]["hasNext"] = False
-    second["data"]["metadata"]["totalCount"] = 3
+    second["data"]["metadata"]["totalCount"] = 2
     second["data"]["stats"]["rows"][0]["metadata"] = ["other channel"]
     serve_printed(clean_sandbox, first, second)
     api = airbridge_api.model_copy(update={"group_by": ["channel"], "total_count_mismatch": mode})
-    if mode == "fail":
-        with pytest.raises(AirbridgeResponseError, match=r"totalCount changed between pages \(\[2, 3\]\) but "
-                                                         r"paging returned 2 group rows .*total_count_mismatch: warn"):
-            api.fetch_revenue(PRINTED_DAYS)
-        return
-    (task,) = api.fetch_revenue(PRINTED_DAYS).tasks
-    assert [r.group for r in task.rows] == [{"channel": "<groupBy>"}, {"channel": "other channel"}]
-    assert task.total_count_mismatch["total_counts"] == [2, 3] and task.total_count_mismatch["pages"] == 2
+    with pytest.raises(AirbridgeResponseError) as caught:
+        api.fetch_revenue(PRINTED_DAYS)
+    message = str(caught.value)
+    assert ("totalCount changed between pages (3 from page 1, 2 from page 2; paging returned 2 group rows "
+            "(2 group-date rows) in 2 page(s))") in message
+    assert "rows may have been skipped" in message and PRINTED_TASK in message
+    assert "Nothing was loaded, whatever AIRBRIDGE_TOTAL_COUNT_MISMATCH says" in message
 
 
 def test_the_printed_page_with_a_matching_count_is_read_as_printed(airbridge_api, clean_sandbox):
@@ -289,6 +296,17 @@ def test_a_group_by_that_is_a_table_column_fails_at_load():
     with pytest.raises(ConfigurationError) as caught:
         airbridge_api_from_settings(load_settings({"AIRBRIDGE_GROUP_BY": "channel,currency"}))
     assert "AIRBRIDGE_GROUP_BY" in str(caught.value) and "currency" in str(caught.value)
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_the_total_count_switch_comes_from_settings(env):
+    # Scheduled runs and UI launches have no run config for it: the setting is the switch.
+    prod = {name: "v" for name in PROD_REQUIRED_VARIABLES} | {"APPSFLYER_APP_CURRENCY": "KRW",
+                                                              "AIRBRIDGE_CURRENCY": "KRW"}
+    environ = {"ADPIPES_ENV": env} | (prod if env == "prod" else {})
+    assert airbridge_api_from_settings(load_settings(environ)).total_count_mismatch == "fail"
+    switched = load_settings(environ | {"AIRBRIDGE_TOTAL_COUNT_MISMATCH": "warn"})
+    assert airbridge_api_from_settings(switched).total_count_mismatch == "warn"
 
 
 def test_group_by_and_currency_come_from_settings():

@@ -464,8 +464,9 @@ class AirbridgeApi(VendorApiResource):
         received) and accepts a totalCount equal to either the group rows or the (group, date)
         rows received: its printed page shows totalCount 48 beside one group row, plausibly
         8 dates x 6 channels. A count that changes between pages fails the run; any other
-        constant count fails it unless ``total_count_mismatch`` is "warn". A (group, date) served
-        twice, or a page beyond ``max_pages`` fails the run; nothing is loaded.
+        constant count fails it unless ``total_count_mismatch`` is "warn". A group row without
+        dates, a (group, date) served twice, or a page beyond ``max_pages`` fails the run;
+        nothing is loaded.
         """
         fields = list(self.group_by)
         seen: set[tuple[tuple[str, ...], str]] = set()
@@ -479,6 +480,7 @@ class AirbridgeApi(VendorApiResource):
                 raise self._task_error(AirbridgeResponseError, task,
                                        f"page {task.pages} is of task {page.task_id!r}; nothing was loaded")
             for index, row in enumerate(page.rows, start=skip):
+                self._check_group_row(task, index, row)
                 for date_row in row.dates:
                     self._check_date_row(task, index, row, date_row, seen)
             task.rows.extend(page.rows)
@@ -509,6 +511,22 @@ class AirbridgeApi(VendorApiResource):
                                        f"the task answered status {status} while paging at skip={skip} "
                                        "after SUCCESS; nothing was loaded, re-run the partition(s).")
         self._check_total_count(task, counts, log)
+
+    def _check_group_row(self, task: RevenueTask, index: int, row: GroupRow) -> None:
+        """A group row has dates: the table's rows are per date, so a group without any would
+        leave no row to hold its figures or the undocumented keys it carries."""
+        if row.dates:
+            return
+        raise self._task_error(
+            AirbridgeResponseError, task,
+            f"group row {index} {json.dumps(row.group, ensure_ascii=False)} came with an empty rows "
+            "list (no dates). Airbridge's document prints every group row with its dates in rows[] "
+            "(each with date, total and values; values[n] is Day n), and airbridge.revenue has one "
+            "row per date and Day N, so this group would have no row: its figures and any keys the "
+            "document does not print that it carries (kept in extra_fields of a group's rows) would "
+            "be lost. Nothing was loaded. Re-run the partition(s); if it persists, report it to "
+            f"Airbridge with the task id {task.task_id}.",
+        )
 
     def _check_date_row(self, task: RevenueTask, index: int, row: GroupRow, date_row: DateRow,
                         seen: set[tuple[tuple[str, ...], str]]) -> None:

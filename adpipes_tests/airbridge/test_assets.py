@@ -70,9 +70,10 @@ def served(sandbox, body: dict) -> dict[tuple[str, str], dict]:
 
 def serve_printed_page(sandbox, page: dict, day: str, total_count: int = 1) -> None:
     """The sandbox answers the next task with the printed page (one group row; by default a
-    totalCount that matches it), its date moved to ``day``."""
+    totalCount that matches it), its (first) date moved to ``day``."""
     page["data"]["metadata"]["totalCount"] = total_count
-    page["data"]["stats"]["rows"][0]["rows"][0]["date"] = day
+    for date_row in page["data"]["stats"]["rows"][0]["rows"][:1]:
+        date_row["date"] = day
     page["data"]["taskId"] = "printed-task"
     sandbox_airbridge.configure(sandbox, next_task_ids=["printed-task"], canned_answers=[page])
 
@@ -214,8 +215,12 @@ def test_unknown_columns_flags_the_partitions_whose_rows_carried_the_key(resourc
     }
 
 
-def test_a_date_without_values_fails_the_run_and_keeps_the_previous_rows(resources, airbridge_api, clean_databases,
-                                                                         clean_sandbox):
+@pytest.mark.parametrize(("problem", "says"), [
+    ("empty values", "date {day} came with an empty values list"),
+    ("empty rows", 'group row 0 {{"channel": "<groupBy>"}} came with an empty rows list (no dates)'),
+], ids=["empty values", "empty rows"])
+def test_an_answer_of_an_unknown_shape_fails_the_run_and_keeps_the_previous_rows(
+        resources, airbridge_api, clean_databases, clean_sandbox, problem, says):
     product_dsn, archive_dsn = clean_databases
     day = recent_day(2)
     api = configured(airbridge_api, group_by=["channel"])
@@ -223,13 +228,17 @@ def test_a_date_without_values_fails_the_run_and_keeps_the_previous_rows(resourc
     before = (table_snapshot(product_dsn), table_snapshot(archive_dsn))
     assert len(before[0]) == 6 * 3
     page = example("airbridge_revenue_result_response")
-    page["data"]["stats"]["rows"][0]["rows"][0]["values"] = []
+    date_row = page["data"]["stats"]["rows"][0]["rows"][0]
+    if problem == "empty values":
+        date_row["values"] = []
+    else:
+        page["data"]["stats"]["rows"][0]["rows"] = []
     serve_printed_page(clean_sandbox, page, day)
     result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day,
                             raise_on_error=False)
     assert not result.success
     failure = str(result.get_step_failure_events()[0].step_failure_data.error)
-    assert "printed-task" in failure and f"date {day} came with an empty values list" in failure
+    assert "printed-task" in failure and says.format(day=day) in failure
     assert (table_snapshot(product_dsn), table_snapshot(archive_dsn)) == before
 
 

@@ -410,6 +410,12 @@ class AirbridgeApi(VendorApiResource):
         with bearer_session(base_url, token, token_variable=TOKEN_VARIABLE) as session:
             for start, end in ranges:
                 report.tasks.append(self._run_task(session, base_url, token, start, end, report, log))
+        # Once per run, and only now that every answer is in: a task Airbridge computed after
+        # midnight rightly carries the new day's Day N, which a "today" taken before the calls
+        # would refuse.
+        today = self.today()
+        for task in report.tasks:
+            self._check_days_passed(task, today)
         return report
 
     # -- internals ----------------------------------------------------------------------------
@@ -527,6 +533,27 @@ class AirbridgeApi(VendorApiResource):
             "be lost. Nothing was loaded. Re-run the partition(s); if it persists, report it to "
             f"Airbridge with the task id {task.task_id}.",
         )
+
+    def _check_days_passed(self, task: RevenueTask, today: dt.date) -> None:
+        """No date carries Day-N values for days still to come: Day N of a start-event date
+        exists once N days have passed in the app's timezone, so a padded answer cannot store
+        future days as figures."""
+        for index, row in enumerate(task.rows):
+            for date_row in row.dates:
+                passed = (today - dt.date.fromisoformat(date_row.date)).days
+                if len(date_row.values) <= passed + 1:
+                    continue
+                raise self._task_error(
+                    AirbridgeResponseError, task,
+                    f"group row {index} {json.dumps(row.group, ensure_ascii=False)}, date "
+                    f"{date_row.date} has {len(date_row.values)} Day-N values, but only {passed} "
+                    f"day(s) have passed since {date_row.date} (today is {today} in {self.timezone}, "
+                    f"the app's timezone): Day N exists once N days have passed, so at most Days "
+                    f"0..{passed} ({passed + 1} values). The values beyond would be stored as figures "
+                    "of days that have not come; nothing was loaded. Check that ADPIPES_TIMEZONE is "
+                    "the Airbridge app's timezone; re-run the partition(s); if it persists, report it "
+                    f"to Airbridge with the task id {task.task_id}.",
+                )
 
     def _check_date_row(self, task: RevenueTask, index: int, row: GroupRow, date_row: DateRow,
                         seen: set[tuple[tuple[str, ...], str]]) -> None:

@@ -150,7 +150,8 @@ def test_undocumented_fields_are_kept_and_flagged(resources, airbridge_api, clea
     (jsonb, both databases), those beside it in the run's metadata with their values; all of
     them fail the unknown_columns check as a warning."""
     product_dsn, archive_dsn = clean_databases
-    day = recent_day(2)
+    # The printed date has Days 0..3: 3 days must have passed.
+    day = recent_day(3)
     page = example("airbridge_revenue_result_response")
     page["data"]["region"] = "kr"
     date_row = page["data"]["stats"]["rows"][0]["rows"][0]
@@ -218,7 +219,8 @@ def test_unknown_columns_flags_the_partitions_whose_rows_carried_the_key(resourc
 @pytest.mark.parametrize(("problem", "says"), [
     ("empty values", "date {day} came with an empty values list"),
     ("empty rows", 'group row 0 {{"channel": "<groupBy>"}} came with an empty rows list (no dates)'),
-], ids=["empty values", "empty rows"])
+    ("padded values", "date {day} has 10 Day-N values, but only"),
+], ids=["empty values", "empty rows", "padded values"])
 def test_an_answer_of_an_unknown_shape_fails_the_run_and_keeps_the_previous_rows(
         resources, airbridge_api, clean_databases, clean_sandbox, problem, says):
     product_dsn, archive_dsn = clean_databases
@@ -226,11 +228,14 @@ def test_an_answer_of_an_unknown_shape_fails_the_run_and_keeps_the_previous_rows
     api = configured(airbridge_api, group_by=["channel"])
     assert dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day).success
     before = (table_snapshot(product_dsn), table_snapshot(archive_dsn))
-    assert len(before[0]) == 6 * 3
+    assert len(before[0]) >= 6 * 3
     page = example("airbridge_revenue_result_response")
     date_row = page["data"]["stats"]["rows"][0]["rows"][0]
     if problem == "empty values":
         date_row["values"] = []
+    elif problem == "padded values":
+        # Days 0..9 for a day 2 (past midnight, 3) days old.
+        date_row["values"] += [{"value": 5, "isMasked": False}] * 6
     else:
         page["data"]["stats"]["rows"][0]["rows"] = []
     serve_printed_page(clean_sandbox, page, day)

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from adpipes.airbridge.resources import (
+    AirbridgeApi,
     AirbridgeAuthError,
     AirbridgeQueryError,
     AirbridgeResponseError,
@@ -200,6 +201,65 @@ def test_an_empty_values_or_rows_list_fails_naming_where_and_what_to_do(airbridg
     assert APP in message and "2021-11-01..2021-11-08" in message and PRINTED_TASK in message
     assert where in message and printed in message and "Nothing was loaded" in message
     assert f"Re-run the partition(s); if it persists, report it to Airbridge with the task id {PRINTED_TASK}" in message
+
+
+def pin_today(monkeypatch, day: dt.date) -> None:
+    """The client's today (app timezone) is ``day``."""
+    monkeypatch.setattr(AirbridgeApi, "today", lambda self: day)
+
+
+# The printed date 2021-11-01 has 4 values, Days 0..3: they exist once 3 days have passed.
+@pytest.mark.parametrize(("today", "fails"), [(dt.date(2021, 11, 3), True), (dt.date(2021, 11, 4), False)])
+def test_day_n_values_beyond_the_days_passed_fail(airbridge_api, clean_sandbox, monkeypatch, today, fails):
+    pin_today(monkeypatch, today)
+    serve_printed(clean_sandbox, printed_page())
+    api = airbridge_api.model_copy(update={"group_by": ["channel"]})
+    if not fails:
+        (task,) = api.fetch_revenue([PRINTED_DAYS[0]]).tasks
+        assert len(task.rows[0].dates[0].values) == 4
+        return
+    with pytest.raises(AirbridgeResponseError) as caught:
+        api.fetch_revenue([PRINTED_DAYS[0]])
+    message = str(caught.value)
+    assert APP in message and PRINTED_TASK in message and '{"channel": "<groupBy>"}, date 2021-11-01' in message
+    assert ("has 4 Day-N values, but only 2 day(s) have passed since 2021-11-01 (today is 2021-11-03 in "
+            "Asia/Seoul, the app's timezone)") in message
+    assert "at most Days 0..2 (3 values)" in message and "nothing was loaded" in message
+
+
+def test_today_is_taken_once_per_run_after_the_answers(airbridge_api, clean_sandbox, monkeypatch):
+    # Asked on 2021-11-03; midnight passes while Airbridge computes the tasks, whose answers
+    # rightly hold Day 3 of 2021-11-01. A "today" taken before the answers would refuse it.
+    pages_served_at_each_today: list[int] = []
+
+    def today(self) -> dt.date:
+        served = len(revenue_calls(clean_sandbox, "GET"))
+        pages_served_at_each_today.append(served)
+        return dt.date(2021, 11, 4) if served else dt.date(2021, 11, 3)
+
+    monkeypatch.setattr(AirbridgeApi, "today", today)
+    first, second = printed_page(), printed_page()
+    second["data"]["stats"]["rows"][0]["rows"][0]["date"] = "2021-11-02"
+    second["data"]["stats"]["rows"][0]["rows"][0]["values"].pop()
+    sandbox_airbridge.configure(clean_sandbox, next_task_ids=[PRINTED_TASK, PRINTED_TASK],
+                                canned_answers=[first, second])
+    api = airbridge_api.model_copy(update={"group_by": ["channel"], "max_days_per_task": 1})
+    report = api.fetch_revenue(PRINTED_DAYS[:2])
+    assert [len(t.rows[0].dates[0].values) for t in report.tasks] == [4, 3]
+    # Once before any call (the query's limits), then once for the whole run (both tasks),
+    # after the last answer.
+    assert pages_served_at_each_today == [0, 2]
+
+
+def test_a_padded_answer_from_the_sandbox_fails_whenever_it_runs(airbridge_api, clean_sandbox):
+    # Ten values for a day two (or, past midnight, three) days old: never a flaky boundary.
+    page = printed_page()
+    date_row = page["data"]["stats"]["rows"][0]["rows"][0]
+    date_row["date"] = recent(2).isoformat()
+    date_row["values"] += [{"value": 5, "isMasked": False}] * 6
+    serve_printed(clean_sandbox, page)
+    with pytest.raises(AirbridgeResponseError, match=r"has 10 Day-N values, but only [23] day\(s\) have passed"):
+        airbridge_api.model_copy(update={"group_by": ["channel"]}).fetch_revenue([recent(2)])
 
 
 # The printed date has 4 values, Days 0..3: too many for intervalsPeriod 2, right for 3; and the

@@ -123,7 +123,7 @@ def test_in_prod_each_currency_reaches_its_own_resource():
     resources = build_resources(load_settings(prod))
     assert resources["appsflyer_apps"].currency == "JPY"
     assert resources["airbridge_api"].currency == "EUR"
-    assert load_settings(prod).airbridge_total_count_mismatch == "warn"
+    assert resources["airbridge_api"].total_count_mismatch == "warn"
     assert load_settings({}).airbridge_total_count_mismatch == "fail"
 
 

@@ -66,6 +66,7 @@ from adpipes.lib.settings import (
     ConfigurationError,
 )
 from adpipes.lib.http import (
+    api_path,
     RetriesExhausted,
     TransientError,
     VendorApiError,
@@ -432,7 +433,7 @@ class AirbridgeApi(VendorApiResource):
     def _run_task(self, session: requests.Session, base_url: str, token: str, start: dt.date,
                   end: dt.date, report: RevenueReport, log: Any) -> RevenueTask:
         body = self.request_body(start, end)
-        url = base_url + QUERY_PATH.format(app_name=self.app_name)
+        url = base_url + api_path(QUERY_PATH, app_name=self.app_name)
         where = self._where(start, end)
         try:
             created = self._call(session, "POST", url, token, log, start=start, end=end,
@@ -690,7 +691,7 @@ class AirbridgeApi(VendorApiResource):
 
     def _get_page(self, session: requests.Session, base_url: str, token: str, task: RevenueTask,
                   skip: int, report: RevenueReport, log: Any) -> Any:
-        url = base_url + TASK_PATH.format(app_name=self.app_name, task_id=task.task_id)
+        url = base_url + api_path(TASK_PATH, app_name=self.app_name, task_id=task.task_id)
         return self._call(session, "GET", url, token, log, start=task.start, end=task.end,
                           task_id=task.task_id, on_attempt=report.count_call,
                           params={"skip": skip, "size": self.page_size})
@@ -756,7 +757,7 @@ class AirbridgeApi(VendorApiResource):
         start, end = dt.date.fromisoformat(body["from"]), dt.date.fromisoformat(body["to"])
         try:
             answers = [
-                self._call(session, "GET", base_url + DATASPEC_PATH.format(app_name=self.app_name, catalog=name),
+                self._call(session, "GET", base_url + api_path(DATASPEC_PATH, app_name=self.app_name, catalog=name),
                            token, log, start=start, end=end)
                 for name in (METRICS_CATALOG, GROUPBYS_CATALOG, EVENTS_CATALOG)
             ]

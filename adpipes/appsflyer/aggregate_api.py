@@ -29,7 +29,7 @@ from adpipes.appsflyer.api import (
     fmt_window,
 )
 from adpipes.appsflyer.raw_data_api import parse_report_csv
-from adpipes.lib.http import bearer_session
+from adpipes.lib.http import api_path, bearer_session
 from adpipes.lib.quota import ApiCallLedger, QuotaMeter
 
 AGGREGATE_EXPORT_PATH = "/api/agg-data/export/app/{app_id}/{report}/v5"
@@ -160,7 +160,7 @@ class AppsFlyerAggregateApi(AppsFlyerApiBase):
         start = dt.datetime.combine(first_day, dt.time(), tzinfo=tz)
         end = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), tzinfo=tz)
         window = fmt_window(start, end, self.timezone)
-        url = base_url + AGGREGATE_EXPORT_PATH.format(app_id=app_id, report=report)
+        url = base_url + api_path(AGGREGATE_EXPORT_PATH, app_id=app_id, report=report)
         # Aggregate ranges are whole days: `from`/`to` as dates, `to` inclusive.
         params = {"from": first_day.isoformat(), "to": last_day.isoformat(), "timezone": self.timezone}
         spacing_key = (base_url, app_id, report)

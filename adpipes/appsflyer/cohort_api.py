@@ -39,7 +39,7 @@ from adpipes.appsflyer.api import (
     AppsFlyerNotFoundError,
     default_log,
 )
-from adpipes.lib.http import bearer_session, redact
+from adpipes.lib.http import api_path, bearer_session, redact
 from adpipes.lib.quota import ApiCallLedger, QuotaMeter, RateWindow
 
 COHORT_PATH = "/api/cohorts/v1/data/app/{app_id}"
@@ -559,7 +559,7 @@ class AppsFlyerCohortApi(AppsFlyerApiBase):
                          f"{self.cohort_calls_per_minute} calls per {self.cohort_rate_window_seconds:g} s")
             answer_calls += 1
 
-        url = base_url + COHORT_PATH.format(app_id=query.app_id)
+        url = base_url + api_path(COHORT_PATH, app_id=query.app_id)
         with bearer_session(base_url, token, accept="application/json", token_variable=TOKEN_VARIABLE) as session:
             try:
                 content = self._call(

@@ -37,7 +37,7 @@ from adpipes.appsflyer.api import (
     default_log,
     fmt_window,
 )
-from adpipes.lib.http import bearer_session
+from adpipes.lib.http import api_path, bearer_session
 from adpipes.lib.quota import ApiCallLedger, QuotaMeter
 
 INSTALLS_REPORT = "installs_report"
@@ -370,7 +370,7 @@ class AppsFlyerRawDataApi(AppsFlyerApiBase):
             "maximum_rows": str(self.maximum_rows),
             "currency": self.currency,
         }
-        url = base_url + RAW_EXPORT_PATH.format(app_id=app_id, report=report)
+        url = base_url + api_path(RAW_EXPORT_PATH, app_id=app_id, report=report)
         window = fmt_window(start, end, self.timezone)
         self._call(session, "GET", url, token, log, app_id=app_id, report=report, window=window,
                    on_attempt=result.count_call, spool_to=path, params=params)

@@ -17,7 +17,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import dagster as dg
 import requests
@@ -115,6 +115,12 @@ def bearer_session(base_url: str, token: str, accept: str = "application/json",
         # The local sandbox: an http_proxy variable must not route loopback calls away.
         session.trust_env = False
     return session
+
+
+def api_path(template: str, **parts: object) -> str:
+    """``template`` with each part percent-encoded as one path segment: an app id or a task id
+    with a ``/`` or ``..`` in it names a resource, never another path."""
+    return template.format(**{name: quote(str(value), safe="") for name, value in parts.items()})
 
 
 def redact(text: str, secret: str | None) -> str:

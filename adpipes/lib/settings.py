@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from adpipes.lib.storage.dsn import dsn_problem
+
 # The vendors' enums are facts of their clients; settings only check values against them.
 from adpipes.appsflyer.cohort_api import ALWAYS_RETURNED, COHORT_TYPES, documented_kpi
 from adpipes.appsflyer.raw_data_api import CURRENCIES as APPSFLYER_CURRENCIES
@@ -201,7 +203,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     start_date = environ.get("ADPIPES_START_DATE", DEFAULT_START_DATE).strip() or DEFAULT_START_DATE
     try:
-        dt.date.fromisoformat(start_date)
+        first_day = dt.date.fromisoformat(start_date)
+        try:
+            today = dt.datetime.now(ZoneInfo(timezone)).date()
+        except (ZoneInfoNotFoundError, ValueError):
+            today = dt.datetime.now(dt.timezone.utc).date()  # the timezone's own problem is reported
+        if first_day > today:
+            # A schedule would tick for partitions that do not exist yet, and nothing could run.
+            problems.append(f"ADPIPES_START_DATE={start_date!r} is in the future (today is {today} in "
+                            f"{timezone}); set the first day that has data")
     except ValueError:
         problems.append(f"ADPIPES_START_DATE={start_date!r} is not a date in YYYY-MM-DD form")
 
@@ -296,6 +306,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "the total_count check warns)"
         )
 
+    problems.extend(_app_id_problems(environ))
+    for variable in ("ADPIPES_PRODUCT_DSN", "ADPIPES_ARCHIVE_DSN"):
+        # Read to check its syntax only (never kept, never shown): an unencoded @ in a password
+        # would otherwise surface later inside a driver error, password fragment included.
+        dsn = environ.get(variable, "").strip()
+        problem = dsn and dsn_problem(dsn)
+        if problem:
+            problems.append(f"{variable} is not a valid PostgreSQL DSN: {problem}")
+
     if env == PROD:
         missing = [name for name in PROD_REQUIRED_VARIABLES if not environ.get(name, "").strip()]
         if missing:
@@ -334,6 +353,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         airbridge_currency=SANDBOX_APP_CURRENCY if env == DEV else airbridge_currency,
         airbridge_total_count_mismatch=total_count_mismatch,
     )
+
+
+# AppsFlyer app ids (its OpenAPI file: "iOS apps must start with id"): an Android package name or
+# id + the App Store id. Airbridge app names are the lowercase ids of its URLs.
+APP_ID_FORMATS = {
+    "APPSFLYER_ANDROID_APP_ID": (re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+"),
+                                 "an Android package name such as com.example.app"),
+    "APPSFLYER_IOS_APP_ID": (re.compile(r"id\d+"), "'id' followed by the App Store id, such as id123456789"),
+    "AIRBRIDGE_APP_NAME": (re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*"),
+                           "the app name of your Airbridge URLs (letters, digits, - and _)"),
+}
+
+
+def _app_id_problems(environ: Mapping[str, str]) -> list[str]:
+    """App ids go into request paths: a malformed one is a 404 at best, another path at worst."""
+    problems = []
+    for variable, (pattern, form) in APP_ID_FORMATS.items():
+        value = environ.get(variable, "").strip()
+        if value and not pattern.fullmatch(value):
+            problems.append(f"{variable}={value!r} must be {form}")
+    return problems
 
 
 def _unknown_variables(environ: Mapping[str, str]) -> list[str]:

@@ -65,3 +65,14 @@ def test_bearer_session_strips_line_breaks_and_never_echoes_a_bad_token():
     with pytest.raises(ValueError, match="APPSFLYER_API_TOKEN") as caught:
         bearer_session("http://127.0.0.1:1", "abc 123", token_variable="APPSFLYER_API_TOKEN")
     assert "abc" not in str(caught.value)
+
+
+def test_path_parts_are_one_encoded_segment_each():
+    from adpipes.lib.http import api_path
+
+    assert api_path("/api/raw-data/export/app/{app_id}/{report}/v5", app_id="com.x/../admin", report="installs_report") == (
+        "/api/raw-data/export/app/com.x%2F..%2Fadmin/installs_report/v5"
+    )
+    assert api_path("/apps/{app_name}/revenue/query/{task_id}", app_name="a b", task_id="t?x=1#y") == (
+        "/apps/a%20b/revenue/query/t%3Fx%3D1%23y"
+    )

@@ -21,10 +21,25 @@ def test_prod_lists_every_missing_variable_in_one_message():
     assert "APPSFLYER_API_TOKEN," not in message and not message.rstrip().endswith("APPSFLYER_API_TOKEN")
 
 
+def prod_environ(**overrides: str) -> dict[str, str]:
+    """Every variable prod requires, with values of the right form."""
+    return {
+        "ADPIPES_ENV": "prod",
+        "ADPIPES_PRODUCT_DSN": "postgresql://adpipes:secret-value@product-db:5432/product",
+        "ADPIPES_ARCHIVE_DSN": "postgresql://adpipes:secret-value@archive-db:5432/archive",
+        "APPSFLYER_API_TOKEN": "secret-value", "AIRBRIDGE_API_TOKEN": "secret-value",
+        "APPSFLYER_ANDROID_APP_ID": "com.example.app", "APPSFLYER_IOS_APP_ID": "id123456789",
+        "AIRBRIDGE_APP_NAME": "exampleapp", "APPSFLYER_APP_CURRENCY": "KRW", "AIRBRIDGE_CURRENCY": "KRW",
+    } | overrides
+
+
+def test_prod_environ_covers_every_required_variable():
+    assert set(PROD_REQUIRED_VARIABLES) <= set(prod_environ())
+
+
 def test_prod_complete_is_accepted_and_secrets_are_not_kept_as_values():
-    environ = {name: "secret-value" for name in PROD_REQUIRED_VARIABLES}
-    environ.update(APPSFLYER_APP_CURRENCY="KRW", AIRBRIDGE_CURRENCY="KRW")
-    settings = load_settings({**environ, "ADPIPES_ENV": "prod"})
+    environ = prod_environ()
+    settings = load_settings(environ)
     assert settings.env == "prod"
     assert "secret-value" not in repr(settings.timezone)
 
@@ -51,6 +66,12 @@ def test_prod_complete_is_accepted_and_secrets_are_not_kept_as_values():
         ({"AIRBRIDGE_GROUP_BY": "channel,channel"}, "AIRBRIDGE_GROUP_BY names \\['channel'\\] more than once"),
         ({"AIRBRIDGE_GROUP_BY": "Channel"}, "AIRBRIDGE_GROUP_BY items \\['Channel'\\]"),
         ({"AIRBRIDGE_TOTAL_COUNT_MISMATCH": "ignore"}, "AIRBRIDGE_TOTAL_COUNT_MISMATCH='ignore' must be 'fail'"),
+        ({"ADPIPES_START_DATE": "2999-01-01"}, "ADPIPES_START_DATE='2999-01-01' is in the future"),
+        ({"APPSFLYER_IOS_APP_ID": "123456789"}, "APPSFLYER_IOS_APP_ID='123456789' must be 'id' followed by"),
+        ({"APPSFLYER_ANDROID_APP_ID": "com.example/x"}, "must be an Android package name"),
+        ({"AIRBRIDGE_APP_NAME": "../admin"}, "AIRBRIDGE_APP_NAME='../admin' must be the app name"),
+        ({"ADPIPES_ARCHIVE_DSN": "postgresql://u:Pass@word@h/archive"},
+         "ADPIPES_ARCHIVE_DSN is not a valid PostgreSQL DSN: its user name or password holds an unencoded @"),
     ],
 )
 def test_invalid_values_are_named(environ, fragment):
@@ -116,10 +137,7 @@ def test_the_cohort_settings_reach_the_cohort_client_and_the_currencies_their_re
 def test_in_prod_each_currency_reaches_its_own_resource():
     from adpipes.definitions import build_resources
 
-    prod = {name: "v" for name in PROD_REQUIRED_VARIABLES} | {
-        "ADPIPES_ENV": "prod", "APPSFLYER_APP_CURRENCY": "JPY", "AIRBRIDGE_CURRENCY": "EUR",
-        "AIRBRIDGE_TOTAL_COUNT_MISMATCH": "warn",
-    }
+    prod = prod_environ(APPSFLYER_APP_CURRENCY="JPY", AIRBRIDGE_CURRENCY="EUR", AIRBRIDGE_TOTAL_COUNT_MISMATCH="warn")
     resources = build_resources(load_settings(prod))
     assert resources["appsflyer_apps"].currency == "JPY"
     assert resources["airbridge_api"].currency == "EUR"
@@ -132,8 +150,8 @@ def test_variables_of_other_tools_are_ignored():
 
 
 def test_currencies_and_query_settings():
-    prod = {name: "v" for name in PROD_REQUIRED_VARIABLES} | {
-        "ADPIPES_ENV": "prod", "APPSFLYER_APP_CURRENCY": "JPY", "AIRBRIDGE_CURRENCY": "EUR",
+    prod = prod_environ() | {
+        "APPSFLYER_APP_CURRENCY": "JPY", "AIRBRIDGE_CURRENCY": "EUR",
         "APPSFLYER_CURRENCY": "preferred", "APPSFLYER_COHORT_KPIS": "revenue, roas,Checkout Start",
         "APPSFLYER_COHORT_TYPES": "user_acquisition,retargeting", "APPSFLYER_COHORT_MIN_SIZE": "50",
         "AIRBRIDGE_GROUP_BY": "channel,campaign,ad_group",
@@ -151,3 +169,9 @@ def test_currencies_and_query_settings():
     defaults = load_settings({})
     assert (defaults.appsflyer_currency, defaults.cohort_kpis, defaults.cohort_types, defaults.cohort_min_size,
             defaults.airbridge_group_by) == ("USD", ("revenue",), ("user_acquisition",), 1, ("channel", "campaign"))
+
+
+def test_a_bad_dsn_is_refused_at_load_without_echoing_it():
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"ADPIPES_PRODUCT_DSN": "postgresql://adpipes:LeakCanary99@x@127.0.0.1/product"})
+    assert "percent-encode" in str(caught.value) and "LeakCanary99" not in str(caught.value)

@@ -29,6 +29,7 @@ from psycopg.copy import QueuedLibpqWriter
 from pydantic import Field
 
 from adpipes.lib.storage.delivered import DeliveredFiles
+from adpipes.lib.storage.dsn import connection_failure_reason, describe_dsn, dsn_problem
 from adpipes.lib.storage.tables import ARCHIVE, PARTITION_COLUMN, PRODUCT, TABLES, TableSpec
 
 # Rows per CSV chunk handed to COPY: large enough that per-chunk overhead vanishes, small enough
@@ -75,20 +76,18 @@ class PostgresDatabase(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
+        dsn = self.resolved_dsn()
+        variable = f"ADPIPES_{self.role.upper()}_DSN"
+        problem = dsn_problem(dsn)
+        if problem:
+            # Never the DSN, nor libpq's reading of it: a misparsed password shows up as a "host".
+            raise StorageError(f"{variable} is not a valid PostgreSQL DSN: {problem}")
         try:
-            conn = psycopg.connect(self.resolved_dsn(), autocommit=False, application_name="adpipes")
-        except psycopg.OperationalError as exc:
-            # psycopg includes the host and database but never the password in this message.
+            conn = psycopg.connect(dsn, autocommit=False, application_name="adpipes")
+        except psycopg.Error as exc:
             raise StorageError(
-                f"cannot connect to the {self.role} database: {exc}. Check "
-                f"ADPIPES_{self.role.upper()}_DSN and that the server is reachable."
-            ) from None
-        except psycopg.Error:
-            # A DSN libpq cannot parse: its message quotes the offending part, which may be the
-            # password, so it is not repeated here.
-            raise StorageError(
-                f"ADPIPES_{self.role.upper()}_DSN is not a valid PostgreSQL URI; percent-encode "
-                "special characters (%, space, @, /, :) in the user name and password"
+                f"cannot connect to the {self.role} database ({describe_dsn(dsn)}): "
+                f"{connection_failure_reason(exc)}. Check {variable} and that the server is reachable."
             ) from None
         try:
             yield conn

@@ -95,7 +95,7 @@ def test_partition_batches_read_every_row_back_in_blocks(clean_databases, monkey
 
 def test_a_malformed_dsn_is_named_without_echoing_the_password():
     database = PostgresDatabase(role="product", dsn="postgresql://u:SECRET%zzPW@127.0.0.1:1/product")
-    with pytest.raises(StorageError, match="ADPIPES_PRODUCT_DSN is not a valid PostgreSQL URI") as caught:
+    with pytest.raises(StorageError, match="ADPIPES_PRODUCT_DSN is not a valid PostgreSQL DSN") as caught:
         with database.connect():
             pass
     assert "SECRET" not in str(caught.value)

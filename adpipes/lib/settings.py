@@ -34,6 +34,9 @@ DEFAULT_PRODUCT_RETENTION_DAYS = 90
 # Quality policy: no quarantined row is tolerated silently; row counts may halve or double.
 DEFAULT_MAX_QUARANTINED_SHARE = 0.0
 DEFAULT_VOLUME_BAND_FACTOR = 2.0
+# The archive is never made worse: a raw delivery with fewer rows than the archived version of the
+# day is refused unless the drop is within this share (0: any drop is refused).
+DEFAULT_MAX_ROW_DROP = 0.0
 DEFAULT_SCHEDULE_TIME = "06:00"
 DEFAULT_APPSFLYER_BASE_URL = "https://hq1.appsflyer.com"
 DEFAULT_AIRBRIDGE_BASE_URL = "https://api.airbridge.io"
@@ -86,7 +89,7 @@ KNOWN_VARIABLES = frozenset({
     "ADPIPES_ENV", "ADPIPES_PRODUCT_DSN", "ADPIPES_ARCHIVE_DSN", "ADPIPES_TIMEZONE",
     "ADPIPES_START_DATE", "ADPIPES_PRODUCT_RETENTION_DAYS", "ADPIPES_PRODUCT_RETENTION_OVERRIDES",
     "ADPIPES_SCHEDULE_TIME", "ADPIPES_DATA_DIR", "ADPIPES_MAX_QUARANTINED_SHARE",
-    "ADPIPES_VOLUME_BAND_FACTOR", "ADPIPES_PG_BINDIR", "ADPIPES_SEED_DAYS",
+    "ADPIPES_VOLUME_BAND_FACTOR", "ADPIPES_MAX_ROW_DROP", "ADPIPES_PG_BINDIR", "ADPIPES_SEED_DAYS",
     "ADPIPES_DAGSTER_PG_HOST", "ADPIPES_DAGSTER_PG_PORT", "ADPIPES_DAGSTER_PG_USER",
     "ADPIPES_DAGSTER_PG_PASSWORD", "ADPIPES_DAGSTER_PG_DB",
     "ADPIPES_TEST_PRODUCT_DSN", "ADPIPES_TEST_ARCHIVE_DSN",
@@ -144,6 +147,8 @@ class Settings:
     # What a revenue report whose data.metadata.totalCount matches neither count of the rows
     # received does: fail (default) or warn (the document does not say what totalCount counts).
     airbridge_total_count_mismatch: str = "fail"
+    # Share (0-1) by which a raw delivery may have fewer rows than the archived day it replaces.
+    max_row_drop: float = DEFAULT_MAX_ROW_DROP
 
     @property
     def is_dev(self) -> bool:
@@ -257,6 +262,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "(0.01 = 1% of a partition's rows may be quarantined without blocking)"
         )
 
+    drop_raw = environ.get("ADPIPES_MAX_ROW_DROP", "").strip() or str(DEFAULT_MAX_ROW_DROP)
+    try:
+        max_row_drop = float(drop_raw)
+        if not 0 <= max_row_drop <= 1:
+            raise ValueError
+    except ValueError:
+        max_row_drop = DEFAULT_MAX_ROW_DROP
+        problems.append(
+            f"ADPIPES_MAX_ROW_DROP={drop_raw!r} must be a share between 0 and 1 (0.01 = a raw "
+            "delivery may have 1% fewer rows than the archived day it replaces)"
+        )
+
     band_raw = environ.get("ADPIPES_VOLUME_BAND_FACTOR", "").strip() or str(DEFAULT_VOLUME_BAND_FACTOR)
     try:
         band = float(band_raw)
@@ -352,6 +369,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         airbridge_group_by=group_by,
         airbridge_currency=SANDBOX_APP_CURRENCY if env == DEV else airbridge_currency,
         airbridge_total_count_mismatch=total_count_mismatch,
+        max_row_drop=max_row_drop,
     )
 
 

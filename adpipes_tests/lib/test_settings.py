@@ -67,6 +67,7 @@ def test_prod_complete_is_accepted_and_secrets_are_not_kept_as_values():
         ({"AIRBRIDGE_GROUP_BY": "Channel"}, "AIRBRIDGE_GROUP_BY items \\['Channel'\\]"),
         ({"AIRBRIDGE_TOTAL_COUNT_MISMATCH": "ignore"}, "AIRBRIDGE_TOTAL_COUNT_MISMATCH='ignore' must be 'fail'"),
         ({"ADPIPES_START_DATE": "2999-01-01"}, "ADPIPES_START_DATE='2999-01-01' is in the future"),
+        ({"ADPIPES_MAX_ROW_DROP": "1.5"}, "ADPIPES_MAX_ROW_DROP='1.5' must be a share between 0 and 1"),
         ({"APPSFLYER_IOS_APP_ID": "123456789"}, "APPSFLYER_IOS_APP_ID='123456789' must be 'id' followed by"),
         ({"APPSFLYER_ANDROID_APP_ID": "com.example/x"}, "must be an Android package name"),
         ({"AIRBRIDGE_APP_NAME": "../admin"}, "AIRBRIDGE_APP_NAME='../admin' must be the app name"),

@@ -1,5 +1,7 @@
 """The one way adpipes declares an asset stored in a partitioned table."""
 
+import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -7,7 +9,39 @@ import dagster as dg
 import pandera.pandas as pa
 
 from adpipes.lib.quality import CheckGroup, quality_check_specs
+from adpipes.lib.storage.locks import partition_write_lock
+from adpipes.lib.storage.postgres import PostgresDatabase
 from adpipes.lib.storage.tables import TableSpec
+
+# The resource the partition write locks live in (the archive database, which every run reaches).
+LOCK_RESOURCE = "archive_db"
+
+
+def _one_writer_per_partition(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` holding the write locks of its partitions (see :mod:`adpipes.lib.storage.locks`)
+    from its first line until its outputs are stored (Dagster stores an output when it is
+    yielded, inside the block). The archive database resource is added to ``fn``'s parameters
+    when ``fn`` does not ask for it itself."""
+    signature = inspect.signature(fn)
+    asks_for_it = LOCK_RESOURCE in signature.parameters
+
+    @functools.wraps(fn)
+    def locked(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+        archive = kwargs[LOCK_RESOURCE] if asks_for_it else kwargs.pop(LOCK_RESOURCE)
+        with partition_write_lock(archive, context.asset_key, context.partition_keys, context.run.run_id):
+            result = fn(context, *args, **kwargs)
+            if inspect.isgenerator(result):
+                yield from result
+            else:
+                yield result
+
+    if not asks_for_it:
+        extra = inspect.Parameter(LOCK_RESOURCE, inspect.Parameter.KEYWORD_ONLY, annotation=PostgresDatabase)
+        signature = signature.replace(parameters=[*signature.parameters.values(), extra])
+    # Dagster reads the parameters (resources, config) from this signature.
+    locked.__signature__ = signature
+    del locked.__wrapped__
+    return locked
 
 
 def table_asset(
@@ -27,9 +61,12 @@ def table_asset(
     still written and counted per partition).
 
     ``checks``: the asset checks the asset reports (see :mod:`adpipes.lib.quality`); their
-    descriptions list the rules of ``check_schemas`` (default: the table's schema)."""
+    descriptions list the rules of ``check_schemas`` (default: the table's schema).
+
+    The step holds a write lock per partition for its whole run (see
+    :func:`_one_writer_per_partition`); it needs the ``archive_db`` resource."""
     schemas = check_schemas if check_schemas is not None else [table.dataframe_schema]
-    return dg.asset(
+    decorate = dg.asset(
         key=table.asset_key,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -39,6 +76,8 @@ def table_asset(
         check_specs=quality_check_specs(table.asset_key, checks, schemas),
         **asset_kwargs,
     )
+    # One writer per partition: a second run of a partition being written fails before any call.
+    return lambda fn: decorate(_one_writer_per_partition(fn))
 
 
 def column_drift_metadata(

@@ -17,6 +17,7 @@ known zero-byte 200 are.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import re
 from pathlib import Path
@@ -35,6 +36,7 @@ from adpipes.lib.http import (
     redact,
 )
 from adpipes.lib.quota import describe_reset
+from adpipes.lib.storage.delivered import SpoolSpaceError
 
 QUOTA_VENDOR = "appsflyer"
 PARAM_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -96,6 +98,16 @@ def spool_body(response: requests.Response, path: Path) -> None:
                 written += len(chunk)
     except requests.RequestException as exc:
         raise TransientError(f"the download broke off after {written} bytes ({type(exc).__name__})") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        path.unlink(missing_ok=True)
+        # Not a bare "[Errno 28]": the call has been paid for, so say what to do before a re-run.
+        raise SpoolSpaceError(
+            f"the disk of TMPDIR ({path.parent.parent}) filled up after {written / 1e6:,.0f} MB of "
+            "the vendor's answer; nothing was loaded. Free space there or point TMPDIR at a larger "
+            "disk for the Dagster processes, then re-run (or materialize fewer days at once)."
+        ) from None
     if written < 64 and not path.read_bytes().strip():
         # A real empty report still has its header line: zero bytes is a failed export.
         raise TransientError("HTTP 200 with an empty body (not even a header line)", 200)

@@ -15,7 +15,6 @@ import csv
 import datetime as dt
 import re
 import shutil
-import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from adpipes.appsflyer.api import (
 )
 from adpipes.lib.http import api_path, bearer_session
 from adpipes.lib.quota import ApiCallLedger, QuotaMeter
+from adpipes.lib.storage.delivered import make_spool_directory
 
 INSTALLS_REPORT = "installs_report"
 IN_APP_EVENTS_REPORT = "in_app_events_report"
@@ -306,7 +306,7 @@ class AppsFlyerRawDataApi(AppsFlyerApiBase):
         log = log or default_log
         base_url, token = self._connection()
         if directory is None:
-            directory = Path(tempfile.mkdtemp(prefix="adpipes-appsflyer-"))
+            directory = make_spool_directory("adpipes-appsflyer-")
             owned = True
         else:
             owned = False

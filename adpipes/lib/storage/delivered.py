@@ -8,17 +8,120 @@ The IO manager streams the files' bytes unchanged into ``COPY``, so the archive 
 the vendor sent at the speed of ``psql \\copy``.
 
 The files live in a private temporary directory that is removed when the object is cleaned up (the
-IO manager does so after writing) or garbage-collected.
+IO manager does so after writing) or garbage-collected. A run killed before that (SIGKILL, OOM,
+a lost machine) cannot clean up: every spool directory therefore records its owner process, and
+each new one first removes the directories whose owner is gone.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import shutil
 import tempfile
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+# Spool directories are named adpipes-*, and hold this file naming their owner process.
+SPOOL_PREFIX = "adpipes-"
+OWNER_FILE = ".adpipes-spool-owner"
+
+_log = logging.getLogger("adpipes.storage")
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, Linux), to tell a reused pid from its owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner_alive(owner: dict) -> bool:
+    pid = int(owner.get("pid", 0))
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    started = owner.get("started")
+    return started is None or _process_start(pid) in (None, started)
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def sweep_abandoned_spools(root: Path | None = None) -> list[tuple[Path, int]]:
+    """Remove the spool directories (under ``root``, default TMPDIR) whose owner process is gone;
+    returns each removed directory with the bytes it held. Directories without an owner file
+    (anything not made by :func:`make_spool_directory`) are never touched."""
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for directory in root.glob(f"{SPOOL_PREFIX}*"):
+        marker = directory / OWNER_FILE
+        try:
+            owner = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if _owner_alive(owner):
+            continue
+        size = _size(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+        if not directory.exists():
+            removed.append((directory, size))
+            _log.warning(f"removed {directory} ({size:,} bytes), left behind by process {owner.get('pid')} "
+                         "which no longer runs (a killed run)")
+    return removed
+
+
+def make_spool_directory(prefix: str) -> Path:
+    """A new private directory in TMPDIR for vendor files, recording its owner process; the
+    directories of dead owners are removed first."""
+    if not prefix.startswith(SPOOL_PREFIX):
+        raise ValueError(f"spool directories are named {SPOOL_PREFIX}*, got prefix {prefix!r}")
+    sweep_abandoned_spools()
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    (directory / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "started": _process_start(os.getpid())}))
+    return directory
+
+
+def expected_spool_bytes(conn, qualified_table: str, days: int) -> int:
+    """About the disk a delivery of ``days`` days of ``qualified_table`` needs while it is spooled:
+    the largest day archived so far (PostgreSQL's size of a day of text columns is close to its
+    CSV) per day, twice (a window's file is split into day files before it is removed). 0 when
+    nothing is archived yet: there is nothing to go by, and a full disk is still caught as it
+    fills (``SpoolSpaceError``)."""
+    row = conn.execute(
+        "SELECT max(pg_table_size(i.inhrelid)) FROM pg_inherits i WHERE i.inhparent = to_regclass(%s)",
+        (qualified_table,),
+    ).fetchone()
+    conn.rollback()
+    return 2 * days * int(row[0] or 0)
+
+
+class SpoolSpaceError(OSError):
+    """TMPDIR lacks the space a vendor delivery needs; nothing was called."""
+
+
+def require_spool_space(needed_bytes: int, what: str, root: Path | None = None) -> None:
+    """Refuse (before any vendor call) when TMPDIR has less free space than ``needed_bytes``."""
+    root = Path(root or tempfile.gettempdir())
+    free = shutil.disk_usage(root).free
+    if free < needed_bytes:
+        raise SpoolSpaceError(
+            f"{what} needs about {needed_bytes / 1e6:,.0f} MB of temporary space for the vendor's "
+            f"files, but TMPDIR ({root}) has {free / 1e6:,.0f} MB free. Nothing was called. Free "
+            "space there, or point TMPDIR at a larger disk for the Dagster processes, and re-run "
+            "(or materialize fewer days at once)."
+        )
 
 
 @dataclass(frozen=True)
@@ -35,7 +138,7 @@ class DeliveredFiles:
     """The delivered CSV files of one asset output, in a temporary directory of their own."""
 
     def __init__(self, prefix: str = "adpipes-delivered-") -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix=prefix))
+        self.directory = make_spool_directory(prefix)
         self.files: list[DeliveredCsv] = []
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.directory), True)
 

@@ -1,0 +1,111 @@
+"""Spool directories of killed runs are swept, and TMPDIR's space is checked and named."""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from adpipes.lib.storage.delivered import (
+    OWNER_FILE,
+    DeliveredFiles,
+    SpoolSpaceError,
+    make_spool_directory,
+    require_spool_space,
+    sweep_abandoned_spools,
+)
+
+
+def spool_of_a_dead_process(root: Path) -> Path:
+    """A spool directory made by a process that then died without cleaning up (as SIGKILL does)."""
+    code = (
+        "import os, tempfile; from adpipes.lib.storage.delivered import make_spool_directory; "
+        "d = make_spool_directory('adpipes-test-'); open(os.path.join(d, 'day.csv'), 'w').write('x' * 5000); "
+        "print(d); os._exit(0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TMPDIR": str(root)},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return Path(out)
+
+
+def test_spools_of_dead_processes_are_removed_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = spool_of_a_dead_process(tmp_path)
+    # A pid that now belongs to another process (this one) but started at another time: reused.
+    reused = tmp_path / "adpipes-reused-1"
+    reused.mkdir()
+    (reused / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "started": "1"}))
+    unmarked = tmp_path / "adpipes-test-pg-cluster"  # e.g. a test cluster: not a spool
+    unmarked.mkdir()
+    other = tmp_path / "someone-else"
+    other.mkdir()
+    live = make_spool_directory("adpipes-live-")
+    assert not dead.exists() and not reused.exists()  # swept by the make_spool_directory above
+    assert live.exists() and unmarked.exists() and other.exists()
+    assert sweep_abandoned_spools(tmp_path) == []  # a live owner's directory stays
+    files = DeliveredFiles(prefix="adpipes-delivered-")
+    assert files.directory.parent == tmp_path and (files.directory / OWNER_FILE).exists()
+
+
+def test_sweep_reports_what_it_removed(tmp_path):
+    dead = spool_of_a_dead_process(tmp_path)
+    (removed,) = sweep_abandoned_spools(tmp_path)
+    assert removed[0] == dead and removed[1] >= 5000 and not dead.exists()
+
+
+def test_too_little_space_is_refused_naming_tmpdir(tmp_path):
+    free = __import__("shutil").disk_usage(tmp_path).free
+    with pytest.raises(SpoolSpaceError) as caught:
+        require_spool_space(free + 10**9, "appsflyer/android_in_app_events 2026-11-01..2026-11-30", root=tmp_path)
+    message = str(caught.value)
+    assert str(tmp_path) in message and "Nothing was called" in message and "TMPDIR" in message
+    require_spool_space(1, "a small day", root=tmp_path)
+
+
+def test_a_disk_filling_up_mid_download_names_tmpdir(clean_sandbox):
+    """A 1 MB tmpfs as the spool's disk: the download fills it; the error names TMPDIR, not Errno 28."""
+    from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
+    from adpipes.lib.partitions import day_window
+    from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID
+    from adpipes_tests.fixtures.sandbox import appsflyer_client_settings
+
+    mount = Path(tempfile.mkdtemp(prefix="adpipes-test-tmpfs-"))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    try:
+        spool = mount / "adpipes-appsflyer-x"
+        spool.mkdir()
+        clean_sandbox.configure(rows_per_day={f"{SANDBOX_ANDROID_APP_ID}|in_app_events_report": 3000})
+        day = (dt.date.today() - dt.timedelta(days=2)).isoformat()
+        start, end = day_window(day, "Asia/Seoul")
+        api = AppsFlyerRawDataApi(**appsflyer_client_settings(clean_sandbox))
+        with pytest.raises(SpoolSpaceError) as caught:
+            api.fetch_raw_report(SANDBOX_ANDROID_APP_ID, "in_app_events_report", start, end, directory=spool)
+        assert f"TMPDIR ({mount})" in str(caught.value) and "Errno" not in str(caught.value)
+        assert list(spool.iterdir()) == []  # the partial file is gone
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+        mount.rmdir()
+
+
+def test_the_expected_space_follows_the_largest_archived_day(archive_dsn):
+    import psycopg
+
+    from adpipes.lib.storage.delivered import expected_spool_bytes
+
+    with psycopg.connect(archive_dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS spool_test CASCADE")
+        conn.execute("CREATE SCHEMA spool_test")
+        conn.execute("CREATE TABLE spool_test.raw (report_date date, v text) PARTITION BY RANGE (report_date)")
+        assert expected_spool_bytes(conn, "spool_test.raw", 3) == 0  # nothing archived: nothing to go by
+        conn.execute("CREATE TABLE spool_test.raw_p20261120 PARTITION OF spool_test.raw "
+                     "FOR VALUES FROM ('2026-11-20') TO ('2026-11-21')")
+        conn.execute("INSERT INTO spool_test.raw SELECT '2026-11-20', repeat('x', 200) FROM generate_series(1, 20000)")
+        (day_bytes,) = conn.execute("SELECT pg_table_size('spool_test.raw_p20261120')").fetchone()
+        assert day_bytes > 4_000_000
+        assert expected_spool_bytes(conn, "spool_test.raw", 3) == 6 * day_bytes
+        conn.execute("DROP SCHEMA spool_test CASCADE")

@@ -95,6 +95,13 @@ NOT_FOUND_HTML = (
     "<!DOCTYPE html><html><head><title>404 Not Found</title></head>"
     "<body><h1>Not Found</h1><p>The requested URL was not found on this server.</p></body></html>"
 )
+# What a CDN or load balancer in front of an API answers during maintenance, with status 200
+# (one line, as such pages often are: a CSV reader takes it for a header without rows).
+MAINTENANCE_HTML = (
+    "<!DOCTYPE html><html><head><title>Scheduled maintenance</title></head><body><h1>We will be "
+    "back soon</h1><p>AppsFlyer is performing scheduled maintenance.</p></body></html>"
+)
+MAINTENANCE_TEXT = "Service temporarily unavailable. Please try again later.\n"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 _IN_APP_EVENTS = ("af_purchase", "af_login", "af_level_achieved", "af_tutorial_completion")
@@ -363,6 +370,10 @@ def api_call_preamble(server: SandboxServer, request: Request, app_id: str, repo
                                        "text/html", call=call), delay
         if fault.kind == "empty_200":
             return call, Response(200, b"", "text/csv", call=call), delay
+        if fault.kind == "html_200":
+            return call, Response.text(200, MAINTENANCE_HTML, "text/html", call=call), delay
+        if fault.kind == "text_200":
+            return call, Response.text(200, MAINTENANCE_TEXT, call=call), delay
         if fault.kind == "quota":
             return call, _json_error(400, QUOTA_MESSAGE, call), delay
         if fault.kind == "quota_403":
@@ -407,6 +418,9 @@ def raw_data_export(server: SandboxServer, request: Request) -> Response:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
+    if call.get("fault") == "malformed_csv":
+        # A row with one field too many: no CSV reader can tell which value is misplaced.
+        writer.writerow([*(rows[0] if rows else [""] * len(header)), "stray"])
     call["rows"] = len(rows)
     return Response(200, out.getvalue().encode("utf-8"), "text/csv", call=call, delay=delay)
 

@@ -36,6 +36,11 @@ FAULT_KINDS = (
     "quota_403",
     "token_revoked",
     "slow",
+    # A 200 that is not the report: an HTML maintenance page, a plain-text notice, or (raw reports
+    # only) CSV with a row that does not parse.
+    "html_200",
+    "text_200",
+    "malformed_csv",
     # Airbridge revenue report: the async task ends FAILURE / CANCELED, or never finishes.
     "task_failure",
     "task_canceled",

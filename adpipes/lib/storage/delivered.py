@@ -140,12 +140,22 @@ class DeliveredFiles:
     def __init__(self, prefix: str = "adpipes-delivered-") -> None:
         self.directory = make_spool_directory(prefix)
         self.files: list[DeliveredCsv] = []
+        # Partition days whose delivery was refused: the IO manager leaves their stored rows as
+        # they are instead of replacing them (with nothing).
+        self.withheld: list[str] = []
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.directory), True)
 
     def add(self, path: Path, columns: Sequence[str], rows: int, report_date: str) -> None:
         if Path(path).parent != self.directory:
             raise ValueError(f"{path} is not inside {self.directory}: files must be spooled there")
         self.files.append(DeliveredCsv(Path(path), tuple(columns), int(rows), report_date))
+
+    def withhold(self, report_date: str) -> None:
+        """Leave ``report_date``'s stored partition untouched: its delivery was refused."""
+        if any(f.report_date == report_date for f in self.files):
+            raise ValueError(f"{report_date} has delivered files; a withheld day has none to write")
+        if report_date not in self.withheld:
+            self.withheld.append(report_date)
 
     @property
     def row_count(self) -> int:

@@ -223,7 +223,9 @@ def ensure_table(
     """Create schema, parent table, missing columns and the day partitions; commit.
 
     An existing table of an older layout (``TableSpec.layout_version``) is first renamed out of
-    the way, with its rows (see :func:`_keep_older_layout`).
+    the way, with its rows (see :func:`_keep_older_layout`). The loads pass no ``days``: they
+    create their day partitions inside the load's own transaction (:func:`create_partitions`), so
+    a failed load leaves no empty day behind.
     """
     schema, table = spec.schema_name, spec.table_name
     with conn.cursor() as cur:
@@ -270,18 +272,66 @@ def ensure_table(
                         _ident(schema, table, c.name), sql.Literal(c.description)
                     )
                 )
-        for day in days:
-            cur.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
-                ).format(
-                    _ident(schema, partition_table_name(table, day)),
-                    _ident(schema, table),
-                    sql.Literal(day),
-                    sql.Literal(day + dt.timedelta(days=1)),
-                )
-            )
+        create_partitions(cur, spec, days)
     conn.commit()
+
+
+def create_partitions(cur: psycopg.Cursor, spec: TableSpec, days: Sequence[dt.date]) -> list[dt.date]:
+    """Create the missing day partitions of ``spec``'s table in the caller's transaction; returns
+    the days created.
+
+    An empty day partition reads as "loaded, no rows" (``appsflyer/raw_data`` would build an empty
+    day from it), so it must exist only once its load commits. ``CREATE TABLE ... PARTITION OF``
+    would hold an ACCESS EXCLUSIVE lock on the parent until then, blocking every reader of the
+    table for the whole load; a table created alone and attached takes only SHARE UPDATE
+    EXCLUSIVE on the parent, which readers and writers of other days do not wait for (attaching
+    an empty table needs no validation scan).
+    """
+    schema, table = spec.schema_name, spec.table_name
+    created = []
+    for day in days:
+        child = partition_table_name(table, day)
+        # Two loads of one day (the partition write lock should prevent it) would otherwise race
+        # on the name; the second waits, then finds the day's table.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"adpipes:partition:{schema}.{child}",))
+        cur.execute("SELECT to_regclass(%s)", (f"{schema}.{child}",))
+        if cur.fetchone()[0] is not None:
+            continue
+        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+            _ident(schema, child), _ident(schema, table)))
+        cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            _ident(schema, table), _ident(schema, child), sql.Literal(day),
+            sql.Literal(day + dt.timedelta(days=1))))
+        created.append(day)
+    return created
+
+
+def _stored_days(cur: psycopg.Cursor | psycopg.Connection, spec: TableSpec) -> set[dt.date]:
+    """The days that have a partition (a committed load) in ``spec``'s table."""
+    rows = cur.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%s)", (spec.qualified_name,),
+    ).fetchall()
+    return {day for (name,) in rows if (day := partition_day(spec.table_name, name)) is not None}
+
+
+def missing_partitions(conn: psycopg.Connection, spec: TableSpec, days: Sequence[dt.date]) -> list[dt.date]:
+    """The ``days`` that were never loaded into ``spec``'s table (no day partition)."""
+    stored = _stored_days(conn, spec)
+    conn.rollback()
+    return [day for day in days if day not in stored]
+
+
+def stored_row_counts(conn: psycopg.Connection, spec: TableSpec, days: Sequence[dt.date]) -> dict[str, int]:
+    """Rows per day partition of ``spec``'s table, for the ``days`` that were loaded (a day never
+    loaded is absent; a day loaded empty is 0)."""
+    stored = _stored_days(conn, spec)
+    counts = {}
+    for day in sorted(set(days) & stored):
+        counts[day.isoformat()] = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(_child(spec, day))).fetchone()[0]
+    conn.rollback()
+    return counts
 
 
 def arrow_table(df: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
@@ -377,13 +427,14 @@ def replace_partitions(
     _check_dates(spec, list(dates.unique()), days)
 
     for conn in conns:
-        ensure_table(conn, spec, days, extra_text_columns=extra, log=log)
+        ensure_table(conn, spec, [], extra_text_columns=extra, log=log)
     data = arrow_table(df.assign(**{PARTITION_COLUMN: dates}), columns)
     counts: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         cursors = [stack.enter_context(conn.cursor()) for conn in conns]
         for cur in cursors:
             cur.execute(sql.SQL("SET LOCAL TimeZone = {}").format(sql.Literal(timezone)))
+            create_partitions(cur, spec, days)
         for day in sorted(days):
             key = day.isoformat()
             part = data if len(days) == 1 else data.filter(pc.equal(data[PARTITION_COLUMN], key))
@@ -410,10 +461,11 @@ def replace_partitions_from_files(
     """
     extra = _check_columns(spec, delivered.columns)
     _check_dates(spec, [f.report_date for f in delivered.files], days)
-    ensure_table(conn, spec, days, extra_text_columns=extra, log=log)
+    ensure_table(conn, spec, [], extra_text_columns=extra, log=log)
     counts: dict[str, int] = {}
     with conn.cursor() as cur:
         cur.execute("SET LOCAL client_encoding = 'UTF8'")
+        create_partitions(cur, spec, days)
         for day in sorted(days):
             key, child = day.isoformat(), _child(spec, day)
             cur.execute(sql.SQL("TRUNCATE {}").format(child))
@@ -551,6 +603,11 @@ class PartitionBatches:
             for batch in reader:
                 yield _frame(pa.Table.from_batches([batch]), pg_types, self.timezone)
 
+    def missing_days(self) -> list[dt.date]:
+        """The partitions that were never loaded (reading them would give no rows, not an error)."""
+        with self.database.connect() as conn:
+            return missing_partitions(conn, self.spec, self.days)
+
     def __repr__(self) -> str:
         return f"PartitionBatches({self.spec.qualified_name}, {len(self.days)} partitions)"
 
@@ -584,6 +641,13 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
             return
         spec = TABLES.get(context.asset_key)
         days = partition_days(context)
+        withheld = list(obj.withheld) if isinstance(obj, DeliveredFiles) else []
+        # A refused delivery's days keep what they hold: they are not replaced at all.
+        days = [day for day in days if day.isoformat() not in withheld]
+        if not days:
+            obj.cleanup()
+            context.add_output_metadata({"adpipes/withheld_partitions": dg.MetadataValue.json(sorted(withheld))})
+            return
         names = spec.write_databases()
         failure: Exception | None = None
         with contextlib.ExitStack() as stack:
@@ -631,10 +695,14 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
             "dagster/column_schema": spec.column_schema(),
             "adpipes/databases": ", ".join(spec.write_databases()),
         }
-        if len(days) == 1:
+        if len(days) == 1 and not withheld:
             metadata["dagster/partition_row_count"] = dg.MetadataValue.int(counts[days[0].isoformat()])
         else:
             metadata["partition_row_counts"] = dg.MetadataValue.json(counts)
+        if withheld:
+            # Dagster records the materialization for every partition of the run; these were not
+            # written.
+            metadata["adpipes/withheld_partitions"] = dg.MetadataValue.json(sorted(withheld))
         context.add_output_metadata(metadata)
 
     def _write(self, conns: Sequence[psycopg.Connection], spec: TableSpec,

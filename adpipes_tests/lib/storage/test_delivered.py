@@ -2,12 +2,14 @@
 
 import datetime as dt
 
+import dagster as dg
 import psycopg
 import pytest
 
 from adpipes.lib.storage.delivered import DeliveredFiles
 from adpipes.lib.storage.postgres import (
     PartitionBatches,
+    PartitionedTableIOManager,
     PostgresDatabase,
     StorageError,
     replace_partitions_from_files,
@@ -60,7 +62,34 @@ def test_a_row_count_disagreement_rolls_the_day_back(clean_databases):
         with pytest.raises(StorageError, match=r"storage_test.raw partition 2026-11-20: PostgreSQL read 3 rows"):
             replace_partitions_from_files(conn, RAW, wrong, [D1])
         conn.rollback()
+        # A day never loaded before gets no (empty) partition from a failed load.
+        wrong = delivered((DAY_ONE, ["a", "new_column"], 4, D2.isoformat()))
+        with pytest.raises(StorageError, match="PostgreSQL read 3 rows"):
+            replace_partitions_from_files(conn, RAW, wrong, [D2])
+        conn.rollback()
+        assert conn.execute("SELECT to_regclass('storage_test.raw_p20261121')").fetchone() == (None,)
     assert rows(archive_dsn) == [("2026-11-20", "z", None)]
+
+
+def test_withheld_days_are_left_as_they_are(clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    with psycopg.connect(archive_dsn) as conn:
+        replace_partitions_from_files(conn, RAW, delivered((DAY_TWO, ["a"], 1, D1.isoformat())), [D1])
+    files = delivered((b"A\nw\n", ["a"], 1, D2.isoformat()))
+    files.withhold(D1.isoformat())
+    with pytest.raises(ValueError, match="has delivered files"):
+        files.withhold(D2.isoformat())
+    manager = PartitionedTableIOManager(archive=PostgresDatabase(role="archive", dsn=archive_dsn),
+                                        product=PostgresDatabase(role="product", dsn=product_dsn))
+    # The output covers both days (a range run); only the day with a delivery is replaced.
+    context = dg.build_output_context(
+        asset_key=RAW.asset_key, asset_partitions_def=dg.DailyPartitionsDefinition("2026-11-01"),
+        asset_partition_key_range=dg.PartitionKeyRange("2026-11-20", "2026-11-21"),
+    )
+    manager.handle_output(context, files)
+    with psycopg.connect(archive_dsn) as conn:
+        stored = conn.execute("SELECT report_date::text, a FROM storage_test.raw ORDER BY 1, 2").fetchall()
+    assert stored == [("2026-11-20", "z"), ("2026-11-21", "w")]
 
 
 def test_files_outside_the_partitions_or_with_unknown_columns_are_refused(clean_databases):

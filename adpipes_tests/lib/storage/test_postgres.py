@@ -12,8 +12,11 @@ from adpipes.lib.storage.postgres import (
     PartitionedTableIOManager,
     PostgresDatabase,
     StorageError,
+    create_partitions,
+    missing_partitions,
     read_partitions,
     replace_partitions,
+    stored_row_counts,
 )
 from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, TABLES, TableSpec, report_date_column
 
@@ -217,3 +220,49 @@ def test_text_that_looks_like_a_null_reads_back_as_written(clean_databases):
     read = back.sort_values("name", na_position="last")["name"].tolist()
     assert read[:-1] == sorted(n for n in names if n is not None) and pd.isna(read[-1])
     assert back[["n", "flag", "at", "amount"]].isna().all().all()
+
+
+def children(dsn: str, table: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = to_regclass(%s) ORDER BY 1", (table,),
+        ).fetchall()]
+
+
+def test_a_failed_load_leaves_no_new_day_partition(clean_databases):
+    # An empty day partition reads as a day loaded without rows (appsflyer/raw_data would build an
+    # empty day from it), so a day's partition exists only once its load committed.
+    product_dsn, archive_dsn = clean_databases
+    bad = typed_frame(D1, 3).assign(name=pd.array(["ok", "ok", "\x00"], dtype="str"))  # NUL: COPY fails
+    with psycopg.connect(archive_dsn) as archive, psycopg.connect(product_dsn) as product:
+        with pytest.raises(psycopg.Error):
+            replace_partitions([archive, product], TYPED, bad, [D1], timezone=TZ)
+    for dsn in (archive_dsn, product_dsn):
+        assert children(dsn, "storage_test.typed") == []
+    with psycopg.connect(product_dsn) as conn:
+        replace_partitions(conn, TYPED, typed_frame(D1, 2), [D1], timezone=TZ)
+    assert children(product_dsn, "storage_test.typed") == ["storage_test.typed_p20261120"]
+
+
+def test_a_load_creating_a_day_does_not_block_readers_of_the_table(clean_databases):
+    product_dsn, _ = clean_databases
+    with psycopg.connect(product_dsn) as conn:
+        replace_partitions(conn, TYPED, typed_frame(D1, 4), [D1], timezone=TZ)
+    with psycopg.connect(product_dsn) as loading, psycopg.connect(product_dsn, autocommit=True) as reader:
+        with loading.cursor() as cur:
+            assert create_partitions(cur, TYPED, [D2]) == [D2]  # uncommitted, as during a long COPY
+        reader.execute("SET lock_timeout = '2s'")
+        assert reader.execute("SELECT count(*) FROM storage_test.typed").fetchone() == (4,)
+        loading.rollback()
+    assert children(product_dsn, "storage_test.typed") == ["storage_test.typed_p20261120"]
+
+
+def test_stored_row_counts_and_missing_partitions_tell_an_empty_day_from_a_missing_one(clean_databases):
+    product_dsn, _ = clean_databases
+    with psycopg.connect(product_dsn) as conn:
+        assert stored_row_counts(conn, TYPED, [D1, D2]) == {}  # no table yet
+        assert missing_partitions(conn, TYPED, [D1, D2]) == [D1, D2]
+        replace_partitions(conn, TYPED, typed_frame(D1, 0), [D1], timezone=TZ)
+        replace_partitions(conn, TYPED, typed_frame(D2, 3), [D2], timezone=TZ)
+        assert stored_row_counts(conn, TYPED, [D1, D2]) == {"2026-11-20": 0, "2026-11-21": 3}
+        assert missing_partitions(conn, TYPED, [D1, D2, D2 + dt.timedelta(days=1)]) == [D2 + dt.timedelta(days=1)]

@@ -1,8 +1,10 @@
 """AppsFlyer Pull API V2 raw data: the client of ``GET /api/raw-data/export/app/{app_id}/{report}/v5``.
 
 The Pull API has no paging and no truncation flag: a response with exactly ``maximum_rows`` data
-rows has silently lost the rest. The client therefore halves such windows (down to
-``min_split_seconds``) and fails loudly when a window cannot be split further. Calls count
+rows, or exactly AppsFlyer's default cap of 200,000 (a server may apply it whatever was asked), has
+silently lost the rest. The client therefore halves such windows (down to ``min_split_seconds``)
+and fails loudly when a window cannot be split further. A cap below those counts cannot be seen in
+one answer: the raw report assets catch it by comparing a day with its archived copy. Calls count
 against a small daily quota (about 24 a day per app for installs, 12 for in-app events), so daily
 quota answers are never retried, while 429/5xx, connection errors and the known zero-byte 200 are.
 Responses are streamed to files (a raw day can be a million rows) and counted, never held in
@@ -57,18 +59,27 @@ CURRENCIES = ("preferred", "USD")
 # Dagster concurrency pool of the steps calling the raw data API (limited in the shipped
 # dagster.yaml; raw exports are also the steps that need the most memory).
 RAW_DATA_API_POOL = "appsflyer_raw_data_api"
+# AppsFlyer's default `maximum_rows`: an answer this long is cut off whatever was asked, since a
+# server (or a plan) that ignores `maximum_rows=1000000` caps at the default.
+DEFAULT_MAXIMUM_ROWS = 200_000
 
 
 # -- result --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class SpooledChunk:
-    """One raw-report response, spooled to disk as delivered (header line first)."""
+    """One raw-report response, spooled to disk as delivered (header line first).
+
+    ``problem``: why the response cannot be read as a report (not CSV, not UTF-8), or None. Such a
+    response is kept as delivered (its ``rows`` are 0: they could not be counted) so that its
+    owner can keep it whole instead of loading it.
+    """
 
     path: Path
     header: tuple[str, ...]
     rows: int
     window: tuple[dt.datetime, dt.datetime]
+    problem: str | None = None
 
 
 @dataclass
@@ -105,6 +116,11 @@ class SpooledReport:
     @property
     def row_count(self) -> int:
         return sum(c.rows for c in self.chunks)
+
+    @property
+    def unreadable(self) -> list[SpooledChunk]:
+        """The responses that could not be read as CSV (see ``SpooledChunk.problem``)."""
+        return [c for c in self.chunks if c.problem]
 
     def to_arrow(self) -> pa.Table:
         """Every chunk parsed into one table of string columns (for inspection and tests)."""
@@ -221,6 +237,12 @@ def split_by_day(chunk: SpooledChunk, timezone: str) -> list[tuple[str, SpooledC
 _DAY_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[ T]")
 
 
+def _looks_like_html(path: Path) -> bool:
+    with path.open("rb") as handle:
+        start = handle.read(256).removeprefix(b"\xef\xbb\xbf").lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
+
+
 def raw_windows(partition_keys: list[str], report: str) -> list[tuple[str, str]]:
     """The partitions as (first, last) runs of consecutive days, each within one raw call's limit
     (RAW_WINDOW_DAYS): a 62-day in-app-events backfill is two calls, not 62."""
@@ -282,6 +304,11 @@ class AppsFlyerRawDataApi(AppsFlyerApiBase):
 
     # -- public API ---------------------------------------------------------------------------
 
+    def truncated(self, rows: int) -> bool:
+        """Whether an answer of ``rows`` rows hit a row cap: the one asked for, or AppsFlyer's
+        default (a real day of exactly 200,000 rows costs two more calls, never rows)."""
+        return rows >= self.maximum_rows or rows == DEFAULT_MAXIMUM_ROWS
+
     def quota_meter(self, ledger: ApiCallLedger, app_id: str, report: str) -> QuotaMeter:
         """The ledger's meter of one app's report, with this plan's daily quota of that report."""
         return ledger.meter(QUOTA_VENDOR, app_id, report, self.daily_quotas.get(report))
@@ -292,8 +319,9 @@ class AppsFlyerRawDataApi(AppsFlyerApiBase):
         """Fetch raw report rows with Event Time in ``[start, end)`` (tz-aware datetimes).
 
         Responses are streamed into files in ``directory`` (a new temporary directory if None).
-        Windows returning ``maximum_rows`` rows are halved until complete; each piece is retried
-        on transient failures. With ``quota``, every request is counted in the call ledger first,
+        Windows returning ``maximum_rows`` rows (or AppsFlyer's default cap) are halved until
+        complete; each piece is retried on transient failures. A 200 that is not readable CSV is
+        returned as a chunk with a ``problem``, as delivered, not raised: the caller keeps it. With ``quota``, every request is counted in the call ledger first,
         which refuses (``QuotaExceeded``) once the day's quota is spent. Raises a subclass of
         ``AppsFlyerApiError``, or ``QuotaExceeded``.
         """
@@ -326,32 +354,39 @@ class AppsFlyerRawDataApi(AppsFlyerApiBase):
         path = result.directory / f"{app_id}-{report}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}.csv"
         self._get_with_retries(session, base_url, token, app_id, report, start, end, result, log, path)
         window = fmt_window(start, end, self.timezone)
-        try:
-            header, rows = count_report_rows(path)
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            raise AppsFlyerApiError(
-                f"AppsFlyer {report} for app {app_id}, window {window}: the response is not "
-                f"well-formed UTF-8 CSV ({exc}); nothing was loaded. Re-run the partition; if it "
-                "persists, report the response to AppsFlyer support.",
-                app_id=app_id, report=report, window=window,
-            ) from None
-        if rows < self.maximum_rows:
+        problem = None
+        if _looks_like_html(path):
+            # A maintenance or error page served with status 200: one line of it would pass as a
+            # CSV header without rows.
+            problem = "an HTML page, not a CSV report"
+        else:
+            try:
+                header, rows = count_report_rows(path)
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                problem = f"not well-formed UTF-8 CSV ({str(exc).strip()[:300]})"
+        if problem:
+            log.error(f"AppsFlyer {report} for app {app_id}, window {window}: the response is {problem}")
+            result.chunks.append(SpooledChunk(path, (), 0, (start, end), problem=problem))
+            return
+        if not self.truncated(rows):
             result.chunks.append(SpooledChunk(path, tuple(header), rows, (start, end)))
             return
         path.unlink()
         seconds = int((end - start).total_seconds())
         if seconds <= self.min_split_seconds:
             raise AppsFlyerTruncationError(
-                f"AppsFlyer {report} for app {app_id}, window {window}: the response has "
-                f"maximum_rows={self.maximum_rows} rows, so AppsFlyer truncated it, and the window is "
+                f"AppsFlyer {report} for app {app_id}, window {window}: the response has {rows} rows "
+                f"(maximum_rows={self.maximum_rows}; AppsFlyer's default cap is {DEFAULT_MAXIMUM_ROWS}), "
+                "so AppsFlyer truncated it, and the window is "
                 f"already at the smallest split ({self.min_split_seconds} s). Rows would be lost, so "
                 f"nothing was loaded. Raise maximum_rows (AppsFlyer accepts 1000000) or lower "
                 f"min_split_seconds on the appsflyer_raw_data_api resource, then re-run the partition.",
                 app_id=app_id, report=report, window=window,
             )
         log.info(
-            f"AppsFlyer {report} for app {app_id}, window {window}: {rows} rows = "
-            f"maximum_rows, so the answer is truncated; splitting the window in halves"
+            f"AppsFlyer {report} for app {app_id}, window {window}: {rows} rows, a row cap "
+            f"(maximum_rows={self.maximum_rows}, default {DEFAULT_MAXIMUM_ROWS}), so the answer is "
+            "truncated; splitting the window in halves"
         )
         # Whole seconds: the API's parameters have second precision.
         middle = start + dt.timedelta(seconds=seconds // 2)

@@ -332,6 +332,39 @@ def test_sandbox_row_cap_is_detected_when_it_equals_maximum_rows(clean_sandbox):
     assert fetched.row_count == expected and fetched.calls > 2
 
 
+def test_an_answer_of_appsflyers_default_cap_is_truncated_whatever_was_asked(clean_sandbox, monkeypatch):
+    # A server (or plan) that ignores maximum_rows=1000000 stops at its default, 200,000 rows: a
+    # 200,000-row day is far too big for the sandbox, so the default is lowered to 60 here.
+    monkeypatch.setattr("adpipes.appsflyer.raw_data_api.DEFAULT_MAXIMUM_ROWS", 60)
+    clean_sandbox.configure(truncate_at=60)
+    start, end = day_window(recent_day(), TZ)
+    fetched = client(clean_sandbox, maximum_rows=1_000_000).fetch_raw_report(IOS, INSTALLS_REPORT, start, end)
+    expected = default_rows_for_day(IOS, INSTALLS_REPORT, dt.date.fromisoformat(recent_day()))
+    assert fetched.row_count == expected and fetched.calls > 2
+    assert all(c["params"]["maximum_rows"] == "1000000" for c in clean_sandbox.calls())
+
+
+def test_the_known_row_caps():
+    api = AppsFlyerRawDataApi(api_token="x", timezone=TZ, maximum_rows=1_000_000)
+    assert api.truncated(200_000) and api.truncated(1_000_000)
+    assert not api.truncated(199_999) and not api.truncated(200_001) and not api.truncated(0)
+    assert AppsFlyerRawDataApi(api_token="x", timezone=TZ, maximum_rows=200_000).truncated(200_000)
+
+
+@pytest.mark.parametrize("kind, problem", [
+    ("html_200", "an HTML page, not a CSV report"),
+    ("malformed_csv", "not well-formed UTF-8 CSV"),
+])
+def test_an_answer_that_is_not_a_report_is_kept_as_delivered_with_its_problem(clean_sandbox, kind, problem):
+    clean_sandbox.add_faults(kind=kind)
+    start, end = day_window(recent_day(), TZ)
+    fetched = client(clean_sandbox).fetch_raw_report(ANDROID, INSTALLS_REPORT, start, end)
+    [chunk] = fetched.chunks
+    assert problem in chunk.problem and fetched.unreadable == [chunk]
+    assert chunk.rows == 0 and chunk.path.exists() and chunk.path.stat().st_size > 0
+    assert len(clean_sandbox.calls()) == 1  # not retried: the caller keeps it and fails the run
+
+
 def test_unsplittable_window_fails_loudly(clean_sandbox):
     api = client(clean_sandbox, maximum_rows=50, min_split_seconds=86400)
     start, end = day_window(recent_day(), TZ)

@@ -83,6 +83,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         archive=archive,
         max_quarantined_share=settings.max_quarantined_share,
         volume_band_factor=settings.volume_band_factor,
+        max_row_drop=settings.max_row_drop,
     )
     return {
         "appsflyer_raw_data_api": raw_data_api,

@@ -1,8 +1,10 @@
 """AppsFlyer raw-data assets: the four per-platform raw reports and the unified ``raw_data``."""
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pandas as pd
+from pydantic import Field
 
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
@@ -11,6 +13,7 @@ from adpipes.appsflyer.raw_data_api import (
     RAW_LOOKBACK_DAYS,
     RAW_WINDOW_DAYS,
     AppsFlyerRawDataApi,
+    SpooledChunk,
     raw_lookback_start,
     raw_windows,
     split_by_day,
@@ -31,23 +34,26 @@ from adpipes.lib.assets import column_drift_metadata, table_asset
 from adpipes.lib.partitions import day_window
 from adpipes.lib.quota import ApiCallLedger, require_calls
 from adpipes.lib.quality import (
+    ARCHIVED_ROWS,
     REQUIRED_COLUMNS,
     ROW_VOLUME,
     UNKNOWN_COLUMNS,
     QualityReport,
     QualityStore,
+    RejectedDelivery,
     check_groups,
     header_failures,
     publish,
 )
 from adpipes.lib.storage.delivered import DeliveredFiles
-from adpipes.lib.storage.postgres import LOAD_AS_BATCHES, PartitionBatches
+from adpipes.lib.storage.postgres import LOAD_AS_BATCHES, PartitionBatches, PostgresDatabase, stored_row_counts
 
 RAW_GROUP = "appsflyer_raw"
 UNIFIED_GROUP = "appsflyer"
 # A raw report is archived as delivered, never filtered: its own checks are about its shape and
-# size. Its values are checked row by row where they are unified (raw_data's checks).
-RAW_REPORT_CHECKS = [REQUIRED_COLUMNS, UNKNOWN_COLUMNS, ROW_VOLUME]
+# size, and whether it is worse than the day already archived. Its values are checked row by row
+# where they are unified (raw_data's checks).
+RAW_REPORT_CHECKS = [REQUIRED_COLUMNS, ARCHIVED_ROWS, UNKNOWN_COLUMNS, ROW_VOLUME]
 RAW_DATA_CHECKS = check_groups(raw_values_schema(), raw_data_schema(), extra=[ROW_VOLUME])
 
 _RAW_DESCRIPTIONS = {
@@ -65,6 +71,95 @@ _RAW_DESCRIPTIONS = {
         "kept) because AppsFlyer serves raw data for 90 days only."
     ),
 }
+# The archive is the only copy once AppsFlyer's 90 days pass: no delivery may make it worse.
+_REFUSAL_DESCRIPTION = (
+    " A delivery that is not a usable report, or has fewer rows than the day already archived "
+    "(beyond ADPIPES_MAX_ROW_DROP), is not written: the archived day is kept, the delivery is "
+    "kept whole in quality.rejected_deliveries and the run fails (docs/archive-safety.md)."
+)
+
+
+class RawReportConfig(dg.Config):
+    replace_archived: bool = Field(
+        default=False,
+        description="Write the delivery over the archived days even when it has fewer rows than "
+        "they hold (beyond ADPIPES_MAX_ROW_DROP): a deliberate replace, e.g. after AppsFlyer "
+        "removed fraudulent installs. A delivery that is not a usable report (an HTML page, a "
+        "missing required column, CSV that does not parse) is never written, even so.",
+    )
+
+
+def _days_covered(chunk: SpooledChunk, timezone: str, keys: list[str]) -> list[str]:
+    """The partition days a response's window touches (in the app timezone)."""
+    tz = ZoneInfo(timezone)
+    first = chunk.window[0].astimezone(tz).date().isoformat()
+    last = (chunk.window[1] - dt.timedelta(seconds=1)).astimezone(tz).date().isoformat()
+    return [k for k in keys if first <= k <= last]
+
+
+def _refusal_message(asset: str, op_name: str, app_id: str, reasons: dict[str, str], run_id: str) -> str:
+    lines = "\n".join(f"- {day}: {reason}" for day, reason in sorted(reasons.items()))
+    return (
+        f"{asset} (app {app_id}): AppsFlyer's delivery of {len(reasons)} partition(s) was not written; "
+        f"the archive keeps what it held for them:\n{lines}\n"
+        "The deliveries are kept whole in the archive database's quality.rejected_deliveries "
+        f"(asset_key '{asset}', run_id '{run_id}'); appsflyer/raw_data was not rebuilt from them. "
+        f"What to do: re-run these partitions later (AppsFlyer serves the last {RAW_LOOKBACK_DAYS} days; an outage "
+        "or a cut-off answer usually passes). If a delivery with fewer rows is right (e.g. AppsFlyer "
+        "removed fraudulent installs), replace the archived day on purpose with the run config "
+        f"`ops: {{{op_name}: {{config: {{replace_archived: true}}}}}}`; a delivery that is not a usable "
+        "report is never written. See docs/archive-safety.md."
+    )
+
+
+def _refusals(keys: list[str], unusable: list[tuple[SpooledChunk, list[str], str]], delivered: dict[str, int],
+              archived: dict[str, int], quality: QualityStore, report: QualityReport, *,
+              replace: bool) -> dict[str, str]:
+    """The partitions whose delivery may not be written, with why: an answer that is not a usable
+    report, or fewer rows than the archived day beyond ADPIPES_MAX_ROW_DROP (unless ``replace``).
+    A day never archived has nothing to be worse than. Comparisons are added to ``report``."""
+    reasons: dict[str, str] = {}
+    for chunk, covered, problem in unusable:
+        for key in covered:
+            held = f"{archived[key]:,} rows archived" if key in archived else "nothing archived"
+            reasons[key] = f"the {'answer is' if chunk.problem else 'report'} {problem}; {held}"
+    for key in keys:
+        if key in reasons or key not in archived:
+            continue
+        shrinks = quality.row_drop_refused(archived[key], delivered[key])
+        report.add_archive_comparison(key, archived[key], delivered[key], refused=shrinks and not replace,
+                                      max_row_drop=quality.max_row_drop, replaced=shrinks and replace)
+        if shrinks and not replace:
+            reasons[key] = (
+                f"{delivered[key]:,} rows delivered, {archived[key]:,} archived: fewer than "
+                f"ADPIPES_MAX_ROW_DROP={quality.max_row_drop:g} allows (AppsFlyer may have cut the "
+                "answer off at a row cap, or still be missing data)"
+            )
+    return reasons
+
+
+def _kept_deliveries(app_id: str, day_files: dict[str, list[SpooledChunk]],
+                     unusable: list[tuple[SpooledChunk, list[str], str]], archived: dict[str, int],
+                     reasons: dict[str, str]) -> list[RejectedDelivery]:
+    """Every file of the refused partitions, to be kept whole beside the archive."""
+    kept = []
+    for chunk, covered, _ in unusable:
+        # Kept once, under the first day it covers; the reason names every day.
+        span = f" (the answer covers {covered[0]}..{covered[-1]})" if len(covered) > 1 else ""
+        kept.append(RejectedDelivery(
+            covered[0], f"{app_id}: {reasons[covered[0]]}{span}", path=chunk.path,
+            rows=None if chunk.problem else chunk.rows, columns=snake_case_columns(chunk.header),
+            archived_rows=archived.get(covered[0]),
+        ))
+    covered_days = {key for _, covered, _ in unusable for key in covered}
+    for key in sorted(reasons):
+        for f in day_files[key]:
+            kept.append(RejectedDelivery(key, f"{app_id}: {reasons[key]}", path=f.path, rows=f.rows,
+                                         columns=snake_case_columns(f.header), archived_rows=archived.get(key)))
+        if not day_files[key] and key not in covered_days:
+            # No row of the day came (a day of a longer window): the refusal itself is kept.
+            kept.append(RejectedDelivery(key, f"{app_id}: {reasons[key]}", rows=0, archived_rows=archived.get(key)))
+    return kept
 
 
 def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinition:
@@ -74,7 +169,7 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
 
     @table_asset(
         spec,
-        description=_RAW_DESCRIPTIONS[report_short].format(platform=platform),
+        description=_RAW_DESCRIPTIONS[report_short].format(platform=platform) + _REFUSAL_DESCRIPTION,
         partitions_def=appsflyer_daily_partitions,
         group_name=RAW_GROUP,
         kinds={"appsflyer", "postgres"},
@@ -85,10 +180,12 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
     )
     def _raw_report(
         context: dg.AssetExecutionContext,
+        config: RawReportConfig,
         appsflyer_raw_data_api: AppsFlyerRawDataApi,
         appsflyer_apps: AppsFlyerApps,
         quality: QualityStore,
         api_calls: ApiCallLedger,
+        archive_db: PostgresDatabase,
     ):
         app_id = appsflyer_apps.app_id(platform)
         oldest = raw_lookback_start(appsflyer_raw_data_api.timezone)
@@ -114,27 +211,58 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
         # The responses are spooled to disk and streamed into the archive as delivered: a raw day
         # can be a million rows, too big to hold in memory several times over.
         delivered = DeliveredFiles(prefix=f"adpipes-{platform}-{report_short}-")
+        timezone = appsflyer_raw_data_api.timezone
+        keys = list(context.partition_keys)
         calls = 0
-        quality_report = QualityReport(RAW_REPORT_CHECKS, context.partition_keys)
+        quality_report = QualityReport(RAW_REPORT_CHECKS, keys)
+        day_files: dict[str, list[SpooledChunk]] = {key: [] for key in keys}
+        # Answers that are not a report (an HTML page, no Event Time, CSV that does not parse),
+        # each with the days it covers: it cannot be split by day, and every one of them is refused.
+        unusable: list[tuple[SpooledChunk, list[str], str]] = []
         # One call per run of consecutive days (up to 31 days of in-app events or 60 of installs,
         # the API's limits), split into one file per day: a backfill costs as few calls as possible.
         for first, last in windows:
-            start, end = day_window(first, appsflyer_raw_data_api.timezone)[0], day_window(last, appsflyer_raw_data_api.timezone)[1]
+            start, end = day_window(first, timezone)[0], day_window(last, timezone)[1]
             fetched = appsflyer_raw_data_api.fetch_raw_report(
                 app_id, report, start, end, log=context.log, directory=delivered.directory, quota=quota
             )
             calls += fetched.calls
             for chunk in fetched.chunks:
-                for key, day_chunk in split_by_day(chunk, appsflyer_raw_data_api.timezone):
+                covered = _days_covered(chunk, timezone, keys)
+                structural = header_failures(raw_report_schema(), snake_case_columns(chunk.header))
+                if chunk.problem or len(structural):
+                    for key in covered:
+                        if chunk.problem:
+                            quality_report.add_unreadable(key, chunk.problem)
+                        else:
+                            quality_report.add_structural(structural, key)
+                    problem = chunk.problem or (
+                        "lacks required columns " + ", ".join(structural["column_name"])
+                        + f" ({chunk.rows:,} rows delivered)"
+                    )
+                    unusable.append((chunk, covered, problem))
+                    continue
+                for key, day_chunk in split_by_day(chunk, timezone):
+                    day_files[key].append(day_chunk)
                     columns = snake_case_columns(day_chunk.header)
-                    delivered.add(day_chunk.path, columns, day_chunk.rows, report_date=key)
-                    # The header decides whether the report is usable; an HTML error page or a
-                    # report without Event Time fails here and raw_data is not run on it.
-                    quality_report.add_structural(header_failures(raw_report_schema(), columns), key)
                     quality_report.add_unknown_columns(key, [c for c in columns if c not in RAW_COLUMN_NAMES])
-        quality_report.add_row_counts(delivered.rows_by_date())
+        delivered_rows = {key: sum(f.rows for f in files) for key, files in day_files.items()}
+        quality_report.add_row_counts(delivered_rows)
+        # What the archive holds now decides whether the delivery may replace it.
+        with archive_db.connect() as conn:
+            archived = stored_row_counts(conn, spec, [dt.date.fromisoformat(k) for k in keys])
+        reasons = _refusals(keys, unusable, delivered_rows, archived, quality, quality_report,
+                            replace=config.replace_archived)
+        for key in keys:
+            if key in reasons:
+                delivered.withhold(key)
+            else:
+                for f in day_files[key]:
+                    delivered.add(f.path, snake_case_columns(f.header), f.rows, report_date=key)
+        rejected = _kept_deliveries(app_id, day_files, unusable, archived, reasons)
+        written = [key for key in keys if key not in reasons]
         columns = delivered.columns
-        missing = [c for c in RAW_COLUMN_NAMES if c not in columns]
+        missing = [c for c in RAW_COLUMN_NAMES if c not in columns] if written else []
         drift = column_drift_metadata(
             context.log, f"AppsFlyer {report} for {app_id}", quality_report.unknown_column_names(), missing
         )
@@ -146,11 +274,19 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
                 "appsflyer/windows": dg.MetadataValue.json(windows),
                 "appsflyer/quota": dg.MetadataValue.json(quota_use),
                 "appsflyer/rows_served": delivered.row_count,
+                "adpipes/refused_partitions": dg.MetadataValue.json(sorted(reasons)),
                 **drift,
             },
         )
-        # The report is archived even when its shape is wrong: the archive keeps what was sent.
-        yield from publish(context, quality, quality_report, output, archive_as_delivered=True)
+        message = _refusal_message(spec.asset_key.to_user_string(), context.op_def.name, app_id, reasons,
+                                   context.run.run_id) if reasons else None
+        try:
+            # Refused days are withheld from the output and their deliveries kept whole; the
+            # other days are archived as delivered.
+            yield from publish(context, quality, quality_report, output if written else None,
+                               rejected=rejected, written=written, refusal_message=message)
+        finally:
+            delivered.cleanup()
 
     return _raw_report
 
@@ -194,6 +330,19 @@ def raw_data(
     archive's quality.quarantine instead; the raw reports keep them as delivered.
     """
     installs, events = RAW_REPORTS["installs"], RAW_REPORTS["in_app_events"]
+    sources = [android_installs, android_in_app_events, ios_installs, ios_in_app_events]
+    # A day no raw report was archived for reads as a day without rows: building it would write an
+    # empty partition to product and archive, as if nobody had installed or done anything.
+    missing = {batches.spec.asset_key.to_user_string(): days for batches in sources
+               if (days := batches.missing_days())}
+    if missing:
+        listed = "; ".join(f"{asset}: {', '.join(d.isoformat() for d in days)}" for asset, days in missing.items())
+        raise dg.Failure(
+            f"appsflyer/raw_data: the archive holds no raw report for these partitions ({listed}). "
+            "raw_data is built from the archived raw reports only, so nothing was written. "
+            "Materialize those raw reports for those partitions first (AppsFlyer serves the last "
+            f"{RAW_LOOKBACK_DAYS} days), then appsflyer/raw_data."
+        )
     report = QualityReport(RAW_DATA_CHECKS, context.partition_keys, RAW_DATA_TABLE.row_key)
 
     def validated(delivered: pd.DataFrame, typed: pd.DataFrame) -> pd.Series:

@@ -1,6 +1,7 @@
 """The AppsFlyer assets end to end: sandbox over real HTTP -> assets -> real PostgreSQL."""
 
 import datetime as dt
+import gzip
 import os
 import subprocess
 import sys
@@ -10,10 +11,11 @@ import dagster as dg
 import psycopg
 import pytest
 
-from adpipes.appsflyer.assets import raw_data, raw_report_assets
+from adpipes.appsflyer.assets import RawReportConfig, raw_data, raw_report_assets
 from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.lib.quality import QualityStore
+from adpipes.lib.sandbox.appsflyer import MAINTENANCE_HTML, MAINTENANCE_TEXT, default_rows_for_day
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes_tests.fixtures.sandbox import prod_cli_env
 
@@ -214,7 +216,7 @@ def test_a_tolerated_share_of_bad_rows_warns_without_failing(resources, clean_sa
     assert query(product_dsn, "SELECT count(*) FROM appsflyer.raw_data WHERE appsflyer_id = 'af-windows'") == [(0,)]
 
 
-def test_a_report_without_event_time_reaches_only_the_archive(resources, clean_sandbox, clean_databases):
+def test_a_first_report_without_event_time_is_kept_aside_not_archived(resources, clean_sandbox, clean_databases):
     product_dsn, archive_dsn = clean_databases
     day = recent_day()
     clean_sandbox.configure(drop_columns=["Event Time"])
@@ -227,14 +229,25 @@ def test_a_report_without_event_time_reaches_only_the_archive(resources, clean_s
     assert any("event_time" in p and day in p for p in evaluation.metadata["problems"].value)
     failures = [e.event_specific_data.error.message for e in result.all_events
                 if e.event_type_value == "STEP_FAILURE"]
-    assert any("appsflyer/android_in_app_events" in m and day in m and "event_time" in m for m in failures)
-    # raw_data did not run: no product table at all, while the archive holds every delivered row.
+    assert any("appsflyer/android_in_app_events" in m and day in m and "event_time" in m
+               and "nothing archived" in m for m in failures)
+    # Nothing was archived before, yet a report that cannot be used does not become the archived
+    # day (raw_data would read it as a day without events): it is kept whole beside the archive.
     assert query(product_dsn, "SELECT to_regclass('appsflyer.raw_data')") == [(None,)]
+    for table in RAW_TABLES:
+        assert query(archive_dsn, "SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%s)",
+                     (f"appsflyer.{table}",)) == [(0,)]
     served = served_rows(clean_sandbox)
-    assert counts(archive_dsn, ["android_in_app_events"])["android_in_app_events"] == \
-        served[(SANDBOX_ANDROID_APP_ID, "in_app_events_report")] > 0
+    rejected = query(archive_dsn, "SELECT content_gzip, row_count, archived_rows FROM quality.rejected_deliveries "
+                                  "WHERE asset_key = 'appsflyer/android_in_app_events' AND report_date = %s", (day,))
+    assert len(rejected) == 1
+    content, row_count, archived_rows = rejected[0]
+    lines = gzip.decompress(content).decode().splitlines()
+    assert "Event Time" not in lines[0] and "AppsFlyer ID" in lines[0]
+    assert row_count == served[(SANDBOX_ANDROID_APP_ID, "in_app_events_report")] > 0 and archived_rows is None
     assert query(archive_dsn, "SELECT count(*) FROM quality.failure_cases WHERE check_name = 'required_columns' "
                               "AND column_name = 'event_time' AND report_date = %s", (day,)) == [(4,)]
+    assert query(archive_dsn, "SELECT count(*) FROM quality.rejected_deliveries") == [(4,)]
 
 
 def test_a_clean_partition_passes_every_check(resources, clean_databases):
@@ -244,8 +257,8 @@ def test_a_clean_partition_passes_every_check(resources, clean_databases):
         result = dg.materialize(ASSETS, resources=resources, partition_key=day)
         assert result.success
         evaluations = result.get_asset_check_evaluations()
-        # 3 checks on each raw report, one per rule group on raw_data.
-        assert len(evaluations) == 4 * 3 + 8
+        # 4 checks on each raw report, one per rule group on raw_data.
+        assert len(evaluations) == 4 * 4 + 8
         assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
     assert query(archive_dsn, "SELECT count(*) FROM quality.failure_cases") == [(0,)]
     assert query(archive_dsn, "SELECT count(*) FROM quality.partition_rows WHERE report_date = %s", (day,)) == [(5,)]
@@ -400,3 +413,231 @@ def test_the_ledger_stops_a_split_the_quota_cannot_pay_for(resources, clean_sand
     assert query(archive_dsn, "SELECT calls, quota_calls FROM quota.api_calls") == [(4, 4)]
     # Nothing of the half-fetched range was written.
     assert query(archive_dsn, "SELECT to_regclass('appsflyer.android_in_app_events')") == [(None,)]
+
+
+# -- the archive is never made worse ---------------------------------------------------------------
+
+ANDROID = SANDBOX_ANDROID_APP_ID
+
+
+def android_installs_asset() -> dg.AssetsDefinition:
+    return next(a for a in raw_report_assets if a.key.path[-1] == "android_installs")
+
+
+def archived_day(dsn: str, table: str, day: str) -> list[tuple]:
+    """Every row of the archived day, every column, in a fixed order: compared before and after."""
+    return query(dsn, f"SELECT * FROM appsflyer.{table} t WHERE report_date = %s ORDER BY t::text", (day,))
+
+
+def table_columns(dsn: str, table: str) -> list[str]:
+    return [r[0] for r in query(dsn, "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                                     "'appsflyer' AND table_name = %s ORDER BY ordinal_position", (table,))]
+
+
+def fingerprint(dsn: str, table: str, day: str) -> tuple:
+    return query(dsn, f"SELECT count(*), md5(string_agg(t::text, E'\\n' ORDER BY t::text)) "
+                      f"FROM appsflyer.{table} t WHERE report_date = %s", (day,))[0]
+
+
+def volume_history(dsn: str, asset: str) -> list[tuple]:
+    return query(dsn, "SELECT report_date::text, checked_rows, run_id FROM quality.partition_rows "
+                      "WHERE asset_key = %s ORDER BY 1", (asset,))
+
+
+def rejected_deliveries(dsn: str, asset: str) -> list[tuple]:
+    return query(dsn, "SELECT report_date::text, problem, content_gzip, row_count, archived_rows, columns "
+                      "FROM quality.rejected_deliveries WHERE asset_key = %s ORDER BY id", (asset,))
+
+
+def node_failure(result: dg.ExecuteInProcessResult, node: str) -> str:
+    return next(e.event_specific_data.error.message for e in result.all_events
+                if e.event_type_value == "STEP_FAILURE" and e.step_key == node)
+
+
+BROKEN_DELIVERIES = {
+    # fault -> (how the sandbox is told, what the refusal says, what the kept delivery holds)
+    "html_200": ({"kind": "html_200"}, "an HTML page", lambda body: body == MAINTENANCE_HTML.encode()),
+    "text_200": ({"kind": "text_200"}, "lacks required columns", lambda body: body == MAINTENANCE_TEXT.encode()),
+    "malformed_csv": ({"kind": "malformed_csv"}, "not well-formed UTF-8 CSV",
+                      lambda body: body.rstrip().endswith(b",stray")),
+    "no_event_time": ({"drop_columns": ["Event Time"]}, "lacks required columns event_time",
+                      lambda body: b"Event Time" not in body.split(b"\n")[0]),
+}
+
+
+@pytest.mark.parametrize("fault", BROKEN_DELIVERIES)
+def test_a_broken_delivery_never_replaces_the_archived_day(resources, clean_sandbox, clean_databases, fault):
+    product_dsn, archive_dsn = clean_databases
+    how, said, kept = BROKEN_DELIVERIES[fault]
+    day = recent_day()
+    assert dg.materialize(ASSETS, resources=resources, partition_key=day).success
+    before = archived_day(archive_dsn, "android_installs", day)
+    columns = table_columns(archive_dsn, "android_installs")
+    unified = [fingerprint(dsn, "raw_data", day) for dsn in (product_dsn, archive_dsn)]
+    history = volume_history(archive_dsn, "appsflyer/android_installs")
+    assert len(before) > 100 and history[0][1] == len(before)
+
+    if "kind" in how:
+        clean_sandbox.add_faults(app_id=ANDROID, report="installs_report", **how)
+    else:
+        clean_sandbox.configure(**how)
+    result = dg.materialize(ASSETS, resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = node_failure(result, "appsflyer__android_installs")
+    assert all(s in message for s in ("appsflyer/android_installs", ANDROID, day, said,
+                                      f"{len(before):,} rows archived", "quality.rejected_deliveries"))
+    # The archived day is unchanged row for row and column for column...
+    assert archived_day(archive_dsn, "android_installs", day) == before
+    assert table_columns(archive_dsn, "android_installs") == columns
+    # ...raw_data was not rebuilt from the delivery...
+    assert not result.asset_materializations_for_node("appsflyer__raw_data")
+    assert [fingerprint(dsn, "raw_data", day) for dsn in (product_dsn, archive_dsn)] == unified
+    # ...the quality history still describes the archived day...
+    assert volume_history(archive_dsn, "appsflyer/android_installs") == history
+    # ...and the delivery is kept whole beside it.
+    [(report_date, problem, content, row_count, archived_rows, _)] = rejected_deliveries(
+        archive_dsn, "appsflyer/android_installs")
+    assert report_date == day and said in problem and ANDROID in problem
+    assert kept(gzip.decompress(content)) and archived_rows == len(before)
+    if fault == "no_event_time":
+        served = [c["rows"] for c in clean_sandbox.calls()
+                  if c["app_id"] == ANDROID and c["report"] == "installs_report"][-1]
+        assert row_count == served == gzip.decompress(content).count(b"\n") - 1
+
+
+def test_a_delivery_with_fewer_rows_is_refused_unless_within_the_share(resources, clean_sandbox, clean_databases):
+    _, archive_dsn = clean_databases
+    day = recent_day()
+    asset = android_installs_asset()
+    assert dg.materialize([asset], resources=resources, partition_key=day).success
+    before = archived_day(archive_dsn, "android_installs", day)
+    archived = len(before)
+    clean_sandbox.configure(rows_per_day={f"{ANDROID}|installs_report": archived - 3})
+    for attempt in (1, 2):
+        result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
+        assert not result.success
+        message = node_failure(result, "appsflyer__android_installs")
+        assert all(s in message for s in (
+            "appsflyer/android_installs", ANDROID, day, f"{archived - 3:,} rows delivered, {archived:,} archived",
+            "ADPIPES_MAX_ROW_DROP=0", "replace_archived: true", "quality.rejected_deliveries"))
+        evaluation = check_results(result)[("appsflyer/android_installs", "archived_rows")]
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        assert evaluation.metadata["row_counts"].value[day]["archived"] == archived
+        assert archived_day(archive_dsn, "android_installs", day) == before
+        # Every refused delivery is kept, none replaces another.
+        kept = rejected_deliveries(archive_dsn, "appsflyer/android_installs")
+        assert len(kept) == attempt
+        assert kept[-1][3] == archived - 3 and kept[-1][4] == archived
+        assert gzip.decompress(kept[-1][2]).count(b"\n") == archived - 3 + 1
+
+    # Within ADPIPES_MAX_ROW_DROP the delivery replaces the day.
+    tolerant = {**resources, "quality": QualityStore(archive=resources["quality"].archive, max_row_drop=0.05)}
+    result = dg.materialize([asset], resources=tolerant, partition_key=day)
+    assert result.success and check_results(result)[("appsflyer/android_installs", "archived_rows")].passed
+    assert len(archived_day(archive_dsn, "android_installs", day)) == archived - 3
+    strict = {**resources, "quality": QualityStore(archive=resources["quality"].archive, max_row_drop=0.01)}
+    clean_sandbox.configure(rows_per_day={f"{ANDROID}|installs_report": archived - 6})  # 3 of archived - 3: > 1%
+    assert not dg.materialize([asset], resources=strict, partition_key=day, raise_on_error=False).success
+    assert len(archived_day(archive_dsn, "android_installs", day)) == archived - 3
+
+
+def test_replace_archived_writes_a_smaller_delivery_but_never_a_broken_one(resources, clean_sandbox,
+                                                                           clean_databases):
+    _, archive_dsn = clean_databases
+    day = recent_day()
+    asset = android_installs_asset()
+    assert dg.materialize([asset], resources=resources, partition_key=day).success
+    archived = len(archived_day(archive_dsn, "android_installs", day))
+    clean_sandbox.configure(rows_per_day={f"{ANDROID}|installs_report": archived - 20})
+    replace = dg.RunConfig(ops={"appsflyer__android_installs": RawReportConfig(replace_archived=True)})
+    result = dg.materialize([asset], resources=resources, partition_key=day, run_config=replace)
+    assert result.success
+    evaluation = check_results(result)[("appsflyer/android_installs", "archived_rows")]
+    assert evaluation.passed and "Replaced on purpose" in evaluation.description
+    after = archived_day(archive_dsn, "android_installs", day)
+    assert len(after) == archived - 20
+    # A page that is not a report is never written, on purpose or not.
+    clean_sandbox.add_faults(kind="html_200", app_id=ANDROID, report="installs_report")
+    result = dg.materialize([asset], resources=resources, partition_key=day, run_config=replace,
+                            raise_on_error=False)
+    assert not result.success and "an HTML page" in node_failure(result, "appsflyer__android_installs")
+    assert archived_day(archive_dsn, "android_installs", day) == after
+
+
+def test_a_server_capping_below_maximum_rows_is_caught_by_the_archived_day(resources, clean_sandbox,
+                                                                          clean_databases):
+    # The client asks for 1,000,000 rows; a server that silently stops at 50 cannot be told from a
+    # small day in one answer, but the day archived before can.
+    _, archive_dsn = clean_databases
+    day = recent_day()
+    asset = android_installs_asset()
+    assert dg.materialize([asset], resources=resources, partition_key=day).success
+    before = archived_day(archive_dsn, "android_installs", day)
+    clean_sandbox.configure(truncate_at=50)
+    result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    assert [c["params"]["maximum_rows"] for c in clean_sandbox.calls()][-1] == "1000000"
+    assert f"50 rows delivered, {len(before):,} archived" in node_failure(result, "appsflyer__android_installs")
+    assert archived_day(archive_dsn, "android_installs", day) == before
+
+
+def test_a_range_withholds_only_the_refused_day(resources, clean_sandbox, clean_databases):
+    _, archive_dsn = clean_databases
+    # Two consecutive days, the first with more rows than the second: a delivery of the second
+    # day's count for both shrinks the first and leaves the second as it was.
+    sizes = {recent_day(n): default_rows_for_day(ANDROID, "installs_report", dt.date.fromisoformat(recent_day(n)))
+             for n in range(2, 40)}
+    first, last = next((recent_day(n + 1), recent_day(n)) for n in range(2, 39)
+                       if sizes[recent_day(n + 1)] > sizes[recent_day(n)])
+    asset = android_installs_asset()
+    assert dg.materialize([asset], resources=resources, tags=range_tags(first, last)).success
+    before = archived_day(archive_dsn, "android_installs", first)
+    assert len(before) == sizes[first]
+    clean_sandbox.configure(rows_per_day={f"{ANDROID}|installs_report": sizes[last]})
+    result = dg.materialize([asset], resources=resources, tags=range_tags(first, last), raise_on_error=False)
+    assert not result.success
+    message = node_failure(result, "appsflyer__android_installs")
+    assert f"- {first}: {sizes[last]:,} rows delivered, {sizes[first]:,} archived" in message and last not in message
+    assert archived_day(archive_dsn, "android_installs", first) == before
+    metadata = result.asset_materializations_for_node("appsflyer__android_installs")[0].metadata
+    assert metadata["adpipes/withheld_partitions"].value == [first]
+    assert metadata["partition_row_counts"].value == {last: sizes[last]}
+    assert [r[0] for r in volume_history(archive_dsn, "appsflyer/android_installs")] == [first, last]
+    assert [r[0] for r in rejected_deliveries(archive_dsn, "appsflyer/android_installs")] == [first]
+
+
+def test_raw_data_without_archived_raw_reports_fails_naming_them(resources, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day()
+    assert dg.materialize([android_installs_asset()], resources=resources, partition_key=day).success
+    result = dg.materialize(ASSETS, selection=[raw_data.key], resources=resources, partition_key=day,
+                            raise_on_error=False)
+    assert not result.success
+    message = node_failure(result, "appsflyer__raw_data")
+    for table in ("android_in_app_events", "ios_installs", "ios_in_app_events"):
+        assert f"appsflyer/{table}: {day}" in message
+    assert "appsflyer/android_installs" not in message and "Materialize those raw reports" in message
+    child = f"appsflyer.raw_data_p{day.replace('-', '')}"
+    for dsn in (product_dsn, archive_dsn):
+        assert query(dsn, "SELECT to_regclass(%s)", (child,)) == [(None,)]
+    assert volume_history(archive_dsn, "appsflyer/raw_data") == []
+
+
+def test_a_broken_answer_covering_a_range_refuses_every_day_and_is_kept_once(resources, clean_sandbox,
+                                                                            clean_databases):
+    _, archive_dsn = clean_databases
+    first, last = recent_day(3), recent_day(2)
+    asset = android_installs_asset()
+    assert dg.materialize([asset], resources=resources, partition_key=first).success
+    before = archived_day(archive_dsn, "android_installs", first)
+    clean_sandbox.configure(drop_columns=["Event Time"])  # the 2-day answer cannot be split by day
+    result = dg.materialize([asset], resources=resources, tags=range_tags(first, last), raise_on_error=False)
+    assert not result.success
+    message = node_failure(result, "appsflyer__android_installs")
+    assert f"- {first}: the report lacks required columns event_time" in message
+    assert f"; {len(before):,} rows archived" in message and f"- {last}: " in message and "nothing archived" in message
+    assert archived_day(archive_dsn, "android_installs", first) == before
+    assert archived_day(archive_dsn, "android_installs", last) == []
+    [(report_date, problem, content, row_count, _, _)] = rejected_deliveries(archive_dsn, "appsflyer/android_installs")
+    assert report_date == first and f"covers {first}..{last}" in problem
+    assert gzip.decompress(content).count(b"\n") == row_count + 1 > len(before)

@@ -2,9 +2,9 @@
 
 An asset validates its rows *before* they are written (a blocking check stops downstream assets
 but not its own asset's write), so the checks run inside the asset's step: the asset declares
-:func:`quality_check_specs` and ends with :func:`publish`, which stores the failure cases and
-quarantined rows in the archive, yields the output (the rows that passed) and one result per
-check, and fails the run when a blocking check failed.
+:func:`quality_check_specs` and ends with :func:`publish`, which yields the output (the rows that
+passed), stores the failure cases and quarantined rows in the archive once the output is stored,
+yields one result per check, and fails the run when a blocking check failed.
 
 In a single-run range backfill Dagster 1.13 records check results without a partition, so every
 result also breaks its figures down by partition in its metadata.
@@ -22,8 +22,23 @@ import pandas as pd
 import pandera.pandas as pa
 
 from adpipes.lib.markdown import markdown_table
-from adpipes.lib.quality.rules import ERROR, ROW_VOLUME, UNKNOWN_COLUMNS, WARN, CheckGroup, group_description
-from adpipes.lib.quality.store import FAILURE_CASES, QUARANTINE, SCHEMA, QualityStore
+from adpipes.lib.quality.rules import (
+    ARCHIVED_ROWS,
+    ERROR,
+    ROW_VOLUME,
+    UNKNOWN_COLUMNS,
+    WARN,
+    CheckGroup,
+    group_description,
+)
+from adpipes.lib.quality.store import (
+    FAILURE_CASES,
+    QUARANTINE,
+    REJECTED_DELIVERIES,
+    SCHEMA,
+    QualityStore,
+    RejectedDelivery,
+)
 from adpipes.lib.quality.validation import QualityReport
 
 SAMPLE_ROWS = 20
@@ -132,12 +147,13 @@ def _rule_result(group: CheckGroup, asset_key: dg.AssetKey, verdict: _Verdict) -
     )
     if structural:
         problems = cases[cases["row"].isna()]
-        missing = sorted({f"{r.report_date}: {r.rule} ({r.column_name})" for r in problems.itertuples()})
+        missing = sorted({f"{r.report_date}: {_problem(r)}" for r in problems.itertuples()})
         metadata["problems"] = dg.MetadataValue.json(missing)
         return dg.AssetCheckResult(
             check_name=group.name, passed=False, severity=ERROR, metadata=metadata,
             description=f"The report cannot be used: {'; '.join(missing[:5])}. Nothing of these "
-            "partitions was written to product; the archive keeps what was delivered.",
+            "partitions was written: what they held before is kept, and an unusable vendor answer "
+            f"is kept as delivered in {SCHEMA}.{REJECTED_DELIVERIES}.",
         )
     if group.severity == WARN:
         return dg.AssetCheckResult(
@@ -156,6 +172,42 @@ def _rule_result(group: CheckGroup, asset_key: dg.AssetKey, verdict: _Verdict) -
         description=f"{failing:,} of {verdict.checked:,} rows break this check and were quarantined "
         f"(kept out of product, stored in {SCHEMA}.{QUARANTINE}); the other rows were written. "
         + ("More than " if severity == ERROR else "Within ") + allowed + ".",
+    )
+
+
+def _problem(case: Any) -> str:
+    """A structural failure case in words: the rule and the column (or value) it concerns."""
+    detail = case.column_name if isinstance(case.column_name, str) else case.value
+    return f"{case.rule} ({detail})" if isinstance(detail, str) else str(case.rule)
+
+
+def _archived_rows_result(asset_key: dg.AssetKey, report: QualityReport, store: QualityStore) -> dg.AssetCheckResult:
+    compared = report.archive_comparison
+    metadata: dict[str, Any] = {
+        "row_counts": dg.MetadataValue.json(compared),
+        "max_row_drop": dg.MetadataValue.float(store.max_row_drop),
+    }
+    refused = {p: c for p, c in sorted(compared.items()) if c["refused"]}
+    if not refused:
+        replaced = [p for p, c in sorted(compared.items()) if c["replaced_on_purpose"]]
+        description = (
+            "No delivered day was archived before." if not compared
+            else "No delivery has fewer rows than its archived day allows."
+        )
+        if replaced:
+            description += f" Replaced on purpose (replace_archived): {', '.join(replaced)}."
+        return dg.AssetCheckResult(check_name=ARCHIVED_ROWS.name, passed=True, metadata=metadata,
+                                   description=description)
+    metadata["rejected_deliveries"] = dg.MetadataValue.text(
+        f"SELECT id, report_date, problem, row_count, archived_rows, recorded_at FROM {SCHEMA}.{REJECTED_DELIVERIES} "
+        f"WHERE {_where(asset_key, list(refused))} ORDER BY id  -- in the archive database"
+    )
+    shrunk = "; ".join(f"{p}: {c['delivered']:,} rows delivered, {c['archived']:,} archived" for p, c in refused.items())
+    return dg.AssetCheckResult(
+        check_name=ARCHIVED_ROWS.name, passed=False, severity=ERROR, metadata=metadata,
+        description=f"Fewer rows than the archived day ({shrunk}), more than max_row_drop "
+        f"{store.max_row_drop:g} allows. Not written: the archived days are kept as they were and "
+        f"the deliveries are in {SCHEMA}.{REJECTED_DELIVERIES}.",
     )
 
 
@@ -223,10 +275,11 @@ def _blocking_message(asset_key: dg.AssetKey, report: QualityReport, verdict: _V
     asset = asset_key.to_user_string()
     structural = report.structural_failures()
     if len(structural):
-        problems = sorted({f"partition {r.report_date}: {r.rule} ({r.column_name})" for r in structural.itertuples()})
+        problems = sorted({f"partition {r.report_date}: {_problem(r)}" for r in structural.itertuples()})
         return (
             f"{asset}: the delivered report cannot be used ({'; '.join(problems[:10])}). Nothing of "
-            "these partitions was written to product; the archive keeps what the vendor delivered. "
+            "these partitions was written: what they held before is kept, and an unusable vendor "
+            f"answer is kept as delivered in the archive's {SCHEMA}.{REJECTED_DELIVERIES}. "
             f"Review the failed check(s) {', '.join(r.check_name for r in blocking)} in the Dagster UI; "
             "re-run the partitions once the vendor or adpipes' schema is fixed."
         )
@@ -246,16 +299,28 @@ def publish(
     report: QualityReport,
     output: dg.Output | None,
     *,
-    rejected: Sequence[tuple[str, str, str]] = (),
-    archive_as_delivered: bool = False,
+    rejected: Sequence[RejectedDelivery | tuple[str, str, str]] = (),
+    written: Sequence[str] | None = None,
+    refusal_message: str | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Store the report's failure cases and quarantined rows, yield ``output`` and the check
-    results, and fail the step if a blocking check failed.
+    """Yield ``output`` and the check results, record what they found in the archive's quality
+    tables, and fail the step if a blocking check failed.
 
-    After a structural failure ``output`` is not yielded (nothing of the partitions is written),
-    unless ``archive_as_delivered``: an archive-only raw report keeps what the vendor sent.
+    A partition with a structural failure is refused: nothing of it is written. By default any
+    refusal withholds the whole ``output``; an output that leaves the refused partitions out
+    itself (a raw report's ``DeliveredFiles.withhold``) names the partitions it writes in
+    ``written``. ``rejected`` deliveries ((partition, problem, content) or
+    :class:`RejectedDelivery`) are kept whole in ``quality.rejected_deliveries``.
+
+    The quality tables follow the data: what describes a refusal (its failure cases, the rejected
+    deliveries) is recorded before the output, since no load can make it untrue and it must
+    survive a failing run; what describes the stored rows (failure cases, quarantine, row counts)
+    is recorded only once Dagster has stored the output (it calls the IO manager when the output
+    is yielded, before this generator resumes), so a failed load leaves the tables as they were.
+    ``refusal_message`` replaces the generic failure message of a refusal.
     """
     asset_key = context.asset_key
+    run_id = context.run.run_id
     verdict = _Verdict(report, store)
     results = []
     for group in report.groups.values():
@@ -263,19 +328,32 @@ def publish(
             results.append(_volume_result(asset_key, report, store))
         elif group.name == UNKNOWN_COLUMNS.name:
             results.append(_unknown_columns_result(report, verdict))
+        elif group.name == ARCHIVED_ROWS.name:
+            results.append(_archived_rows_result(asset_key, report, store))
         else:
             results.append(_rule_result(group, asset_key, verdict))
-    store.record(context.run.run_id, asset_key, report, rejected)
-    if len(report.structural_failures()) and not archive_as_delivered:
+    refused = report.refused_partitions()
+    if written is None:
+        written = [] if output is None or refused else list(report.partitions)
+    written = [p for p in written if p not in refused]
+    if not written:
         output = None
+    deliveries = [d if isinstance(d, RejectedDelivery) else RejectedDelivery(d[0], d[1], content=d[2])
+                  for d in rejected]
+    if refused or deliveries:
+        store.record_refusal(run_id, asset_key, report, refused, deliveries)
     if output is not None:
         metadata = {"quarantined_rows": verdict.quarantined, **(output.metadata or {})}
         yield dg.Output(output.value, metadata=metadata)
+        # Only reached once the IO manager has committed the output.
+        store.record(run_id, asset_key, report, written)
     for result in results:
         if not result.passed:
             log = context.log.error if result.severity == ERROR else context.log.warning
             log(f"{asset_key.to_user_string()} check {result.check_name} failed: {result.description}")
         yield result
     message = _blocking_message(asset_key, report, verdict, results)
+    if refused and refusal_message:
+        message = refusal_message
     if message:
         raise dg.Failure(description=message)

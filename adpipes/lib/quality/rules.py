@@ -62,6 +62,16 @@ ROW_VOLUME = CheckGroup(
     WARN,
 )
 
+ARCHIVED_ROWS = CheckGroup(
+    "archived_rows",
+    "A delivery of a day the archive already holds has no fewer rows than the archived day, give "
+    "or take ADPIPES_MAX_ROW_DROP (a share, default 0). A delivery with fewer rows (an outage at "
+    "the vendor, an answer cut off at a row cap) is not written: the archived day stays as it was, "
+    "the delivery is kept whole in quality.rejected_deliveries and the run fails. Run config "
+    "replace_archived: true writes it on purpose.",
+    structural=True,
+)
+
 _RULE_ATTRIBUTE = "_adpipes_rule"
 
 

@@ -18,6 +18,7 @@ import pandera.pandas as pa
 
 from adpipes.lib.storage.tables import PARTITION_COLUMN
 from adpipes.lib.quality.rules import (
+    ARCHIVED_ROWS,
     ERROR,
     REQUIRED_COLUMNS,
     REQUIRED_VALUES,
@@ -32,6 +33,7 @@ from adpipes.lib.quality.rules import (
 # missing for structural failures, which concern the report, not a row.
 FAILURE_COLUMNS = ["check_name", "rule", "column_name", "row", "value"]
 MISSING_COLUMN_RULE = "required column present"
+READABLE_RULE = "the answer is a CSV report"
 _UNIQUENESS_CHECKS = ("field_uniqueness", "multiple_fields_uniqueness", "duplicates")
 
 
@@ -162,6 +164,16 @@ def header_failures(schema: pa.DataFrameSchema, columns: Iterable[str]) -> pd.Da
     return failures[failures["rule"] == MISSING_COLUMN_RULE].reset_index(drop=True)
 
 
+def _structural_case(check_name: str, rule: str, column: str | None, value: str | None) -> pd.DataFrame:
+    return pd.DataFrame({
+        "check_name": pd.Series([check_name], dtype="str"),
+        "rule": pd.Series([rule], dtype="str"),
+        "column_name": pd.Series([column], dtype="str"),
+        "row": pd.Series([pd.NA], dtype="Int64"),
+        "value": pd.Series([value], dtype="str"),
+    })
+
+
 @dataclass
 class PartitionRows:
     """Row counts of one partition in one run."""
@@ -186,6 +198,8 @@ class QualityReport:
         self.row_key = list(row_key)
         self.rows = {p: PartitionRows() for p in self.partitions}
         self.unknown_columns: dict[str, list[str]] = {}
+        # Partition -> rows archived before and rows delivered now (reports archived as delivered).
+        self.archive_comparison: dict[str, dict[str, int | bool]] = {}
         self._failures: list[pd.DataFrame] = []
         self._quarantine: list[pd.DataFrame] = []
         self._offset = 0
@@ -204,6 +218,26 @@ class QualityReport:
             for name in failures["check_name"].unique():
                 self._group(name)
             self._failures.append(failures.assign(report_date=partition, row_key=None, row=pd.NA))
+
+    def add_unreadable(self, partition: str, problem: str) -> None:
+        """``partition``'s answer is not a report at all (an HTML page, CSV that does not parse)."""
+        self.add_structural(_structural_case(REQUIRED_COLUMNS.name, READABLE_RULE, None, problem), partition)
+
+    def add_archive_comparison(self, partition: str, archived: int, delivered: int, *, refused: bool,
+                               max_row_drop: float, replaced: bool = False) -> None:
+        """How ``partition``'s delivery compares with the day already archived; a refused one (fewer
+        rows than ``max_row_drop`` allows) fails the archived_rows check, a structural failure:
+        the delivery is not written."""
+        self.archive_comparison[partition] = {"archived": archived, "delivered": delivered,
+                                              "refused": refused, "replaced_on_purpose": replaced}
+        if refused:
+            rule = f"no fewer rows than the archived day (max_row_drop {max_row_drop:g})"
+            value = f"{delivered} rows delivered, {archived} archived"
+            self.add_structural(_structural_case(ARCHIVED_ROWS.name, rule, None, value), partition)
+
+    def refused_partitions(self) -> list[str]:
+        """Partitions with a structural failure: nothing of them may be written."""
+        return sorted(set(self.structural_failures()["report_date"].astype("str")))
 
     def add_unknown_columns(self, partition: str, columns: Iterable[str]) -> None:
         columns = list(columns)

@@ -1,9 +1,13 @@
 """Asset checks from a schema on a small asset: results, blocking, volume, the archive tables."""
 
+import gzip
+import socket
+
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 import psycopg
+import pytest
 
 from adpipes.lib.assets import table_asset
 from adpipes.lib.quality import (
@@ -11,10 +15,12 @@ from adpipes.lib.quality import (
     CheckGroup,
     QualityReport,
     QualityStore,
+    RejectedDelivery,
     check_groups,
     publish,
     rule,
 )
+from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
 from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, TABLES, TableSpec, report_date_column
 
 POSITIVE = CheckGroup("positive_amounts", "Amounts are positive.")
@@ -120,3 +126,100 @@ def test_a_range_reports_per_partition(storage_resources, clean_databases):
         "2026-05-01": 1, "2026-05-02": 1, "2026-05-03": 1
     }
     assert evaluation.metadata["partitions"].value == ["2026-05-01", "2026-05-02", "2026-05-03"]
+
+
+def quality_tables(archive_dsn: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(archive_dsn) as conn:
+        return {table: conn.execute(f"SELECT * FROM quality.{table} t ORDER BY t::text").fetchall()
+                for table in ("partition_rows", "failure_cases", "quarantine")}
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("fault", ["product unreachable", "archive load error"])
+def test_a_failed_load_leaves_the_quality_tables_as_they_were(storage_resources, clean_databases, fault):
+    # They describe what is stored: the row_volume median must not count rows that never landed.
+    product_dsn, archive_dsn = clean_databases
+    day = "2026-06-01"
+    assert run(storage_resources, day, rows=10).success
+    before = quality_tables(archive_dsn)
+    assert before["partition_rows"] and not before["failure_cases"]
+    resources = dict(storage_resources)
+    if fault == "product unreachable":
+        product = PostgresDatabase(role="product", dsn=f"postgresql://postgres@127.0.0.1:{closed_port()}/product")
+        resources["io_manager"] = PartitionedTableIOManager(archive=storage_resources["io_manager"].archive,
+                                                            product=product, timezone="Asia/Seoul")
+    else:
+        with psycopg.connect(archive_dsn, autocommit=True) as conn:
+            conn.execute("CREATE FUNCTION quality_test.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                         "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$")
+            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON quality_test.amounts "
+                         "FOR EACH ROW EXECUTE FUNCTION quality_test.refuse()")
+    result = run(resources, day, rows=12, bad=2)
+    assert not result.success
+    assert not result.get_asset_check_evaluations()  # the step failed at the load, before its checks
+    assert quality_tables(archive_dsn) == before
+
+
+def test_a_refusal_records_why_and_keeps_quarantine_and_history(storage_resources, clean_databases):
+    _, archive_dsn = clean_databases
+    asset_key = dg.AssetKey(["quality_test", "amounts"])
+    store = storage_resources["quality"]
+    report = QualityReport(CHECKS, ["2026-07-01"], TABLE.row_key)
+    frame = pd.DataFrame({"report_date": pd.Series(["2026-07-01"] * 3, dtype="str"),
+                          "name": pd.Series(["a", "b", "c"], dtype="str"),
+                          "amount": pd.Series([1, -1, 2], dtype="Int64")})
+    report.check_rows([(SCHEMA, frame)], keys=frame)
+    store.record("run-1", asset_key, report)
+    stored = quality_tables(archive_dsn)
+    refusal = QualityReport(CHECKS, ["2026-07-01"], TABLE.row_key)
+    refusal.add_unreadable("2026-07-01", "an HTML page, not a CSV report")
+    kept = RejectedDelivery("2026-07-01", "an HTML page", content="<html>maintenance</html>")
+    for run_id in ("run-2", "run-3"):
+        store.record_refusal(run_id, asset_key, refusal, refusal.refused_partitions(), [kept])
+    after = quality_tables(archive_dsn)
+    assert after["partition_rows"] == stored["partition_rows"] and after["quarantine"] == stored["quarantine"]
+    assert [(r[2], r[4]) for r in after["failure_cases"]] == [("required_columns", None)]
+    with psycopg.connect(archive_dsn) as conn:
+        assert conn.execute("SELECT run_id, content FROM quality.rejected_deliveries ORDER BY id").fetchall() == [
+            ("run-2", "<html>maintenance</html>"), ("run-3", "<html>maintenance</html>")]
+
+
+def test_rejected_files_are_kept_whole_gzip_compressed(storage_resources, clean_databases, tmp_path):
+    _, archive_dsn = clean_databases
+    delivered = tmp_path / "day.csv"
+    # Every byte COPY's text format escapes, and more than one compression chunk of data.
+    body = b"A,B\n" + b"".join(f'"tab\there\\\\n",{i}\r\n'.encode() for i in range(200_000))
+    delivered.write_bytes(body)
+    kept = RejectedDelivery("2026-07-02", "fewer rows\tthan\narchived \\ 151", path=delivered, rows=200_000,
+                            columns=["a", "b"], archived_rows=151)
+    storage_resources["quality"].record_refusal("run-1", dg.AssetKey(["quality_test", "amounts"]),
+                                                QualityReport(CHECKS, []), [], [kept])
+    with psycopg.connect(archive_dsn) as conn:
+        row = conn.execute("SELECT problem, content, content_gzip, file_name, row_count, columns, archived_rows "
+                           "FROM quality.rejected_deliveries").fetchone()
+    assert row[0] == kept.problem and row[1] is None
+    assert gzip.decompress(row[2]) == body and len(row[2]) < len(body) / 5
+    assert row[3:] == ("day.csv", 200_000, ["a", "b"], 151)
+
+
+def test_a_rejected_deliveries_table_of_before_is_upgraded_keeping_its_rows(storage_resources, clean_databases):
+    _, archive_dsn = clean_databases
+    with psycopg.connect(archive_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA quality")
+        conn.execute("CREATE TABLE quality.rejected_deliveries (asset_key text NOT NULL, report_date date NOT NULL, "
+                     "problem text NOT NULL, content text NOT NULL, run_id text NOT NULL, "
+                     "recorded_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute("INSERT INTO quality.rejected_deliveries (asset_key, report_date, problem, content, run_id) "
+                     "VALUES ('appsflyer/daily_report', '2026-01-01', 'no Date', 'x,y', 'old')")
+    storage_resources["quality"].record_refusal(
+        "new", dg.AssetKey(["quality_test", "amounts"]), QualityReport(CHECKS, []), [],
+        [RejectedDelivery("2026-07-03", "no rows", rows=0, archived_rows=10)])
+    with psycopg.connect(archive_dsn) as conn:
+        rows = conn.execute("SELECT id, run_id, content, row_count, archived_rows FROM quality.rejected_deliveries "
+                            "ORDER BY id").fetchall()
+    assert rows == [(1, "old", "x,y", None, None), (2, "new", None, 0, 10)]

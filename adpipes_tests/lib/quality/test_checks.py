@@ -223,3 +223,15 @@ def test_a_rejected_deliveries_table_of_before_is_upgraded_keeping_its_rows(stor
         rows = conn.execute("SELECT id, run_id, content, row_count, archived_rows FROM quality.rejected_deliveries "
                             "ORDER BY id").fetchall()
     assert rows == [(1, "old", "x,y", None, None), (2, "new", None, 0, 10)]
+
+
+def test_adpipes_max_row_drop_reaches_the_quality_store_and_bounds_the_drop():
+    from adpipes.definitions import build_resources
+    from adpipes.lib.settings import load_settings
+
+    store = build_resources(load_settings({"ADPIPES_MAX_ROW_DROP": "0.02"}))["quality"]
+    assert store.max_row_drop == 0.02
+    assert not store.row_drop_refused(archived=100, delivered=98) and store.row_drop_refused(100, 97)
+    default = build_resources(load_settings({}))["quality"]
+    assert default.row_drop_refused(151, 150) and not default.row_drop_refused(151, 151)
+    assert not default.row_drop_refused(0, 0) and not default.row_drop_refused(151, 200)

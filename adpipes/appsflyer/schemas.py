@@ -8,7 +8,6 @@ typed table that product queries join with the app's own data.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from functools import cache
 
 import dagster as dg
@@ -40,6 +39,7 @@ from adpipes.appsflyer.cohort_api import (
     UNIQUE_USERS,
 )
 from adpipes.lib.quality import REQUIRED_VALUES, rule
+from adpipes.lib.storage.names import column_name, snake_case_name
 from adpipes.lib.storage.tables import (
     ARCHIVE,
     PRODUCT,
@@ -77,15 +77,14 @@ RAW_REPORT_COLUMNS = (
     "Is Primary Attribution", "User Agent", "HTTP Referrer", "Original URL",
 )  # fmt: skip
 
-_NON_WORD = re.compile(r"[^0-9a-z]+")
-
-
 def snake_case(header: str) -> str:
-    """``Media Source`` -> ``media_source``, ``Event Revenue USD`` -> ``event_revenue_usd``."""
-    name = _NON_WORD.sub("_", header.strip().lower()).strip("_")
-    if not name:
-        raise ValueError(f"column header {header!r} has no letters or digits")
-    return name if not name[0].isdigit() else f"c_{name}"
+    """``Media Source`` -> ``media_source``, ``Event Revenue USD`` -> ``event_revenue_usd``.
+
+    A name over PostgreSQL's 63 bytes is cut and ends in a hash of the full name; a header that
+    cannot name a column (markup, control characters, no letters) raises ``UnusableHeader``
+    (see :mod:`adpipes.lib.storage.names`).
+    """
+    return column_name(snake_case_name(header), header)
 
 
 RAW_COLUMN_NAMES = tuple(snake_case(h) for h in RAW_REPORT_COLUMNS)

@@ -22,8 +22,8 @@ from adpipes.appsflyer.schemas import (
     TRUE_SPELLINGS,
     parse_timestamps,
     raw_data_schema,
-    snake_case,
 )
+from adpipes.lib.storage.names import column_names
 
 # The receipt id is kept for every event whose Event Value carries it, whatever the event is
 # called: the original scripts kept it for any event with `af_receipt_id` in its value (apps send
@@ -37,18 +37,10 @@ _RECEIPT_VALUE = (
 
 
 def snake_case_columns(headers: Sequence[str]) -> list[str]:
-    """snake_case every header; a clash (two headers mapping to one name) gets a numbered suffix."""
-    seen: dict[str, int] = {}
-    names = []
-    for header in headers:
-        name = snake_case(header)
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}_{seen[name]}"
-        else:
-            seen[name] = 1
-        names.append(name)
-    return names
+    """snake_case every header (as :func:`~adpipes.appsflyer.schemas.snake_case`); a clash (two
+    headers mapping to one name) gets a numbered suffix, ``_2``, ``_3``, in header order. Names fit
+    PostgreSQL's 63 bytes; a header that cannot name a column raises ``UnusableHeader``."""
+    return column_names(headers)
 
 
 def _blank_to_na(series: pd.Series) -> pd.Series:

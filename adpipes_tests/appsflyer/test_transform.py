@@ -22,6 +22,17 @@ def test_snake_case_names():
     assert snake_case("Loyal Users/Installs") == "loyal_users_installs"
 
 
+def test_snake_case_names_fit_postgresql_identifiers():
+    # More in adpipes_tests/lib/storage/test_names.py (loads, comments, refused headers).
+    long_header = "Contributor " * 8 + "Touch Time"  # 106 characters
+    name = snake_case(long_header)
+    assert len(name.encode()) == 63 and name.startswith("contributor_contributor") and name[-9] == "_"
+    assert snake_case(long_header) == name == snake_case_columns([long_header])[0]
+    assert snake_case(long_header + " 2") != name
+    korean = "광고 " * 15  # 30 characters, 75 bytes
+    assert len(snake_case(korean).encode()) <= 63 < len(korean.strip().replace(" ", "_").encode())
+
+
 def _delivered(rows) -> pd.DataFrame:
     # The shape the archive hands raw_data: snake_case columns and the partition's report_date.
     table = _report(rows)

@@ -30,6 +30,7 @@ from pydantic import Field
 
 from adpipes.lib.storage.delivered import DeliveredFiles
 from adpipes.lib.storage.dsn import connection_failure_reason, describe_dsn, dsn_problem
+from adpipes.lib.storage.names import add_vendor_columns, shortened_names
 from adpipes.lib.storage.tables import ARCHIVE, PARTITION_COLUMN, PRODUCT, TABLES, TableSpec
 
 # Rows per CSV chunk handed to COPY: large enough that per-chunk overhead vanishes, small enough
@@ -258,13 +259,9 @@ def ensure_table(
                         _ident(schema, table), _ident(c.name), sql.SQL(c.pg_type)
                     )
                 )
-        for name in extra_text_columns:
-            if name not in present:
-                cur.execute(
-                    sql.SQL("ALTER TABLE {} ADD COLUMN {} text").format(
-                        _ident(schema, table), _ident(name)
-                    )
-                )
+        # Vendor columns: each name checked to fit PostgreSQL's 63 bytes (a cut name would be
+        # added again on the next load), each commented with the header it was made from.
+        add_vendor_columns(cur, schema, table, [n for n in dict.fromkeys(extra_text_columns) if n not in present], log)
         for c in spec.columns:
             if c.description:
                 cur.execute(
@@ -703,6 +700,10 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
             # Dagster records the materialization for every partition of the run; these were not
             # written.
             metadata["adpipes/withheld_partitions"] = dg.MetadataValue.json(sorted(withheld))
+        shortened = shortened_names(obj.columns)
+        if shortened:
+            # Vendor headers over PostgreSQL's 63 bytes: the cut name (with a hash) -> the header.
+            metadata["adpipes/shortened_column_names"] = dg.MetadataValue.json(shortened)
         context.add_output_metadata(metadata)
 
     def _write(self, conns: Sequence[psycopg.Connection], spec: TableSpec,

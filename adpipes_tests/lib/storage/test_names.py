@@ -1,0 +1,200 @@
+"""Column names of vendor headers: within PostgreSQL's 63 bytes, stable, unique, recorded, and
+never made from something that is not a header. Against a real PostgreSQL and the sandbox."""
+
+import datetime as dt
+import subprocess
+import sys
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+import psycopg
+import pytest
+
+from adpipes.appsflyer.assets import raw_report_assets
+from adpipes.appsflyer.transform import snake_case_columns
+from adpipes.lib.storage.delivered import DeliveredFiles
+from adpipes.lib.storage.names import (
+    MAX_IDENTIFIER_BYTES,
+    ColumnNameError,
+    UnusableHeader,
+    headers_problem,
+    vendor_column_headers,
+)
+from adpipes.lib.storage.postgres import (
+    PartitionedTableIOManager,
+    PostgresDatabase,
+    replace_partitions,
+    replace_partitions_from_files,
+)
+from adpipes.lib.storage.tables import ARCHIVE, TABLES, TableSpec, report_date_column
+
+D1 = dt.date(2026, 11, 20)
+TZ = "Asia/Seoul"
+# 100 characters; its snake_case name is 100 bytes, PostgreSQL would keep 63 of them.
+LONG_HEADER = "Attributed Touch Contributor Campaign Name For Multi Touch Attribution Of Retargeting Conversions X1"
+# 27 Hangul letters and 11 spaces: 38 characters, but 92 bytes in UTF-8.
+KOREAN_HEADER = "재구매 전환 캠페인 광고 소재 세부 분류 이름 기준 일자별 매출 합계"
+VENDOR = TableSpec(
+    asset_key=dg.AssetKey(["names_test", "vendor_report"]),
+    dataframe_schema=pa.DataFrameSchema({"report_date": report_date_column()}, strict=False),
+    databases=(ARCHIVE,),
+    keep_unknown_columns=True,
+)
+TABLES.register(VENDOR)
+
+
+def utf8_len(name: str) -> int:
+    return len(name.encode("utf-8"))
+
+
+def test_long_headers_fit_63_bytes_and_stay_unique():
+    assert len(LONG_HEADER) == 100
+    near_twin = LONG_HEADER[:-2] + "X2"  # the same first 98 characters
+    long_name, twin_name, korean_name = snake_case_columns([LONG_HEADER, near_twin, KOREAN_HEADER])
+    assert utf8_len(long_name) <= MAX_IDENTIFIER_BYTES and utf8_len(twin_name) <= MAX_IDENTIFIER_BYTES
+    assert long_name.startswith("attributed_touch_contributor_campaign") and long_name != twin_name
+    assert long_name[-9] == "_" and int(long_name[-8:], 16) >= 0  # ..._<8 hex digits>
+    # Bytes, not characters: the Korean name has fewer than 63 characters but is cut all the same,
+    # at a character boundary.
+    assert len(KOREAN_HEADER.encode("utf-8")) > MAX_IDENTIFIER_BYTES > len(KOREAN_HEADER)
+    assert utf8_len(korean_name) <= MAX_IDENTIFIER_BYTES and korean_name.startswith("재구매_전환_캠페인")
+    # Short names are what they always were.
+    assert snake_case_columns(["Media Source", "Event Revenue USD", "Media Source", "1st Touch"]) == \
+        ["media_source", "event_revenue_usd", "media_source_2", "c_1st_touch"]
+
+
+def test_a_repeated_long_header_is_numbered_within_the_limit():
+    names = snake_case_columns([LONG_HEADER, LONG_HEADER, LONG_HEADER.upper()])
+    assert len(set(names)) == 3 and all(utf8_len(n) <= MAX_IDENTIFIER_BYTES for n in names)
+    # The same list gives the same names: numbering follows header order, nothing else.
+    assert snake_case_columns([LONG_HEADER, LONG_HEADER, LONG_HEADER.upper()]) == names
+    # A name one byte under the limit, repeated: its numbered form would be cut by PostgreSQL.
+    edge = "a" * 62
+    first, second = snake_case_columns([edge, edge])
+    assert first == edge and utf8_len(second) <= MAX_IDENTIFIER_BYTES and second != first
+
+
+def test_names_are_the_same_in_another_process():
+    code = ("from adpipes.appsflyer.transform import snake_case_columns as s; "
+            f"print('|'.join(s([{LONG_HEADER!r}, {KOREAN_HEADER!r}, {LONG_HEADER!r}])))")
+    runs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={"PYTHONHASHSEED": seed, "PYTHONIOENCODING": "utf-8"}).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert runs == {"|".join(snake_case_columns([LONG_HEADER, KOREAN_HEADER, LONG_HEADER]))}
+
+
+@pytest.mark.parametrize("header", [
+    "",
+    " / ",
+    "<!DOCTYPE html>",
+    "<html><head><title>Service Unavailable</title></head>",
+    "We are down for maintenance</p>",
+    "Media\x00Source",
+    "Event\nTime",
+    "x" * 300,
+])
+def test_a_header_that_cannot_name_a_column_is_refused(header):
+    with pytest.raises(UnusableHeader, match="cannot be a column name"):
+        snake_case_columns(["Event Time", header])
+    assert "column 2" in headers_problem(["Event Time", header])
+
+
+def test_ordinary_odd_headers_still_name_columns():
+    assert snake_case_columns(["Revenue <USD>", "xmin", "구매 금액", "ＡＢＣ"]) == \
+        ["revenue_usd", "c_xmin", "구매_금액", "abc"]
+    assert headers_problem(["Media Source", "Event Time"]) is None
+
+
+def _files(headers: list[str], values: list[str]) -> DeliveredFiles:
+    delivered = DeliveredFiles(prefix="adpipes-names-test-")
+    path = delivered.directory / "report.csv"
+    quoted = ",".join('"' + h.replace('"', '""') + '"' for h in headers)
+    path.write_text(quoted + "\n" + ",".join(values) + "\n", encoding="utf-8")
+    delivered.add(path, snake_case_columns(headers), 1, report_date=D1.isoformat())
+    return delivered
+
+
+def _columns(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'names_test' "
+        "AND table_name = 'vendor_report' ORDER BY ordinal_position")]
+
+
+def test_a_long_header_loads_twice_into_one_column_that_records_the_header(clean_databases):
+    _, archive_dsn = clean_databases
+    headers = ["Event Time", LONG_HEADER, KOREAN_HEADER]
+    with psycopg.connect(archive_dsn) as conn:
+        for run in (1, 2):  # before the fix, the second load failed with DuplicateColumn
+            delivered = _files(headers, ["2026-11-20 10:00:00", f"long-{run}", f"korean-{run}"])
+            assert replace_partitions_from_files(conn, VENDOR, delivered, [D1]) == {"2026-11-20": 1}
+            delivered.cleanup()
+        long_name, korean_name = snake_case_columns(headers)[1:]
+        assert _columns(conn) == ["report_date", "event_time", long_name, korean_name]
+        assert conn.execute(f'SELECT "{long_name}", "{korean_name}" FROM names_test.vendor_report').fetchall() == \
+            [("long-2", "korean-2")]
+        with conn.cursor() as cur:
+            recorded = vendor_column_headers(cur, "names_test", "vendor_report")
+        assert recorded == {"event_time": "Event Time", long_name: LONG_HEADER, korean_name: KOREAN_HEADER}
+
+
+def test_the_io_manager_lists_shortened_names_in_the_run_metadata(clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    manager = PartitionedTableIOManager(archive=PostgresDatabase(role="archive", dsn=archive_dsn),
+                                        product=PostgresDatabase(role="product", dsn=product_dsn), timezone=TZ)
+    context = dg.build_output_context(
+        asset_key=VENDOR.asset_key, partition_key=D1.isoformat(),
+        asset_partitions_def=dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone=TZ),
+    )
+    manager.handle_output(context, _files(["Event Time", LONG_HEADER], ["2026-11-20 10:00:00", "v"]))
+    long_name = snake_case_columns([LONG_HEADER])[0]
+    assert context.get_logged_metadata()["adpipes/shortened_column_names"].value == {long_name: LONG_HEADER}
+
+
+def test_a_name_postgresql_would_cut_is_never_added(clean_databases):
+    # Whatever made the name (here a frame column nobody named through names.py): the table
+    # keeps its columns and nothing is written.
+    _, archive_dsn = clean_databases
+    too_long = "vendor_" + "x" * 60
+    frame = pd.DataFrame({"report_date": ["2026-11-20"], "a": ["1"], too_long: ["v"]}, dtype="str")
+    with psycopg.connect(archive_dsn) as conn:
+        replace_partitions(conn, VENDOR, frame[["report_date", "a"]], [D1], timezone=TZ)
+        with pytest.raises(ColumnNameError, match="67 bytes"):
+            replace_partitions(conn, VENDOR, frame, [D1], timezone=TZ)
+        conn.rollback()
+        assert _columns(conn) == ["report_date", "a"]
+        assert conn.execute("SELECT a FROM names_test.vendor_report").fetchall() == [("1",)]
+
+
+def test_a_long_vendor_column_from_the_api_loads_on_every_run(clean_sandbox, storage_resources):
+    from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
+    from adpipes.appsflyer.resources import AppsFlyerApps
+    from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
+
+    asset = next(a for a in raw_report_assets if a.key.to_user_string() == "appsflyer/android_installs")
+    resources = {
+        "appsflyer_raw_data_api": AppsFlyerRawDataApi(api_token=clean_sandbox.appsflyer_token,
+                                                      base_url=clean_sandbox.base_url, timezone=TZ,
+                                                      backoff_seconds=0.01),
+        "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID,
+                                        currency="KRW"),
+        **storage_resources,
+    }
+    clean_sandbox.configure(extra_columns=[LONG_HEADER])
+    day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).date().isoformat()
+    for _ in (1, 2):
+        result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
+        failures = [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert result.success, failures
+    long_name = snake_case_columns([LONG_HEADER])[0]
+    archive_dsn = storage_resources["archive_db"].dsn
+    with psycopg.connect(archive_dsn) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'appsflyer' "
+            "AND table_name = 'android_installs'")]
+        assert [n for n in names if n.startswith("attributed_touch_contributor")] == [long_name]
+        assert conn.execute(f'SELECT count(*), count("{long_name}") FROM appsflyer.android_installs').fetchone()[1] > 0
+        with conn.cursor() as cur:
+            assert vendor_column_headers(cur, "appsflyer", "android_installs")[long_name] == LONG_HEADER

@@ -449,6 +449,13 @@ def rejected_deliveries(dsn: str, asset: str) -> list[tuple]:
                       "FROM quality.rejected_deliveries WHERE asset_key = %s ORDER BY id", (asset,))
 
 
+def archive_a_day(resources, archive_dsn: str) -> tuple[dg.AssetsDefinition, str, list[tuple]]:
+    """appsflyer/android_installs materialized for yesterday: the asset, the day, its archived rows."""
+    asset, day = android_installs_asset(), recent_day()
+    assert dg.materialize([asset], resources=resources, partition_key=day).success
+    return asset, day, archived_day(archive_dsn, "android_installs", day)
+
+
 def node_failure(result: dg.ExecuteInProcessResult, node: str) -> str:
     return next(e.event_specific_data.error.message for e in result.all_events
                 if e.event_type_value == "STEP_FAILURE" and e.step_key == node)
@@ -507,10 +514,7 @@ def test_a_broken_delivery_never_replaces_the_archived_day(resources, clean_sand
 
 def test_a_delivery_with_fewer_rows_is_refused_unless_within_the_share(resources, clean_sandbox, clean_databases):
     _, archive_dsn = clean_databases
-    day = recent_day()
-    asset = android_installs_asset()
-    assert dg.materialize([asset], resources=resources, partition_key=day).success
-    before = archived_day(archive_dsn, "android_installs", day)
+    asset, day, before = archive_a_day(resources, archive_dsn)
     archived = len(before)
     clean_sandbox.configure(rows_per_day={f"{ANDROID}|installs_report": archived - 3})
     for attempt in (1, 2):
@@ -544,10 +548,8 @@ def test_a_delivery_with_fewer_rows_is_refused_unless_within_the_share(resources
 def test_replace_archived_writes_a_smaller_delivery_but_never_a_broken_one(resources, clean_sandbox,
                                                                            clean_databases):
     _, archive_dsn = clean_databases
-    day = recent_day()
-    asset = android_installs_asset()
-    assert dg.materialize([asset], resources=resources, partition_key=day).success
-    archived = len(archived_day(archive_dsn, "android_installs", day))
+    asset, day, before = archive_a_day(resources, archive_dsn)
+    archived = len(before)
     clean_sandbox.configure(rows_per_day={f"{ANDROID}|installs_report": archived - 20})
     replace = dg.RunConfig(ops={"appsflyer__android_installs": RawReportConfig(replace_archived=True)})
     result = dg.materialize([asset], resources=resources, partition_key=day, run_config=replace)
@@ -569,10 +571,7 @@ def test_a_server_capping_below_maximum_rows_is_caught_by_the_archived_day(resou
     # The client asks for 1,000,000 rows; a server that silently stops at 50 cannot be told from a
     # small day in one answer, but the day archived before can.
     _, archive_dsn = clean_databases
-    day = recent_day()
-    asset = android_installs_asset()
-    assert dg.materialize([asset], resources=resources, partition_key=day).success
-    before = archived_day(archive_dsn, "android_installs", day)
+    asset, day, before = archive_a_day(resources, archive_dsn)
     clean_sandbox.configure(truncate_at=50)
     result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
     assert not result.success

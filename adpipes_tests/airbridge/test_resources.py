@@ -21,11 +21,11 @@ from adpipes.airbridge.resources import (
 )
 from adpipes.lib.sandbox import airbridge as sandbox_airbridge
 from adpipes.lib.settings import (
-    PROD_REQUIRED_VARIABLES,
     SANDBOX_AIRBRIDGE_APP_NAME,
     ConfigurationError,
     load_settings,
 )
+from adpipes_tests.fixtures.environ import prod_environ
 from adpipes_tests.fixtures.vendor_examples import example
 
 APP = SANDBOX_AIRBRIDGE_APP_NAME
@@ -375,9 +375,7 @@ def test_a_group_by_that_is_a_table_column_fails_at_load():
 @pytest.mark.parametrize("env", ["dev", "prod"])
 def test_the_total_count_switch_comes_from_settings(env):
     # Scheduled runs and UI launches have no run config for it: the setting is the switch.
-    prod = {name: "v" for name in PROD_REQUIRED_VARIABLES} | {"APPSFLYER_APP_CURRENCY": "KRW",
-                                                              "AIRBRIDGE_CURRENCY": "KRW"}
-    environ = {"ADPIPES_ENV": env} | (prod if env == "prod" else {})
+    environ = prod_environ() if env == "prod" else {"ADPIPES_ENV": "dev"}
     assert airbridge_api_from_settings(load_settings(environ)).total_count_mismatch == "fail"
     switched = load_settings(environ | {"AIRBRIDGE_TOTAL_COUNT_MISMATCH": "warn"})
     assert airbridge_api_from_settings(switched).total_count_mismatch == "warn"

@@ -1,6 +1,7 @@
 import pytest
 
 from adpipes.lib.settings import PROD_REQUIRED_VARIABLES, ConfigurationError, load_settings
+from adpipes_tests.fixtures.environ import prod_environ
 
 
 def test_dev_defaults():
@@ -19,18 +20,6 @@ def test_prod_lists_every_missing_variable_in_one_message():
         if name != "APPSFLYER_API_TOKEN":
             assert name in message
     assert "APPSFLYER_API_TOKEN," not in message and not message.rstrip().endswith("APPSFLYER_API_TOKEN")
-
-
-def prod_environ(**overrides: str) -> dict[str, str]:
-    """Every variable prod requires, with values of the right form."""
-    return {
-        "ADPIPES_ENV": "prod",
-        "ADPIPES_PRODUCT_DSN": "postgresql://adpipes:secret-value@product-db:5432/product",
-        "ADPIPES_ARCHIVE_DSN": "postgresql://adpipes:secret-value@archive-db:5432/archive",
-        "APPSFLYER_API_TOKEN": "secret-value", "AIRBRIDGE_API_TOKEN": "secret-value",
-        "APPSFLYER_ANDROID_APP_ID": "com.example.app", "APPSFLYER_IOS_APP_ID": "id123456789",
-        "AIRBRIDGE_APP_NAME": "exampleapp", "APPSFLYER_APP_CURRENCY": "KRW", "AIRBRIDGE_CURRENCY": "KRW",
-    } | overrides
 
 
 def test_prod_environ_covers_every_required_variable():

@@ -45,7 +45,12 @@ from adpipes.lib.quality import (
     header_failures,
     publish,
 )
-from adpipes.lib.storage.delivered import DeliveredFiles
+from adpipes.lib.storage.delivered import (
+    DeliveredFiles,
+    SpoolSpaceError,
+    expected_spool_bytes,
+    require_spool_space,
+)
 from adpipes.lib.storage.postgres import LOAD_AS_BATCHES, PartitionBatches, PostgresDatabase, stored_row_counts
 
 RAW_GROUP = "appsflyer_raw"
@@ -208,6 +213,16 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
             hint=f"materialize fewer days now (one call covers up to {RAW_WINDOW_DAYS[report]} days; "
             "a truncated window costs 2 more calls: its answer is discarded and both halves fetched)",
         )
+        # The range is spooled to TMPDIR before it is loaded: refuse before the first call when
+        # TMPDIR cannot hold it (sized by the largest day archived so far), rather than when the
+        # disk fills up after the call was paid for.
+        with archive_db.connect() as conn:
+            needed = expected_spool_bytes(conn, spec.qualified_name, len(context.partition_keys))
+        try:
+            require_spool_space(needed, f"{spec.asset_key.to_user_string()} partitions "
+                                        f"{windows[0][0]}..{windows[-1][1]}")
+        except SpoolSpaceError as exc:
+            raise dg.Failure(description=str(exc)) from None
         # The responses are spooled to disk and streamed into the archive as delivered: a raw day
         # can be a million rows, too big to hold in memory several times over.
         delivered = DeliveredFiles(prefix=f"adpipes-{platform}-{report_short}-")

@@ -109,3 +109,41 @@ def test_the_expected_space_follows_the_largest_archived_day(archive_dsn):
         assert day_bytes > 4_000_000
         assert expected_spool_bytes(conn, "spool_test.raw", 3) == 6 * day_bytes
         conn.execute("DROP SCHEMA spool_test CASCADE")
+
+
+def test_a_raw_report_refuses_before_its_call_when_tmpdir_cannot_hold_the_range(
+        clean_sandbox, storage_resources, monkeypatch):
+    import dagster as dg
+
+    from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
+    from adpipes.appsflyer.resources import AppsFlyerApps
+    from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
+    from adpipes_tests.appsflyer.test_assets import android_events_asset, step_failure_message
+    from adpipes_tests.fixtures.sandbox import appsflyer_client_settings
+
+    clean_sandbox.configure(rows_per_day={f"{SANDBOX_ANDROID_APP_ID}|in_app_events_report": 3000})
+    resources = {
+        **storage_resources,
+        "appsflyer_raw_data_api": AppsFlyerRawDataApi(**appsflyer_client_settings(clean_sandbox)),
+        "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID,
+                                        currency="KRW"),
+    }
+    day = (dt.date.today() - dt.timedelta(days=3)).isoformat()
+    assert dg.materialize([android_events_asset()], resources=resources, partition_key=day).success
+    calls_before = len(clean_sandbox.calls())
+    mount = Path(tempfile.mkdtemp(prefix="adpipes-test-tmpfs-"))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        mount.rmdir()
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(mount))
+        result = dg.materialize([android_events_asset()], resources=resources, partition_key=day,
+                                raise_on_error=False)
+    finally:
+        monkeypatch.undo()
+        subprocess.run(["umount", str(mount)], check=False)
+        mount.rmdir()
+    assert not result.success
+    message = step_failure_message(result)
+    assert f"TMPDIR ({mount})" in message and "Nothing was called" in message and day in message
+    assert len(clean_sandbox.calls()) == calls_before  # the vendor was not called

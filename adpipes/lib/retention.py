@@ -3,10 +3,12 @@
 The sensor looks at the day partitions of every product table. When some fall past the table's
 retention (``ADPIPES_PRODUCT_RETENTION_DAYS``, per-table ``ADPIPES_PRODUCT_RETENTION_OVERRIDES``),
 it requests one run of the prune job with the cutoff per table in its run config; the run key is
-made of the cutoffs, so the same prune is never requested twice. The job verifies each old
-partition against the archive, drops the verified ones from product and records what it dropped
-as asset observations (Dagster OSS cannot un-materialize a partition, so the UI shows the drop
-next to the materialization). The archive is never touched.
+made of the cutoffs, so the same prune is never requested twice. The job compares each old
+partition with the archive's copy (row count and a whole-row fingerprint, see
+:mod:`adpipes.lib.storage.retention`), drops the ones whose copies are the same from product and
+records what it dropped as asset observations (Dagster OSS cannot un-materialize a partition, so
+the UI shows the drop next to the materialization). A partition whose copies differ stays in
+product and fails the run, naming table, day and both row counts. The archive is never written.
 """
 
 import datetime as dt
@@ -31,7 +33,7 @@ SENSOR_INTERVAL_SECONDS = 3600
 class PruneConfig(dg.Config):
     cutoffs: dict[str, str] = Field(
         description="Asset key (e.g. appsflyer/raw_data) -> first day to keep (YYYY-MM-DD); product "
-        "partitions before it are dropped once the archive is verified to hold them."
+        "partitions before it are dropped once the archive is verified to hold the same rows."
     )
 
 
@@ -44,9 +46,10 @@ def prune_product_partitions_op(
     context: dg.OpExecutionContext, config: PruneConfig, product_db: PostgresDatabase,
     archive_db: PostgresDatabase,
 ):
-    """Drop product partitions before each table's cutoff that the archive verifiably holds."""
+    """Drop product partitions before each table's cutoff whose archive copy holds the same rows."""
     summary: dict[str, dict[str, object]] = {}
     refused: list[str] = []
+    verified: dict[str, dict[str, object]] = {}
     with product_db.connect() as product, archive_db.connect() as archive:
         for key, cutoff in sorted(config.cutoffs.items()):
             spec = TABLES.get(dg.AssetKey.from_user_string(key))
@@ -54,6 +57,7 @@ def prune_product_partitions_op(
                 raise dg.Failure(f"{key} has no product table; remove it from the prune's cutoffs")
             result = prune_table(product, archive, spec, dt.date.fromisoformat(cutoff))
             summary[key] = {"cutoff": cutoff, "pruned_rows": result.pruned, "refused": result.refused}
+            verified[key] = {day: check.as_metadata() for day, check in result.verified.items()}
             for day, rows in result.pruned.items():
                 yield dg.AssetObservation(
                     asset_key=spec.asset_key, partition=day,
@@ -68,17 +72,19 @@ def prune_product_partitions_op(
         "pruned_partitions": dg.MetadataValue.json({k: sorted(v["pruned_rows"]) for k, v in summary.items()}),
         "pruned_rows": dg.MetadataValue.json({k: sum(v["pruned_rows"].values()) for k, v in summary.items()}),
         "refused": dg.MetadataValue.json(refused),
+        # Row counts and whole-row fingerprints of both copies of every partition compared.
+        "verified_partitions": dg.MetadataValue.json(verified),
     }
     if refused:
         raise dg.Failure(
-            description=f"{len(refused)} product partition(s) were not pruned because the archive "
-            "does not hold their rows:\n" + "\n".join(refused[:20]),
+            description=f"{len(refused)} product partition(s) were not pruned because the archive's "
+            "copy is missing, differs or could not be compared; product keeps them:\n" + "\n".join(refused[:20]),
             metadata=metadata,
         )
     yield dg.Output(None, metadata=metadata)
 
 
-@dg.job(name=PRUNE_JOB, description="Drops product partitions past retention after verifying the archive holds them.")
+@dg.job(name=PRUNE_JOB, description="Drops product partitions past retention whose archive copy holds the same rows (row count and whole-row fingerprint).")
 def prune_product_partitions_job():
     prune_product_partitions_op()
 

@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 import psycopg
+import pytest
 
 from adpipes.lib.retention import (
     PRUNE_OP,
@@ -14,6 +15,8 @@ from adpipes.lib.retention import (
     prune_product_partitions_job,
 )
 from adpipes.lib.storage.postgres import PostgresDatabase, replace_partitions
+from adpipes.lib.storage import retention as storage_retention
+from adpipes.lib.storage.retention import PruneResult, prune_table
 from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, TABLES, TEXT, TableSpec, report_date_column
 
 TZ = "Asia/Seoul"
@@ -102,3 +105,153 @@ def test_nothing_past_retention_is_a_skip(clean_databases):
     with dg.build_sensor_context(resources={"product_db": PostgresDatabase(role="product", dsn=product_dsn)}) as context:
         request = shorter(context)
     assert request.run_config["ops"][PRUNE_OP]["config"]["cutoffs"] == {KEY: (today() - dt.timedelta(days=2)).isoformat()}
+
+
+# A table of every kind of value a prune compares: text with '' and NULL, numbers, flags,
+# instants, numeric and JSON.
+TYPED = TABLES.register(TableSpec(
+    asset_key=dg.AssetKey(["retention_test", "typed"]),
+    dataframe_schema=pa.DataFrameSchema({
+        "report_date": report_date_column(),
+        "name": pa.Column("str", nullable=True),
+        "n": pa.Column("Int64", nullable=True),
+        "flag": pa.Column("boolean", nullable=True),
+        "at": pa.Column(pd.DatetimeTZDtype(tz="UTC"), nullable=True),
+        "amount": pa.Column("Float64", nullable=True, metadata={"pg_type": "numeric"}),
+        "doc": pa.Column("str", nullable=True, metadata={"pg_type": "jsonb"}),
+    }),
+    databases=(ARCHIVE, PRODUCT),
+))
+
+
+def typed_frame(day: dt.date, rows: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "report_date": [day.isoformat()] * rows,
+        "name": pd.array([f"row,{i}" if i % 3 else ("" if i % 2 else None) for i in range(rows)], dtype="str"),
+        "n": pd.array([i if i % 7 else None for i in range(rows)], dtype="Int64"),
+        "flag": pd.array([bool(i % 2) for i in range(rows)], dtype="boolean"),
+        "at": pd.to_datetime([f"{day} 10:00:{i % 60:02d}" for i in range(rows)]).tz_localize(TZ),
+        "amount": pd.array([i / 4 for i in range(rows)], dtype="Float64"),
+        "doc": pd.array([f'{{"i": {i}, "k": "v"}}' for i in range(rows)], dtype="str"),
+    })
+
+
+def load_typed(dsns: tuple[str, ...], day: dt.date, rows: int = 100) -> None:
+    for dsn in dsns:
+        with psycopg.connect(dsn) as conn:
+            replace_partitions(conn, TYPED, typed_frame(day, rows), [day], timezone=TZ)
+
+
+def execute(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute(statement)
+
+
+def prune_typed(product_dsn: str, archive_dsn: str, day: dt.date) -> PruneResult:
+    with psycopg.connect(product_dsn) as product, psycopg.connect(archive_dsn) as archive:
+        return prune_table(product, archive, TYPED, day + dt.timedelta(days=1))
+
+
+@pytest.fixture(params=["values", "text"])
+def fingerprint_mode(request, monkeypatch):
+    """Both ways a fingerprint hashes rows: by value (PostgreSQL 14+) and as text (older servers)."""
+    if request.param == "text":
+        monkeypatch.setattr(storage_retention, "HASH_RECORD_VERSION", 10**9)
+    return request.param
+
+
+def typed_rows(dsn: str, day: dt.date) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM retention_test.typed WHERE report_date = %s", (day,)).fetchone()[0]
+
+
+def test_a_copy_that_lost_10_rows_and_holds_10_twice_is_kept_in_product_and_fails_the_run(clean_databases, fingerprint_mode):
+    product_dsn, archive_dsn = clean_databases
+    day = today() - dt.timedelta(days=100)
+    load_typed(clean_databases, day)
+    # The archive copy has as many rows as product: 10 lost, 10 others twice.
+    execute(archive_dsn, "DELETE FROM retention_test.typed WHERE n BETWEEN 1 AND 10")
+    execute(archive_dsn, "INSERT INTO retention_test.typed SELECT * FROM retention_test.typed WHERE n BETWEEN 11 AND 20")
+    assert typed_rows(archive_dsn, day) == typed_rows(product_dsn, day) == 100
+    resources = {"product_db": PostgresDatabase(role="product", dsn=product_dsn),
+                 "archive_db": PostgresDatabase(role="archive", dsn=archive_dsn)}
+    run_config = {"ops": {PRUNE_OP: {"config": {"cutoffs": {"retention_test/typed": (day + dt.timedelta(days=1)).isoformat()}}}}}
+    result = prune_product_partitions_job.execute_in_process(run_config=run_config, resources=resources,
+                                                             raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0].event_specific_data
+    message = failure.error.message
+    assert "retention_test.typed" in message and day.isoformat() in message
+    checked = failure.user_failure_data.metadata["verified_partitions"].value["retention_test/typed"][day.isoformat()]
+    assert checked["product_rows"] == checked["archive_rows"] == 100
+    assert checked["product_fingerprint"] != checked["archive_fingerprint"]
+    assert "product holds 100 rows" in message and "the archive 100" in message and "contents differ" in message
+    assert typed_rows(product_dsn, day) == 100 and typed_rows(archive_dsn, day) == 100
+    assert not [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+
+
+def test_identical_copies_are_dropped_whatever_the_sessions_and_column_order(clean_databases, fingerprint_mode):
+    product_dsn, archive_dsn = clean_databases
+    day = today() - dt.timedelta(days=100)
+    # The archive's table has its columns in another order and one more column (archive-only
+    # columns are not product's to keep); the rows are the same.
+    execute(archive_dsn, "CREATE SCHEMA retention_test")
+    execute(archive_dsn, "CREATE TABLE retention_test.typed (doc jsonb, archived_note text, amount numeric, "
+                         "report_date date NOT NULL, at timestamptz, flag boolean, n bigint, name text) "
+                         "PARTITION BY RANGE (report_date)")
+    load_typed(clean_databases, day)
+    execute(archive_dsn, "UPDATE retention_test.typed SET archived_note = 'only here'")
+    with psycopg.connect(product_dsn) as product, psycopg.connect(archive_dsn) as archive:
+        # Session settings that shape text forms, which the prune must not depend on.
+        archive.execute("SET TimeZone = 'America/Los_Angeles'")
+        archive.execute("SET DateStyle = 'SQL, DMY'")
+        archive.execute("SET extra_float_digits = 0")
+        archive.commit()
+        result = prune_table(product, archive, TYPED, day + dt.timedelta(days=1))
+    assert result.pruned == {day.isoformat(): 100} and not result.refused
+    check = result.verified[day.isoformat()].as_metadata()
+    assert check["product_rows"] == check["archive_rows"] == 100
+    assert check["product_fingerprint"] == check["archive_fingerprint"] != "0"
+    assert typed_rows(product_dsn, day) == 0 and typed_rows(archive_dsn, day) == 100
+
+
+@pytest.mark.parametrize("change", [
+    "SET amount = amount + 0.01 WHERE n = 5",                      # a number
+    "SET name = NULL WHERE name = ''",                             # '' is not NULL
+    "SET at = at + interval '1 second' WHERE n = 5",               # an instant
+    "SET doc = '{\"i\": 5, \"k\": \"w\"}' WHERE n = 5",             # a JSON value
+    # Two rows' names swapped: every column holds the same values, the rows do not.
+    "SET name = CASE n WHEN 1 THEN 'row,2' ELSE 'row,1' END WHERE n IN (1, 2)",
+])
+def test_a_changed_value_is_kept_in_product(clean_databases, change, fingerprint_mode):
+    product_dsn, archive_dsn = clean_databases
+    day = today() - dt.timedelta(days=100)
+    load_typed(clean_databases, day)
+    execute(archive_dsn, f"UPDATE retention_test.typed {change}")
+    result = prune_typed(product_dsn, archive_dsn, day)
+    assert not result.pruned and "contents differ" in result.refused[day.isoformat()]
+    assert "product holds 100 rows" in result.refused[day.isoformat()]
+    assert typed_rows(product_dsn, day) == 100
+
+
+def test_a_product_column_the_archive_lacks_counts_as_null_there(clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    old, older = today() - dt.timedelta(days=100), today() - dt.timedelta(days=101)
+    for day in (old, older):
+        load_typed(clean_databases, day)
+    execute(archive_dsn, "ALTER TABLE retention_test.typed DROP COLUMN doc")
+    execute(product_dsn, f"UPDATE retention_test.typed SET doc = NULL WHERE report_date = '{old}'")
+    result = prune_typed(product_dsn, archive_dsn, old)
+    # All NULL in product: nothing of it is lost. Values in product only: kept.
+    assert result.pruned == {old.isoformat(): 100}
+    assert "contents differ" in result.refused[older.isoformat()]
+
+
+def test_a_day_the_archive_lacks_is_kept_and_an_empty_one_dropped(clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    old, empty = today() - dt.timedelta(days=100), today() - dt.timedelta(days=101)
+    load_typed((product_dsn,), old)
+    load_typed((product_dsn,), empty, rows=0)
+    result = prune_typed(product_dsn, archive_dsn, old)
+    assert result.pruned == {empty.isoformat(): 0}
+    assert "the archive none" in result.refused[old.isoformat()]

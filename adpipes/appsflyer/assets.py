@@ -30,6 +30,7 @@ from adpipes.appsflyer.schemas import (
     raw_values_schema,
 )
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
+from adpipes.lib.storage.names import headers_problem
 from adpipes.lib.assets import column_drift_metadata, table_asset
 from adpipes.lib.partitions import day_window
 from adpipes.lib.quota import ApiCallLedger, require_calls
@@ -153,7 +154,8 @@ def _kept_deliveries(app_id: str, day_files: dict[str, list[SpooledChunk]],
         span = f" (the answer covers {covered[0]}..{covered[-1]})" if len(covered) > 1 else ""
         kept.append(RejectedDelivery(
             covered[0], f"{app_id}: {reasons[covered[0]]}{span}", path=chunk.path,
-            rows=None if chunk.problem else chunk.rows, columns=snake_case_columns(chunk.header),
+            rows=None if chunk.problem else chunk.rows,
+            columns=[] if headers_problem(chunk.header) else snake_case_columns(chunk.header),
             archived_rows=archived.get(covered[0]),
         ))
     covered_days = {key for _, covered, _ in unusable for key in covered}
@@ -244,14 +246,18 @@ def build_raw_report_asset(platform: str, report_short: str) -> dg.AssetsDefinit
             calls += fetched.calls
             for chunk in fetched.chunks:
                 covered = _days_covered(chunk, timezone, keys)
-                structural = header_failures(raw_report_schema(), snake_case_columns(chunk.header))
-                if chunk.problem or len(structural):
+                # A header that cannot name a column (markup, control characters) makes the answer
+                # unusable like an HTML page: kept aside, never a column of the archive.
+                unreadable = chunk.problem or headers_problem(chunk.header)
+                structural = (header_failures(raw_report_schema(), snake_case_columns(chunk.header))
+                              if not unreadable else [])
+                if unreadable or len(structural):
                     for key in covered:
-                        if chunk.problem:
-                            quality_report.add_unreadable(key, chunk.problem)
+                        if unreadable:
+                            quality_report.add_unreadable(key, unreadable)
                         else:
                             quality_report.add_structural(structural, key)
-                    problem = chunk.problem or (
+                    problem = unreadable or (
                         "lacks required columns " + ", ".join(structural["column_name"])
                         + f" ({chunk.rows:,} rows delivered)"
                     )

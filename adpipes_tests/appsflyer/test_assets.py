@@ -469,6 +469,9 @@ BROKEN_DELIVERIES = {
                       lambda body: body.rstrip().endswith(b",stray")),
     "no_event_time": ({"drop_columns": ["Event Time"]}, "lacks required columns event_time",
                       lambda body: b"Event Time" not in body.split(b"\n")[0]),
+    # A CSV whose header cannot name a column: never a column of the archive table.
+    "markup_header": ({"extra_columns": ["<b>Bonus Points</b>"]}, "cannot be a column name",
+                      lambda body: b"<b>Bonus Points</b>" in body.split(b"\n")[0]),
 }
 
 

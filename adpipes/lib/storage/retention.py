@@ -6,13 +6,21 @@ of its child table: instant, no ``DELETE`` and no vacuum. The archive is only re
 
 A row count is no proof: an archive copy that lost 10 rows and holds 10 others twice has the
 count of the product copy. Before a day is dropped, each database computes a fingerprint of its
-copy: the row count and the sum of a 64-bit hash of every whole row. The sum does not depend on
-row order, and a lost, duplicated or changed row moves it (as does a value moved from one row to
+copy: the row count and the sum of a 64-bit hash of every row. The sum does not depend on row
+order, and a lost, duplicated or changed row moves it (as does a value moved from one row to
 another: each row's hash mixes its values non-linearly). The fingerprints are computed
 concurrently, one query per database, and must be equal, or the day stays in product.
 
 What a fingerprint reads:
 
+- **Which columns**: the table's row key (``TableSpec.row_key``: e.g. raw_data's AppsFlyer id,
+  event, time, platform and source report), or every column for a table without one. The key
+  proves what a prune must know, that the archive holds every row product holds, as many times;
+  hashing whole rows as well costs about 0.7 s of a core per million 420-byte rows in each
+  database, which breaks the 1 s a day's prune may take (``benchmarks/prune.py``). A value outside
+  the key that differs is not looked at on purpose: every load writes the archive first, from the
+  same rows, so such a difference means product is the older copy (a load whose product write
+  failed), and dropping it loses nothing.
 - **Columns**: product's, in name order (column order can differ between the databases: columns
   added later are appended). A column the archive lacks counts as NULL there, so product values in
   it make the copies differ; columns only the archive has are not product's to keep.
@@ -186,8 +194,9 @@ def _refusal(spec: TableSpec, day: dt.date, check: Verification) -> str:
     elif check.archive.rows != check.product.rows:
         differ = f"the archive {check.archive.rows:,}; the contents differ"
     else:
-        differ = (f"the archive {check.archive.rows:,} as well, but the contents differ (whole-row "
-                  f"fingerprints {check.product.digest} and {check.archive.digest})")
+        of_what = " of the rows' keys" if spec.row_key else " of the whole rows"
+        differ = (f"the archive {check.archive.rows:,} as well, but the contents differ (fingerprints{of_what} "
+                  f"{check.product.digest} and {check.archive.digest})")
     return (f"{held}, {differ}: product keeps the partition. Find out which copy is right "
             "(docs/retention.md shows how to compare them); re-materializing the partition rewrites both")
 
@@ -201,7 +210,8 @@ def prune_table(product: psycopg.Connection, archive: psycopg.Connection, spec: 
                 cutoff: dt.date) -> PruneResult:
     """Drop the product partitions of ``spec`` before ``cutoff`` whose archive copy is the same.
 
-    A day is dropped only when its fingerprint (row count and whole-row hash sum) is equal in
+    A day is dropped only when its fingerprint (row count and the hash sum of its rows' keys, or of
+    whole rows for a table without a row key) is equal in
     product and archive; any other day stays in product and is listed in ``refused`` with the
     reason. Each drop is its own transaction, so a refused or failed day never holds back the
     others. Leaves both connections outside a transaction.
@@ -210,6 +220,8 @@ def prune_table(product: psycopg.Connection, archive: psycopg.Connection, spec: 
     in_product = {d: c for d, c in product_partitions(product, spec).items() if d < cutoff}
     in_archive = product_partitions(archive, spec)
     product_columns, archive_columns = table_columns(product, spec), table_columns(archive, spec)
+    if spec.row_key:
+        product_columns = {c: t for c, t in product_columns.items() if c in spec.row_key}
     hash_values = min(product.info.server_version, archive.info.server_version) >= HASH_RECORD_VERSION
     product.rollback()
     archive.rollback()

@@ -630,10 +630,8 @@ FAULTS = [
           tested="lib/test_settings.py"),
     Fault("retention_override_misspelled", "10",
           bad_setting(ADPIPES_PRODUCT_RETENTION_OVERRIDES="appsflyer/raw_dta=30"),
-          ("ADPIPES_PRODUCT_RETENTION_OVERRIDES", "appsflyer/raw_dta"), no_baseline=True, rerun=False,
-          marks=(pytest.mark.xfail(strict=True, reason="bug: a retention override naming no asset is "
-                                   "accepted at load and silently ignored by the retention sensor "
-                                   "(issue 12 item 10)"),)),
+          ("ADPIPES_PRODUCT_RETENTION_OVERRIDES", "appsflyer/raw_dta", "did you mean appsflyer/raw_data"),
+          no_baseline=True, rerun=False, tested="lib/test_retention.py"),
     # -- item 11 (and "two runs of one partition" before it): one writer per asset partition
     Fault("two_runs_of_one_partition", "11", two_runs_of_one_partition,
           ("appsflyer/android_installs partition {day} is being written by run",
@@ -641,10 +639,9 @@ FAULTS = [
           tested="lib/storage/test_locks.py"),
     # -- items 7 and 8 and what already held: crashes
     Fault("postgres_stopped_mid_copy", "held before; 7", postgres_stopped_mid_copy,
-          ("appsflyer__android_installs", "server closed the connection"), needs=("cluster",),
-          # The run fails with libpq's text alone: not the table, the partitions, the database or
-          # that nothing of them was written and a re-run is safe.
-          known_gaps=("appsflyer.android_installs", "{day}", "archive database", "re-run")),
+          ("appsflyer.android_installs partition(s) {day}", "archive database failed",
+           "server closed the connection", "nothing of it was committed there", "Re-run"),
+          needs=("cluster",)),
     Fault("sigkill_mid_run", "held before; 8", killed_mid_run, (), rerun=False, needs=("tmp", "monkeypatch")),
     # -- vendor answers that already behaved
     Fault("token_revoked", "held before", vendor_fault(kind="token_revoked"),
@@ -738,9 +735,6 @@ def test_fault(fault: Fault, request: pytest.FixtureRequest, clean_sandbox: Sand
         pytest.xfail(f"the message does not say {gaps} yet")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: adpipes/lib/storage/delivered.py _owner_alive takes a zombie "
-                   "(a killed process its parent has not reaped, e.g. under a PID 1 that never reaps) for "
-                   "a live owner, so its spool directory is never swept")
 def test_a_spool_whose_owner_is_a_zombie_is_swept(tmp_path: Path) -> None:
     code = ("import os; from adpipes.lib.storage.delivered import make_spool_directory; "
             "d = make_spool_directory('adpipes-test-'); print(d, flush=True); os._exit(0)")

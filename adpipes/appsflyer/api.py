@@ -36,7 +36,7 @@ from adpipes.lib.http import (
     redact,
 )
 from adpipes.lib.quota import describe_reset
-from adpipes.lib.storage.delivered import SpoolSpaceError
+from adpipes.lib.storage.delivered import SpoolSpaceError, human_bytes
 
 QUOTA_VENDOR = "appsflyer"
 PARAM_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -104,7 +104,7 @@ def spool_body(response: requests.Response, path: Path) -> None:
         path.unlink(missing_ok=True)
         # Not a bare "[Errno 28]": the call has been paid for, so say what to do before a re-run.
         raise SpoolSpaceError(
-            f"the disk of TMPDIR ({path.parent.parent}) filled up after {written / 1e6:,.0f} MB of "
+            f"the disk of TMPDIR ({path.parent.parent}) filled up after {human_bytes(written)} of "
             "the vendor's answer; nothing was loaded. Free space there or point TMPDIR at a larger "
             "disk for the Dagster processes, then re-run (or materialize fewer days at once)."
         ) from None

@@ -12,12 +12,14 @@ product and fails the run, naming table, day and both row counts. The archive is
 """
 
 import datetime as dt
+import difflib
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 from pydantic import Field
 
+from adpipes.lib.settings import ConfigurationError
 from adpipes.lib.storage.postgres import PostgresDatabase
 from adpipes.lib.storage.retention import product_partitions, prune_table
 from adpipes.lib.storage.tables import PRODUCT, TABLES, TableSpec
@@ -113,7 +115,24 @@ def prune_run_request(cutoffs: Mapping[str, str]) -> dg.RunRequest:
     )
 
 
+def check_retention_overrides(overrides: Mapping[str, int]) -> None:
+    """Refuse overrides naming no table product holds: a typo would silently keep the default."""
+    known = sorted(spec.asset_key.to_user_string() for spec in TABLES.all() if PRODUCT in spec.databases)
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+        raise ConfigurationError(
+            "adpipes configuration is invalid:\n  - ADPIPES_PRODUCT_RETENTION_OVERRIDES names "
+            f"{', '.join(hints)}, which product does not hold; the tables it holds are "
+            f"{', '.join(known)}. Fix the key(s) in the environment (or .env)."
+        )
+
+
 def build_retention_sensor(retention_days: int, overrides: Mapping[str, int], timezone: str) -> dg.SensorDefinition:
+    check_retention_overrides(overrides)
     @dg.sensor(
         name=RETENTION_SENSOR, job=prune_product_partitions_job,
         minimum_interval_seconds=SENSOR_INTERVAL_SECONDS, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -290,3 +290,16 @@ def test_a_table_with_a_row_key_is_fingerprinted_by_its_key(clean_databases, cha
             assert "fingerprints of the rows' keys" in result.refused[day.isoformat()]
     else:
         assert result.pruned == {day.isoformat(): 100} and not result.refused
+
+
+def test_an_override_naming_no_product_table_fails_at_load():
+    from adpipes.lib.retention import build_retention_sensor
+    from adpipes.lib.settings import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        build_retention_sensor(90, {"appsflyer/raw_dta": 30, "appsflyer/android_installs": 10}, TZ)
+    message = str(caught.value)
+    assert "'appsflyer/raw_dta' (did you mean appsflyer/raw_data?)" in message
+    # An archive-only table is not product's to prune either.
+    assert "'appsflyer/android_installs'" in message and "ADPIPES_PRODUCT_RETENTION_OVERRIDES" in message
+    assert build_retention_sensor(90, {"appsflyer/raw_data": 30}, TZ).name == "product_retention_sensor"

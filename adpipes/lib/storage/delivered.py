@@ -32,13 +32,19 @@ OWNER_FILE = ".adpipes-spool-owner"
 _log = logging.getLogger("adpipes.storage")
 
 
-def _process_start(pid: int) -> str | None:
-    """When ``pid`` started (clock ticks since boot, Linux), to tell a reused pid from its owner."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/{pid}/stat`` after the command name (Linux), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, Linux), to tell a reused pid from its owner."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None
 
 
 def _owner_alive(owner: dict) -> bool:
@@ -51,8 +57,12 @@ def _owner_alive(owner: dict) -> bool:
         return False
     except PermissionError:
         pass  # alive, another user's
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):
+        # Exited, not yet reaped by its parent (a PID 1 that never reaps keeps it so for good).
+        return False
     started = owner.get("started")
-    return started is None or _process_start(pid) in (None, started)
+    return started is None or fields is None or fields[19] == started
 
 
 def _size(path: Path) -> int:
@@ -111,14 +121,23 @@ class SpoolSpaceError(OSError):
     """TMPDIR lacks the space a vendor delivery needs; nothing was called."""
 
 
+def human_bytes(count: float) -> str:
+    """``1.2 GB``, ``340 MB``, ``64 KB``: a size a reader takes in at a glance."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:,.0f} {unit}" if unit in ("bytes", "KB") or count >= 10 else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:,.0f} TB"
+
+
 def require_spool_space(needed_bytes: int, what: str, root: Path | None = None) -> None:
     """Refuse (before any vendor call) when TMPDIR has less free space than ``needed_bytes``."""
     root = Path(root or tempfile.gettempdir())
     free = shutil.disk_usage(root).free
     if free < needed_bytes:
         raise SpoolSpaceError(
-            f"{what} needs about {needed_bytes / 1e6:,.0f} MB of temporary space for the vendor's "
-            f"files, but TMPDIR ({root}) has {free / 1e6:,.0f} MB free. Nothing was called. Free "
+            f"{what} needs about {human_bytes(needed_bytes)} of temporary space for the vendor's "
+            f"files, but TMPDIR ({root}) has {human_bytes(free)} free. Nothing was called. Free "
             "space there, or point TMPDIR at a larger disk for the Dagster processes, and re-run "
             "(or materialize fewer days at once)."
         )

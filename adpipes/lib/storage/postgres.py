@@ -609,6 +609,26 @@ class PartitionBatches:
         return f"PartitionBatches({self.spec.qualified_name}, {len(self.days)} partitions)"
 
 
+def _load_error(exc: Exception, spec: TableSpec, days: Sequence[dt.date], names: Sequence[str],
+                conns: Sequence[psycopg.Connection], written: Sequence[str] = ()) -> Exception:
+    """A database failure during a load, said with what it means for the data: which table,
+    partitions and database, that nothing of the load was committed there, and that a re-run is
+    safe. adpipes' own errors (already worded) pass through unchanged."""
+    if not isinstance(exc, psycopg.Error):
+        return exc
+    broken = [name for name, conn in zip(names, conns) if conn.broken] or [n for n in names if n not in written]
+    first, last = min(days).isoformat(), max(days).isoformat()
+    span = first if first == last else f"{first}..{last}"
+    reason = (str(exc).strip().splitlines() or ["no message"])[0]
+    kept = f"; the {' and '.join(written)} database was written" if written else ""
+    return StorageError(
+        f"{spec.qualified_name} partition(s) {span}: the load into the {' and '.join(broken)} database "
+        f"failed ({type(exc).__name__}: {reason}). A load is one transaction per database, so nothing "
+        f"of it was committed there and the partition(s) hold what they held before{kept}. Re-run "
+        "the partition(s) once the database is reachable: a re-run replaces them whole, never twice."
+    )
+
+
 def partition_days(context: dg.OutputContext | dg.InputContext) -> list[dt.date]:
     if not context.has_asset_partitions:
         raise StorageError(
@@ -665,7 +685,7 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
                 counts = self._write(conns, spec, obj, days, context.log)
             except Exception as exc:
                 if len(conns) < 2:
-                    raise
+                    raise _load_error(exc, spec, days, names[:len(conns)], conns) from None
                 # The joint load failed: load the archive alone, then report the failure. A broken
                 # connection cannot even roll back; that must not hide the original error.
                 for conn in conns:
@@ -674,9 +694,9 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
                 try:
                     self._write(conns[:1], spec, obj, days, context.log)
                 except Exception:
-                    raise exc from None
+                    raise _load_error(exc, spec, days, names, conns) from None
                 context.log.error(f"{spec.qualified_name}: only {names[0]} was written")
-                raise
+                raise _load_error(exc, spec, days, names, conns, written=names[:1]) from None
             finally:
                 if isinstance(obj, DeliveredFiles):
                     obj.cleanup()

@@ -13,6 +13,7 @@ import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -220,16 +221,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except ValueError:
         problems.append(f"ADPIPES_START_DATE={start_date!r} is not a date in YYYY-MM-DD form")
 
-    retention_raw = environ.get("ADPIPES_PRODUCT_RETENTION_DAYS", str(DEFAULT_PRODUCT_RETENTION_DAYS))
-    try:
-        retention = int(retention_raw)
-        if retention < 1:
-            raise ValueError
-    except ValueError:
-        retention = DEFAULT_PRODUCT_RETENTION_DAYS
-        problems.append(
-            f"ADPIPES_PRODUCT_RETENTION_DAYS={retention_raw!r} must be a positive whole number of days"
-        )
+    retention = _number(environ, "ADPIPES_PRODUCT_RETENTION_DAYS", DEFAULT_PRODUCT_RETENTION_DAYS, problems,
+                        int, lambda days: days >= 1, "a positive whole number of days")
 
     overrides = _positive_counts(
         environ, "ADPIPES_PRODUCT_RETENTION_OVERRIDES", problems, lambda table: "/" in table,
@@ -250,41 +243,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         schedule_time = (6, 0)
         problems.append(f"ADPIPES_SCHEDULE_TIME={time_raw!r} must be a time HH:MM, e.g. '06:00' (app timezone)")
 
-    share_raw = environ.get("ADPIPES_MAX_QUARANTINED_SHARE", "").strip() or str(DEFAULT_MAX_QUARANTINED_SHARE)
-    try:
-        max_share = float(share_raw)
-        if not 0 <= max_share <= 1:
-            raise ValueError
-    except ValueError:
-        max_share = DEFAULT_MAX_QUARANTINED_SHARE
-        problems.append(
-            f"ADPIPES_MAX_QUARANTINED_SHARE={share_raw!r} must be a share between 0 and 1 "
-            "(0.01 = 1% of a partition's rows may be quarantined without blocking)"
-        )
-
-    drop_raw = environ.get("ADPIPES_MAX_ROW_DROP", "").strip() or str(DEFAULT_MAX_ROW_DROP)
-    try:
-        max_row_drop = float(drop_raw)
-        if not 0 <= max_row_drop <= 1:
-            raise ValueError
-    except ValueError:
-        max_row_drop = DEFAULT_MAX_ROW_DROP
-        problems.append(
-            f"ADPIPES_MAX_ROW_DROP={drop_raw!r} must be a share between 0 and 1 (0.01 = a raw "
-            "delivery may have 1% fewer rows than the archived day it replaces)"
-        )
-
-    band_raw = environ.get("ADPIPES_VOLUME_BAND_FACTOR", "").strip() or str(DEFAULT_VOLUME_BAND_FACTOR)
-    try:
-        band = float(band_raw)
-        if band <= 1:
-            raise ValueError
-    except ValueError:
-        band = DEFAULT_VOLUME_BAND_FACTOR
-        problems.append(
-            f"ADPIPES_VOLUME_BAND_FACTOR={band_raw!r} must be a number above 1 (2 = warn below half "
-            "or above twice the trailing median)"
-        )
+    max_share = _number(environ, "ADPIPES_MAX_QUARANTINED_SHARE", DEFAULT_MAX_QUARANTINED_SHARE, problems,
+                        float, lambda share: 0 <= share <= 1,
+                        "a share between 0 and 1 (0.01 = 1% of a partition's rows may be quarantined "
+                        "without blocking)")
+    max_row_drop = _number(environ, "ADPIPES_MAX_ROW_DROP", DEFAULT_MAX_ROW_DROP, problems,
+                           float, lambda share: 0 <= share <= 1,
+                           "a share between 0 and 1 (0.01 = a raw delivery may have 1% fewer rows than "
+                           "the archived day it replaces)")
+    band = _number(environ, "ADPIPES_VOLUME_BAND_FACTOR", DEFAULT_VOLUME_BAND_FACTOR, problems,
+                   float, lambda factor: factor > 1,
+                   "a number above 1 (2 = warn below half or above twice the trailing median)")
 
     appsflyer_currency = environ.get("APPSFLYER_CURRENCY", "").strip() or DEFAULT_APPSFLYER_CURRENCY
     if appsflyer_currency not in APPSFLYER_CURRENCIES:
@@ -300,17 +269,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     cohort_types = _names(environ, "APPSFLYER_COHORT_TYPES", DEFAULT_COHORT_TYPES, problems,
                           valid=lambda name: name in COHORT_TYPES,
                           form=f"one of {', '.join(COHORT_TYPES)}")
-    size_raw = environ.get("APPSFLYER_COHORT_MIN_SIZE", "").strip() or str(DEFAULT_COHORT_MIN_SIZE)
-    try:
-        cohort_min_size = int(size_raw)
-        if cohort_min_size < 1:
-            raise ValueError
-    except ValueError:
-        cohort_min_size = DEFAULT_COHORT_MIN_SIZE
-        problems.append(
-            f"APPSFLYER_COHORT_MIN_SIZE={size_raw!r} must be a whole number of users >= 1 (the "
-            "Cohort API refuses 0; 1 returns every cohort)"
-        )
+    cohort_min_size = _number(environ, "APPSFLYER_COHORT_MIN_SIZE", DEFAULT_COHORT_MIN_SIZE, problems,
+                              int, lambda size: size >= 1,
+                              "a whole number of users >= 1 (the Cohort API refuses 0; 1 returns every cohort)")
     group_by = _names(environ, "AIRBRIDGE_GROUP_BY", DEFAULT_AIRBRIDGE_GROUP_BY, problems,
                       valid=lambda name: bool(_GROUP_BY_KEY.fullmatch(name)),
                       form="an Airbridge group-by key in lowercase (channel, campaign, ad_group, ...)")
@@ -392,6 +353,20 @@ def _app_id_problems(environ: Mapping[str, str]) -> list[str]:
         if value and not pattern.fullmatch(value):
             problems.append(f"{variable}={value!r} must be {form}")
     return problems
+
+
+def _number(environ: Mapping[str, str], variable: str, default: float, problems: list[str],
+            convert: Callable[[str], float], valid: Callable[[float], bool], form: str) -> Any:
+    """``variable`` converted and checked (the default when unset); a bad value is a problem."""
+    raw = environ.get(variable, "").strip() or str(default)
+    try:
+        value = convert(raw)
+        if not valid(value):
+            raise ValueError
+    except ValueError:
+        problems.append(f"{variable}={raw!r} must be {form}")
+        return default
+    return value
 
 
 def _unknown_variables(environ: Mapping[str, str]) -> list[str]:

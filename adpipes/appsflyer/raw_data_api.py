@@ -49,10 +49,54 @@ RAW_EXPORT_PATH = "/api/raw-data/export/app/{app_id}/{report}/v5"
 # AppsFlyer serves raw data for the last 90 days only ("historical lookback is limited to 90
 # days"), and one call covers at most 60 days of installs or 31 days of in-app events.
 RAW_LOOKBACK_DAYS = 90
-RAW_WINDOW_DAYS = {INSTALLS_REPORT: 60, IN_APP_EVENTS_REPORT: 31}
-# Daily call quotas per app of the usual plans (AppsFlyer's support article "Report generation
-# quotas"): raw installs 24, raw in-app events 12.
-DEFAULT_DAILY_QUOTAS = {INSTALLS_REPORT: 24, IN_APP_EVENTS_REPORT: 12}
+
+# What a row of a raw report is attributed to (the raw_data column ``attribution``).
+NON_ORGANIC, ORGANIC, RETARGETING = "non_organic", "organic", "retargeting"
+ATTRIBUTIONS = (NON_ORGANIC, ORGANIC, RETARGETING)
+
+
+@dataclass(frozen=True)
+class RawReport:
+    """One Pull API V2 raw report: its path segment (AppsFlyer's OpenAPI file
+    ``raw_data_pull_api_tokenv2.yaml``; the names are irregular, so they are written out), the
+    short name of its per-platform asset (``appsflyer/{platform}_{short}``), what its rows are
+    attributed to, the days one call may cover and the usual plan's daily calls per app."""
+
+    name: str
+    short: str
+    attribution: str
+    # "installs" (installs, uninstalls, reinstalls: 60 days a call) or "events" (31 days).
+    kind: str
+    window_days: int
+    default_daily_quota: int
+
+
+def _report(name: str, short: str, attribution: str, kind: str) -> RawReport:
+    # Windows and quotas: 60 days / 24 calls for install-like reports, 31 days / 12 calls for
+    # in-app events (AppsFlyer's raw data guide and "Report generation quotas" article give these
+    # for installs, uninstalls and in-app events; they are silent on reinstalls and the organic and
+    # retargeting variants, which are assumed to follow their kind: set APPSFLYER_DAILY_QUOTAS to
+    # your plan's figures).
+    window, quota = (60, 24) if kind == "installs" else (31, 12)
+    return RawReport(name, short, attribution, kind, window, quota)
+
+
+# Every raw report adpipes pulls, in the order of AppsFlyer's OpenAPI file. V2 has its own paths
+# for retargeting (``reattr=true`` was the V1 form).
+RAW_REPORTS = {r.name: r for r in (
+    _report(INSTALLS_REPORT, "installs", NON_ORGANIC, "installs"),
+    _report(IN_APP_EVENTS_REPORT, "in_app_events", NON_ORGANIC, "events"),
+    _report("uninstall_events_report", "uninstalls", NON_ORGANIC, "installs"),
+    _report("reinstalls", "reinstalls", NON_ORGANIC, "installs"),
+    _report("organic_installs_report", "organic_installs", ORGANIC, "installs"),
+    _report("organic_in_app_events_report", "organic_in_app_events", ORGANIC, "events"),
+    _report("organic_uninstall_events_report", "organic_uninstalls", ORGANIC, "installs"),
+    _report("reinstalls_organic", "organic_reinstalls", ORGANIC, "installs"),
+    _report("installs-retarget", "retargeting_installs", RETARGETING, "installs"),
+    _report("in-app-events-retarget", "retargeting_in_app_events", RETARGETING, "events"),
+)}
+RAW_WINDOW_DAYS = {r.name: r.window_days for r in RAW_REPORTS.values()}
+DEFAULT_DAILY_QUOTAS = {r.name: r.default_daily_quota for r in RAW_REPORTS.values()}
 # The `currency` parameter's values (AppsFlyer's raw data OpenAPI file): the currency set on the
 # app, or US dollars.
 CURRENCIES = ("preferred", "USD")

@@ -23,6 +23,7 @@ from adpipes.lib.storage.dsn import dsn_problem
 # The vendors' enums are facts of their clients; settings only check values against them.
 from adpipes.appsflyer.cohort_api import ALWAYS_RETURNED, COHORT_TYPES, documented_kpi
 from adpipes.appsflyer.raw_data_api import CURRENCIES as APPSFLYER_CURRENCIES
+from adpipes.appsflyer.raw_data_api import RAW_REPORTS as APPSFLYER_RAW_REPORTS
 
 DEV = "dev"
 PROD = "prod"
@@ -39,6 +40,12 @@ DEFAULT_VOLUME_BAND_FACTOR = 2.0
 # day is refused unless the drop is within this share (0: any drop is refused).
 DEFAULT_MAX_ROW_DROP = 0.0
 DEFAULT_SCHEDULE_TIME = "06:00"
+# AppsFlyer accepts S2S events for day D until 02:00 UTC on D+1 (appsflyer-s2s-events-api.ko.txt);
+# raw reports are pulled again this many minutes after that, when nothing can arrive any more.
+DEFAULT_LATE_EVENTS_MARGIN_MINUTES = 60
+# Calls a day per app and Pull API report that backfills may not use: the scheduled runs' share
+# (the daily pull and the late-events re-pull take one each).
+DEFAULT_RESERVED_CALLS = 2
 DEFAULT_APPSFLYER_BASE_URL = "https://hq1.appsflyer.com"
 DEFAULT_AIRBRIDGE_BASE_URL = "https://api.airbridge.io"
 
@@ -98,6 +105,7 @@ KNOWN_VARIABLES = frozenset({
     "APPSFLYER_API_TOKEN", "APPSFLYER_ANDROID_APP_ID", "APPSFLYER_IOS_APP_ID", "APPSFLYER_BASE_URL",
     "APPSFLYER_DAILY_QUOTAS", "APPSFLYER_CURRENCY", "APPSFLYER_APP_CURRENCY",
     "APPSFLYER_COHORT_KPIS", "APPSFLYER_COHORT_TYPES", "APPSFLYER_COHORT_MIN_SIZE",
+    "APPSFLYER_RAW_REPORTS", "APPSFLYER_RESERVED_CALLS", "APPSFLYER_LATE_EVENTS_MARGIN_MINUTES",
     "AIRBRIDGE_API_TOKEN", "AIRBRIDGE_APP_NAME", "AIRBRIDGE_BASE_URL", "AIRBRIDGE_GROUP_BY",
     "AIRBRIDGE_CURRENCY", "AIRBRIDGE_TOTAL_COUNT_MISMATCH",
 })
@@ -111,7 +119,7 @@ RETIRED_VARIABLES = {
 
 # The AppsFlyer reports with a daily call quota per app (the Pull API's raw reports, and the
 # aggregate daily_report for ranges of 3+ days).
-APPSFLYER_QUOTA_REPORTS = ("installs_report", "in_app_events_report", "daily_report")
+APPSFLYER_QUOTA_REPORTS = (*APPSFLYER_RAW_REPORTS, "daily_report")
 
 
 class ConfigurationError(Exception):
@@ -150,6 +158,19 @@ class Settings:
     airbridge_total_count_mismatch: str = "fail"
     # Share (0-1) by which a raw delivery may have fewer rows than the archived day it replaces.
     max_row_drop: float = DEFAULT_MAX_ROW_DROP
+    # The apps (several per platform may be listed; each is called, metered and stored on its own).
+    # In dev these are the sandbox's; in prod they are only checked here, and the resources read
+    # the variables through EnvVar.
+    android_app_ids: tuple[str, ...] = (SANDBOX_ANDROID_APP_ID,)
+    ios_app_ids: tuple[str, ...] = (SANDBOX_IOS_APP_ID,)
+    airbridge_app_names: tuple[str, ...] = (SANDBOX_AIRBRIDGE_APP_NAME,)
+    # The Pull API raw reports pulled (AppsFlyer's report names), in the registry's order.
+    appsflyer_raw_reports: tuple[str, ...] = tuple(APPSFLYER_RAW_REPORTS)
+    # Calls a day per app and Pull API report kept for the scheduled runs (backfills may not use them).
+    appsflyer_reserved_calls: int = DEFAULT_RESERVED_CALLS
+    # Minutes after 02:00 UTC on D+1 (the end of AppsFlyer's late-arrival window) when day D's raw
+    # reports are pulled again, and final.
+    late_events_margin_minutes: int = DEFAULT_LATE_EVENTS_MARGIN_MINUTES
 
     @property
     def is_dev(self) -> bool:
@@ -284,7 +305,24 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "the total_count check warns)"
         )
 
-    problems.extend(_app_id_problems(environ))
+    app_ids = {variable: _app_ids(environ, variable, problems) for variable in APP_ID_FORMATS}
+    raw_reports = _names(environ, "APPSFLYER_RAW_REPORTS", tuple(APPSFLYER_RAW_REPORTS), problems,
+                         valid=lambda name: name in APPSFLYER_RAW_REPORTS,
+                         form="an AppsFlyer raw report name: " + ", ".join(APPSFLYER_RAW_REPORTS))
+    # The registry's order, whatever order they were listed in: asset order in the UI is stable.
+    raw_reports = tuple(r for r in APPSFLYER_RAW_REPORTS if r in raw_reports)
+    reserved = _number(environ, "APPSFLYER_RESERVED_CALLS", DEFAULT_RESERVED_CALLS, problems, int,
+                       lambda calls: calls >= 0,
+                       "a whole number of calls >= 0 (calls a day per app and report kept for the "
+                       "scheduled runs; 0 lets backfills use the whole quota)")
+    for report, quota in quotas.items():
+        if reserved >= quota:
+            problems.append(f"APPSFLYER_RESERVED_CALLS={reserved} leaves no call of {report}'s "
+                            f"{quota} a day (APPSFLYER_DAILY_QUOTAS) to backfills; reserve fewer")
+    margin = _number(environ, "APPSFLYER_LATE_EVENTS_MARGIN_MINUTES", DEFAULT_LATE_EVENTS_MARGIN_MINUTES,
+                     problems, int, lambda minutes: 0 <= minutes <= 1200,
+                     "a whole number of minutes between 0 and 1200 after 02:00 UTC (when AppsFlyer "
+                     "stops accepting late events for the day before)")
     for variable in ("ADPIPES_PRODUCT_DSN", "ADPIPES_ARCHIVE_DSN"):
         # Read to check its syntax only (never kept, never shown): an unencoded @ in a password
         # would otherwise surface later inside a driver error, password fragment included.
@@ -331,6 +369,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         airbridge_currency=SANDBOX_APP_CURRENCY if env == DEV else airbridge_currency,
         airbridge_total_count_mismatch=total_count_mismatch,
         max_row_drop=max_row_drop,
+        # Dev talks to the sandbox, which serves its own apps.
+        **({} if env == DEV else dict(
+            android_app_ids=app_ids["APPSFLYER_ANDROID_APP_ID"],
+            ios_app_ids=app_ids["APPSFLYER_IOS_APP_ID"],
+            airbridge_app_names=app_ids["AIRBRIDGE_APP_NAME"],
+        )),
+        appsflyer_raw_reports=raw_reports,
+        appsflyer_reserved_calls=reserved,
+        late_events_margin_minutes=margin,
     )
 
 
@@ -345,14 +392,24 @@ APP_ID_FORMATS = {
 }
 
 
-def _app_id_problems(environ: Mapping[str, str]) -> list[str]:
-    """App ids go into request paths: a malformed one is a 404 at best, another path at worst."""
-    problems = []
-    for variable, (pattern, form) in APP_ID_FORMATS.items():
-        value = environ.get(variable, "").strip()
-        if value and not pattern.fullmatch(value):
-            problems.append(f"{variable}={value!r} must be {form}")
-    return problems
+def split_app_ids(value: str) -> tuple[str, ...]:
+    """A comma-separated list of app ids (one id is a list of one), blanks dropped."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _app_ids(environ: Mapping[str, str], variable: str, problems: list[str]) -> tuple[str, ...]:
+    """App ids go into request paths: a malformed one is a 404 at best, another path at worst.
+    Several apps of a platform are listed with commas; each must have its vendor's form."""
+    pattern, form = APP_ID_FORMATS[variable]
+    ids = split_app_ids(environ.get(variable, ""))
+    bad = [i for i in ids if not pattern.fullmatch(i)]
+    if bad:
+        listed = ", ".join(repr(i) for i in bad)
+        problems.append(f"{variable}={listed} must be {form} (several apps: a comma-separated list)")
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        problems.append(f"{variable} names {repeated} more than once")
+    return tuple(dict.fromkeys(ids))
 
 
 def _number(environ: Mapping[str, str], variable: str, default: float, problems: list[str],

@@ -74,10 +74,14 @@ def test_plan_quotas_reach_the_appsflyer_client():
 
     settings = load_settings({"APPSFLYER_DAILY_QUOTAS": "installs_report=48, in_app_events_report=24"})
     resources = build_resources(settings)
-    assert resources["appsflyer_raw_data_api"].daily_quotas == {"installs_report": 48, "in_app_events_report": 24}
+    quotas = resources["appsflyer_raw_data_api"].daily_quotas
+    assert quotas["installs_report"] == 48 and quotas["in_app_events_report"] == 24
+    # Reports the plan does not name keep the usual plan's quotas (installs-like 24, events 12).
+    assert quotas["installs-retarget"] == 24 and quotas["organic_in_app_events_report"] == 12
     assert resources["appsflyer_aggregate_api"].daily_quotas == {"daily_report": 24}
     defaults = build_resources(load_settings({"APPSFLYER_DAILY_QUOTAS": "daily_report=30"}))
-    assert defaults["appsflyer_raw_data_api"].daily_quotas == {"installs_report": 24, "in_app_events_report": 12}
+    assert defaults["appsflyer_raw_data_api"].daily_quotas["installs_report"] == 24
+    assert defaults["appsflyer_raw_data_api"].daily_quotas["in_app_events_report"] == 12
     assert defaults["appsflyer_aggregate_api"].daily_quotas == {"daily_report": 30}
 
 
@@ -165,3 +169,48 @@ def test_a_bad_dsn_is_refused_at_load_without_echoing_it():
     with pytest.raises(ConfigurationError) as caught:
         load_settings({"ADPIPES_PRODUCT_DSN": "postgresql://adpipes:LeakCanary99@x@127.0.0.1/product"})
     assert "percent-encode" in str(caught.value) and "LeakCanary99" not in str(caught.value)
+
+
+def test_several_apps_per_platform_and_raw_reports_are_read_in_prod():
+    environ = {
+        "ADPIPES_ENV": "prod", "ADPIPES_PRODUCT_DSN": "postgresql://u@h/p", "ADPIPES_ARCHIVE_DSN": "postgresql://u@h/a",
+        "APPSFLYER_API_TOKEN": "t", "AIRBRIDGE_API_TOKEN": "t", "APPSFLYER_APP_CURRENCY": "KRW",
+        "AIRBRIDGE_CURRENCY": "KRW",
+        "APPSFLYER_ANDROID_APP_ID": "com.example.one, com.example.two",
+        "APPSFLYER_IOS_APP_ID": "id123",
+        "AIRBRIDGE_APP_NAME": "one,two",
+        "APPSFLYER_RAW_REPORTS": "installs-retarget,installs_report",
+        "APPSFLYER_RESERVED_CALLS": "3",
+        "APPSFLYER_LATE_EVENTS_MARGIN_MINUTES": "30",
+    }
+    settings = load_settings(environ)
+    assert settings.android_app_ids == ("com.example.one", "com.example.two")
+    assert settings.ios_app_ids == ("id123",)
+    assert settings.airbridge_app_names == ("one", "two")
+    # The registry's order, not the listing's.
+    assert settings.appsflyer_raw_reports == ("installs_report", "installs-retarget")
+    assert settings.appsflyer_reserved_calls == 3
+    assert settings.late_events_margin_minutes == 30
+
+
+@pytest.mark.parametrize(
+    "environ, fragment",
+    [
+        ({"APPSFLYER_ANDROID_APP_ID": "com.example.one,com.example.one"}, "names ['com.example.one'] more than once"),
+        ({"APPSFLYER_ANDROID_APP_ID": "com.example.one,bad id"}, "APPSFLYER_ANDROID_APP_ID='bad id' must be"),
+        ({"APPSFLYER_RAW_REPORTS": "installs_report,organic_installs"}, "APPSFLYER_RAW_REPORTS items ['organic_installs']"),
+        ({"APPSFLYER_RESERVED_CALLS": "-1"}, "APPSFLYER_RESERVED_CALLS='-1' must be a whole number"),
+        ({"APPSFLYER_RESERVED_CALLS": "12", "APPSFLYER_DAILY_QUOTAS": "installs_report=12"},
+         "leaves no call of installs_report's 12 a day"),
+        ({"APPSFLYER_LATE_EVENTS_MARGIN_MINUTES": "soon"}, "APPSFLYER_LATE_EVENTS_MARGIN_MINUTES='soon' must be"),
+        ({"APPSFLYER_DAILY_QUOTAS": "installs-retarget=48,organic_in_app_events_report=6"}, None),
+    ],
+)
+def test_issue13_settings_are_checked(environ, fragment):
+    if fragment is None:
+        settings = load_settings(environ)
+        assert settings.appsflyer_daily_quotas == {"installs-retarget": 48, "organic_in_app_events_report": 6}
+        return
+    with pytest.raises(ConfigurationError) as excinfo:
+        load_settings(environ)
+    assert fragment in str(excinfo.value)

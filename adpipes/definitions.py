@@ -12,7 +12,7 @@ import dagster as dg
 
 from adpipes.airbridge.assets import revenue as airbridge_revenue
 from adpipes.airbridge.resources import airbridge_api_from_settings
-from adpipes.appsflyer.assets import raw_data, raw_report_assets
+from adpipes.appsflyer.assets import build_raw_assets
 from adpipes.appsflyer.cohort import cohort_ltv
 from adpipes.appsflyer.daily_report import daily_report
 from adpipes.appsflyer.aggregate_api import DEFAULT_DAILY_QUOTAS as AGGREGATE_DEFAULT_QUOTAS
@@ -23,8 +23,6 @@ from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.lib.settings import (
     DEFAULT_APPSFLYER_BASE_URL,
-    SANDBOX_ANDROID_APP_ID,
-    SANDBOX_IOS_APP_ID,
     Settings,
     load_settings,
 )
@@ -45,8 +43,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
         # Dev always talks to the sandbox (None = find or start it); real credentials are only
         # used with ADPIPES_ENV=prod so a dev run never spends a real API quota.
         connection: dict[str, object] = dict(api_token=None, base_url=None, timezone=settings.timezone)
-        apps = AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID,
-                             currency=settings.appsflyer_app_currency)
+        apps = AppsFlyerApps(android_app_id=",".join(settings.android_app_ids),
+                             ios_app_id=",".join(settings.ios_app_ids), currency=settings.appsflyer_app_currency)
     else:
         connection = dict(
             api_token=dg.EnvVar("APPSFLYER_API_TOKEN"),
@@ -102,7 +100,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*raw_report_assets, raw_data, daily_report, cohort_ltv, airbridge_revenue],
+        assets=[*build_raw_assets(settings.appsflyer_raw_reports), daily_report, cohort_ltv, airbridge_revenue],
         jobs=[prune_product_partitions_job],
         schedules=[build_daily_schedule(settings.timezone, settings.schedule_time, settings.start_date)],
         sensors=[build_retention_sensor(settings.product_retention_days, settings.retention_overrides,

@@ -37,7 +37,6 @@ import pytest
 from psycopg import sql
 
 from adpipes.appsflyer import raw_data_api as raw_data_api_module
-from adpipes.appsflyer.assets import raw_data
 from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.transform import snake_case_columns
@@ -63,6 +62,7 @@ from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresData
 from adpipes_tests.appsflyer.test_assets import (
     ASSETS,
     android_installs_asset,
+    raw_data,
     recent_day,
     step_failure_message,
 )

@@ -76,7 +76,7 @@ def run_adpipes(csv_path: Path, product_dsn: str, archive_dsn: str) -> dict[str,
     import dagster as dg
 
     from adpipes.appsflyer.partitions import appsflyer_daily_partitions
-    from adpipes.appsflyer.raw_data_api import IN_APP_EVENTS_REPORT, count_report_rows
+    from adpipes.appsflyer.raw_data_api import IN_APP_EVENTS_REPORT, RAW_REPORTS, count_report_rows
     from adpipes.appsflyer.assets import RAW_DATA_CHECKS
     from adpipes.appsflyer.schemas import RAW_DATA_TABLE, RAW_TABLES, raw_data_schema, raw_values_schema
     from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
@@ -124,7 +124,7 @@ def run_adpipes(csv_path: Path, product_dsn: str, archive_dsn: str) -> dict[str,
     )
     report = QualityReport(RAW_DATA_CHECKS, [DAY], RAW_DATA_TABLE.row_key)
     unified = unify_raw_reports(
-        [(IN_APP_EVENTS_REPORT, batches)], timezone=TIMEZONE, app_ids={"android": APP_ID},
+        [(RAW_REPORTS[IN_APP_EVENTS_REPORT], batches)], timezone=TIMEZONE, app_ids={"android": APP_ID},
         row_filter=lambda delivered, typed: report.check_rows(
             [(raw_values_schema(), delivered), (raw_data_schema(), typed)], keys=typed, delivered=delivered
         ),

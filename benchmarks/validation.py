@@ -75,13 +75,14 @@ def main() -> int:
 
     from adpipes.appsflyer.assets import RAW_DATA_CHECKS
     from adpipes.appsflyer.schemas import RAW_DATA_TABLE, raw_data_schema, raw_values_schema
+    from adpipes.appsflyer.raw_data_api import RAW_REPORTS
     from adpipes.appsflyer.transform import unify_raw_block
     from adpipes.lib.quality import QualityReport, find_failures
 
     print(f"generating {args.rows:,} in-app event rows ...", flush=True)
     delivered = delivered_frame(args.rows)
     raw_data_schema(), raw_values_schema()  # built once, outside the timings
-    typed, normalize_s = timed(lambda: unify_raw_block("in_app_events_report", delivered, TIMEZONE))
+    typed, normalize_s = timed(lambda: unify_raw_block(RAW_REPORTS["in_app_events_report"], delivered, TIMEZONE))
 
     def validate_whole():
         return pd.concat([find_failures(raw_values_schema(), delivered), find_failures(raw_data_schema(), typed)])

@@ -38,6 +38,7 @@ from adpipes.appsflyer.cohort_api import (
     SUM,
     UNIQUE_USERS,
 )
+from adpipes.appsflyer.raw_data_api import ORGANIC, RAW_REPORTS, RETARGETING
 from adpipes.lib.quality import REQUIRED_VALUES, rule
 from adpipes.lib.storage.names import column_name, snake_case_name
 from adpipes.lib.storage.tables import (
@@ -49,10 +50,7 @@ from adpipes.lib.storage.tables import (
     report_date_column,
 )
 
-INSTALLS_REPORT = "installs_report"
-IN_APP_EVENTS_REPORT = "in_app_events_report"
 PLATFORMS = ("android", "ios")
-RAW_REPORTS = {"installs": INSTALLS_REPORT, "in_app_events": IN_APP_EVENTS_REPORT}
 
 # Header names of the raw-data reports as AppsFlyer delivers them (installs and in-app events
 # share them). Parsing goes by these names, never by position: AppsFlyer adds columns over time.
@@ -99,6 +97,12 @@ CUSTOMER_USER_ID_PATTERN = r"\d{1,18}(?:\.0+)?"  # "1000000186.0": ids that went
 
 # Columns without which a raw report row cannot be placed (who, what, when, from where).
 RAW_REQUIRED_COLUMNS = ("appsflyer_id", "event_time", "install_time", "event_name", "platform", "media_source")
+# Organic users came from no media source and no touch: their rows leave it empty, and are valid.
+ORGANIC_OPTIONAL_VALUES = ("media_source",)
+# The column adpipes adds to each archived raw report row: the app id the report was requested
+# for (the path's app id). AppsFlyer's own App ID column is kept as delivered beside it; rows
+# archived before several apps per platform were supported have it empty.
+REQUESTED_APP_ID = "requested_app_id"
 RAW_TIME_COLUMNS = ("attributed_touch_time", "install_time", "event_time") + tuple(
     f"contributor_{n}_touch_time" for n in (1, 2, 3)
 )
@@ -139,9 +143,9 @@ def _present(values: pd.Series) -> pd.Series:
     return ~_blank(values)
 
 
-def _raw_value_checks(name: str) -> list[pa.Check]:
+def _raw_value_checks(name: str, attribution: str | None = None) -> list[pa.Check]:
     checks = []
-    if name in RAW_REQUIRED_COLUMNS:
+    if name in RAW_REQUIRED_COLUMNS and not (attribution == ORGANIC and name in ORGANIC_OPTIONAL_VALUES):
         checks.append(rule(REQUIRED_VALUES, pa.Check(_present, ignore_na=False), f"{name} is not empty"))
     if name in RAW_TIME_COLUMNS:
         checks.append(rule(PARSEABLE_VALUES, pa.Check(_parseable_time),
@@ -158,23 +162,29 @@ def _raw_value_checks(name: str) -> list[pa.Check]:
 
 
 @cache
-def raw_report_schema() -> pa.DataFrameSchema:
+def raw_report_schema(attribution: str | None = None) -> pa.DataFrameSchema:
     """A raw report as delivered: every column text (nullable: the archive keeps whatever came),
-    the columns adpipes needs required, and the rules their values must meet to be unified."""
+    the columns adpipes needs required, and the rules their values must meet to be unified.
+    ``attribution`` (organic, ...) relaxes what its rows may leave empty (None: the strictest)."""
     columns = {"report_date": report_date_column()}
     for name in RAW_COLUMN_NAMES:
         columns[name] = pa.Column(
-            TEXT, checks=_raw_value_checks(name), nullable=True, required=name in RAW_REQUIRED_COLUMNS
+            TEXT, checks=_raw_value_checks(name, attribution), nullable=True, required=name in RAW_REQUIRED_COLUMNS
         )
+    columns[REQUESTED_APP_ID] = pa.Column(
+        TEXT, nullable=True, required=False,
+        description="Added by adpipes: the app id the report was requested for (the request path's "
+        "app id). AppsFlyer's own App ID column is kept as delivered. Empty for rows archived "
+        "before adpipes recorded it.")
     # strict=False: unknown vendor columns are kept (the archive table grows a text column).
     return pa.DataFrameSchema(columns, strict=False, name="appsflyer raw report (as delivered)")
 
 
 @cache
-def raw_values_schema() -> pa.DataFrameSchema:
+def raw_values_schema(attribution: str | None = None) -> pa.DataFrameSchema:
     """The value rules of :func:`raw_report_schema` alone: what ``raw_data`` checks on each
     delivered row before unifying it (the raw report assets themselves check only the header)."""
-    schema = raw_report_schema()
+    schema = raw_report_schema(attribution)
     checked = [name for name, column in schema.columns.items() if column.checks]
     return schema.select_columns(checked)
 
@@ -223,12 +233,18 @@ def raw_data_schema() -> pa.DataFrameSchema:
         "report_date": report_date_column(),
         "app_id": _text("AppsFlyer app id the row was reported for (package name or id + digits).", False),
         "platform": _platform("android or ios."),
-        "source_report": _text("AppsFlyer raw report the row came from (installs_report, in_app_events_report).", False),
+        "source_report": _text("AppsFlyer raw report the row came from, as AppsFlyer names it (installs_report, organic_installs_report, installs-retarget, uninstall_events_report, ...).", False),
+        # Set by adpipes from the report's registry entry (never from the vendor's values).
+        "attribution": pa.Column(
+            TEXT, nullable=False,
+            description="What the user is attributed to, from the report the row came from: non_organic "
+            "(a media source's install or its users' events), organic (no media source or touch: "
+            "those columns are empty) or retargeting (a re-engagement or re-attribution)."),
         "attributed_touch_type": _text("click or impression that won the attribution."),
         "attributed_touch_time": _time("When the attributed touch happened."),
         "install_time": _time("When the app was first opened."),
         "event_time": _time("When the event happened (the install time for installs)."),
-        "event_name": _text("install, or the in-app event name (af_purchase, ...)."),
+        "event_name": _text("As delivered: install, re-engagement, re-attribution, reinstall, uninstall, or the in-app event name (af_purchase, ...)."),
         "event_value": _text("Purchase receipt id: the af_receipt_id of the Event Value JSON (key in any case), for every event that carries one, whatever its name; otherwise null. Kept as text: receipt ids are long digit strings or GPA.xxxx ids."),
         "event_revenue": _money("Event revenue in event_revenue_currency; refunds are negative."),
         "event_revenue_currency": _text("ISO currency code of event_revenue."),
@@ -270,8 +286,9 @@ def raw_data_schema() -> pa.DataFrameSchema:
              columns=("report_date", "event_time")),
         rule(TIME_ORDER, pa.Check(_event_after_install), "event_time >= install_time",
              columns=("event_time", "install_time")),
-        rule(TIME_ORDER, pa.Check(_touch_before_install), "attributed_touch_time <= install_time",
-             columns=("attributed_touch_time", "install_time")),
+        rule(TIME_ORDER, pa.Check(_touch_before_install),
+             "attributed_touch_time <= install_time (retargeting: <= event_time)",
+             columns=("attributed_touch_time", "install_time", "event_time", "attribution")),
     ]
     return pa.DataFrameSchema(columns, checks=checks, strict=True, name="appsflyer/raw_data")
 
@@ -290,8 +307,11 @@ def _event_after_install(frame: pd.DataFrame) -> pd.Series:
 
 
 def _touch_before_install(frame: pd.DataFrame) -> pd.Series:
+    # A retargeting touch re-engages a user who installed earlier: it comes before the
+    # re-engagement (event_time), after the original install.
     touch, install = frame["attributed_touch_time"], frame["install_time"]
-    return touch.isna() | install.isna() | (touch <= install)
+    converted = install.where(frame["attribution"] != RETARGETING, frame["event_time"])
+    return touch.isna() | converted.isna() | (touch <= converted)
 
 
 def raw_table(platform: str, report_short: str) -> TableSpec:
@@ -305,13 +325,19 @@ def raw_table(platform: str, report_short: str) -> TableSpec:
     )
 
 
+# Every raw report's table, whether it is pulled (APPSFLYER_RAW_REPORTS) or not: a report once
+# pulled stays archived.
 RAW_TABLES = {
-    (platform, short): raw_table(platform, short) for platform in PLATFORMS for short in RAW_REPORTS
+    (platform, report.short): raw_table(platform, report.short)
+    for platform in PLATFORMS for report in RAW_REPORTS.values()
 }
 
+# Layout 2: attribution, several apps per platform (app_id in the key). raw_data is rebuilt from
+# the archived raw reports; the layout-1 table is kept beside it as raw_data_layout1.
 RAW_DATA_TABLE = TABLES.register(
     TableSpec(asset_key=RAW_DATA_KEY, dataframe_schema=raw_data_schema(), databases=(ARCHIVE, PRODUCT),
-              row_key=("appsflyer_id", "event_name", "event_time", "platform", "source_report"))
+              row_key=("app_id", "appsflyer_id", "event_name", "event_time", "platform", "source_report"),
+              layout_version=2)
 )
 
 

@@ -13,7 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from adpipes.appsflyer.raw_data_api import RawReport
 from adpipes.appsflyer.schemas import (
+    REQUESTED_APP_ID,
     CUSTOMER_USER_ID_PATTERN,
     FALSE_SPELLINGS,
     RAW_FLAG_COLUMNS,
@@ -117,7 +119,7 @@ RowFilter = Callable[[pd.DataFrame, pd.DataFrame], pd.Series]
 
 
 def unify_raw_reports(
-    reports: Sequence[tuple[str, pd.DataFrame | Iterable[pd.DataFrame]]],
+    reports: Sequence[tuple[RawReport, pd.DataFrame | Iterable[pd.DataFrame]]],
     *,
     timezone: str,
     app_ids: dict[str, str] | None = None,
@@ -125,21 +127,22 @@ def unify_raw_reports(
 ) -> pd.DataFrame:
     """Unify archived raw reports (snake_case text frames) into the typed ``raw_data`` table.
 
-    ``reports`` holds ``(source_report, frames)`` pairs, where ``frames`` is one DataFrame or an
+    ``reports`` holds ``(report, frames)`` pairs, where ``frames`` is one DataFrame or an
     iterable of DataFrames (e.g. the IO manager's ``PartitionBatches``): each is normalized on its
     own, so a million-row day needs memory for its typed result and one block, not for the raw
-    text of the whole day. ``row_filter(delivered, typed)`` sees each block as delivered and typed
-    (both with a 0-based RangeIndex) and returns the mask of rows to keep: the raw_data asset
-    validates there. ``app_ids`` maps platform -> app id for rows whose App ID is empty.
+    text of the whole day. ``row_filter(report, delivered, typed)`` sees each block as delivered
+    and typed (both with a 0-based RangeIndex) and returns the mask of rows to keep: the raw_data
+    asset validates there. ``app_ids`` maps platform -> app id for rows archived before adpipes
+    recorded the app id it requested (given only for a platform with one app).
     """
     schema = raw_data_schema()
     typed_parts: list[pd.DataFrame] = []
-    for source_report, frames in reports:
+    for report, frames in reports:
         for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
             delivered = frame.reset_index(drop=True)
-            typed = unify_raw_block(source_report, delivered, timezone, app_ids)
+            typed = unify_raw_block(report, delivered, timezone, app_ids)
             if row_filter is not None:
-                typed = typed[row_filter(delivered, typed).to_numpy()]
+                typed = typed[row_filter(report, delivered, typed).to_numpy()]
             typed_parts.append(typed)
     if not typed_parts:
         empty = pd.DataFrame({c: pd.Series(dtype="str") for c in schema.columns})
@@ -150,22 +153,28 @@ def unify_raw_reports(
 
 
 def unify_raw_block(
-    source_report: str, frame: pd.DataFrame, timezone: str, app_ids: dict[str, str] | None = None
+    report: RawReport, frame: pd.DataFrame, timezone: str, app_ids: dict[str, str] | None = None
 ) -> pd.DataFrame:
     """One block of a raw report (snake_case text columns) as typed ``raw_data`` rows, same index."""
     schema = raw_data_schema()
-    text_sources = [c for c in schema.columns if c not in ("report_date", "source_report")]
+    adpipes_columns = ("report_date", "source_report", "attribution")
+    text_sources = [c for c in schema.columns if c not in adpipes_columns]
     raw = pd.DataFrame(index=frame.index)
     raw["report_date"] = frame["report_date"].astype("str")
-    raw["source_report"] = source_report
-    for column in text_sources + ["idfa"]:
+    raw["source_report"] = report.name
+    raw["attribution"] = report.attribution
+    for column in text_sources + ["idfa", REQUESTED_APP_ID]:
         raw[column] = frame[column].astype("str") if column in frame.columns else pd.Series(
             pd.NA, index=frame.index, dtype="str"
         )
     raw["platform"] = _blank_to_na(raw["platform"]).str.strip().str.lower()
+    # The app the report was requested for names the row's app; AppsFlyer's App ID column is the
+    # fallback for rows archived before adpipes recorded it, then the platform's only app.
+    app_id = _blank_to_na(raw[REQUESTED_APP_ID]).fillna(_blank_to_na(raw["app_id"]))
     if app_ids:
-        fallback = raw["platform"].map(app_ids)
-        raw["app_id"] = _blank_to_na(raw["app_id"]).fillna(fallback)
+        app_id = app_id.fillna(raw["platform"].map(app_ids))
+    raw["app_id"] = app_id
+    raw = raw.drop(columns=[REQUESTED_APP_ID])
     # iOS devices report their advertising id in the IDFA column; Android's GAID arrives in
     # Advertising ID. One column serves both platforms downstream.
     raw["advertising_id"] = _blank_to_na(raw["advertising_id"]).fillna(_blank_to_na(raw["idfa"]))

@@ -37,7 +37,10 @@ def _one_writer_per_partition(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     if not asks_for_it:
         extra = inspect.Parameter(LOCK_RESOURCE, inspect.Parameter.KEYWORD_ONLY, annotation=PostgresDatabase)
-        signature = signature.replace(parameters=[*signature.parameters.values(), extra])
+        # Before a **kwargs of inputs (an asset whose inputs depend on settings), if any.
+        named = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        rest = [p for p in signature.parameters.values() if p.kind == inspect.Parameter.VAR_KEYWORD]
+        signature = signature.replace(parameters=[*named, extra, *rest])
     # Dagster reads the parameters (resources, config) from this signature.
     locked.__signature__ = signature
     del locked.__wrapped__

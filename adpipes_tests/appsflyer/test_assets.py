@@ -11,7 +11,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from adpipes.appsflyer.assets import RawReportConfig, raw_data, raw_report_assets
+from adpipes.appsflyer.assets import RawReportConfig, build_raw_assets
 from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.lib.quality import QualityStore
@@ -20,7 +20,11 @@ from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes_tests.fixtures.sandbox import prod_cli_env
 
 TZ = "Asia/Seoul"
-ASSETS = [*raw_report_assets, raw_data]
+# The two reports of the first wave: most tests need no more (every report is covered by
+# test_raw_reports.py), and each report costs a sandbox call per app and day.
+CLASSIC_REPORTS = ("installs_report", "in_app_events_report")
+ASSETS = build_raw_assets(CLASSIC_REPORTS)
+raw_report_assets, raw_data = ASSETS[:-1], ASSETS[-1]
 RAW_TABLES = ["android_installs", "ios_installs", "android_in_app_events", "ios_in_app_events"]
 
 
@@ -288,6 +292,8 @@ def test_prod_cli_materializes_a_day(clean_sandbox, clean_databases, tmp_path):
     product_dsn, archive_dsn = clean_databases
     day = recent_day()
     env = prod_cli_env(clean_sandbox, product_dsn, archive_dsn, str(tmp_path), timezone=TZ)
+    # raw_data is built from the reports pulled: the first wave's two here.
+    env["APPSFLYER_RAW_REPORTS"] = ",".join(CLASSIC_REPORTS)
     selection = ",".join(f"appsflyer/{t}" for t in RAW_TABLES + ["raw_data"])
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adpipes.definitions",
                "--select", selection, "--partition", day]
@@ -599,7 +605,7 @@ def test_a_range_withholds_only_the_refused_day(resources, clean_sandbox, clean_
     result = dg.materialize([asset], resources=resources, tags=range_tags(first, last), raise_on_error=False)
     assert not result.success
     message = node_failure(result, "appsflyer__android_installs")
-    assert f"- {first}: {sizes[last]:,} rows delivered, {sizes[first]:,} archived" in message and last not in message
+    assert f"- {first}: app {ANDROID}: {sizes[last]:,} rows delivered, {sizes[first]:,} archived" in message and last not in message
     assert archived_day(archive_dsn, "android_installs", first) == before
     metadata = result.asset_materializations_for_node("appsflyer__android_installs")[0].metadata
     assert metadata["adpipes/withheld_partitions"].value == [first]
@@ -636,7 +642,7 @@ def test_a_broken_answer_covering_a_range_refuses_every_day_and_is_kept_once(res
     result = dg.materialize([asset], resources=resources, tags=range_tags(first, last), raise_on_error=False)
     assert not result.success
     message = node_failure(result, "appsflyer__android_installs")
-    assert f"- {first}: the report lacks required columns event_time" in message
+    assert f"- {first}: app {ANDROID}: the report lacks required columns event_time" in message
     assert f"; {len(before):,} rows archived" in message and f"- {last}: " in message and "nothing archived" in message
     assert archived_day(archive_dsn, "android_installs", first) == before
     assert archived_day(archive_dsn, "android_installs", last) == []

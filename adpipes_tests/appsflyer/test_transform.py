@@ -4,6 +4,7 @@ import pandas as pd
 import pyarrow as pa
 
 from adpipes.appsflyer.schemas import RAW_REPORT_COLUMNS, raw_data_schema, raw_values_schema, snake_case
+from adpipes.appsflyer.raw_data_api import RAW_REPORTS
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
 from adpipes.lib.quality import find_failures
 from adpipes_tests.fixtures.vendor_examples import S2S_EVENT_VALUE, S2S_INVALID_REVENUES, S2S_VALID_REVENUES
@@ -43,7 +44,7 @@ def _delivered(rows) -> pd.DataFrame:
 
 def _unify(rows, platform="ios"):
     frame = _delivered(rows)
-    return unify_raw_reports([("in_app_events_report", frame)], timezone="Asia/Seoul",
+    return unify_raw_reports([(RAW_REPORTS["in_app_events_report"], frame)], timezone="Asia/Seoul",
                              app_ids={"ios": "id1", "android": "com.x"})
 
 
@@ -118,7 +119,7 @@ def test_typed_rules_platform_partition_day_and_time_order():
     failures = find_failures(raw_data_schema(), _unify(rows))
     by_row = failures.groupby("row")["rule"].apply(set).to_dict()
     assert by_row == {
-        0: {"platform is android or ios", "event_time >= install_time", "attributed_touch_time <= install_time"},
+        0: {"platform is android or ios", "event_time >= install_time", "attributed_touch_time <= install_time (retargeting: <= event_time)"},
         1: {"event_time falls on report_date (app timezone)"},
     }
     # A dataframe-level rule shows only the columns it reads.

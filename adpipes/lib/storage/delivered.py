@@ -151,6 +151,9 @@ class DeliveredCsv:
     columns: tuple[str, ...]  # table column names of the header's fields, in file order
     rows: int
     report_date: str  # the partition key (YYYY-MM-DD) its rows belong to
+    # Columns the file does not carry that every one of its rows gets (column, value): where the
+    # rows came from, e.g. the app id the report was requested for.
+    constants: tuple[tuple[str, str], ...] = ()
 
 
 class DeliveredFiles:
@@ -164,10 +167,15 @@ class DeliveredFiles:
         self.withheld: list[str] = []
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.directory), True)
 
-    def add(self, path: Path, columns: Sequence[str], rows: int, report_date: str) -> None:
+    def add(self, path: Path, columns: Sequence[str], rows: int, report_date: str,
+            constants: dict[str, str] | None = None) -> None:
         if Path(path).parent != self.directory:
             raise ValueError(f"{path} is not inside {self.directory}: files must be spooled there")
-        self.files.append(DeliveredCsv(Path(path), tuple(columns), int(rows), report_date))
+        clash = sorted(set(constants or ()) & set(columns))
+        if clash:
+            raise ValueError(f"{path.name} carries {clash} itself; a constant column may not replace delivered values")
+        self.files.append(DeliveredCsv(Path(path), tuple(columns), int(rows), report_date,
+                                       tuple(sorted((constants or {}).items()))))
 
     def withhold(self, report_date: str) -> None:
         """Leave ``report_date``'s stored partition untouched: its delivery was refused."""

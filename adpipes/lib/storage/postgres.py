@@ -473,6 +473,11 @@ def replace_partitions_from_files(
             )
             counts[key] = 0
             for delivered_file in (f for f in delivered.files if f.report_date == key):
+                # The file's constant columns (e.g. the app id it was requested for) are column
+                # defaults for its COPY only, like report_date: the bytes stay as delivered.
+                for column, value in delivered_file.constants:
+                    cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                        child, _ident(column), sql.Literal(value)))
                 statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
                     child, sql.SQL(", ").join(_ident(c) for c in delivered_file.columns)
                 )
@@ -486,6 +491,8 @@ def replace_partitions_from_files(
                         f"{delivered_file.rows}; nothing was written. The file is not plain CSV "
                         "(check for stray quotes or line breaks in the vendor's data)."
                     )
+                for column, _ in delivered_file.constants:
+                    cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(child, _ident(column)))
                 counts[key] += delivered_file.rows
     conn.commit()
     return counts

@@ -11,7 +11,8 @@ import pandera.pandas as pa
 import psycopg
 import pytest
 
-from adpipes.appsflyer.assets import raw_report_assets
+from adpipes.appsflyer.assets import build_raw_report_asset
+from adpipes.appsflyer.raw_data_api import RAW_REPORTS
 from adpipes.appsflyer.transform import snake_case_columns
 from adpipes.lib.storage.delivered import DeliveredFiles
 from adpipes.lib.storage.names import (
@@ -173,7 +174,7 @@ def test_a_long_vendor_column_from_the_api_loads_on_every_run(clean_sandbox, sto
     from adpipes.appsflyer.resources import AppsFlyerApps
     from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 
-    asset = next(a for a in raw_report_assets if a.key.to_user_string() == "appsflyer/android_installs")
+    asset = build_raw_report_asset("android", RAW_REPORTS["installs_report"])
     resources = {
         "appsflyer_raw_data_api": AppsFlyerRawDataApi(api_token=clean_sandbox.appsflyer_token,
                                                       base_url=clean_sandbox.base_url, timezone=TZ,

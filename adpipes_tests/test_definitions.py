@@ -16,15 +16,40 @@ def test_the_code_location_loads_with_every_job_schedule_and_sensor():
 
 
 def test_every_vendor_api_step_is_in_its_pool():
+    from adpipes.appsflyer.raw_data_api import RAW_REPORTS
+
     graph = defs.resolve_asset_graph()
     pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
-    assert pools == {
-        "appsflyer/android_installs": {"appsflyer_raw_data_api"},
-        "appsflyer/ios_installs": {"appsflyer_raw_data_api"},
-        "appsflyer/android_in_app_events": {"appsflyer_raw_data_api"},
-        "appsflyer/ios_in_app_events": {"appsflyer_raw_data_api"},
+    raw_reports = {f"appsflyer/{platform}_{report.short}": {"appsflyer_raw_data_api"}
+                   for report in RAW_REPORTS.values() for platform in ("android", "ios")}
+    assert len(raw_reports) == 20
+    assert {k: v for k, v in pools.items() if k not in raw_reports} | raw_reports == pools
+    assert {k: v for k, v in pools.items() if k not in raw_reports} == {
         "appsflyer/raw_data": set(),  # no API call: it reads the archived raw reports
         "appsflyer/daily_report": {"appsflyer_aggregate_api"},
         "appsflyer/cohort_ltv": {"appsflyer_cohort_api"},
         "airbridge/revenue": {"airbridge_api"},
     }
+
+
+def test_the_raw_reports_are_those_of_the_setting_grouped_by_attribution():
+    import dagster as dg
+
+    from adpipes.definitions import build_definitions
+    from adpipes.lib.settings import load_settings
+
+    chosen = build_definitions(load_settings({"APPSFLYER_RAW_REPORTS": "installs_report,organic_installs_report"}))
+    graph = chosen.resolve_asset_graph()
+    raw = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()
+           if graph.get(k).group_name.startswith("appsflyer_raw")}
+    assert raw == {
+        "appsflyer/android_installs": "appsflyer_raw_non_organic", "appsflyer/ios_installs": "appsflyer_raw_non_organic",
+        "appsflyer/android_organic_installs": "appsflyer_raw_organic",
+        "appsflyer/ios_organic_installs": "appsflyer_raw_organic",
+    }
+    # raw_data is built from exactly those.
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["appsflyer", "raw_data"])).parent_keys}
+    assert parents == set(raw)
+    everything = defs.resolve_asset_graph()
+    groups = {everything.get(k).group_name for k in everything.get_all_asset_keys()}
+    assert {"appsflyer_raw_non_organic", "appsflyer_raw_organic", "appsflyer_raw_retargeting"} <= groups

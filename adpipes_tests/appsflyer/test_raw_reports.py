@@ -1,0 +1,133 @@
+"""Issue 13 end to end: every Pull API raw report, several apps per platform, over real HTTP (the
+sandbox) into a real PostgreSQL, and what raw_data makes of them."""
+
+import dagster as dg
+import psycopg
+import pytest
+
+from adpipes.appsflyer.assets import build_raw_assets, build_raw_report_asset
+from adpipes.appsflyer.raw_data_api import ORGANIC, RAW_REPORTS, RETARGETING, AppsFlyerRawDataApi
+from adpipes.appsflyer.resources import AppsFlyerApps
+from adpipes.appsflyer.schemas import PLATFORMS
+from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
+from adpipes_tests.appsflyer.test_assets import TZ, node_failure, recent_day, served_rows
+
+SECOND_ANDROID_APP_ID = "com.adpipes.second"
+APPS = {"android": (SANDBOX_ANDROID_APP_ID, SECOND_ANDROID_APP_ID), "ios": (SANDBOX_IOS_APP_ID,)}
+ALL_ASSETS = build_raw_assets(tuple(RAW_REPORTS))
+
+
+def _resources(sandbox, storage_resources, apps=APPS):
+    return {
+        "appsflyer_raw_data_api": AppsFlyerRawDataApi(api_token=sandbox.appsflyer_token, base_url=sandbox.base_url,
+                                                      timezone=TZ, backoff_seconds=0.01, max_attempts=2),
+        "appsflyer_apps": AppsFlyerApps(android_app_id=",".join(apps["android"]), ios_app_id=",".join(apps["ios"]),
+                                        currency="KRW"),
+        **storage_resources,
+    }
+
+
+@pytest.fixture
+def three_apps(clean_sandbox):
+    clean_sandbox.configure(apps=[*APPS["android"], *APPS["ios"]])
+    return clean_sandbox
+
+
+def _query(dsn: str, statement: str, params=()) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def test_every_report_of_two_android_apps_and_one_ios_app_lands_with_its_attribution(
+        three_apps, storage_resources, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
+    result = dg.materialize(ALL_ASSETS, resources=_resources(three_apps, storage_resources), partition_key=day)
+    assert result.success
+
+    served = served_rows(three_apps)
+    for report in RAW_REPORTS.values():
+        for platform in PLATFORMS:
+            table = f"appsflyer.{platform}_{report.short}"
+            archived = dict(_query(archive_dsn, f"SELECT requested_app_id, count(*) FROM {table} GROUP BY 1"))
+            # Each report's rows are exactly what the sandbox served, app by app.
+            assert archived == {app: served[(app, report.name)] for app in APPS[platform]}, table
+            assert all(n > 0 for n in archived.values()), table
+
+    # raw_data: every archived row once (no row of this sandbox breaks a rule), per report, app and
+    # with the report's attribution.
+    assert _query(archive_dsn, "SELECT count(*) FROM quality.quarantine") == [(0,)]
+    unified = {(r, a): (att, n) for r, a, att, n in _query(
+        product_dsn, "SELECT source_report, app_id, attribution, count(*) FROM appsflyer.raw_data GROUP BY 1, 2, 3")}
+    expected = {(report.name, app): (report.attribution, served[(app, report.name)])
+                for report in RAW_REPORTS.values() for platform in PLATFORMS for app in APPS[platform]}
+    assert unified == expected
+    assert _query(archive_dsn, "SELECT count(*) FROM appsflyer.raw_data") == [(sum(n for _, n in expected.values()),)]
+
+    # Organic rows are valid without a media source; event names are as delivered.
+    organic_sources = _query(product_dsn, "SELECT DISTINCT media_source FROM appsflyer.raw_data WHERE attribution = %s",
+                             (ORGANIC,))
+    assert organic_sources == [(None,)]
+    names = dict(_query(product_dsn, "SELECT source_report, array_agg(DISTINCT event_name) FROM appsflyer.raw_data "
+                                     "WHERE source_report IN ('uninstall_events_report', 'reinstalls', "
+                                     "'installs-retarget', 'organic_installs_report') GROUP BY 1"))
+    assert names["uninstall_events_report"] == ["uninstall"]
+    assert names["reinstalls"] == ["reinstall"]
+    assert names["organic_installs_report"] == ["install"]
+    assert set(names["installs-retarget"]) <= {"re-engagement", "re-attribution"}
+    retargeted = _query(product_dsn, "SELECT bool_and(is_retargeting), count(*) FROM appsflyer.raw_data "
+                                     "WHERE attribution = %s", (RETARGETING,))
+    assert retargeted[0][0] is True and retargeted[0][1] > 0
+
+    # The ledger counts each app's calls on its own.
+    ledger = _query(archive_dsn, "SELECT app_id, count(DISTINCT report), sum(calls) FROM quota.api_calls "
+                                 "GROUP BY 1 ORDER BY 1")
+    assert ledger == sorted((app, len(RAW_REPORTS), len(RAW_REPORTS)) for apps in APPS.values() for app in apps)
+
+
+def test_one_failing_app_writes_the_day_for_no_app(three_apps, storage_resources, clean_databases):
+    _, archive_dsn = clean_databases
+    day = recent_day(2)
+    asset = build_raw_report_asset("android", RAW_REPORTS["organic_installs_report"])
+    resources = _resources(three_apps, storage_resources)
+    assert dg.materialize([asset], resources=resources, partition_key=day).success
+    before = _query(archive_dsn, "SELECT requested_app_id, count(*), md5(string_agg(appsflyer_id, ',' ORDER BY "
+                                 "appsflyer_id)) FROM appsflyer.android_organic_installs GROUP BY 1 ORDER BY 1")
+    assert [row[0] for row in before] == sorted(APPS["android"])
+
+    # The second app's answer is a maintenance page: the day is refused for both apps.
+    three_apps.add_faults(kind="html_200", app_id=SECOND_ANDROID_APP_ID, report="organic_installs_report")
+    result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = node_failure(result, "appsflyer__android_organic_installs")
+    assert f"- {day}: app {SECOND_ANDROID_APP_ID}: the answer is an HTML page" in message
+    assert "was not written, for any app" in message
+    after = _query(archive_dsn, "SELECT requested_app_id, count(*), md5(string_agg(appsflyer_id, ',' ORDER BY "
+                                "appsflyer_id)) FROM appsflyer.android_organic_installs GROUP BY 1 ORDER BY 1")
+    assert after == before
+
+    # An error of the first app after retries: the run fails before anything is written, naming it.
+    three_apps.add_faults(kind="500", app_id=SANDBOX_ANDROID_APP_ID, report="organic_installs_report", times=5)
+    result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    assert SANDBOX_ANDROID_APP_ID in node_failure(result, "appsflyer__android_organic_installs")
+    assert _query(archive_dsn, "SELECT requested_app_id, count(*), md5(string_agg(appsflyer_id, ',' ORDER BY "
+                               "appsflyer_id)) FROM appsflyer.android_organic_installs GROUP BY 1 ORDER BY 1") == before
+
+
+def test_an_app_removed_from_the_settings_cannot_drop_its_archived_rows(three_apps, storage_resources,
+                                                                       clean_databases):
+    _, archive_dsn = clean_databases
+    day = recent_day(2)
+    asset = build_raw_report_asset("android", RAW_REPORTS["uninstall_events_report"])
+    assert dg.materialize([asset], resources=_resources(three_apps, storage_resources), partition_key=day).success
+    archived = dict(_query(archive_dsn, "SELECT requested_app_id, count(*) FROM appsflyer.android_uninstalls GROUP BY 1"))
+
+    one_app = {"android": (SANDBOX_ANDROID_APP_ID,), "ios": APPS["ios"]}
+    result = dg.materialize([asset], resources=_resources(three_apps, storage_resources, one_app),
+                            partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = node_failure(result, "appsflyer__android_uninstalls")
+    assert f"app {SECOND_ANDROID_APP_ID}: 0 rows delivered, {archived[SECOND_ANDROID_APP_ID]:,} archived" in message
+    assert dict(_query(archive_dsn, "SELECT requested_app_id, count(*) FROM appsflyer.android_uninstalls "
+                                    "GROUP BY 1")) == archived

@@ -453,3 +453,22 @@ class AppsFlyerRawDataApi(AppsFlyerApiBase):
         window = fmt_window(start, end, self.timezone)
         self._call(session, "GET", url, token, log, app_id=app_id, report=report, window=window,
                    on_attempt=result.count_call, spool_to=path, params=params)
+
+
+# -- late events ---------------------------------------------------------------------------------
+
+# AppsFlyer keeps an event's own time only if the event arrives by 02:00 UTC of the UTC day after
+# it happened; later arrivals are stamped with their arrival time (S2S events API, "timestamp"
+# section). So a local day's in-app events are complete only after that hour following its last
+# instant: a day pulled earlier can still grow. The sandbox holds its late rows back until then.
+LATE_EVENTS_CLOSE_UTC = dt.time(2, 0)
+
+
+def late_events_close(day: dt.date, timezone: str) -> dt.datetime:
+    """When in-app events of local ``day`` (in ``timezone``) stop arriving with their own time:
+    02:00 UTC of the UTC day after the day's last instant (Asia/Seoul 2026-11-29: 2026-11-30
+    02:00 UTC; America/New_York 2026-11-29: 2026-12-01 02:00 UTC). Aware, in UTC."""
+    next_midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=ZoneInfo(timezone))
+    last_instant = next_midnight.astimezone(dt.timezone.utc) - dt.timedelta(microseconds=1)
+    return dt.datetime.combine(last_instant.date() + dt.timedelta(days=1), LATE_EVENTS_CLOSE_UTC,
+                               tzinfo=dt.timezone.utc)

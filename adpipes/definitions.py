@@ -14,6 +14,7 @@ from adpipes.airbridge.assets import revenue as airbridge_revenue
 from adpipes.airbridge.resources import airbridge_api_from_settings
 from adpipes.appsflyer.assets import build_raw_assets
 from adpipes.appsflyer.cohort import cohort_ltv
+from adpipes.appsflyer.customer_user_map import customer_user_map
 from adpipes.appsflyer.daily_report import daily_report
 from adpipes.appsflyer.aggregate_api import DEFAULT_DAILY_QUOTAS as AGGREGATE_DEFAULT_QUOTAS
 from adpipes.appsflyer.aggregate_api import AppsFlyerAggregateApi
@@ -100,7 +101,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*build_raw_assets(settings.appsflyer_raw_reports), daily_report, cohort_ltv, airbridge_revenue],
+        assets=[*build_raw_assets(settings.appsflyer_raw_reports), daily_report, cohort_ltv, customer_user_map, airbridge_revenue],
         jobs=[prune_product_partitions_job],
         schedules=[build_daily_schedule(settings.timezone, settings.schedule_time, settings.start_date)],
         sensors=[build_retention_sensor(settings.product_retention_days, settings.retention_overrides,

@@ -26,6 +26,7 @@ def test_every_vendor_api_step_is_in_its_pool():
     assert {k: v for k, v in pools.items() if k not in raw_reports} | raw_reports == pools
     assert {k: v for k, v in pools.items() if k not in raw_reports} == {
         "appsflyer/raw_data": set(),  # no API call: it reads the archived raw reports
+        "appsflyer/customer_user_map": set(),  # no API call: it reads the archive's raw_data
         "appsflyer/daily_report": {"appsflyer_aggregate_api"},
         "appsflyer/cohort_ltv": {"appsflyer_cohort_api"},
         "airbridge/revenue": {"airbridge_api"},

@@ -39,6 +39,11 @@ class PruneConfig(dg.Config):
     )
 
 
+# Product tables kept whole on purpose (no day partitions, not in TABLES), asset key -> why;
+# filled by their modules. A retention override naming one is refused with that reason.
+NEVER_PRUNED: dict[str, str] = {}
+
+
 def product_tables() -> list[TableSpec]:
     return sorted((s for s in TABLES.all() if PRODUCT in s.databases), key=lambda s: s.qualified_name)
 
@@ -117,6 +122,13 @@ def prune_run_request(cutoffs: Mapping[str, str]) -> dg.RunRequest:
 
 def check_retention_overrides(overrides: Mapping[str, int]) -> None:
     """Refuse overrides naming no table product holds: a typo would silently keep the default."""
+    kept = sorted(set(overrides) & set(NEVER_PRUNED))
+    if kept:
+        raise ConfigurationError(
+            "adpipes configuration is invalid:\n  - ADPIPES_PRODUCT_RETENTION_OVERRIDES names "
+            + "; ".join(f"{key}, which is never pruned ({NEVER_PRUNED[key]})" for key in kept)
+            + ". Remove it from the variable (or .env)."
+        )
     known = sorted(spec.asset_key.to_user_string() for spec in TABLES.all() if PRODUCT in spec.databases)
     unknown = sorted(set(overrides) - set(known))
     if unknown:

@@ -64,6 +64,7 @@ from adpipes.lib.settings import (
     ISO_CURRENCY,
     SANDBOX_AIRBRIDGE_APP_NAME,
     ConfigurationError,
+    split_app_ids,
 )
 from adpipes.lib.http import (
     api_path,
@@ -281,7 +282,9 @@ class AirbridgeApi(VendorApiResource):
     api_token: Optional[str] = Field(
         default=None, repr=False, description="Airbridge API token (Bearer). None: the dev sandbox's token."
     )
-    app_name: str = Field(description="Airbridge app name (the unique id in Airbridge URLs).")
+    app_name: str = Field(
+        description="Airbridge app name(s) (the unique id in Airbridge URLs), comma-separated for "
+        "several apps (AIRBRIDGE_APP_NAME): each app is asked for its own report (app_names()).")
     base_url: Optional[str] = Field(
         default=None, description="e.g. https://api.airbridge.io. None: the dev sandbox."
     )
@@ -395,13 +398,34 @@ class AirbridgeApi(VendorApiResource):
 
     # -- public API ---------------------------------------------------------------------------
 
-    def fetch_revenue(self, days: Sequence[dt.date], log: Any = None) -> RevenueReport:
-        """Every group row of the revenue report for these start-event days: one task per run of
-        at most ``max_days_per_task`` consecutive days, each polled to completion and paged
-        through.
+    def app_names(self) -> tuple[str, ...]:
+        """The configured app names, in the order given (``app_name`` may list several)."""
+        names = split_app_ids(self.app_name or "")
+        if not names:
+            raise AirbridgeQueryError(f"no Airbridge app is configured: set {APP_NAME_VARIABLE}")
+        return names
+
+    def check_query(self, days: Sequence[dt.date]) -> None:
+        """Every documented limit of the query for these days, checked before any call (the query
+        is the same for every app). Raises ``AirbridgeQueryError``."""
+        self._check_query(day_ranges(days, max(1, self.max_days_per_task)))
+
+    def fetch_revenue(self, days: Sequence[dt.date], log: Any = None, app_name: str | None = None) -> RevenueReport:
+        """Every group row of ``app_name``'s revenue report (default: the only configured app)
+        for these start-event days: one task per run of at most ``max_days_per_task`` consecutive
+        days, each polled to completion and paged through.
 
         Raises a subclass of ``AirbridgeApiError``.
         """
+        names = self.app_names()
+        if app_name is None:
+            if len(names) != 1:
+                raise ValueError(f"{len(names)} Airbridge apps are configured ({', '.join(names)}): "
+                                 "fetch_revenue asks for one, name it with app_name")
+            app_name = names[0]
+        if app_name != self.app_name:
+            # The same client for one app: every URL, message and error below names self.app_name.
+            return self.model_copy(update={"app_name": app_name}).fetch_revenue(days, log=log)
         # A max_days_per_task out of 1..92 is reported by _check_query, before any call.
         ranges = day_ranges(days, max(1, self.max_days_per_task))
         self._check_query(ranges)

@@ -1,17 +1,20 @@
 """``appsflyer/cohort_ltv``: lifetime value of each day's install cohort, from the Cohort API.
 
-One Cohort API query per cohort day, platform app, cohort type and KPI (the API takes exactly one
-KPI per query). Why one day per query although the API accepts a range: with ``partial_data=false``
-(complete days only) AppsFlyer returns the periods ``N < today - to`` for *every* cohort of the
-range, so the earlier cohorts of a range would lose periods that are already complete for them; a
-query per day keeps each cohort's periods exact.
+One Cohort API query per cohort day, configured app (several apps per platform may be
+configured), cohort type and KPI (the API takes exactly one KPI per query). Why one day per query
+although the API accepts a range: with ``partial_data=false`` (complete days only) AppsFlyer
+returns the periods ``N < today - to`` for *every* cohort of the range, so the earlier cohorts of
+a range would lose periods that are already complete for them; a query per day keeps each
+cohort's periods exact.
 
 What is asked (KPIs, cohort types, periods, currency, smallest cohort) is the
 ``appsflyer_cohort_api`` resource's, from settings, never run config: every run, scheduled maturity
 re-pulls included, pulls all of it. A partition is replaced as a whole, so the rows a run does not
-pull (a KPI or cohort type since removed from the settings) are carried over from the archive into
-what it writes: removing a KPI stops updating it; its stored rows are kept, in the archive, whose
-rows may be the only copy left (AppsFlyer serves cohorts 720 days back), and in product.
+pull (a KPI, cohort type or app since removed from the settings) are carried over from the archive
+into what it writes: removing a KPI stops updating it; its stored rows are kept, in the archive,
+whose rows may be the only copy left (AppsFlyer serves cohorts 720 days back), and in product.
+A partition holds every app and is written for all of them or for none
+(:mod:`adpipes.lib.app_failures`).
 """
 
 import datetime as dt
@@ -30,8 +33,10 @@ from adpipes.appsflyer.cohort_api import (
 )
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
 from adpipes.appsflyer.resources import AppsFlyerApps
-from adpipes.appsflyer.schemas import COHORT_LTV_TABLE, PLATFORMS, cohort_ltv_schema
+from adpipes.appsflyer.schemas import COHORT_LTV_TABLE, cohort_ltv_schema
+from adpipes.lib.app_failures import app_failure
 from adpipes.lib.assets import table_asset
+from adpipes.lib.http import VendorApiError
 from adpipes.lib.quality import ROW_VOLUME, UNKNOWN_COLUMNS, QualityReport, QualityStore, check_groups, publish
 from adpipes.lib.quota import ApiCallLedger, require_calls
 from adpipes.lib.storage.postgres import PostgresDatabase, read_partitions, stored_layout_version
@@ -67,9 +72,9 @@ def cohort_frame(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def stored_rows_not_pulled(archive: PostgresDatabase, days: list[str], pulled: set[tuple[str, str]],
+def stored_rows_not_pulled(archive: PostgresDatabase, days: list[str], pulled: set[tuple[str, str, str]],
                            timezone: str) -> pd.DataFrame:
-    """The archive's rows of ``days`` whose (cohort_type, kpi) is not in ``pulled``, typed.
+    """The archive's rows of ``days`` whose (app_id, cohort_type, kpi) is not in ``pulled``, typed.
 
     Empty while the table does not exist or has an older layout (the IO manager keeps that one as
     ``cohort_ltv_layout{N}``, untouched).
@@ -82,15 +87,17 @@ def stored_rows_not_pulled(archive: PostgresDatabase, days: list[str], pulled: s
             return cohort_frame([])
         stored = read_partitions(conn, COHORT_LTV_TABLE, [dt.date.fromisoformat(d) for d in days],
                                  timezone=timezone)
-    not_pulled = [(t, k) not in pulled for t, k in zip(stored["cohort_type"], stored["kpi"], strict=True)]
+    not_pulled = [(a, t, k) not in pulled
+                  for a, t, k in zip(stored["app_id"], stored["cohort_type"], stored["kpi"], strict=True)]
     return cohort_frame(stored[not_pulled].reset_index(drop=True))
 
 
 def carried_over_summary(carried: pd.DataFrame) -> list[dict[str, Any]]:
-    """What was carried over, per (cohort_type, kpi): its rows and partitions."""
+    """What was carried over, per (cohort_type, kpi): its rows, partitions and apps."""
     return [
         {"cohort_type": cohort_type, "kpi": kpi, "rows": len(group),
-         "partitions": sorted(group["report_date"].unique().tolist())}
+         "partitions": sorted(group["report_date"].unique().tolist()),
+         "app_ids": sorted(group["app_id"].unique().tolist())}
         for (cohort_type, kpi), group in carried.groupby(["cohort_type", "kpi"], sort=True)
     ]
 
@@ -113,14 +120,16 @@ def cohort_ltv(
     archive_db: PostgresDatabase,
 ):
     """What each day's install cohort is worth over time: for the users attributed on
-    report_date, per cohort type (user acquisition, retargeting, unified), platform, media source
-    and campaign, their number, ad cost and eCPI and, for each configured KPI (revenue, ROAS, ROI,
-    sessions, uninstalls or an in-app event), its documented functions (count, CVR, rate, sum,
-    unique users) cumulated from the install day through day N (periods 0-30, 60, 90, 180), one
-    row per KPI and period. This is the table for LTV curves, payback and ROAS-by-channel
+    report_date, per cohort type (user acquisition, retargeting, unified), app (app_id, with its
+    platform), media source and campaign, their number, ad cost and eCPI and, for each configured
+    KPI (revenue, ROAS, ROI, sessions, uninstalls or an in-app event), its documented functions
+    (count, CVR, rate, sum, unique users) cumulated from the install day through day N (periods
+    0-30, 60, 90, 180), one row per KPI and period. This is the table for LTV curves, payback and ROAS-by-channel
     analysis. A period appears only once it is complete and a cohort's figures keep growing until
     then: the daily schedule re-pulls maturing cohorts, every KPI and cohort type each time. A KPI
-    or cohort type removed from the settings is no longer updated; its stored rows are kept.
+    or cohort type (or app) removed from the settings is no longer updated; its stored rows are
+    kept. A day is written for every app or for none: if one app's query fails, the stored day
+    keeps what it held.
     """
     api = appsflyer_cohort_api
     days = list(context.partition_keys)
@@ -139,20 +148,25 @@ def cohort_ltv(
     for kpi, cohort_type in skipped:
         context.log.warning(f"AppsFlyer Cohort API: KPI {kpi!r} is not available with cohort_type "
                             f"{cohort_type} (footnote 2 of the documents' KPI table); not pulled")
-    queries = [(platform, query) for day in days for platform in PLATFORMS
-               for query in api.queries(day, appsflyer_apps.app_id(platform))]
+    platform_apps = appsflyer_apps.platform_apps()
+    app_ids = [app_id for _, app_id in platform_apps]
+    queries = [(platform, query) for day in days for platform, app_id in platform_apps
+               for query in api.queries(day, app_id)]
+    # The Cohort API's limits are the account's (60 calls a minute, 50,000 a day), not an app's:
+    # every app's queries of the run are checked against the account's meter before the first call.
     quota_use = require_calls(
         [(api.account_meter(api_calls), len(queries))],
         f"appsflyer/cohort_ltv for {days[0]}..{days[-1]} ({len(api.kpis)} KPI(s) x "
-        f"{len(api.cohort_types)} cohort type(s) x {len(days)} day(s) x {len(PLATFORMS)} apps)",
+        f"{len(api.cohort_types)} cohort type(s) x {len(days)} day(s) x {len(app_ids)} app(s))",
         hint="materialize fewer days per run",
     )
     # Read before the first call: if the archive cannot be read, no Cohort API quota is spent.
-    pulled = {(query.cohort_type, kpi_column_value(query.kpi)) for _, query in queries}
+    pulled = {(query.app_id, query.cohort_type, kpi_column_value(query.kpi)) for _, query in queries}
     carried = stored_rows_not_pulled(archive_db, days, pulled, api.timezone)
     currency = appsflyer_apps.currency if api.preferred_currency else "USD"
     rows: list[dict[str, Any]] = []
     calls: dict[str, int] = {}
+    calls_by_app: dict[str, int] = {}
     records: dict[str, int] = {}
     unknown: dict[str, set[str]] = {}
     # Top-level answer keys beside query and results: key -> partitions, and every value with the
@@ -160,7 +174,13 @@ def cohort_ltv(
     answer_keys: dict[str, set[str]] = {}
     answer_key_values: dict[str, list[dict[str, Any]]] = {}
     for platform, query in queries:
-        answer = api.fetch_cohort(query, ledger=api_calls, log=context.log, today=today)
+        try:
+            answer = api.fetch_cohort(query, ledger=api_calls, log=context.log, today=today)
+        except VendorApiError as exc:
+            # Nothing is written before every app has answered: the stored days stay as they were.
+            raise app_failure(COHORT_LTV_TABLE.asset_key.to_user_string(), days, query.app_id, exc,
+                              apps=app_ids, calls=calls_by_app) from exc
+        calls_by_app[query.app_id] = calls_by_app.get(query.app_id, 0) + answer.calls
         label = f"{query.cohort_type} {query.kpi}"
         calls[label] = calls.get(label, 0) + answer.calls
         records[label] = records.get(label, 0) + answer.records
@@ -201,14 +221,17 @@ def cohort_ltv(
         # cohort type removed from the settings would vanish from the archive on the next re-pull.
         context.log.warning(
             "appsflyer/cohort_ltv: kept the stored rows of what this run did not pull (no longer in "
-            "APPSFLYER_COHORT_KPIS / APPSFLYER_COHORT_TYPES): "
-            + "; ".join(f"{c['cohort_type']} {c['kpi']!r}: {c['rows']} row(s) of {', '.join(c['partitions'])}"
+            "APPSFLYER_COHORT_KPIS / APPSFLYER_COHORT_TYPES, or of an app no longer configured): "
+            + "; ".join(f"{c['cohort_type']} {c['kpi']!r}: {c['rows']} row(s) of {', '.join(c['partitions'])} "
+                        f"(app(s) {', '.join(c['app_ids'])})"
                         for c in carried_over)
             + ". They are written back unchanged and no longer updated.")
         frame = pd.concat([frame, carried], ignore_index=True)
     output = dg.Output(
         frame,
         metadata={
+            "appsflyer/app_ids": dg.MetadataValue.json(app_ids),
+            "appsflyer/api_calls_by_app": dg.MetadataValue.json(calls_by_app),
             "appsflyer/kpis": dg.MetadataValue.json(list(api.kpis)),
             "appsflyer/cohort_types": dg.MetadataValue.json(list(api.cohort_types)),
             "appsflyer/skipped_kpis": dg.MetadataValue.json(

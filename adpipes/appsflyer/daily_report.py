@@ -1,15 +1,18 @@
-"""``appsflyer/daily_report``: AppsFlyer's aggregate daily performance report for both apps.
+"""``appsflyer/daily_report``: AppsFlyer's aggregate daily performance report of every app.
 
-One aggregate Pull API call per platform covers the whole partition range (aggregate history is
-unlimited). Aggregates finalize about 48 hours late, so a day's figures still change for two
-days: :func:`daily_report_refresh_run_request` re-pulls a day together with the two days before
-it in one single-run range; the daily schedule's late-data run is that request for yesterday.
+One aggregate Pull API call per configured app (several apps per platform may be configured)
+covers the whole partition range (aggregate history is unlimited). A partition holds every app and
+is written for all of them or for none (:mod:`adpipes.lib.app_failures`). Aggregates finalize about
+48 hours late, so a day's figures still change for two days:
+:func:`daily_report_refresh_run_request` re-pulls a day together with the two days before it in
+one single-run range; the daily schedule's late-data run is that request for yesterday.
 """
 
 import datetime as dt
 from dataclasses import dataclass
 
 import pandas as pd
+from psycopg import sql
 
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
@@ -28,12 +31,13 @@ from adpipes.appsflyer.schemas import (
     DAILY_REPORT_HEADERS,
     DAILY_REPORT_TABLE,
     DAILY_REPORT_TEXT_COLUMNS,
-    PLATFORMS,
     daily_report_delivered_schema,
     daily_report_schema,
     snake_case,
 )
+from adpipes.lib.app_failures import app_failure, partitions_label, stored_partitions_kept
 from adpipes.lib.assets import column_drift_metadata, table_asset
+from adpipes.lib.http import VendorApiError
 from adpipes.lib.quality import (
     ROW_VOLUME,
     UNKNOWN_COLUMNS,
@@ -44,6 +48,7 @@ from adpipes.lib.quality import (
     publish,
 )
 from adpipes.lib.quota import ApiCallLedger, require_calls
+from adpipes.lib.storage.postgres import PostgresDatabase, stored_layout_version
 
 GROUP = "appsflyer"
 # Aggregates finalize ~48 h late: a day is re-pulled with the two days before it.
@@ -86,6 +91,7 @@ def daily_report_frame(raw: pd.DataFrame, platform: str, app_id: str, currency: 
     frame = pd.DataFrame(index=raw.index)
     frame["report_date"] = raw["Date"].astype("string").str.strip()
     frame["platform"] = pd.Series(platform, index=raw.index, dtype="string")
+    frame["app_id"] = pd.Series(app_id, index=raw.index, dtype="string")
     frame["currency"] = pd.Series(currency, index=raw.index, dtype="string")
     missing = []
     for header, column in DAILY_REPORT_HEADERS.items():
@@ -128,7 +134,7 @@ def refresh_range(partition_key: str, first_partition: str | None = None) -> tup
 def daily_report_refresh_run_request(partition_key: str, first_partition: str | None = None,
                                      tags: dict[str, str] | None = None) -> dg.RunRequest:
     """One run materializing ``partition_key`` and the two days before it as a single-run range:
-    one call per platform, and as a 3-day range it counts against the daily aggregate quota (24
+    one call per app, and as a 3-day range it counts against the daily aggregate quota (24
     a day) rather than the one-call-per-minute limit of <= 2-day ranges. The run key names the
     range, so a tick or sensor requests it once."""
     start, end = refresh_range(partition_key, first_partition)
@@ -156,54 +162,67 @@ def daily_report(
     appsflyer_apps: AppsFlyerApps,
     quality: QualityStore,
     api_calls: ApiCallLedger,
+    archive_db: PostgresDatabase,
 ):
-    """Daily ad performance of both apps per media source and campaign, as AppsFlyer's aggregate
-    daily report states it: impressions, clicks, installs, sessions, loyal users and ad spend
-    (cost, eCPI, in the app's currency named in `currency`), one row per day, platform, agency,
-    media source and campaign. This is the table
+    """Daily ad performance of every configured app per media source and campaign, as
+    AppsFlyer's aggregate daily report states it: impressions, clicks, installs, sessions, loyal
+    users and ad spend (cost, eCPI, in the app's currency named in `currency`), one row per day,
+    app (`app_id`, with its `platform`), agency, media source and campaign. This is the table
     for spend and acquisition dashboards (cost per install by channel, installs by campaign).
     AppsFlyer finalizes aggregates about 48 hours late, so a day's figures may still change for two
     days: the daily schedule re-pulls yesterday with the two days before it, as one 3-day range
-    (one call per app); by hand, materialize `--partition-range D-2...D`.
+    (one call per app); by hand, materialize `--partition-range D-2...D`. A day is written for
+    every app or for none: if one app's call fails, the stored day keeps what it held.
     """
     keys = context.partition_keys
+    asset = DAILY_REPORT_TABLE.asset_key.to_user_string()
     first, last = dt.date.fromisoformat(keys[0]), dt.date.fromisoformat(keys[-1])
-    frames, calls, missing = [], 0, set()
+    platform_apps = appsflyer_apps.platform_apps()
+    app_ids = [app_id for _, app_id in platform_apps]
+    frames, missing = [], set()
+    # Requests made per app (retries included), for the metadata and a failure's message.
+    calls: dict[str, int] = {}
     report = QualityReport(DAILY_REPORT_CHECKS, keys, DAILY_REPORT_TABLE.row_key)
-    rejected = []
-    quotas = {p: appsflyer_aggregate_api.quota_meter(api_calls, appsflyer_apps.app_id(p), DAILY_REPORT) for p in PLATFORMS}
-    # One call per app; only ranges of 3+ days count against the daily aggregate quota.
+    rejected, unusable = [], []
+    quotas = {app_id: appsflyer_aggregate_api.quota_meter(api_calls, app_id, DAILY_REPORT) for app_id in app_ids}
+    # One call per app; only ranges of 3+ days count against the daily aggregate quota. Every
+    # app's quota is checked before the first call: a run that cannot pay for every app's call makes none.
     needed = 0 if is_short_aggregate_range(first, last) else 1
     quota_use = require_calls(
         [(quota, needed) for quota in quotas.values()],
-        f"{DAILY_REPORT_TABLE.asset_key.to_user_string()} partitions {first}..{last}",
+        f"{asset} partitions {first}..{last}",
     )
-    for platform in PLATFORMS:
-        app_id = appsflyer_apps.app_id(platform)
-        fetched = appsflyer_aggregate_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last, log=context.log,
-                                                       quota=quotas[platform])
-        calls += fetched.calls
-        # Parsed once: the header is checked, the rows typed and validated from this one frame.
-        delivered = fetched.to_arrow().to_pandas()
+    # Read before the first call: if the archive cannot be read, no quota is spent.
+    dropped = stored_apps_not_configured(archive_db, keys, app_ids)
+    for platform, app_id in platform_apps:
+        try:
+            fetched = appsflyer_aggregate_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last,
+                                                                     log=context.log, quota=quotas[app_id])
+            # Parsed once: the header is checked, the rows typed and validated from this one frame.
+            delivered = fetched.to_arrow().to_pandas()
+        except VendorApiError as exc:
+            # Nothing is written before every app has answered: the stored days stay as they were.
+            raise app_failure(asset, keys, app_id, exc, apps=app_ids, calls=calls) from exc
+        calls[app_id] = fetched.calls
         structural = header_failures(daily_report_delivered_schema(), delivered.columns)
         if len(structural):
             # Unusable as a whole (e.g. no Date column): kept as delivered in the archive's
-            # quality.rejected_deliveries, nothing of it reaches product.
-            problem = f"{app_id} ({platform}): " + "; ".join(
-                f"{r.rule} ({r.column_name})" for r in structural.itertuples()
-            )
+            # quality.rejected_deliveries, nothing of it reaches product, nor of the other apps.
+            rules = "; ".join(f"fails the rule '{r.rule}' ({r.column_name})" for r in structural.itertuples())
+            unusable.append(f"app {app_id} ({platform}): {rules}")
             for key in keys:
-                report.add_structural(structural.assign(value=platform), key)
-                rejected.append((key, problem, fetched.content.decode("utf-8", "replace")))
+                report.add_structural(structural.assign(value=app_id), key)
+                rejected.append((key, f"{app_id} ({platform}): {rules}", fetched.content.decode("utf-8", "replace")))
             continue
         parsed = daily_report_frame(delivered, platform, app_id, appsflyer_apps.currency)
         outside = sorted(set(parsed.frame["report_date"].dropna()) - {d.isoformat() for d in _days(first, last)})
         if outside:
-            raise DailyReportFormatError(
+            error = DailyReportFormatError(
                 f"AppsFlyer {DAILY_REPORT} for app {app_id}: rows dated {outside[:5]} outside the "
-                f"requested {first}..{last}; nothing was loaded (is the timezone parameter right?)",
+                f"requested {first}..{last} (is the timezone parameter right?)",
                 app_id=app_id, report=DAILY_REPORT,
             )
+            raise app_failure(asset, keys, app_id, error, apps=app_ids, calls=calls) from None
         missing.update(parsed.missing_columns)
         for key in keys:
             report.add_unknown_columns(key, parsed.unknown_columns)
@@ -217,22 +236,45 @@ def daily_report(
         )
         frames.append(typed[keep.to_numpy()])
     if rejected:
-        yield from publish(context, quality, report, None, rejected=rejected)
+        message = (
+            f"{asset} {partitions_label(keys)}: AppsFlyer's daily report cannot be used for "
+            + "; ".join(unusable)
+            + f". Nothing of the {partitions_label(keys)} was written, for any app ({', '.join(app_ids)}): "
+            f"{stored_partitions_kept(keys)} for every app, and the unusable answer is kept as "
+            "delivered in the archive's quality.rejected_deliveries. Review the failed check "
+            "required_columns in the Dagster UI; re-run the partitions once AppsFlyer answers with the "
+            "columns (a re-run calls every app again)."
+        )
+        yield from publish(context, quality, report, None, rejected=rejected, refusal_message=message)
         return
     frame = pd.concat(frames, ignore_index=True)
+    if dropped:
+        # Aggregates are served without a history limit: re-adding the app and re-pulling the
+        # days brings its rows back.
+        context.log.warning(
+            f"{asset}: the stored {partitions_label(keys)} held rows of app(s) {', '.join(dropped)}, which "
+            "are no longer configured (APPSFLYER_ANDROID_APP_ID / APPSFLYER_IOS_APP_ID); a partition is "
+            "replaced as a whole, so their rows of these days are gone from both databases. Add the "
+            "app(s) back and re-run the partitions to restore them."
+        )
     drift = column_drift_metadata(
         context.log, f"AppsFlyer {DAILY_REPORT}", report.unknown_column_names(), sorted(missing)
     )
     by_platform = frame.groupby("platform")
+    by_app = frame.groupby("app_id")
     output = dg.Output(
         frame,
         metadata={
-            "appsflyer/api_calls": calls,
+            "appsflyer/app_ids": dg.MetadataValue.json(app_ids),
+            "appsflyer/api_calls": sum(calls.values()),
+            "appsflyer/api_calls_by_app": dg.MetadataValue.json(calls),
             "appsflyer/quota": dg.MetadataValue.json(quota_use),
             "appsflyer/rows_served": len(frame),
+            "appsflyer/apps_no_longer_configured": dg.MetadataValue.json(dropped),
             "installs_by_platform": dg.MetadataValue.json(
                 {p: int(v) for p, v in by_platform["installs"].sum().items()}
             ),
+            "installs_by_app": dg.MetadataValue.json({a: int(v) for a, v in by_app["installs"].sum().items()}),
             "total_cost_by_platform": dg.MetadataValue.json(
                 {p: float(v) for p, v in by_platform["total_cost"].sum().items()}
             ),
@@ -240,6 +282,24 @@ def daily_report(
         },
     )
     yield from publish(context, quality, report, output)
+
+
+def stored_apps_not_configured(archive: PostgresDatabase, days: list[str], app_ids: list[str]) -> list[str]:
+    """App ids with rows stored in the archive for ``days`` that are not in ``app_ids`` (an app
+    removed from the settings): the re-pull replaces the days without them. None while the table
+    does not exist or has an older layout (without app_id)."""
+    with archive.connect() as conn:
+        version = stored_layout_version(conn, DAILY_REPORT_TABLE)
+        if version is None or version < DAILY_REPORT_TABLE.layout_version:
+            conn.rollback()
+            return []
+        rows = conn.execute(
+            sql.SQL("SELECT DISTINCT app_id FROM {} WHERE report_date = ANY(%s::date[]) AND NOT app_id = ANY(%s)")
+            .format(sql.Identifier(DAILY_REPORT_TABLE.schema_name, DAILY_REPORT_TABLE.table_name)),
+            (list(days), list(app_ids)),
+        ).fetchall()
+        conn.rollback()
+    return sorted(r[0] for r in rows)
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:

@@ -428,7 +428,9 @@ def _amount(name: str, description: str) -> pa.Column:
 def daily_report_schema() -> pa.DataFrameSchema:
     columns: dict[str, pa.Column] = {
         "report_date": report_date_column(),
-        "platform": _platform("android or ios: which app the row belongs to."),
+        "platform": _platform("android or ios: the platform of the row's app."),
+        "app_id": _text("AppsFlyer app id the report was requested for (several apps of a platform "
+                        "share the table).", False),
         "date": pa.Column(TEXT, nullable=False, description="The Date column as delivered (equals report_date).", metadata={"pg_type": "date"}),
         "agency": _text("Agency/PMD (af_prt); null when AppsFlyer says None."),
         "media_source": _text("Media source (pid), e.g. googleadwords_int, organic."),
@@ -460,10 +462,12 @@ def daily_report_schema() -> pa.DataFrameSchema:
 # since both hold one table), named in the run's `appsflyer/unknown_columns` metadata and a
 # warning; once its meaning is known, add it to DAILY_REPORT_HEADERS with a type (existing text
 # columns are not retyped: ALTER it by hand then).
+# layout 2: app_id (several apps per platform) is a key column; layout 1 had one app per platform
+# and no app_id, and is kept as appsflyer.daily_report_layout1 (its rows never get a NULL app_id).
 DAILY_REPORT_TABLE = TABLES.register(
     TableSpec(asset_key=DAILY_REPORT_KEY, dataframe_schema=daily_report_schema(),
               databases=(ARCHIVE, PRODUCT), keep_unknown_columns=True,
-              row_key=("platform", "agency", "media_source", "campaign"))
+              row_key=("platform", "app_id", "agency", "media_source", "campaign"), layout_version=2)
 )
 
 
@@ -471,11 +475,12 @@ DAILY_REPORT_TABLE = TABLES.register(
 
 COHORT_LTV_KEY = dg.AssetKey(["appsflyer", "cohort_ltv"])
 
-# Long format: one row per cohort (day, type, platform, media source, campaign), period and KPI,
+# Long format: one row per cohort (day, type, app, media source, campaign), period and KPI,
 # with a typed column per function of the documents' KPI x function table. Why long rather than a
 # column per KPI and function: KPIs are configured (in-app event names included, any number of
 # them) and one table serves every configuration, so a KPI is a value, not a column.
-COHORT_KEY = ("report_date", "cohort_type", "platform", "media_source", "campaign", "kpi")
+# app_id is part of the key: several apps of a platform have the same media sources and campaigns.
+COHORT_KEY = ("report_date", "cohort_type", "platform", "app_id", "media_source", "campaign", "kpi")
 COHORT_FUNCTION_DOCS = {
     COUNT: "Count (a number): how many times the KPI happened. revenue: revenue events; sessions: "
            "sessions; uninstalls: uninstalls; an in-app event: the event.",
@@ -514,7 +519,7 @@ def cohort_ltv_schema() -> pa.DataFrameSchema:
             description="user_acquisition, retargeting or unified: the cohort's attribution (conversion) "
             "type, as asked for (APPSFLYER_COHORT_TYPES). unified combines both; an event attributed to "
             "both counts as retargeting."),
-        "platform": _platform("android or ios: which app the cohort belongs to."),
+        "platform": _platform("android or ios: the platform of the cohort's app."),
         "app_id": _text("AppsFlyer app id the cohort was reported for.", False),
         "media_source": _text("Media source (pid) the cohort's users were attributed to, as delivered "
                               "(agency traffic shows the agency).", False),
@@ -564,7 +569,8 @@ def _cumulative_growth(frame: pd.DataFrame) -> pd.Series:
 
 
 # layout 2: long format (kpi and cohort_type are key columns; one column per function); layout 1
-# had a column per KPI and function and is kept as appsflyer.cohort_ltv_layout1.
+# had a column per KPI and function and is kept as appsflyer.cohort_ltv_layout1. app_id joined the
+# key without a new layout: layout 2 has always stored it, filled, on every row.
 COHORT_LTV_TABLE = TABLES.register(
     TableSpec(asset_key=COHORT_LTV_KEY, dataframe_schema=cohort_ltv_schema(), databases=(ARCHIVE, PRODUCT),
               row_key=COHORT_KEY[1:] + ("period",), layout_version=2)

@@ -172,8 +172,8 @@ def test_undocumented_fields_are_kept_and_flagged(resources, airbridge_api, clea
     metadata = result.asset_materializations_for_node(NODE)[0].metadata
     assert metadata["airbridge/unknown_fields"].value == paths
     assert metadata["airbridge/unknown_page_fields"].value == [
-        {"task_id": "printed-task", "range": f"{day}..{day}", "answer": "result page", "pages": [1],
-         "path": "data.region", "value": "kr"}]
+        {"app_name": APP, "task_id": "printed-task", "range": f"{day}..{day}", "answer": "result page",
+         "pages": [1], "path": "data.region", "value": "kr"}]
     shared = {"rows[].adCost": {"value": 3}, "rows[].total.totalCost.currency": "KRW"}
     for dsn in (product_dsn, archive_dsn):
         assert query(dsn, "SELECT day_n, value::float8, extra_fields FROM airbridge.revenue ORDER BY day_n") == [
@@ -271,8 +271,8 @@ def test_a_total_count_mismatch_fails_or_warns_as_configured(resources, airbridg
     assert result.success
     metadata = result.asset_materializations_for_node(NODE)[0].metadata
     assert metadata["airbridge/total_count_mismatches"].value == [
-        {"task_id": "printed-task", "range": f"{first}..{last}", "total_count": 48, "group_rows": 1,
-         "group_date_rows": 2, "pages": 1}]
+        {"app_name": APP, "task_id": "printed-task", "range": f"{first}..{last}", "total_count": 48,
+         "group_rows": 1, "group_date_rows": 2, "pages": 1}]
     warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
     assert any("totalCount=48 on every page but paging returned 1 group rows" in w for w in warnings)
     assert query(product_dsn, "SELECT count(*), sum(value)::float8 FROM airbridge.revenue") == [(8, 20.0)]
@@ -336,17 +336,22 @@ def test_prod_cli_materializes_a_day_with_configured_group_bys(clean_sandbox, cl
     day = recent_day(2)
     env = prod_cli_env(clean_sandbox, product_dsn, archive_dsn, str(tmp_path), TZ)
     env["AIRBRIDGE_GROUP_BY"] = "channel,campaign,ad_creative"
+    # Two apps in one variable: the resource reads it through EnvVar and splits it at run time.
+    sandbox_airbridge.configure(clean_sandbox, apps=[APP, "adpipes-second"])
+    env["AIRBRIDGE_APP_NAME"] = f"{APP},adpipes-second"
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adpipes.definitions",
                "--select", "airbridge/revenue", "--partition", day]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert clean_sandbox.airbridge_token not in done.stdout + done.stderr
     assert clean_sandbox.appsflyer_token not in done.stdout + done.stderr
-    (post,) = [c for c in clean_sandbox.calls() if c["method"] == "POST"]
-    assert post["body"]["groupBy"] == {"fields": ["channel", "campaign", "ad_creative"]}
+    posts = [c for c in clean_sandbox.calls() if c["method"] == "POST"]
+    assert [c["app_id"] for c in posts] == [APP, "adpipes-second"]
+    assert all(c["body"]["groupBy"] == {"fields": ["channel", "campaign", "ad_creative"]} for c in posts)
     for dsn in (product_dsn, archive_dsn):
         assert query(dsn, "SELECT DISTINCT report_date::text, currency FROM airbridge.revenue") == [(day, "KRW")]
-        assert query(dsn, "SELECT count(DISTINCT ad_creative) FROM airbridge.revenue") == [(8,)]
+        assert query(dsn, "SELECT app_name, count(DISTINCT ad_creative) FROM airbridge.revenue GROUP BY 1 "
+                          "ORDER BY 1") == [(APP, 8), ("adpipes-second", 8)]
 
 
 def test_a_layout_1_table_is_kept_beside_the_new_one(resources, clean_databases):
@@ -376,3 +381,96 @@ def test_a_layout_2_table_from_before_extra_fields_gains_the_column_and_keeps_it
                           "GROUP BY 1 ORDER BY 1") == [(recent_day(3), 8 * 4, 0), (recent_day(2), 8 * 3, 0)]
         assert query(dsn, "SELECT count(*) FROM pg_tables WHERE schemaname = 'airbridge' "
                           "AND tablename LIKE 'revenue_layout%'") == [(0,)]
+
+
+# -- several apps -------------------------------------------------------------------------------------
+
+SECOND_APP = "adpipes-second"
+BY_APP = ("SELECT app_name, report_date::text, group_values, day_n, value::float8, total_revenue::float8 "
+          "FROM airbridge.revenue ORDER BY 1, 2, 3, 4")
+
+
+def two_apps(sandbox, api: AirbridgeApi) -> AirbridgeApi:
+    sandbox_airbridge.configure(sandbox, apps=[APP, SECOND_APP])
+    return configured(api, app_name=f"{APP},{SECOND_APP}")
+
+
+def served_for(sandbox, app: str, body: dict) -> dict[tuple[str, str], dict]:
+    """What the sandbox serves ``app`` for a query body: (group_values, date) -> the date row."""
+    sandbox_airbridge.configure(sandbox, polls_pending=0, polls_running=0)
+    headers = {"Authorization": f"Bearer {sandbox.airbridge_token}"}
+    base = f"{sandbox.base_url}/reports/api/v3/apps/{app}/revenue/query"
+    task_id = requests.post(base, json=body, headers=headers, timeout=10).json()["data"]["taskId"]
+    page = requests.get(f"{base}/{task_id}", params={"size": 1000}, headers=headers, timeout=10).json()
+    fields = body["groupBy"]["fields"]
+    return {
+        (json.dumps(dict(zip(fields, row["metadata"])), sort_keys=True, ensure_ascii=False), day["date"]): day
+        for row in page["data"]["stats"]["rows"] for day in row["rows"]
+    }
+
+
+def test_two_app_names_each_get_their_report_into_the_same_partition(resources, airbridge_api, clean_databases,
+                                                                      clean_sandbox):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": two_apps(clean_sandbox, airbridge_api)},
+                            partition_key=day)
+    assert result.success
+    posts = [c for c in clean_sandbox.calls() if c["method"] == "POST"]
+    # One report task per app, for the same days.
+    assert [(c["app_id"], c["body"]["from"], c["body"]["to"]) for c in posts] == [(APP, day, day), (SECOND_APP, day, day)]
+    expected = {app: served_for(clean_sandbox, app, posts[0]["body"]) for app in (APP, SECOND_APP)}
+    assert expected[APP] != expected[SECOND_APP]  # the sandbox's figures differ per app
+    for dsn in (product_dsn, archive_dsn):
+        stored = query(dsn, BY_APP)
+        assert stored == sorted(
+            (app, d, g, n, figure["value"], row["total"]["totalRevenue"]["value"])
+            for app, rows in expected.items() for (g, d), row in rows.items() for n, figure in enumerate(row["values"]))
+        # A 2-day-old day: Days 0..2 of the 8 groups, per app.
+        assert query(dsn, "SELECT app_name, count(*) FROM airbridge.revenue GROUP BY 1 ORDER BY 1") == [
+            (APP, 8 * 3), (SECOND_APP, 8 * 3)]
+    metadata = result.asset_materializations_for_node(NODE)[0].metadata
+    assert metadata["airbridge/app_names"].value == [APP, SECOND_APP]
+    assert set(metadata["airbridge/api_calls_by_app"].value) == {APP, SECOND_APP}
+    assert all(n >= 2 for n in metadata["airbridge/api_calls_by_app"].value.values())  # a POST and a poll at least
+    assert metadata["airbridge/rows_by_app"].value == {APP: 24, SECOND_APP: 24}
+    assert {app for app in metadata["airbridge/task_ids"].value} == {APP, SECOND_APP}
+    assert {n["app_name"] for n in metadata["airbridge/notifications"].value} == {APP, SECOND_APP}
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["unique_keys"].passed and checks["total_count"].passed
+
+
+def test_one_app_failing_leaves_the_stored_day_of_both_apps_as_it_was(resources, airbridge_api, clean_databases,
+                                                                      clean_sandbox):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
+    resources = {**resources, "airbridge_api": two_apps(clean_sandbox, airbridge_api)}
+    assert dg.materialize([revenue], resources=resources, partition_key=day).success
+    before = (query(product_dsn, BY_APP), query(archive_dsn, BY_APP))
+    assert {row[0] for row in before[0]} == {APP, SECOND_APP}
+    clean_sandbox.reset()
+    # A day later the first app's figures would be new ones (another task); the second app's task fails.
+    sandbox_airbridge.configure(clean_sandbox, apps=[APP, SECOND_APP], groups_per_day=3)
+    clean_sandbox.add_faults(kind="task_failure", app_id=SECOND_APP, report="revenue")
+    result = dg.materialize([revenue], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert f"airbridge/revenue partition {day}: app {SECOND_APP} failed" in message
+    assert "the report task failed (data.status FAILURE)" in message
+    assert f"Nothing of the partition {day} was written, for any app" in message and "re-run" in message
+    assert clean_sandbox.airbridge_token not in message
+    posts = [c for c in clean_sandbox.calls() if c["method"] == "POST"]
+    assert [c["app_id"] for c in posts] == [APP, SECOND_APP]  # the first app's calls were made (and spent)
+    assert (query(product_dsn, BY_APP), query(archive_dsn, BY_APP)) == before
+
+
+def test_app_names_are_split_and_a_list_needs_a_named_app(airbridge_api, clean_sandbox):
+    api = configured(airbridge_api, app_name=f" {APP}, {SECOND_APP} ,")
+    assert api.app_names() == (APP, SECOND_APP)
+    with pytest.raises(ValueError, match="2 Airbridge apps are configured"):
+        api.fetch_revenue([dt.date.fromisoformat(recent_day(2))])
+    assert clean_sandbox.calls() == []
+    sandbox_airbridge.configure(clean_sandbox, apps=[APP, SECOND_APP], polls_pending=0, polls_running=0)
+    report = api.fetch_revenue([dt.date.fromisoformat(recent_day(2))], app_name=SECOND_APP)
+    assert report.app_name == SECOND_APP and len(report.tasks[0].rows) == 8
+    assert {c["app_id"] for c in clean_sandbox.calls()} == {SECOND_APP}

@@ -160,7 +160,7 @@ def test_removing_a_kpi_or_cohort_type_keeps_its_stored_rows(clean_sandbox, stor
         revenue = {k: v for k, v in stored(dsn).items() if k[:1] == ("user_acquisition",) and k[4] == "revenue"}
         assert revenue.keys() == expected.keys() and all(revenue[k] == pytest.approx(v) for k, v in expected.items())
         assert 0 < len({k[2:4] for k in revenue}) < COHORTS
-    pairs = [{"cohort_type": t, "kpi": k, "rows": COHORTS * 3, "partitions": [day]}
+    pairs = [{"cohort_type": t, "kpi": k, "rows": COHORTS * 3, "partitions": [day], "app_ids": sorted(APPS.values())}
              for t, k in [("retargeting", "revenue"), ("retargeting", "roas"), ("user_acquisition", "roas")]]
     metadata = result.asset_materializations_for_node(NODE)[0].metadata
     assert metadata["appsflyer/carried_over"].value == pairs
@@ -368,3 +368,102 @@ def test_a_table_of_the_wide_layout_is_kept_as_layout1(clean_sandbox, storage_re
                      "FROM appsflyer.cohort_ltv_layout1 ORDER BY 1") == [("2026-01-01", "ios", 7, 12.5),
                                                                         (day, "ios", 0, 1.5)]
         assert query(dsn, "SELECT DISTINCT kpi FROM appsflyer.cohort_ltv") == [("revenue",)]
+
+
+# -- several apps per platform ----------------------------------------------------------------------
+
+SECOND_ANDROID_APP_ID = "com.adpipes.second"
+SEVERAL = {SANDBOX_ANDROID_APP_ID: "android", SECOND_ANDROID_APP_ID: "android", SANDBOX_IOS_APP_ID: "ios"}
+BY_APP = ("SELECT app_id, platform, kpi, period, media_source, campaign, users, count, sum FROM appsflyer.cohort_ltv "
+          "ORDER BY app_id, kpi, period, media_source, campaign")
+
+
+def several_apps(sandbox, storage_resources, apps=tuple(SEVERAL), **api: object) -> dict[str, object]:
+    sandbox.configure(apps=list(SEVERAL))
+    return {**make_resources(sandbox, storage_resources, **api), "appsflyer_apps": AppsFlyerApps(
+        android_app_id=",".join(a for a in apps if SEVERAL[a] == "android"),
+        ios_app_id=",".join(a for a in apps if SEVERAL[a] == "ios"), currency=SANDBOX_APP_CURRENCY)}
+
+
+def stored_by_app(dsn: str) -> dict[tuple, float]:
+    """(cohort_type, app_id, pid, c, kpi, function, period) -> value, as served() keys them."""
+    values = {}
+    for row in query(dsn, "SELECT cohort_type, app_id, media_source, campaign, kpi, period, "
+                          + ", ".join(FUNCTIONS) + " FROM appsflyer.cohort_ltv"):
+        cohort_type, app_id, source, campaign, kpi, period = row[:6]
+        for function, value in zip(FUNCTIONS, row[6:]):
+            if value is not None:
+                values[(cohort_type, app_id, source, campaign, kpi, function, period)] = float(value)
+    return values
+
+
+def test_two_android_apps_and_an_ios_app_each_land_with_their_app_id(clean_sandbox, storage_resources,
+                                                                     clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    resources = several_apps(clean_sandbox, storage_resources, kpis=["revenue", "roas"])
+    day = days_ago(3)  # complete periods 0, 1, 2
+    result = dg.materialize([cohort_ltv], resources=resources, partition_key=day)
+    assert result.success
+    # One query per app and KPI, each for its own app.
+    assert sorted((c["app_id"], c["body"]["kpis"][0]) for c in cohort_calls(clean_sandbox)) == sorted(
+        (app_id, kpi) for app_id in SEVERAL for kpi in ("revenue", "roas"))
+    expected = served(clean_sandbox)
+    assert {k[1] for k in expected} == set(SEVERAL)
+    for dsn in (product_dsn, archive_dsn):
+        landed = stored_by_app(dsn)
+        assert landed.keys() == expected.keys()
+        assert all(landed[k] == pytest.approx(v) for k, v in expected.items())
+        assert query(dsn, "SELECT app_id, platform, count(*) FROM appsflyer.cohort_ltv GROUP BY 1, 2 ORDER BY 1") == [
+            (app_id, SEVERAL[app_id], len(cohort_cells(app_id)) * 3 * 2) for app_id in sorted(SEVERAL)]
+    # The two Android apps share media sources and campaigns: app_id keeps their rows apart.
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "unique_keys"]
+    assert check.passed
+    metadata = result.asset_materializations_for_node(NODE)[0].metadata
+    assert metadata["appsflyer/api_calls_by_app"].value == dict.fromkeys(SEVERAL, 2)
+    assert metadata["appsflyer/app_ids"].value == list(SEVERAL)
+    # The Cohort API's quota is the account's: the ledger counts every app's calls there.
+    assert query(archive_dsn, "SELECT app_id, report, calls FROM quota.api_calls") == [("account", "cohort", 6)]
+
+
+def test_one_app_failing_leaves_the_stored_day_of_every_app_as_it_was(clean_sandbox, storage_resources,
+                                                                      clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = days_ago(3)
+    assert dg.materialize([cohort_ltv], resources=several_apps(clean_sandbox, storage_resources),
+                          partition_key=day).success
+    before = (query(product_dsn, BY_APP), query(archive_dsn, BY_APP))
+    assert {row[0] for row in before[0]} == set(SEVERAL)
+    clean_sandbox.reset()
+    # The iOS app's token is refused (401, not retried) after both Android apps answered, with a
+    # larger smallest cohort, so their answers differ from what is stored.
+    resources = several_apps(clean_sandbox, storage_resources, min_cohort_size=150)
+    clean_sandbox.add_faults(kind="token_revoked", app_id=SANDBOX_IOS_APP_ID, report="cohort")
+    result = dg.materialize([cohort_ltv], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = result.failure_data_for_node(NODE).error.message
+    assert f"appsflyer/cohort_ltv partition {day}: app {SANDBOX_IOS_APP_ID} failed" in message
+    assert f"Nothing of the partition {day} was written, for any app" in message and "re-run" in message
+    assert f"calls per app before the failure: {SANDBOX_ANDROID_APP_ID} 1, {SECOND_ANDROID_APP_ID} 1" in message
+    assert [(c["app_id"], c["status"]) for c in cohort_calls(clean_sandbox)] == [
+        (SANDBOX_ANDROID_APP_ID, 200), (SECOND_ANDROID_APP_ID, 200), (SANDBOX_IOS_APP_ID, 401)]
+    assert (query(product_dsn, BY_APP), query(archive_dsn, BY_APP)) == before
+
+
+def test_an_app_removed_from_the_settings_keeps_its_stored_rows(clean_sandbox, storage_resources, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    day = days_ago(3)
+    assert dg.materialize([cohort_ltv], resources=several_apps(clean_sandbox, storage_resources),
+                          partition_key=day).success
+    second = f"SELECT * FROM appsflyer.cohort_ltv WHERE app_id = '{SECOND_ANDROID_APP_ID}' ORDER BY {', '.join(FUNCTIONS)}"
+    before = {dsn: query(dsn, second) for dsn in (product_dsn, archive_dsn)}
+    assert len(before[archive_dsn]) == len(cohort_cells(SECOND_ANDROID_APP_ID)) * 3
+    clean_sandbox.reset()
+    fewer = several_apps(clean_sandbox, storage_resources, apps=(SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID))
+    result = dg.materialize([cohort_ltv], resources=fewer, partition_key=day)
+    assert result.success
+    assert {c["app_id"] for c in cohort_calls(clean_sandbox)} == {SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID}
+    for dsn in (product_dsn, archive_dsn):
+        assert query(dsn, second) == before[dsn]
+    assert result.asset_materializations_for_node(NODE)[0].metadata["appsflyer/carried_over"].value == [
+        {"cohort_type": "user_acquisition", "kpi": "revenue", "rows": len(before[archive_dsn]),
+         "partitions": [day], "app_ids": [SECOND_ANDROID_APP_ID]}]

@@ -1,6 +1,7 @@
 """appsflyer/daily_report end to end: sandbox aggregate API over real HTTP -> asset -> PostgreSQL."""
 
 import datetime as dt
+import logging
 import subprocess
 import sys
 import time
@@ -261,17 +262,25 @@ def test_prod_cli_materializes_daily_report_and_cohort_ltv(clean_sandbox, clean_
     product_dsn, archive_dsn = clean_databases
     day = recent_day(3)
     env = prod_cli_env(clean_sandbox, product_dsn, archive_dsn, str(tmp_path), timezone=TZ)
+    # Two Android apps in one variable: the resource reads it through EnvVar and splits it at run time.
+    second = "com.adpipes.second"
+    clean_sandbox.configure(apps=[*APPS.values(), second])
+    env["APPSFLYER_ANDROID_APP_ID"] = f"{SANDBOX_ANDROID_APP_ID},{second}"
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adpipes.definitions",
                "--select", "appsflyer/daily_report,appsflyer/cohort_ltv", "--partition", day]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert clean_sandbox.appsflyer_token not in done.stdout + done.stderr
+    apps = {**{app_id: p for p, app_id in APPS.items()}, second: "android"}
     for dsn in (product_dsn, archive_dsn):
-        installs = dict(query(dsn, "SELECT platform, sum(installs) FROM appsflyer.daily_report GROUP BY 1"))
-        assert installs == {p: expected(p, day)["installs"] for p in APPS}
-        periods = query(dsn, "SELECT DISTINCT period FROM appsflyer.cohort_ltv ORDER BY 1")
-        assert periods == [(0,), (1,), (2,)]
+        installs = dict(query(dsn, "SELECT app_id, sum(installs) FROM appsflyer.daily_report GROUP BY 1"))
+        assert installs == {a: sum(daily_report_figures(a, dt.date.fromisoformat(day), s, c)["installs"]
+                                   for s, _, c in daily_report_cells(a)) for a in apps}
+        periods = query(dsn, "SELECT app_id, platform, array_agg(DISTINCT period ORDER BY period) "
+                             "FROM appsflyer.cohort_ltv GROUP BY 1, 2 ORDER BY 1")
+        assert periods == [(a, apps[a], [0, 1, 2]) for a in sorted(apps)]
     assert {c["report"] for c in clean_sandbox.calls()} == {"daily_report", "cohort"}
+    assert sorted(c["app_id"] for c in clean_sandbox.calls() if c["report"] == "daily_report") == sorted(apps)
 
 
 def test_only_ranges_of_three_days_or_more_count_against_the_daily_quota(resources, clean_sandbox,
@@ -310,3 +319,139 @@ def test_short_ranges_wait_for_calls_made_by_other_processes(resources, clean_sa
     api.fetch_aggregate_report(SANDBOX_IOS_APP_ID, "daily_report", day, day, quota=meter)
     assert time.monotonic() - started >= SPACING * 0.9
     assert [c["status"] for c in report_calls(clean_sandbox)] == [200]
+
+
+# -- several apps per platform ----------------------------------------------------------------------
+
+SECOND_ANDROID_APP_ID = "com.adpipes.second"
+# Android first, in the order configured (AppsFlyerApps.platform_apps).
+SEVERAL = {SANDBOX_ANDROID_APP_ID: "android", SECOND_ANDROID_APP_ID: "android", SANDBOX_IOS_APP_ID: "ios"}
+BY_APP = ("SELECT app_id, platform, count(*), sum(installs), sum(total_cost)::float8 FROM appsflyer.daily_report "
+          "WHERE report_date = '{day}' GROUP BY 1, 2 ORDER BY 1")
+SNAPSHOT = "SELECT * FROM appsflyer.daily_report ORDER BY report_date, app_id, media_source, campaign"
+
+
+def several_apps(sandbox, resources, apps=tuple(SEVERAL)) -> dict:
+    sandbox.configure(apps=list(SEVERAL))
+    android = ",".join(a for a in apps if SEVERAL[a] == "android")
+    ios = ",".join(a for a in apps if SEVERAL[a] == "ios")
+    return {**resources, "appsflyer_apps": AppsFlyerApps(android_app_id=android, ios_app_id=ios, currency="KRW")}
+
+
+def expected_by_app(app_id: str, day: str) -> tuple:
+    figures = [daily_report_figures(app_id, dt.date.fromisoformat(day), s, c) for s, _, c in daily_report_cells(app_id)]
+    return (app_id, SEVERAL[app_id], len(figures), sum(f["installs"] for f in figures),
+            pytest.approx(sum(f["total_cost"] or 0 for f in figures)))
+
+
+def step_failure(result) -> str:
+    return [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+
+
+def test_two_android_apps_and_an_ios_app_each_land_with_their_app_id_and_calls(resources, clean_sandbox,
+                                                                              clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    resources = several_apps(clean_sandbox, resources)
+    request = daily_report_refresh_run_request(recent_day(2))  # a 3-day range: counted against the quota
+    result = dg.materialize([daily_report], resources=resources, tags=request.tags)
+    assert result.success
+    first, last = refresh_range(recent_day(2))
+    # One call per app for the whole range, every app asked for its own report.
+    assert sorted((c["app_id"], c["params"]["from"], c["params"]["to"]) for c in report_calls(clean_sandbox)) == sorted(
+        (app_id, first, last) for app_id in SEVERAL)
+    for dsn in (product_dsn, archive_dsn):
+        for day in (first, recent_day(3), last):
+            assert query(dsn, BY_APP.format(day=day)) == sorted(expected_by_app(a, day) for a in SEVERAL)
+        assert query(dsn, "SELECT count(*) FROM appsflyer.daily_report WHERE app_id IS NULL") == [(0,)]
+    # The two Android apps have the same media sources and campaigns, told apart by app_id.
+    assert query(product_dsn, f"SELECT count(DISTINCT (media_source, campaign)) FROM appsflyer.daily_report "
+                              f"WHERE platform = 'android' AND report_date = '{last}'") == [
+        (len(list(daily_report_cells(SECOND_ANDROID_APP_ID))),)]
+    # Each app has its own calls and quota in the ledger.
+    assert query(archive_dsn, "SELECT app_id, report, calls, quota_calls FROM quota.api_calls ORDER BY 1") == [
+        (app_id, "daily_report", 1, 1) for app_id in sorted(SEVERAL)]
+    metadata = result.asset_materializations_for_node("appsflyer__daily_report")[0].metadata
+    assert metadata["appsflyer/api_calls_by_app"].value == dict.fromkeys(SEVERAL, 1)
+    assert metadata["appsflyer/app_ids"].value == list(SEVERAL)
+    assert set(metadata["appsflyer/quota"].value) == {f"{app_id} daily_report" for app_id in SEVERAL}
+
+
+def test_one_app_failing_leaves_the_stored_day_of_every_app_as_it_was(resources, clean_sandbox, clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    resources = several_apps(clean_sandbox, resources)
+    day = recent_day(3)
+    assert dg.materialize([daily_report], resources=resources, partition_key=day).success
+    before = (query(product_dsn, SNAPSHOT), query(archive_dsn, SNAPSHOT))
+    assert {row[2] for row in before[0]} == set(SEVERAL)  # app_id: every app has rows of the day
+    clean_sandbox.reset()
+    clean_sandbox.configure(apps=list(SEVERAL), aggregate_extra_columns=["Retargeting Installs"])
+    # The second Android app's quota is spent (not retried); the first app has answered already.
+    clean_sandbox.add_faults(kind="quota", app_id=SECOND_ANDROID_APP_ID, report="daily_report")
+    result = dg.materialize([daily_report], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = step_failure(result)
+    assert f"appsflyer/daily_report partition {day}: app {SECOND_ANDROID_APP_ID} failed" in message
+    assert "API call limit" in message and "00:00 UTC" in message
+    assert f"Nothing of the partition {day} was written, for any app" in message and "re-run" in message
+    assert f"calls per app before the failure: {SANDBOX_ANDROID_APP_ID} 1;" in message
+    assert f"not called: {SANDBOX_IOS_APP_ID}" in message
+    assert [(c["app_id"], c["status"]) for c in report_calls(clean_sandbox)] == [
+        (SANDBOX_ANDROID_APP_ID, 200), (SECOND_ANDROID_APP_ID, 400)]
+    # Neither the first app's new answer (it has a new column) nor anything else was written.
+    assert (query(product_dsn, SNAPSHOT), query(archive_dsn, SNAPSHOT)) == before
+    for dsn in (product_dsn, archive_dsn):
+        assert query(dsn, "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'appsflyer' "
+                          "AND table_name = 'daily_report' AND column_name = 'retargeting_installs'") == [(0,)]
+
+
+def test_a_report_without_date_for_one_app_writes_nothing_and_names_the_app(resources, clean_sandbox,
+                                                                           clean_databases):
+    product_dsn, _ = clean_databases
+    resources = several_apps(clean_sandbox, resources, apps=(SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID))
+    day = recent_day(4)
+    assert dg.materialize([daily_report], resources=resources, partition_key=day).success
+    before = query(product_dsn, SNAPSHOT)
+    clean_sandbox.configure(aggregate_drop_columns=["Date"])
+    result = dg.materialize([daily_report], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = step_failure(result)
+    assert f"app {SANDBOX_ANDROID_APP_ID} (android)" in message and f"app {SANDBOX_IOS_APP_ID} (ios)" in message
+    assert "Nothing of the partition" in message and "for any app" in message and "Date" in message
+    assert query(product_dsn, SNAPSHOT) == before
+
+
+def test_an_app_removed_from_the_settings_is_named_when_its_rows_are_replaced(resources, clean_sandbox,
+                                                                             clean_databases):
+    product_dsn, _ = clean_databases
+    day = recent_day(5)
+    assert dg.materialize([daily_report], resources=several_apps(clean_sandbox, resources), partition_key=day).success
+    fewer = several_apps(clean_sandbox, resources, apps=(SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID))
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([daily_report], resources=fewer, partition_key=day, instance=instance)
+    assert result.success
+    metadata = result.asset_materializations_for_node("appsflyer__daily_report")[0].metadata
+    assert metadata["appsflyer/apps_no_longer_configured"].value == [SECOND_ANDROID_APP_ID]
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any(f"app(s) {SECOND_ANDROID_APP_ID}, which are no longer configured" in w for w in warnings)
+    assert [r[0] for r in query(product_dsn, BY_APP.format(day=day))] == [SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID]
+
+
+def test_a_table_of_the_first_layout_is_kept_as_layout1(resources, clean_sandbox, clean_databases):
+    day = recent_day(3)
+    for dsn in clean_databases:
+        with psycopg.connect(dsn) as conn:
+            # Layout 1 (no layout comment): one app per platform, no app_id.
+            conn.execute("CREATE SCHEMA appsflyer")
+            conn.execute("CREATE TABLE appsflyer.daily_report (report_date date, platform text, media_source text, "
+                         "installs bigint) PARTITION BY RANGE (report_date)")
+            conn.execute(f"CREATE TABLE appsflyer.daily_report_d PARTITION OF appsflyer.daily_report "
+                         f"FOR VALUES FROM ('{day}') TO ('{recent_day(2)}')")
+            conn.execute(f"INSERT INTO appsflyer.daily_report VALUES ('{day}', 'ios', 'organic', 7)")
+    assert dg.materialize([daily_report], resources=resources, partition_key=day).success
+    for dsn in clean_databases:
+        assert query(dsn, "SELECT report_date::text, platform, media_source, installs "
+                          "FROM appsflyer.daily_report_layout1") == [(day, "ios", "organic", 7)]
+        assert query(dsn, "SELECT app_id, count(*) FROM appsflyer.daily_report GROUP BY 1 ORDER BY 1") == [
+            (SANDBOX_ANDROID_APP_ID, expected("android", day)["rows"]), (SANDBOX_IOS_APP_ID, expected("ios", day)["rows"])]
+        assert query(dsn, "SELECT is_nullable FROM information_schema.columns WHERE table_schema = 'appsflyer' "
+                          "AND table_name = 'daily_report' AND column_name = 'app_id'") == [("NO",)]

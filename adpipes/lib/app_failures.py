@@ -1,0 +1,53 @@
+"""What a run says when one of several apps fails: a partition is written for every app or none.
+
+A partition is one day of one table, and the tables hold every configured app (``app_id``, or
+Airbridge's ``app_name``). The assets that call each app in turn (``appsflyer/daily_report``,
+``appsflyer/cohort_ltv``, ``airbridge/revenue``) gather every app's rows before anything is
+written, so one app's failure leaves the stored partitions as they were for all of them. The run
+then fails with :func:`app_failure`, which names the app, what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import dagster as dg
+
+
+def partitions_label(partitions: Sequence[str]) -> str:
+    """``partition 2026-11-20`` or ``partitions 2026-11-18..2026-11-20``."""
+    keys = sorted(partitions)
+    return f"partition {keys[0]}" if len(keys) == 1 else f"partitions {keys[0]}..{keys[-1]}"
+
+
+def stored_partitions_kept(partitions: Sequence[str]) -> str:
+    """``the stored partition keeps what it held`` (or the plural)."""
+    return ("the stored partition keeps what it held" if len(set(partitions)) == 1
+            else "the stored partitions keep what they held")
+
+
+def app_failure(asset: str, partitions: Sequence[str], app: str, error: BaseException, *,
+                apps: Sequence[str], calls: Mapping[str, int]) -> dg.Failure:
+    """The step failure when ``app`` (one of ``apps``) failed and nothing was written; ``calls``
+    holds the requests made this run per app that had answered before it (retries included)."""
+    answered = ", ".join(f"{name} {count}" for name, count in calls.items())
+    not_called = [name for name in apps if name not in calls and name != app]
+    return dg.Failure(
+        description=(
+            f"{asset} {partitions_label(partitions)}: app {app} failed: {error}\n"
+            f"Nothing of the {partitions_label(partitions)} was written, for any app: a partition holds "
+            f"every configured app ({', '.join(apps)}) and is written for all of them or for none, so "
+            f"{stored_partitions_kept(partitions)} for every app. The calls this run made were spent ("
+            + (f"calls per app before the failure: {answered}; and " if answered else "")
+            + f"app {app}'s own)"
+            + (f"; not called: {', '.join(not_called)}" if not_called else "")
+            + ". What to do: re-run the partitions once the cause above is fixed or has passed "
+            "(a re-run calls every app again)."
+        ),
+        metadata={
+            "failed_app": app,
+            "apps": dg.MetadataValue.json(list(apps)),
+            "calls_by_app_before_the_failure": dg.MetadataValue.json(dict(calls)),
+            "partitions": dg.MetadataValue.json(sorted(partitions)),
+        },
+    )

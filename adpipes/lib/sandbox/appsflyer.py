@@ -1,27 +1,55 @@
 """AppsFlyer Pull API V2 raw-data endpoints of the sandbox, with deterministic synthetic data.
 
-``GET /api/raw-data/export/app/{app_id}/{report}/v5`` for ``installs_report`` and
-``in_app_events_report``, answering like the real API (the error answers of AppsFlyer's raw data
-OpenAPI file, restated in ``vendor-docs/appsflyer-pull-api-v2-notes.md``): bearer-token auth (401
-``{"message": "Supplied API token is invalid"}``), 404 with an HTML body for an unknown app, 400
-``{"message": ...}`` for bad parameters (``Invalid limit type``, an unknown ``currency``) and for
-windows older than the 90-day lookback (``Raw reports historical lookback is limited to 90 days``),
-and ``text/csv`` with a header line that is present even when no rows match.
+``GET /api/raw-data/export/app/{app_id}/{report}/v5`` for every raw report of adpipes' registry
+(``adpipes.appsflyer.raw_data_api.RAW_REPORTS``: installs, in-app events, uninstalls and
+reinstalls, each non-organic and organic, and the retargeting installs and in-app events), for
+any number of apps per platform (iOS ids are ``id`` + digits, Android ids package names),
+answering like the real API (the error answers of AppsFlyer's raw data OpenAPI file, restated in
+``vendor-docs/appsflyer-pull-api-v2-notes.md``): bearer-token auth (401 ``{"message": "Supplied
+API token is invalid"}``), 404 with an HTML body for an unknown app, 400 ``{"message": ...}`` for
+bad parameters (``Invalid limit type``, an unknown ``currency``, a window longer than the
+report's 60 or 31 days) and for windows older than the 90-day lookback (``Raw reports historical
+lookback is limited to 90 days``), and ``text/csv`` with a header line that is present even when
+no rows match.
 
 Data is a pure function of (app id, report, local day, timezone): the same request always returns
-the same rows, so tests can compare a split fetch against a whole-day fetch. Differences from the
-real API, on purpose:
+the same rows, so tests can compare a split fetch against a whole-day fetch. The reports of an app
+hang together the way one app's users do:
+
+- ``installs_report`` and ``organic_installs_report`` rows start users: an AppsFlyer ID (first
+  launch time in milliseconds + 19 digits), a device, a place and, for 70% of users, a Customer
+  User ID (a whole number; a fifth of those users log in after installing, so their install row
+  leaves it empty). Organic users have no media source and no touch.
+- In-app event and uninstall rows belong to users installed 0-29 days earlier through the
+  report of the same attribution (mostly recent ones); ``installs-retarget`` rows re-engage users
+  of either kind 2-30 days after their install, with a retargeting touch between the two, and
+  ``in-app-events-retarget`` rows belong to users re-engaged 0-29 days earlier. Reinstall rows
+  bring back an earlier user under a new AppsFlyer ID with the same Customer User ID (one person,
+  several AppsFlyer IDs; each AppsFlyer ID still has one Customer User ID in every report).
+- Users are drawn from the install-like reports' *default* day sizes: a ``rows_per_day``
+  override changes what a report serves, not the users the other reports draw from.
+
+Differences from the real API, on purpose:
 
 - ``maximum_rows`` accepts any positive integer (the real API only takes 200000 and 1000000,
   answering ``Invalid limit type`` otherwise) so tests can trigger truncation with small days.
 - ``to`` given as ``yyyy-mm-dd hh:mm`` is inclusive through ``hh:mm:59`` (a date-only ``to``
   through 23:59:59, as with the real API).
-- Rows later than "now" are not served (the real API cannot report the future either), so
-  today's data grows during the day; past days are stable.
+- The sandbox clock (``configure(now=...)``, real time by default) stands for "now": rows later
+  than now are not served (the real API cannot report the future either), so today's data grows
+  during the day, and "today" of the lookback is the clock's.
+- Late in-app events: AppsFlyer keeps an event's own time only when it arrives by 02:00 UTC of
+  the UTC day after the event (S2S events API). About 5% of a local day's rows of each in-app
+  event report (at least one in a day of 10 rows or more, chosen deterministically) are late:
+  they carry their day's Event Time but are served only once the clock reaches
+  ``late_window_close(day, timezone)`` (``late_events_close`` of adpipes, the rule the scheduler
+  uses too). Before that, the day is served without them. A row with ``row_overrides`` values is
+  never late (a test that plants a row wants it served).
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import hashlib
@@ -31,29 +59,82 @@ import json
 import random
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from adpipes.appsflyer.raw_data_api import (
+    IN_APP_EVENTS_REPORT,
+    INSTALLS_REPORT,
+    NON_ORGANIC,
+    RAW_REPORTS,
+    RETARGETING,
+    late_events_close,
+)
 from adpipes.lib.sandbox.server import Request, Response
+from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 
 if TYPE_CHECKING:
     from adpipes.lib.sandbox.server import SandboxServer
 
-INSTALLS_REPORT = "installs_report"
-IN_APP_EVENTS_REPORT = "in_app_events_report"
-# Other real raw reports (organic_installs_report, installs-retarget, ...) are not simulated yet:
-# they are answered like unknown report names.
-RAW_REPORTS = (INSTALLS_REPORT, IN_APP_EVENTS_REPORT)
+ORGANIC_INSTALLS_REPORT = "organic_installs_report"
+ORGANIC_IN_APP_EVENTS_REPORT = "organic_in_app_events_report"
+UNINSTALLS_REPORT = "uninstall_events_report"
+ORGANIC_UNINSTALLS_REPORT = "organic_uninstall_events_report"
+REINSTALLS_REPORT = "reinstalls"
+ORGANIC_REINSTALLS_REPORT = "reinstalls_organic"
+RETARGETING_INSTALLS_REPORT = "installs-retarget"
+RETARGETING_IN_APP_EVENTS_REPORT = "in-app-events-retarget"
 RAW_PATH = r"/api/raw-data/export/app/(?P<app_id>[^/]+)/(?P<report>[^/]+)/v5"
+
+# What the rows of each report are. The registry names the reports adpipes pulls; the sandbox
+# must know what each one's rows look like, so a report added there fails here, at import.
+INSTALL, EVENT, UNINSTALL, REINSTALL, CONVERSION = "install", "event", "uninstall", "reinstall", "conversion"
+ROLES = {
+    INSTALLS_REPORT: INSTALL, ORGANIC_INSTALLS_REPORT: INSTALL, RETARGETING_INSTALLS_REPORT: CONVERSION,
+    IN_APP_EVENTS_REPORT: EVENT, ORGANIC_IN_APP_EVENTS_REPORT: EVENT, RETARGETING_IN_APP_EVENTS_REPORT: EVENT,
+    UNINSTALLS_REPORT: UNINSTALL, ORGANIC_UNINSTALLS_REPORT: UNINSTALL,
+    REINSTALLS_REPORT: REINSTALL, ORGANIC_REINSTALLS_REPORT: REINSTALL,
+}
+if set(ROLES) != set(RAW_REPORTS):
+    raise RuntimeError(f"the sandbox does not know what rows these raw reports have: "
+                       f"{sorted(set(RAW_REPORTS) ^ set(ROLES))}")
+_BOTH_INSTALLS = (INSTALLS_REPORT, ORGANIC_INSTALLS_REPORT)
+# The install-like reports whose users (or re-engagements) the rows of a report belong to.
+_USERS_OF = {
+    IN_APP_EVENTS_REPORT: (INSTALLS_REPORT,), UNINSTALLS_REPORT: (INSTALLS_REPORT,),
+    ORGANIC_IN_APP_EVENTS_REPORT: (ORGANIC_INSTALLS_REPORT,), ORGANIC_UNINSTALLS_REPORT: (ORGANIC_INSTALLS_REPORT,),
+    REINSTALLS_REPORT: _BOTH_INSTALLS, ORGANIC_REINSTALLS_REPORT: _BOTH_INSTALLS,
+    RETARGETING_INSTALLS_REPORT: _BOTH_INSTALLS,
+    RETARGETING_IN_APP_EVENTS_REPORT: (RETARGETING_INSTALLS_REPORT,),
+}
+
+
+def _lags(days: range, decay: float) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    weights, total = [], 0.0
+    for n, _ in enumerate(days):
+        total += decay ** n
+        weights.append(total)
+    return tuple(days), tuple(weights)
+
+
+# Days between a user's start (install or re-engagement) and a row of theirs: events and
+# uninstalls come mostly from recent users; reinstalls and re-engagements bring back older ones.
+_LAGS = {
+    EVENT: _lags(range(30), 0.85),
+    UNINSTALL: _lags(range(30), 0.9),
+    REINSTALL: _lags(range(1, 31), 1.0),
+    CONVERSION: _lags(range(2, 31), 1.0),
+}
 
 DEFAULT_MAXIMUM_ROWS = 200_000
 LOOKBACK_DAYS = 90
-# One call covers at most 60 days of installs and 31 days of in-app events.
-MAX_WINDOW_DAYS = {INSTALLS_REPORT: 60, IN_APP_EVENTS_REPORT: 31}
+# A share of each day's in-app event rows arrives after the day's late-events close.
+LATE_SHARE = 0.05
 
-# Header names of the raw-data reports, in AppsFlyer's order (installs and in-app events share
-# them). The sandbox keeps its own copy on purpose: it plays the vendor, not adpipes.
+# Header names of the raw-data reports, in AppsFlyer's order (every raw report shares them). The
+# sandbox keeps its own copy on purpose: it plays the vendor, not adpipes.
 RAW_REPORT_COLUMNS: list[str] = [
     "Attributed Touch Type", "Attributed Touch Time", "Install Time", "Event Time", "Event Name",
     "Event Value", "Event Revenue", "Event Revenue Currency", "Event Revenue USD", "Event Source",
@@ -76,13 +157,36 @@ RAW_REPORT_COLUMNS: list[str] = [
 ]  # fmt: skip
 _COL = {name: i for i, name in enumerate(RAW_REPORT_COLUMNS)}
 _EVENT_TIME = _COL["Event Time"]
+# What a touch (the attribution of a non-organic or retargeting row) fills; organic rows leave
+# every one of these empty.
+_TOUCH_COLUMNS = tuple(_COL[name] for name in RAW_REPORT_COLUMNS[:32] if name not in (
+    "Install Time", "Event Time", "Event Name", "Event Value", "Event Revenue", "Event Revenue Currency",
+    "Event Revenue USD", "Event Source", "Is Receipt Validated",
+)) + tuple(_COL[name] for name in RAW_REPORT_COLUMNS if name.startswith("Contributor ")) + tuple(
+    _COL[name] for name in ("Attribution Lookback", "Reengagement Window", "HTTP Referrer", "Original URL"))
 
-# Baseline rows per day; each day varies by up to +-10% (deterministically).
+# Baseline rows per day and app; each day varies by up to +-10% (deterministically).
 DEFAULT_ROWS_PER_DAY = {
     ("android", INSTALLS_REPORT): 150,
     ("ios", INSTALLS_REPORT): 100,
     ("android", IN_APP_EVENTS_REPORT): 400,
     ("ios", IN_APP_EVENTS_REPORT): 300,
+    ("android", ORGANIC_INSTALLS_REPORT): 140,
+    ("ios", ORGANIC_INSTALLS_REPORT): 110,
+    ("android", ORGANIC_IN_APP_EVENTS_REPORT): 300,
+    ("ios", ORGANIC_IN_APP_EVENTS_REPORT): 250,
+    ("android", UNINSTALLS_REPORT): 20,
+    ("ios", UNINSTALLS_REPORT): 15,
+    ("android", ORGANIC_UNINSTALLS_REPORT): 20,
+    ("ios", ORGANIC_UNINSTALLS_REPORT): 15,
+    ("android", REINSTALLS_REPORT): 10,
+    ("ios", REINSTALLS_REPORT): 8,
+    ("android", ORGANIC_REINSTALLS_REPORT): 10,
+    ("ios", ORGANIC_REINSTALLS_REPORT): 8,
+    ("android", RETARGETING_INSTALLS_REPORT): 30,
+    ("ios", RETARGETING_INSTALLS_REPORT): 25,
+    ("android", RETARGETING_IN_APP_EVENTS_REPORT): 80,
+    ("ios", RETARGETING_IN_APP_EVENTS_REPORT): 60,
 }
 
 INVALID_TOKEN_MESSAGE = "Supplied API token is invalid"
@@ -106,23 +210,32 @@ TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 _IN_APP_EVENTS = ("af_purchase", "af_login", "af_level_achieved", "af_tutorial_completion")
 _IN_APP_WEIGHTS = (25, 40, 25, 10)
+# Re-engagement (the app was still installed) and re-attribution (reinstalled from the campaign).
+_CONVERSION_TYPES = ("re-engagement", "re-attribution")
+_CONVERSION_WEIGHTS = (80, 20)
 # Booleans come in three spellings in real reports, varying between rows.
 _BOOL_SPELLINGS = (("true", "false"), ("True", "False"), ("1", "0"))
 _PRICES_USD = ("0.99", "1.99", "4.99", "9.99", "19.99")
 _PRICES_KRW = ("1200", "5500", "12000")
 _KRW_PER_USD = 1380.0
-# Campaign names with commas and quotes: CSV must quote them.
+# User acquisition campaigns, with commas and quotes: CSV must quote them.
 _CAMPAIGNS = {
     "googleadwords_int": [("KR_UAC_Install, AOS", "20451"), ('Brand "Search" KR', "20452")],
     "Facebook Ads": [('KR_"Spring, Sale"_Purchase', "238501"), ("Lookalike 1%, KR", "238502")],
     "tiktokglobal_int": [("TT_KR_Install", "17003"), ('TT "Creators", wave 2', "17004")],
     "Apple Search Ads": [("ASA_Brand_KR", "9001"), ("ASA Generic, Puzzle", "9002")],
 }
+_RETARGETING_CAMPAIGNS = {
+    "Facebook Ads": [('RT_KR_"Dormant 7d", purchase', "338101"), ("RT_KR_Cart abandoners", "338102")],
+    "googleadwords_int": [("RT_ACe_Lapsed users, KR", "20471")],
+    "criteo_int": [("Criteo RT dynamic, KR", "88001"), ("Criteo RT, lapsed payers", "88002")],
+}
 _CHANNELS = {
     "googleadwords_int": ("ACI_Search", "ACI_YouTube", "ACI_Display"),
     "Facebook Ads": ("Facebook", "Instagram", "Audience Network"),
     "tiktokglobal_int": ("TikTok",),
     "Apple Search Ads": ("",),
+    "criteo_int": ("",),
 }
 _COUNTRIES = (
     ("KR", "AS", "11", "Seoul", "04524", "ko-KR"),
@@ -136,8 +249,16 @@ _IOS_DEVICES = (("iPhone15,2", "17.5.1"), ("iPhone14,5", "16.7.8"), ("iPad13,4",
 
 
 def platform_of(app_id: str) -> str:
-    # AppsFlyer iOS app ids are "id" + the App Store id; Android ids are package names.
-    return "ios" if app_id.startswith("id") else "android"
+    # AppsFlyer iOS app ids are "id" + the App Store id; Android ids are package names (which
+    # may start with "id" too: "idle.games" is Android).
+    return "ios" if re.fullmatch(r"id\d+", app_id) else "android"
+
+
+def late_window_close(day: dt.date, timezone: str) -> dt.datetime:
+    """From when the late in-app event rows of local ``day`` are served: adpipes'
+    ``late_events_close`` (02:00 UTC of the UTC day after the day's last instant), one rule for
+    the sandbox and the scheduler that waits for it."""
+    return late_events_close(day, timezone)
 
 
 def _seed(*parts: str) -> int:
@@ -150,6 +271,16 @@ def default_rows_for_day(app_id: str, report: str, day: dt.date) -> int:
     return max(0, round(base * rng.uniform(0.9, 1.1)))
 
 
+@lru_cache(maxsize=4096)
+def late_rows(app_id: str, report: str, day: dt.date, n_rows: int) -> frozenset[int]:
+    """Indexes (in ``generate_day``'s order) of the day's late rows: in-app event reports only,
+    ``LATE_SHARE`` of the rows and at least one in a day of 10 rows or more."""
+    if RAW_REPORTS[report].kind != "events" or n_rows < 10:
+        return frozenset()
+    rng = random.Random(_seed(app_id, report, day.isoformat(), "late"))
+    return frozenset(rng.sample(range(n_rows), max(1, round(n_rows * LATE_SHARE))))
+
+
 def _uuid(rng: random.Random) -> str:
     h = f"{rng.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) % 4]}{h[17:20]}-{h[20:]}"
@@ -159,145 +290,133 @@ def _bool(spelling: tuple[str, str], value: bool) -> str:
     return spelling[0] if value else spelling[1]
 
 
-@lru_cache(maxsize=512)
-def generate_day(app_id: str, report: str, day: dt.date, timezone: str, n_rows: int) -> tuple[tuple[str, ...], ...]:
-    """The rows of one local day, sorted by Event Time, in ``RAW_REPORT_COLUMNS`` order.
-
-    Event times are uniform over the real length of the local day (23 or 25 hours on DST
-    changes), written as offset-less wall times in ``timezone`` like AppsFlyer does.
-    """
-    return tuple(iter_day_rows(app_id, report, day, timezone, n_rows))
+def _fmt(moment: dt.datetime, tz: ZoneInfo) -> str:
+    return moment.astimezone(tz).strftime(TIMESTAMP_FORMAT)
 
 
-def iter_day_rows(app_id: str, report: str, day: dt.date, timezone: str, n_rows: int) -> Iterator[tuple[str, ...]]:
-    """The rows of ``generate_day`` one at a time (the benchmark writes 1M rows without holding them)."""
+def _appsflyer_id(rng: random.Random, first_launch: dt.datetime) -> str:
+    return f"{int(first_launch.timestamp() * 1000)}-{rng.randint(10**18, 10**19 - 1)}"
+
+
+def _day_offsets(app_id: str, report: str, day: dt.date, timezone: str, n_rows: int,
+                 ) -> tuple[random.Random, dt.datetime, list[int]]:
+    """The day's random stream, the UTC start of the local day and its rows' sorted second
+    offsets, uniform over the real length of the local day (23 or 25 hours on DST changes)."""
     rng = random.Random(_seed(app_id, report, day.isoformat()))
     tz = ZoneInfo(timezone)
     start = dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
     seconds = int((end - start).total_seconds())
-    offsets = sorted(rng.randrange(seconds) for _ in range(n_rows))
+    return rng, start, sorted(rng.randrange(seconds) for _ in range(n_rows))
+
+
+@lru_cache(maxsize=4096)
+def _pool_times(app_id: str, report: str, day: dt.date, timezone: str) -> tuple[dt.datetime, ...]:
+    """When the users of an install-like report's default day started (its rows' Event Times)."""
+    _, start, offsets = _day_offsets(app_id, report, day, timezone, default_rows_for_day(app_id, report, day))
+    return tuple(start + dt.timedelta(seconds=offset) for offset in offsets)
+
+
+@dataclass(frozen=True)
+class _User:
+    """Someone who installed the app (or re-engaged): what every row of theirs shares."""
+
+    appsflyer_id: str
+    started: dt.datetime  # install (or re-engagement) instant, UTC
+    install_utc: dt.datetime
+    customer_user_id: str  # "" when the app never identified them
+    # Logged in only after installing: their install row has no Customer User ID yet.
+    cuid_after_install: bool
+    # The user's columns (ids, device, place, attribution) in RAW_REPORT_COLUMNS order.
+    base: tuple[str, ...]
+    conversion_type: str = ""  # re-engagement or re-attribution (retargeting users)
+
+
+def _app_name(app_id: str) -> str:
+    return "Adpipes Sandbox" if app_id in (SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID) else f"Adpipes Sandbox {app_id}"
+
+
+def _put_touch(rng: random.Random, row: list[str], app_id: str, platform: str, converted: dt.datetime,
+               tz: ZoneInfo, earliest: dt.datetime | None = None) -> None:
+    """A user-acquisition touch that won the install (or reinstall) at ``converted``."""
+    def put(name: str, value: str) -> None:
+        row[_COL[name]] = value
+
+    sources = ["googleadwords_int", "Facebook Ads", "tiktokglobal_int"]
+    if platform == "ios":
+        sources.append("Apple Search Ads")
+    media_source = rng.choice(sources)
+    touch_type = "impression" if rng.random() < 0.2 else "click"
+    put("Media Source", media_source)
+    put("Attributed Touch Type", touch_type)
+    window = 86400 if touch_type == "impression" else 7 * 86400
+    put("Attributed Touch Time", _fmt(converted - dt.timedelta(seconds=rng.randint(30, window)), tz))
+    put("Attribution Lookback", "1d" if touch_type == "impression" else "7d")
+    campaign, campaign_id = rng.choice(_CAMPAIGNS[media_source])
+    put("Campaign", campaign)
+    put("Campaign ID", campaign_id)
+    put("Channel", rng.choice(_CHANNELS[media_source]))
+    adset = rng.randint(1, 3)
+    put("Adset", f"{campaign} - adset {adset}")
+    put("Adset ID", f"{campaign_id}{adset:02d}")
+    put("Ad", f"creative_{rng.randint(1, 5)}.mp4")
+    put("Ad ID", str(rng.randint(10_000_000, 99_999_999)))
+    put("Ad Type", rng.choice(("video", "banner", "playable")))
+    put("Site ID", str(rng.randint(1000, 9999)) if media_source == "googleadwords_int" else "")
+    if media_source == "Apple Search Ads":
+        put("Keywords", rng.choice(("puzzle game", "brain games", "adpipes")))
+    if rng.random() < 0.1:
+        put("Partner", "agency_one")
+    if rng.random() < 0.5:
+        put("Cost Model", "CPI")
+        put("Cost Value", rng.choice(("0.5", "1.2", "2.75")))
+        put("Cost Currency", "USD")
+    if rng.random() < 0.3:
+        put("Sub Param 1", rng.choice(("spring", "retention", "")))
+    put("Original URL", f"https://app.appsflyer.com/{app_id}?pid={media_source}&c={campaign_id}")
+    if rng.random() < 0.1:
+        other = rng.choice([s for s in sources if s != media_source])
+        put("Contributor 1 Media Source", other)
+        put("Contributor 1 Campaign", _CAMPAIGNS[other][0][0])
+        put("Contributor 1 Touch Type", "click")
+        put("Contributor 1 Touch Time", _fmt(converted - dt.timedelta(seconds=rng.randint(3600, 10 * 86400)), tz))
+
+
+@lru_cache(maxsize=1 << 15)
+def _user(app_id: str, report: str, day: dt.date, index: int, installed: dt.datetime, timezone: str) -> _User:
+    """The user started by row ``index`` of an install-like report's day, installed at ``installed``."""
+    rng = random.Random(_seed(app_id, report, day.isoformat(), str(index), "user"))
+    tz = ZoneInfo(timezone)
     platform = platform_of(app_id)
-    installs = report == INSTALLS_REPORT
-    for offset in offsets:
-        event_utc = start + dt.timedelta(seconds=offset)
-        yield tuple(_make_row(rng, app_id, platform, installs, event_utc, tz))
-
-
-def _make_row(rng: random.Random, app_id: str, platform: str, installs: bool,
-              event_utc: dt.datetime, tz: ZoneInfo) -> list[str]:
     row = [""] * len(RAW_REPORT_COLUMNS)
-    spelling = rng.choice(_BOOL_SPELLINGS)
-
-    def fmt(moment: dt.datetime) -> str:
-        return moment.astimezone(tz).strftime(TIMESTAMP_FORMAT)
 
     def put(name: str, value: str) -> None:
         row[_COL[name]] = value
 
-    install_utc = event_utc if installs else event_utc - dt.timedelta(seconds=rng.randrange(30 * 86400))
-    sources = ["organic", "organic", "googleadwords_int", "Facebook Ads", "tiktokglobal_int"]
-    if platform == "ios":
-        sources.append("Apple Search Ads")
-    media_source = rng.choice(sources)
-    put("Install Time", fmt(install_utc))
-    put("Event Time", fmt(event_utc))
-    put("Media Source", media_source)
-    if media_source != "organic":
-        touch_type = "impression" if rng.random() < 0.2 else "click"
-        put("Attributed Touch Type", touch_type)
-        put("Attributed Touch Time", fmt(install_utc - dt.timedelta(seconds=rng.randint(30, 7 * 86400))))
-        put("Attribution Lookback", "1d" if touch_type == "impression" else "7d")
-        campaign, campaign_id = rng.choice(_CAMPAIGNS[media_source])
-        put("Campaign", campaign)
-        put("Campaign ID", campaign_id)
-        put("Channel", rng.choice(_CHANNELS[media_source]))
-        adset = rng.randint(1, 3)
-        put("Adset", f"{campaign} - adset {adset}")
-        put("Adset ID", f"{campaign_id}{adset:02d}")
-        put("Ad", f"creative_{rng.randint(1, 5)}.mp4")
-        put("Ad ID", str(rng.randint(10_000_000, 99_999_999)))
-        put("Ad Type", rng.choice(("video", "banner", "playable")))
-        put("Site ID", str(rng.randint(1000, 9999)) if media_source == "googleadwords_int" else "")
-        if media_source == "Apple Search Ads":
-            put("Keywords", rng.choice(("puzzle game", "brain games", "adpipes")))
-        if rng.random() < 0.1:
-            put("Partner", "agency_one")
-        if rng.random() < 0.5:
-            put("Cost Model", "CPI")
-            put("Cost Value", rng.choice(("0.5", "1.2", "2.75")))
-            put("Cost Currency", "USD")
-        if rng.random() < 0.3:
-            put("Sub Param 1", rng.choice(("spring", "retention", "")))
-        put("Original URL", f"https://app.appsflyer.com/{app_id}?pid={media_source}&c={campaign_id}")
-        if rng.random() < 0.1:
-            other = rng.choice([s for s in sources if s not in ("organic", media_source)])
-            put("Contributor 1 Media Source", other)
-            put("Contributor 1 Campaign", _CAMPAIGNS[other][0][0])
-            put("Contributor 1 Touch Type", "click")
-            put("Contributor 1 Touch Time",
-                fmt(install_utc - dt.timedelta(seconds=rng.randint(3600, 10 * 86400))))
-    put("Is Retargeting", _bool(spelling, rng.random() < 0.05))
-    put("Is Primary Attribution", _bool(spelling, True))
-    put("WIFI", _bool(spelling, rng.random() < 0.6))
-
-    if installs:
-        put("Event Name", "install")
-        put("Is Receipt Validated", _bool(spelling, False))
-    else:
-        name = rng.choices(_IN_APP_EVENTS, weights=_IN_APP_WEIGHTS)[0]
-        put("Event Name", name)
-        if name == "af_purchase":
-            if rng.random() < 0.8:
-                price, currency = rng.choice(_PRICES_USD), "USD"
-                usd = price
-            else:
-                price, currency = rng.choice(_PRICES_KRW), "KRW"
-                usd = f"{float(price) / _KRW_PER_USD:.4f}"
-            if platform == "android":
-                receipt = (f"GPA.{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}-"
-                           f"{rng.randint(1000, 9999)}-{rng.randint(10000, 99999)}")
-            else:
-                receipt = str(rng.randint(2_000_000_000_000_000_000, 2_000_009_999_999_999_999))
-            put("Event Value", json.dumps(
-                {"af_revenue": price, "af_currency": currency, "af_receipt_id": receipt},
-                separators=(",", ":"),
-            ))
-            put("Event Revenue", price)
-            put("Event Revenue Currency", currency)
-            put("Event Revenue USD", usd)
-            put("Is Receipt Validated", _bool(spelling, rng.random() < 0.9))
-        else:
-            put("Is Receipt Validated", _bool(spelling, False))
-            if name == "af_level_achieved":
-                put("Event Value", json.dumps({"af_level": str(rng.randint(1, 60))}, separators=(",", ":")))
-            elif name == "af_login":
-                put("Event Value", json.dumps({"af_login_method": rng.choice(("google", "apple", "guest"))},
-                                              separators=(",", ":")))
-            else:
-                put("Event Value", json.dumps({"af_success": "true"}, separators=(",", ":")))
-    put("Event Source", "SDK")
-
+    appsflyer_id = _appsflyer_id(rng, installed)
+    cuid = str(rng.randint(1_000_000_000, 1_009_999_999)) if rng.random() < 0.7 else ""
+    put("Install Time", _fmt(installed, tz))
+    put("AppsFlyer ID", appsflyer_id)
+    put("Customer User ID", cuid)
+    if RAW_REPORTS[report].attribution == NON_ORGANIC:
+        _put_touch(rng, row, app_id, platform, installed, tz)
     country, region, state, city, postal, language = rng.choice(_COUNTRIES)
     put("Region", region)
     put("Country Code", country)
     put("State", state)
     put("City", city)
     put("Postal Code", postal)
-    put("IP", f"203.0.113.{rng.randint(1, 254)}")
     carrier, operator = rng.choice(_CARRIERS)
     put("Carrier", carrier)
     put("Operator", operator)
     put("Language", language)
-    put("AppsFlyer ID", f"{int(install_utc.timestamp() * 1000)}-{rng.randint(10**18, 10**19 - 1)}")
-    if rng.random() < 0.7:
-        put("Customer User ID", str(rng.randint(1_000_000_000, 1_009_999_999)))
     put("Platform", platform)
     if platform == "ios":
         device, os_version = rng.choice(_IOS_DEVICES)
         put("IDFA", _uuid(rng).upper())
         put("IDFV", _uuid(rng).upper())
-        put("Bundle ID", "com.adpipes.sandbox.ios")
+        bundle = "com.adpipes.sandbox.ios" if app_id == SANDBOX_IOS_APP_ID else f"com.adpipes.ios.app{app_id[2:]}"
+        put("Bundle ID", bundle)
         put("SDK Version", "v6.15.1")
         put("User Agent", f"AdpipesSandbox/3 CFNetwork/1490.0.4 Darwin/23.2.0 ({device})")
     else:
@@ -308,10 +427,201 @@ def _make_row(rng: random.Random, app_id: str, platform: str, installs: bool,
         put("User Agent", f"Dalvik/2.1.0 (Linux; U; Android {os_version}; {device.split('-', 1)[1]})")
     put("Device Type", device)
     put("OS Version", os_version)
-    put("App Version", rng.choice(("3.2.0", "3.2.1", "3.3.0")))
     put("App ID", app_id)
-    put("App Name", "Adpipes Sandbox")
+    put("App Name", _app_name(app_id))
+    return _User(appsflyer_id, installed, installed, cuid, bool(cuid) and rng.random() < 0.2, tuple(row))
+
+
+def _pool_user(app_id: str, report: str, day: dt.date, timezone: str, index: int) -> _User:
+    times = _pool_times(app_id, report, day, timezone)
+    if report == RETARGETING_INSTALLS_REPORT:
+        return _retargeted(app_id, day, index, times[index], timezone)
+    return _user(app_id, report, day, index, times[index], timezone)
+
+
+def _pick_user(rng: random.Random, app_id: str, report: str, role: str, day: dt.date, timezone: str,
+               moment: dt.datetime, strictly_before: bool, avoid: set[str]) -> _User:
+    """A user of the report's source reports who started before ``moment`` (by a lag in
+    days drawn for the role), not one of ``avoid`` unless no other comes up."""
+    sources = _USERS_OF[report]
+    lags, weights = _LAGS[role]
+    user = None
+    for _ in range(12):
+        lag = rng.choices(lags, cum_weights=weights)[0]
+        source = sources[0] if len(sources) == 1 else rng.choice(sources)
+        source_day = day - dt.timedelta(days=lag)
+        times = _pool_times(app_id, source, source_day, timezone)
+        started = (bisect.bisect_left if strictly_before else bisect.bisect_right)(times, moment)
+        if started == 0:
+            continue
+        user = _pool_user(app_id, source, source_day, timezone, rng.randrange(started))
+        if user.appsflyer_id not in avoid:
+            return user
+    if user is not None:
+        return user
+    # Early in a day whose lag kept coming up 0: any user of the day before.
+    source_day = day - dt.timedelta(days=max(1, lags[0]))
+    times = _pool_times(app_id, sources[0], source_day, timezone)
+    if not times:
+        raise RuntimeError(f"no users in {sources[0]} of {source_day} for app {app_id}")
+    return _pool_user(app_id, sources[0], source_day, timezone, rng.randrange(len(times)))
+
+
+@lru_cache(maxsize=1 << 14)
+def _retargeted(app_id: str, day: dt.date, index: int, converted: dt.datetime, timezone: str) -> _User:
+    """The user re-engaged by row ``index`` of a day of installs-retarget, at ``converted``: an
+    earlier user (same AppsFlyer ID, device and Customer User ID) with a retargeting touch
+    after their install and before the conversion in place of their original attribution."""
+    rng = random.Random(_seed(app_id, RETARGETING_INSTALLS_REPORT, day.isoformat(), str(index), "user"))
+    tz = ZoneInfo(timezone)
+    user = _pick_user(rng, app_id, RETARGETING_INSTALLS_REPORT, CONVERSION, day, timezone, converted,
+                      strictly_before=True, avoid=set())
+    row = list(user.base)
+    for column in _TOUCH_COLUMNS:
+        row[column] = ""
+
+    def put(name: str, value: str) -> None:
+        row[_COL[name]] = value
+
+    conversion_type = rng.choices(_CONVERSION_TYPES, weights=_CONVERSION_WEIGHTS)[0]
+    media_source = rng.choice(sorted(_RETARGETING_CAMPAIGNS))
+    campaign, campaign_id = rng.choice(_RETARGETING_CAMPAIGNS[media_source])
+    since_install = int((converted - user.install_utc).total_seconds())
+    touch_type = "impression" if rng.random() < 0.1 else "click"
+    put("Media Source", media_source)
+    put("Attributed Touch Type", touch_type)
+    put("Attributed Touch Time", _fmt(converted - dt.timedelta(seconds=rng.randint(
+        30, max(30, min(since_install - 1, 86400 if touch_type == "impression" else 7 * 86400)))), tz))
+    put("Attribution Lookback", "1d" if touch_type == "impression" else "7d")
+    put("Reengagement Window", "30d")
+    put("Campaign", campaign)
+    put("Campaign ID", campaign_id)
+    put("Channel", rng.choice(_CHANNELS[media_source]))
+    adset = rng.randint(1, 2)
+    put("Adset", f"{campaign} - adset {adset}")
+    put("Adset ID", f"{campaign_id}{adset:02d}")
+    put("Ad", f"rt_creative_{rng.randint(1, 3)}.png")
+    put("Ad ID", str(rng.randint(10_000_000, 99_999_999)))
+    put("Ad Type", rng.choice(("banner", "video")))
+    put("Original URL", f"https://app.appsflyer.com/{app_id}?pid={media_source}&c={campaign_id}"
+                        "&is_retargeting=true")
+    put("Retargeting Conversion Type", conversion_type)
+    return _User(user.appsflyer_id, converted, user.install_utc, user.customer_user_id, False, tuple(row),
+                 conversion_type)
+
+
+@lru_cache(maxsize=512)
+def generate_day(app_id: str, report: str, day: dt.date, timezone: str, n_rows: int) -> tuple[tuple[str, ...], ...]:
+    """The rows of one local day, sorted by Event Time, in ``RAW_REPORT_COLUMNS`` order (late
+    rows included: ``late_rows`` names them).
+
+    Event times are uniform over the real length of the local day (23 or 25 hours on DST
+    changes), written as offset-less wall times in ``timezone`` like AppsFlyer does.
+    """
+    return tuple(iter_day_rows(app_id, report, day, timezone, n_rows))
+
+
+def iter_day_rows(app_id: str, report: str, day: dt.date, timezone: str, n_rows: int) -> Iterator[tuple[str, ...]]:
+    """The rows of ``generate_day`` one at a time (the benchmark writes 1M rows without holding them)."""
+    rng, start, offsets = _day_offsets(app_id, report, day, timezone, n_rows)
+    tz = ZoneInfo(timezone)
+    role = ROLES[report]
+    platform = platform_of(app_id)
+    # (AppsFlyer ID, Event Name, Event Time) is unique within a report: a user's row in one
+    # second is not drawn twice; uninstalls and reinstalls take a user once a day.
+    second, in_second = -1, set()
+    once_a_day: set[str] = set()
+    for index, offset in enumerate(offsets):
+        if offset != second:
+            second, in_second = offset, set()
+        moment = start + dt.timedelta(seconds=offset)
+        row = _make_row(rng, app_id, report, role, platform, day, index, moment, timezone, tz,
+                        in_second, once_a_day)
+        in_second.add((row[_COL["AppsFlyer ID"]], row[_COL["Event Name"]]))
+        yield tuple(row)
+
+
+def _make_row(rng: random.Random, app_id: str, report: str, role: str, platform: str, day: dt.date,
+              index: int, moment: dt.datetime, timezone: str, tz: ZoneInfo,
+              in_second: set[tuple[str, str]], once_a_day: set[str]) -> list[str]:
+    spelling = rng.choice(_BOOL_SPELLINGS)
+    name = ""
+    if role == INSTALL:
+        user = _user(app_id, report, day, index, moment, timezone)
+        row = list(user.base)
+        if user.cuid_after_install:
+            row[_COL["Customer User ID"]] = ""
+        name = "install"
+    elif role == CONVERSION:
+        user = _retargeted(app_id, day, index, moment, timezone)
+        row = list(user.base)
+        name = user.conversion_type
+    elif role == EVENT:
+        for _ in range(16):
+            user = _pick_user(rng, app_id, report, role, day, timezone, moment, False, set())
+            name = rng.choices(_IN_APP_EVENTS, weights=_IN_APP_WEIGHTS)[0]
+            if (user.appsflyer_id, name) not in in_second:
+                break
+        row = list(user.base)
+    else:  # uninstall, reinstall
+        user = _pick_user(rng, app_id, report, role, day, timezone, moment, True, once_a_day)
+        once_a_day.add(user.appsflyer_id)
+        row = list(user.base)
+        name = role
+        if role == REINSTALL:
+            # Back under a new AppsFlyer ID (the app's data went with the uninstall), on the same
+            # device and, once they log in, the same Customer User ID.
+            for column in _TOUCH_COLUMNS:
+                row[column] = ""
+            row[_COL["AppsFlyer ID"]] = _appsflyer_id(rng, moment)
+            row[_COL["Install Time"]] = _fmt(moment, tz)
+            if RAW_REPORTS[report].attribution == NON_ORGANIC:
+                _put_touch(rng, row, app_id, platform, moment, tz)
+
+    def put(column: str, value: str) -> None:
+        row[_COL[column]] = value
+
+    put("Event Time", _fmt(moment, tz))
+    put("Event Name", name)
+    put("Event Source", "" if role == UNINSTALL else "SDK")
+    put("Is Retargeting", _bool(spelling, RAW_REPORTS[report].attribution == RETARGETING))
+    put("Is Primary Attribution", _bool(spelling, True))
+    put("WIFI", _bool(spelling, rng.random() < 0.6))
+    put("IP", f"203.0.113.{rng.randint(1, 254)}")
+    put("App Version", rng.choice(("3.2.0", "3.2.1", "3.3.0")))
+    put("Is Receipt Validated", _bool(spelling, False))
+    if role == EVENT:
+        _put_event_value(rng, put, platform, name, spelling)
     return row
+
+
+def _put_event_value(rng: random.Random, put: Any, platform: str, name: str, spelling: tuple[str, str]) -> None:
+    if name == "af_purchase":
+        if rng.random() < 0.8:
+            price, currency = rng.choice(_PRICES_USD), "USD"
+            usd = price
+        else:
+            price, currency = rng.choice(_PRICES_KRW), "KRW"
+            usd = f"{float(price) / _KRW_PER_USD:.4f}"
+        if platform == "android":
+            receipt = (f"GPA.{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}-"
+                       f"{rng.randint(1000, 9999)}-{rng.randint(10000, 99999)}")
+        else:
+            receipt = str(rng.randint(2_000_000_000_000_000_000, 2_000_009_999_999_999_999))
+        put("Event Value", json.dumps(
+            {"af_revenue": price, "af_currency": currency, "af_receipt_id": receipt}, separators=(",", ":"),
+        ))
+        put("Event Revenue", price)
+        put("Event Revenue Currency", currency)
+        put("Event Revenue USD", usd)
+        put("Is Receipt Validated", _bool(spelling, rng.random() < 0.9))
+    elif name == "af_level_achieved":
+        put("Event Value", json.dumps({"af_level": str(rng.randint(1, 60))}, separators=(",", ":")))
+    elif name == "af_login":
+        put("Event Value", json.dumps({"af_login_method": rng.choice(("google", "apple", "guest"))},
+                                      separators=(",", ":")))
+    else:
+        put("Event Value", json.dumps({"af_success": "true"}, separators=(",", ":")))
 
 
 # -- request handling ----------------------------------------------------------------------------
@@ -406,13 +716,13 @@ def raw_data_export(server: SandboxServer, request: Request) -> Response:
     except _BadRequest as exc:
         return _json_error(400, str(exc), call)
     start, end, timezone, maximum_rows = window
-    tz = ZoneInfo(timezone)
-    today = dt.datetime.now(tz).date()
+    now = server.now()
+    today = now.astimezone(ZoneInfo(timezone)).date()
     if start.date() < today - dt.timedelta(days=LOOKBACK_DAYS):
         return _json_error(400, LOOKBACK_MESSAGE, call)
 
     cap = maximum_rows if config["truncate_at"] is None else min(maximum_rows, config["truncate_at"])
-    header, rows = _window_rows(app_id, report, start, end, timezone, config)
+    header, rows = _window_rows(app_id, report, start, end, timezone, config, now)
     rows = rows[:cap]  # silently, like the real API: no flag, no paging
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -432,8 +742,10 @@ def _parse_window(params: dict[str, str], report: str) -> tuple[dt.datetime, dt.
     end = _parse_time(params["to"], "to", end=True)
     if end < start:
         raise _BadRequest("'to' must not be earlier than 'from'")
-    if (end.date() - start.date()).days >= MAX_WINDOW_DAYS[report]:
-        raise _BadRequest(f"The date range for {report} is limited to {MAX_WINDOW_DAYS[report]} days")
+    # One call covers at most 60 days of install-like reports, 31 of in-app events.
+    window_days = RAW_REPORTS[report].window_days
+    if (end.date() - start.date()).days >= window_days:
+        raise _BadRequest(f"The date range for {report} is limited to {window_days} days")
     timezone = params.get("timezone") or "UTC"
     try:
         # IANA names only: AppsFlyer rejects offsets like "+09:00".
@@ -461,8 +773,8 @@ def rows_for_day(app_id: str, report: str, day: dt.date, config: dict[str, Any])
 
 
 def _window_rows(app_id: str, report: str, start: dt.datetime, end: dt.datetime, timezone: str,
-                 config: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    now_local = dt.datetime.now(ZoneInfo(timezone)).strftime(TIMESTAMP_FORMAT)
+                 config: dict[str, Any], now: dt.datetime) -> tuple[list[str], list[list[str]]]:
+    now_local = now.astimezone(ZoneInfo(timezone)).strftime(TIMESTAMP_FORMAT)
     low = start.strftime(TIMESTAMP_FORMAT)
     high = min(end.strftime(TIMESTAMP_FORMAT), now_local)
     overrides = [o for o in config["row_overrides"]
@@ -474,12 +786,16 @@ def _window_rows(app_id: str, report: str, start: dt.datetime, end: dt.datetime,
     out: list[list[str]] = []
     day = start.date()
     while day <= end.date():
-        generated = generate_day(app_id, report, day, timezone, rows_for_day(app_id, report, day, config))
+        n_rows = rows_for_day(app_id, report, day, config)
+        generated = generate_day(app_id, report, day, timezone, n_rows)
+        # The day's late rows have not arrived before its late-events close.
+        held_back = late_rows(app_id, report, day, n_rows) if now < late_window_close(day, timezone) else ()
         planted = {int(o.get("row", 0)): o.get("values", {}) for o in overrides
                    if o.get("day") == day.isoformat()}
         for index, row in enumerate(generated):
             # Fixed-width timestamps compare correctly as strings.
-            if not (low <= row[_EVENT_TIME] <= high):
+            # A row a test planted values in is its own: it is never held back as late.
+            if not (low <= row[_EVENT_TIME] <= high) or (index in held_back and index not in planted):
                 continue
             values = list(row)
             if index in planted:

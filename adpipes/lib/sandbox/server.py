@@ -12,6 +12,7 @@ without authentication, so it must never be reachable from another machine.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import ipaddress
 import json
 import logging
@@ -99,6 +100,20 @@ class Fault:
         return (self.app_id is None or self.app_id == app_id) and (
             self.report is None or self.report == report
         )
+
+
+def _instant(value: Any) -> dt.datetime:
+    """An instant from ``configure(now=...)``: an aware datetime or ISO 8601 text with an offset."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"now must be an ISO 8601 instant like 2026-11-30T03:00:00+00:00, not {value!r}") from None
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"now must be an ISO 8601 instant (text) or None, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"now must carry its UTC offset (e.g. +00:00): {value.isoformat()} is ambiguous")
+    return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -260,6 +275,8 @@ class SandboxServer:
                 "extra_columns": [],
                 "drop_columns": [],
                 "row_overrides": [],
+                # The AppsFlyer raw-data clock (ISO 8601 with offset; None: real time), see configure().
+                "now": None,
                 # AppsFlyer aggregate endpoint (adpipes.lib.sandbox.appsflyer_aggregate; the Cohort
                 # API lives in appsflyer_cohort and keeps its own settings under "cohort"):
                 # extra vendor columns in daily_report, and the 1 call/minute rule for <= 2-day
@@ -316,11 +333,20 @@ class SandboxServer:
         """Change data settings; keys given replace the current value (``rows_per_day`` merges).
 
         ``rows_per_day`` ({"app|report": n}), ``truncate_at`` (int or None), ``extra_columns``,
-        ``drop_columns``, ``apps`` and ``row_overrides`` (list of {app_id, report, day, row,
-        values}).
+        ``drop_columns``, ``apps`` (any number of Android package names and iOS ``id``+digits
+        ids; the platform follows from the form) and ``row_overrides`` (list of {app_id, report,
+        day, row, values}).
+
+        ``now``: the AppsFlyer raw-data clock, an ISO 8601 instant with its offset
+        (``"2026-11-30T03:00:00+00:00"``) or None for real time (the default; ``reset()`` restores
+        it). The clock stands still at that instant. The raw-data endpoints read "now" from it for
+        everything: rows later than now are not served, "today" and the 90-day lookback, and the
+        late in-app events of a local day D (served only from ``late_events_close(D, timezone)``
+        on, 02:00 UTC of the UTC day after D's last instant). The aggregate, Cohort and Airbridge
+        endpoints keep real time.
         """
         known = {"apps", "rows_per_day", "truncate_at", "extra_columns", "drop_columns", "row_overrides",
-                 "aggregate_extra_columns", "aggregate_drop_columns", "aggregate_minute_quota"}
+                 "now", "aggregate_extra_columns", "aggregate_drop_columns", "aggregate_minute_quota"}
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown sandbox config keys {sorted(unknown)}; known: {sorted(known)}")
@@ -332,8 +358,18 @@ class SandboxServer:
                     self.config["truncate_at"] = None if value is None else int(value)
                 elif key == "aggregate_minute_quota":
                     self.config[key] = None if value is None else float(value)
+                elif key == "now":
+                    self.config[key] = None if value is None else _instant(value).isoformat()
                 else:
                     self.config[key] = list(value or [])
+
+    def now(self) -> dt.datetime:
+        """The AppsFlyer raw-data clock (``configure(now=...)``), or real time: aware, in UTC."""
+        with self.lock:
+            configured = self.config["now"]
+        if configured is None:
+            return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.fromisoformat(configured).astimezone(dt.timezone.utc)
 
     def config_snapshot(self) -> dict[str, Any]:
         with self.lock:

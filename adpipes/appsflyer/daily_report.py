@@ -192,8 +192,19 @@ def daily_report(
         [(quota, needed) for quota in quotas.values()],
         f"{asset} partitions {first}..{last}",
     )
-    # Read before the first call: if the archive cannot be read, no quota is spent.
+    # Read before the first call: if the archive cannot be read, no quota is spent. A partition
+    # is replaced as a whole: an app no longer configured would lose its archived rows of these
+    # days, and no re-pull may leave the archive with less than it had.
     dropped = stored_apps_not_configured(archive_db, keys, app_ids)
+    if dropped:
+        raise dg.Failure(
+            f"{asset} {partitions_label(keys)}: the archive holds rows of app(s) {', '.join(dropped)} for "
+            "these days, which are no longer configured (APPSFLYER_ANDROID_APP_ID / APPSFLYER_IOS_APP_ID). "
+            "A partition is replaced as a whole, so pulling it again would drop their rows from both "
+            "databases; nothing was called or written. What to do: add the app(s) back to the settings "
+            "and re-run, or materialize only days after the app was removed.",
+            metadata={"appsflyer/apps_no_longer_configured": dg.MetadataValue.json(dropped)},
+        )
     for platform, app_id in platform_apps:
         try:
             fetched = appsflyer_aggregate_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last,
@@ -248,15 +259,6 @@ def daily_report(
         yield from publish(context, quality, report, None, rejected=rejected, refusal_message=message)
         return
     frame = pd.concat(frames, ignore_index=True)
-    if dropped:
-        # Aggregates are served without a history limit: re-adding the app and re-pulling the
-        # days brings its rows back.
-        context.log.warning(
-            f"{asset}: the stored {partitions_label(keys)} held rows of app(s) {', '.join(dropped)}, which "
-            "are no longer configured (APPSFLYER_ANDROID_APP_ID / APPSFLYER_IOS_APP_ID); a partition is "
-            "replaced as a whole, so their rows of these days are gone from both databases. Add the "
-            "app(s) back and re-run the partitions to restore them."
-        )
     drift = column_drift_metadata(
         context.log, f"AppsFlyer {DAILY_REPORT}", report.unknown_column_names(), sorted(missing)
     )
@@ -270,7 +272,6 @@ def daily_report(
             "appsflyer/api_calls_by_app": dg.MetadataValue.json(calls),
             "appsflyer/quota": dg.MetadataValue.json(quota_use),
             "appsflyer/rows_served": len(frame),
-            "appsflyer/apps_no_longer_configured": dg.MetadataValue.json(dropped),
             "installs_by_platform": dg.MetadataValue.json(
                 {p: int(v) for p, v in by_platform["installs"].sum().items()}
             ),
@@ -286,7 +287,7 @@ def daily_report(
 
 def stored_apps_not_configured(archive: PostgresDatabase, days: list[str], app_ids: list[str]) -> list[str]:
     """App ids with rows stored in the archive for ``days`` that are not in ``app_ids`` (an app
-    removed from the settings): the re-pull replaces the days without them. None while the table
+    removed from the settings): a re-pull would replace the days without them. None while the table
     does not exist or has an older layout (without app_id)."""
     with archive.connect() as conn:
         version = stored_layout_version(conn, DAILY_REPORT_TABLE)

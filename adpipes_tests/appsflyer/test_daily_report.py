@@ -1,7 +1,6 @@
 """appsflyer/daily_report end to end: sandbox aggregate API over real HTTP -> asset -> PostgreSQL."""
 
 import datetime as dt
-import logging
 import subprocess
 import sys
 import time
@@ -420,20 +419,22 @@ def test_a_report_without_date_for_one_app_writes_nothing_and_names_the_app(reso
     assert query(product_dsn, SNAPSHOT) == before
 
 
-def test_an_app_removed_from_the_settings_is_named_when_its_rows_are_replaced(resources, clean_sandbox,
-                                                                             clean_databases):
-    product_dsn, _ = clean_databases
+def test_an_app_removed_from_the_settings_cannot_drop_its_archived_rows(resources, clean_sandbox,
+                                                                       clean_databases):
+    product_dsn, archive_dsn = clean_databases
     day = recent_day(5)
     assert dg.materialize([daily_report], resources=several_apps(clean_sandbox, resources), partition_key=day).success
+    before = [query(dsn, BY_APP.format(day=day)) for dsn in (product_dsn, archive_dsn)]
+    assert SECOND_ANDROID_APP_ID in [r[0] for r in before[1]]
+    calls = len(clean_sandbox.calls())
     fewer = several_apps(clean_sandbox, resources, apps=(SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID))
-    instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([daily_report], resources=fewer, partition_key=day, instance=instance)
-    assert result.success
-    metadata = result.asset_materializations_for_node("appsflyer__daily_report")[0].metadata
-    assert metadata["appsflyer/apps_no_longer_configured"].value == [SECOND_ANDROID_APP_ID]
-    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
-    assert any(f"app(s) {SECOND_ANDROID_APP_ID}, which are no longer configured" in w for w in warnings)
-    assert [r[0] for r in query(product_dsn, BY_APP.format(day=day))] == [SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID]
+    result = dg.materialize([daily_report], resources=fewer, partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = step_failure(result)
+    assert f"app(s) {SECOND_ANDROID_APP_ID}" in message and "no longer configured" in message
+    assert "nothing was called or written" in message
+    assert len(clean_sandbox.calls()) == calls
+    assert [query(dsn, BY_APP.format(day=day)) for dsn in (product_dsn, archive_dsn)] == before
 
 
 def test_a_table_of_the_first_layout_is_kept_as_layout1(resources, clean_sandbox, clean_databases):

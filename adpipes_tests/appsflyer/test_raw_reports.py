@@ -10,7 +10,7 @@ from adpipes.appsflyer.raw_data_api import ORGANIC, RAW_REPORTS, RETARGETING, Ap
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.schemas import PLATFORMS
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
-from adpipes_tests.appsflyer.test_assets import TZ, node_failure, recent_day, served_rows
+from adpipes_tests.appsflyer.test_assets import TZ, node_failure, recent_day, served_rows, step_failure_message
 
 SECOND_ANDROID_APP_ID = "com.adpipes.second"
 APPS = {"android": (SANDBOX_ANDROID_APP_ID, SECOND_ANDROID_APP_ID), "ios": (SANDBOX_IOS_APP_ID,)}
@@ -110,7 +110,7 @@ def test_one_failing_app_writes_the_day_for_no_app(three_apps, storage_resources
     three_apps.add_faults(kind="500", app_id=SANDBOX_ANDROID_APP_ID, report="organic_installs_report", times=5)
     result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
     assert not result.success
-    assert SANDBOX_ANDROID_APP_ID in node_failure(result, "appsflyer__android_organic_installs")
+    assert SANDBOX_ANDROID_APP_ID in step_failure_message(result)
     assert _query(archive_dsn, "SELECT requested_app_id, count(*), md5(string_agg(appsflyer_id, ',' ORDER BY "
                                "appsflyer_id)) FROM appsflyer.android_organic_installs GROUP BY 1 ORDER BY 1") == before
 
@@ -131,3 +131,33 @@ def test_an_app_removed_from_the_settings_cannot_drop_its_archived_rows(three_ap
     assert f"app {SECOND_ANDROID_APP_ID}: 0 rows delivered, {archived[SECOND_ANDROID_APP_ID]:,} archived" in message
     assert dict(_query(archive_dsn, "SELECT requested_app_id, count(*) FROM appsflyer.android_uninstalls "
                                     "GROUP BY 1")) == archived
+
+
+def test_a_re_pull_after_the_late_window_closes_adds_the_late_events(clean_sandbox, storage_resources,
+                                                                     clean_databases):
+    """Events of day D arrive until 02:00 UTC on D+1 (the S2S document): a pull before then misses
+    them, the re-pull after it has every row, and the archive takes the bigger delivery."""
+    import datetime as dt
+
+    from adpipes.appsflyer.raw_data_api import late_events_close
+    from adpipes.lib.sandbox.appsflyer import default_rows_for_day
+
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
+    close = late_events_close(dt.date.fromisoformat(day), TZ)
+    report = RAW_REPORTS["in_app_events_report"]
+    assets = build_raw_assets((report.name,))
+    resources = _resources(clean_sandbox, storage_resources, {"android": (SANDBOX_ANDROID_APP_ID,),
+                                                              "ios": (SANDBOX_IOS_APP_ID,)})
+    complete = default_rows_for_day(SANDBOX_ANDROID_APP_ID, report.name, dt.date.fromisoformat(day))
+
+    clean_sandbox.configure(now=(close - dt.timedelta(minutes=1)).isoformat())
+    assert dg.materialize(assets, resources=resources, partition_key=day).success
+    early = _query(archive_dsn, "SELECT count(*) FROM appsflyer.android_in_app_events")[0][0]
+    assert 0 < early < complete
+
+    clean_sandbox.configure(now=(close + dt.timedelta(minutes=60)).isoformat())
+    assert dg.materialize(assets, resources=resources, partition_key=day).success
+    assert _query(archive_dsn, "SELECT count(*) FROM appsflyer.android_in_app_events") == [(complete,)]
+    assert _query(product_dsn, "SELECT count(*) FROM appsflyer.raw_data WHERE app_id = %s",
+                  (SANDBOX_ANDROID_APP_ID,)) == [(complete,)]

@@ -30,7 +30,7 @@ from adpipes.lib.settings import (
 from adpipes.lib.quality import QualityStore
 from adpipes.lib.quota import ApiCallLedger
 from adpipes.lib.retention import build_retention_sensor, prune_product_partitions_job
-from adpipes.schedules import build_daily_schedule
+from adpipes.schedules import build_daily_schedule, build_late_events_schedule
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
 
 
@@ -93,7 +93,10 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "io_manager": io_manager,
         "quality": quality,
         # Vendor calls per app, report and UTC day, against the daily quotas (archive database).
-        "api_calls": ApiCallLedger(archive=archive),
+        # Scheduled runs may use the whole quota of a Pull API report; other runs leave
+        # APPSFLYER_RESERVED_CALLS of it (a backfill cannot starve the daily and late-events runs).
+        "api_calls": ApiCallLedger(archive=archive, reserved_calls=settings.appsflyer_reserved_calls,
+                                   reserved_reports=[*RAW_DEFAULT_QUOTAS, *AGGREGATE_DEFAULT_QUOTAS]),
         "archive_db": archive,
         "product_db": product,
     }
@@ -103,7 +106,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[*build_raw_assets(settings.appsflyer_raw_reports), daily_report, cohort_ltv, customer_user_map, airbridge_revenue],
         jobs=[prune_product_partitions_job],
-        schedules=[build_daily_schedule(settings.timezone, settings.schedule_time, settings.start_date)],
+        schedules=[build_daily_schedule(settings.timezone, settings.schedule_time, settings.start_date),
+                   build_late_events_schedule(settings.timezone, settings.late_events_margin_minutes,
+                                              settings.start_date, settings.schedule_time)],
         sensors=[build_retention_sensor(settings.product_retention_days, settings.retention_overrides,
                                         settings.timezone)],
         resources=build_resources(settings),

@@ -1,6 +1,8 @@
 """Production operation end to end: ``dagster-daemon`` with the shipped config/dagster.yaml on a
 dagster-postgres instance storage executes a scheduled tick of ``daily_schedule`` and a prune run
-requested by ``product_retention_sensor``, against the sandbox APIs and the test databases.
+requested by ``product_retention_sensor``, against the sandbox APIs and the test databases. The
+scheduled runs are recognised as such in their step processes: they use the raw report calls
+kept for them (``APPSFLYER_RESERVED_CALLS``) that a backfill could not.
 
 Slow by nature (a real daemon waits for a real cron tick, and launches every run as its own
 process): about two to three minutes.
@@ -31,6 +33,7 @@ from adpipes.schedules import SCHEDULE_NAME, TRIGGER_TAG
 from adpipes_tests.fixtures.sandbox import prod_cli_env
 
 TZ = "Asia/Seoul"
+RAW_REPORTS = ("installs_report", "in_app_events_report")
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCE_DB = "adpipes_dagster_instance"
 DAEMON_START_MARGIN_SECONDS = 45
@@ -129,6 +132,11 @@ def test_the_daemon_executes_a_scheduled_tick_and_a_sensor_requested_prune(
     assert setup.success
     old_rows = query(product_dsn, f"SELECT count(*) FROM appsflyer.daily_report WHERE report_date = '{old_day}'")
     assert old_rows[0][0] > 0
+    # A plan of 3 raw calls a day per app and report, 2 kept for the scheduled runs, and 1 already
+    # spent today by another run: only a scheduled run may still call (a backfill would be refused).
+    for app_id in (SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID):
+        for report in RAW_REPORTS:
+            storage_resources["api_calls"].meter("appsflyer", app_id, report, 3).spend()
 
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
@@ -142,6 +150,10 @@ def test_the_daemon_executes_a_scheduled_tick_and_a_sensor_requested_prune(
         "ADPIPES_START_DATE": old_day,
         "ADPIPES_PRODUCT_RETENTION_DAYS": "2",
         "ADPIPES_SCHEDULE_TIME": tick_at,
+        # The two first-wave raw reports: 4 raw steps (each its own process) keep the test short.
+        "APPSFLYER_RAW_REPORTS": ",".join(RAW_REPORTS),
+        "APPSFLYER_DAILY_QUOTAS": ",".join(f"{report}=3" for report in RAW_REPORTS),
+        "APPSFLYER_RESERVED_CALLS": "2",
     }
     daemon_log = tmp_path / "daemon.log"
     with daemon_log.open("w") as log:
@@ -204,6 +216,12 @@ def test_the_daemon_executes_a_scheduled_tick_and_a_sensor_requested_prune(
     assert raw[0][0] > 0
     assert query(product_dsn, "SELECT report_date::text FROM appsflyer.daily_report GROUP BY 1 ORDER BY 1") \
         == [(local_day(3),), (local_day(2),), (yesterday,)]
+    # The daily run's raw calls came out of the reserve: 2 of each report's 3 per app, 1 of them
+    # spent before the tick.
+    assert query(archive_dsn, "SELECT app_id, report, quota_calls FROM quota.api_calls WHERE report IN "
+                              "('installs_report', 'in_app_events_report') ORDER BY 1, 2") == [
+        (app_id, report, 2) for app_id in sorted((SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID))
+        for report in sorted(RAW_REPORTS)]
     # The late-data range was one call per app, counted against the daily aggregate quota.
     assert query(archive_dsn, "SELECT app_id, quota_calls FROM quota.api_calls WHERE report = 'daily_report' "
                               "ORDER BY 1") == [(SANDBOX_ANDROID_APP_ID, 1), (SANDBOX_IOS_APP_ID, 1)]

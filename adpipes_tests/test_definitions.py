@@ -11,7 +11,7 @@ def test_the_code_location_loads_with_every_job_schedule_and_sensor():
     dg.Definitions.validate_loadable(defs)
     repository = defs.get_repository_def()
     assert {job.name for job in repository.get_all_jobs()} >= {"prune_product_partitions"}
-    assert {s.name for s in repository.schedule_defs} == {"daily_schedule"}
+    assert {s.name for s in repository.schedule_defs} == {"daily_schedule", "late_events_schedule"}
     assert {s.name for s in repository.sensor_defs} == {"product_retention_sensor"}
 
 

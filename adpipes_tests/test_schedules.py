@@ -1,22 +1,37 @@
-"""The daily schedule's run requests for a tick: partitions, tags and the hour in the app timezone."""
+"""The schedules' run requests for a tick: partitions, tags and the tick time; the daily schedule's
+in the app timezone, the late-events schedule's in UTC for the day whose late-arrival window closed."""
 
 import datetime as dt
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from adpipes.definitions import defs
-from adpipes.schedules import MATURITY_AGES, build_daily_schedule
+from adpipes.definitions import build_definitions, defs
+from adpipes.lib.settings import load_settings
+from adpipes.schedules import (
+    LATE_EVENTS_SCHEDULE_NAME,
+    MATURITY_AGES,
+    build_daily_schedule,
+    build_late_events_schedule,
+    late_events_days,
+)
 
 TZ = "Asia/Seoul"
+UTC = dt.timezone.utc
+
+
+def evaluate_at(schedule: dg.ScheduleDefinition, moment: dt.datetime,
+                definitions: dg.Definitions = defs):
+    # The schedule targets every asset of the code location: evaluate it within it.
+    repository = dg.Definitions(assets=definitions.assets, schedules=[schedule],
+                                resources=definitions.resources).get_repository_def()
+    with dg.build_schedule_context(scheduled_execution_time=moment, repository_def=repository) as context:
+        return schedule.evaluate_tick(context)
 
 
 def evaluate(schedule: dg.ScheduleDefinition, hour: int = 6) -> list[dg.RunRequest]:
-    # The schedule targets every asset of the code location: evaluate it within it.
-    repository = dg.Definitions(assets=defs.assets, schedules=[schedule], resources=defs.resources).get_repository_def()
     moment = dt.datetime(2026, 11, 23, hour, 0, tzinfo=ZoneInfo(TZ))
-    with dg.build_schedule_context(scheduled_execution_time=moment, repository_def=repository) as context:
-        return list(schedule.evaluate_tick(context).run_requests or [])
+    return list(evaluate_at(schedule, moment).run_requests or [])
 
 
 def tick(hour: int = 6) -> list[dg.RunRequest]:
@@ -37,10 +52,10 @@ def test_a_tick_requests_yesterday_late_data_and_maturing_cohorts():
     (daily,) = by_trigger["daily"]
     # Every asset but daily_report, which the late-data run pulls for yesterday too.
     assert daily.partition_key == "2026-11-22"
-    assert {k.to_user_string() for k in daily.asset_selection} == {
-        "appsflyer/android_installs", "appsflyer/ios_installs", "appsflyer/android_in_app_events",
-        "appsflyer/ios_in_app_events", "appsflyer/raw_data", "appsflyer/cohort_ltv", "airbridge/revenue",
-    }
+    every_asset = {k.to_user_string() for k in defs.get_repository_def().asset_graph.materializable_asset_keys}
+    assert {k.to_user_string() for k in daily.asset_selection} == every_asset - {"appsflyer/daily_report"}
+    assert {"appsflyer/android_installs", "appsflyer/raw_data", "appsflyer/cohort_ltv", "airbridge/revenue"} \
+        <= every_asset
     (late,) = by_trigger["late-data"]
     assert [k.to_user_string() for k in late.asset_selection] == ["appsflyer/daily_report"]
     # One 3-day range: one call per app, not a <= 2-day call under the one-a-minute rule.
@@ -64,3 +79,106 @@ def test_nothing_before_the_first_partition():
     assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
             for r in late] == [("2026-11-21", "2026-11-22")]
     assert [r.partition_key for r in requests if r.tags["adpipes/trigger"] == "maturity"] == ["2026-11-21"]
+
+
+# -- late events: day D again once AppsFlyer accepts no more of its events --------------------------
+
+RAW_GROUPS = {"appsflyer_raw_non_organic", "appsflyer_raw_organic", "appsflyer_raw_retargeting"}
+
+
+def late_tick(timezone: str, moment: dt.datetime, *, first: str = "2026-01-01", daily_at=(6, 0),
+              margin: int = 60, definitions: dg.Definitions = defs):
+    return evaluate_at(build_late_events_schedule(timezone, margin, first, daily_at), moment, definitions)
+
+
+def raw_and_built_from_raw(definitions: dg.Definitions = defs) -> set[str]:
+    graph = definitions.get_repository_def().asset_graph
+    raw = {k.to_user_string() for k in graph.materializable_asset_keys if graph.get(k).group_name in RAW_GROUPS}
+    assert raw  # the test is about them
+    return raw | {"appsflyer/raw_data", "appsflyer/customer_user_map"}
+
+
+def test_the_late_events_schedule_ticks_in_utc_after_the_late_arrival_window():
+    schedule = build_late_events_schedule(TZ, 60, "2026-01-01", (6, 0))
+    assert schedule.name == LATE_EVENTS_SCHEDULE_NAME
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 3 * * *", "UTC")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert build_late_events_schedule(TZ, 95, "2026-01-01", (6, 0)).cron_schedule == "35 3 * * *"
+    assert build_late_events_schedule(TZ, 0, "2026-01-01", (6, 0)).cron_schedule == "0 2 * * *"
+    # The code location has both schedules.
+    assert {s.name for s in defs.schedules} == {"daily_schedule", LATE_EVENTS_SCHEDULE_NAME}
+
+
+def test_seoul_yesterday_is_pulled_again_at_noon_kst():
+    # Seoul's 2026-11-22 ends at 2026-11-22 15:00 UTC: its events are accepted until 11-23 02:00 UTC.
+    tick = dt.datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    assert tick.astimezone(ZoneInfo(TZ)).hour == 12
+    (run,) = late_tick(TZ, tick).run_requests
+    assert run.partition_key == "2026-11-22"
+    assert run.run_key == "late-events:2026-11-22"
+    assert run.tags["adpipes/trigger"] == "late-events"
+    # The tag the call ledger recognises a scheduled run by: this run may use the reserved calls.
+    assert run.tags["dagster/schedule_name"] == LATE_EVENTS_SCHEDULE_NAME
+    # Every raw report asset of the code location and what is built from them; nothing else.
+    assert {k.to_user_string() for k in run.asset_selection} == raw_and_built_from_raw()
+    assert len(run.asset_selection) == 2 * 10 + 2
+
+
+def test_west_of_utc_the_day_closes_two_utc_days_later():
+    # Los Angeles' 2026-11-21 ends at 11-22 08:00 UTC (PST), so its window closes 11-23 02:00 UTC:
+    # the 11-23 tick pulls 11-21 (19:00 local on 11-22), not 11-22, which is still open.
+    (run,) = late_tick("America/Los_Angeles", dt.datetime(2026, 11, 23, 3, 0, tzinfo=UTC)).run_requests
+    assert run.partition_key == "2026-11-21" and run.run_key == "late-events:2026-11-21"
+    # Summer time (PDT) too.
+    (run,) = late_tick("America/Los_Angeles", dt.datetime(2026, 7, 10, 3, 0, tzinfo=UTC)).run_requests
+    assert run.partition_key == "2026-07-08"
+
+
+def test_at_utc_the_day_closes_the_next_morning():
+    # UTC's 2026-11-22 closes 11-23 02:00 UTC. With a daily run before that (01:00), the 03:00 tick
+    # pulls it again.
+    (run,) = late_tick("UTC", dt.datetime(2026, 11, 23, 3, 0, tzinfo=UTC), daily_at=(1, 0)).run_requests
+    assert run.partition_key == "2026-11-22"
+    # With the 06:00 default the daily run of 11-22 comes at 11-23 06:00 UTC, after the window
+    # closed: it is final itself, and the tick says why it requests nothing.
+    result = late_tick("UTC", dt.datetime(2026, 11, 23, 3, 0, tzinfo=UTC))
+    assert not result.run_requests
+    assert "2026-11-22: the daily run pulls it at 2026-11-23 06:00 UTC" in result.skip_message
+
+
+def test_every_day_is_pulled_again_once_across_a_year_and_its_clock_changes():
+    first = dt.date(2026, 1, 1)
+    for timezone, daily_at in [(TZ, (6, 0)), ("America/Los_Angeles", (6, 0)), ("Europe/Berlin", (0, 30)),
+                               ("UTC", (1, 0)), ("Pacific/Kiritimati", (6, 0)), ("Pacific/Pago_Pago", (6, 0))]:
+        ticks = [dt.datetime(2026, 1, 1, 3, 0, tzinfo=UTC) + dt.timedelta(days=n) for n in range(370)]
+        days = [d for tick in ticks for d in late_events_days(tick, timezone, 60, first, daily_at)]
+        assert days == [first + dt.timedelta(days=n) for n in range(len(days))], timezone
+        assert len(days) >= 367, timezone
+
+
+def test_the_daily_run_is_final_itself_where_it_comes_after_the_window():
+    tick = dt.datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    # Moscow (UTC+3): the daily run of 11-22 at 11-23 06:00 MSK is 03:00 UTC, the very minute the
+    # late-events tick would pull it again.
+    assert late_events_days(tick, "Europe/Moscow", 60, dt.date(2026, 1, 1), (6, 0)) == []
+    # Dubai (UTC+4): the daily run is at 02:00 UTC, before the window closed.
+    assert late_events_days(tick, "Asia/Dubai", 60, dt.date(2026, 1, 1), (6, 0)) == [dt.date(2026, 11, 22)]
+    # A bigger margin moves the tick, and which daily runs come after it.
+    assert late_events_days(dt.datetime(2026, 11, 23, 5, 0, tzinfo=UTC), "Europe/Moscow", 180,
+                            dt.date(2026, 1, 1), (6, 0)) == [dt.date(2026, 11, 22)]
+
+
+def test_late_events_nothing_before_the_first_partition():
+    tick = dt.datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    assert not late_tick(TZ, tick, first="2026-11-23").run_requests
+    assert [r.partition_key for r in late_tick(TZ, tick, first="2026-11-22").run_requests] == ["2026-11-22"]
+    assert not late_tick("America/Los_Angeles", tick, first="2026-11-22").run_requests
+
+
+def test_the_late_events_run_follows_the_raw_reports_configured():
+    definitions = build_definitions(load_settings({"APPSFLYER_RAW_REPORTS": "installs_report,organic_installs_report"}))
+    (run,) = late_tick(TZ, dt.datetime(2026, 11, 23, 3, 0, tzinfo=UTC), definitions=definitions).run_requests
+    assert {k.to_user_string() for k in run.asset_selection} == {
+        "appsflyer/android_installs", "appsflyer/ios_installs", "appsflyer/android_organic_installs",
+        "appsflyer/ios_organic_installs", "appsflyer/raw_data", "appsflyer/customer_user_map",
+    }

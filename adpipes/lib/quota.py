@@ -16,6 +16,16 @@ shared table, ``quota.api_calls``:
 Calls sent by other tools with the same token are not seen; the vendor's own daily-quota answer
 still stops the run then (and is never retried).
 
+**The reserve.** ``ApiCallLedger.reserved_calls`` calls a day of each report in
+``reserved_reports`` (the Pull API reports, ``APPSFLYER_RESERVED_CALLS``) are kept for the
+scheduled runs, so a large backfill early in the UTC day cannot leave the daily and late-events
+runs without calls. A run that was not launched by a schedule (a backfill, a launch from the UI or
+the CLI) may use only the quota less the reserve: ``require`` refuses a range that would dip into
+it, and ``spend`` refuses at the quota less the reserve. Scheduled runs may use all of it. A
+scheduled run is one Dagster tagged ``dagster/schedule_name`` (the tag every run a schedule
+launches gets, kept by its retries and re-executions) and that is no backfill's run
+(``dagster/backfill``); the ledger reads its run's tags when Dagster initializes it for a step.
+
 Per-minute limits (the Cohort API's 60 calls a minute per account) are kept the same way across
 processes: :class:`RateWindow` is a sliding window of the calls granted, ``quota.rate_window_calls``,
 that a process must find a free slot in before it sends (see :meth:`RateWindow.acquire`).
@@ -29,6 +39,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 from psycopg import sql
+from pydantic import PrivateAttr
 
 from adpipes.lib.http import VendorApiError
 from adpipes.lib.storage.postgres import PostgresDatabase, create_if_missing
@@ -62,6 +73,16 @@ _DDL = [
 ]
 # Every table of the schema: a database created by an older adpipes gets the new ones.
 _TABLES = (TABLE, RATE_TABLE)
+# Dagster's tags (dagster._core.storage.tags): every run a schedule launches carries the schedule's
+# name; every run of a backfill carries the backfill's id.
+SCHEDULE_NAME_TAG = "dagster/schedule_name"
+BACKFILL_TAG = "dagster/backfill"
+RESERVE_SETTING = "APPSFLYER_RESERVED_CALLS"
+
+
+def is_scheduled_run(tags: dict[str, str]) -> bool:
+    """Whether a run with these tags was launched by a schedule (and is not a backfill's run)."""
+    return SCHEDULE_NAME_TAG in tags and BACKFILL_TAG not in tags
 
 
 class QuotaExceeded(VendorApiError):
@@ -87,25 +108,46 @@ class QuotaStatus:
     utc_day: dt.date
     used: int
     daily_quota: int | None
+    # Calls of the quota this run may not use (kept for the scheduled runs); 0 for those.
+    reserved: int = 0
 
     @property
     def left(self) -> int | None:
-        return None if self.daily_quota is None else max(0, self.daily_quota - self.used)
+        """Calls left today for this run (the reserve excluded)."""
+        return None if self.daily_quota is None else max(0, self.daily_quota - self.reserved - self.used)
 
 
 class ApiCallLedger(dg.ConfigurableResource):
     """``quota.api_calls`` in the archive database: the vendor calls of every adpipes process."""
 
     archive: PostgresDatabase
+    # Calls a day of each of ``reserved_reports`` kept for the scheduled runs (per app and report).
+    reserved_calls: int = 0
+    reserved_reports: list[str] = []
+    # Whether the run this ledger serves was launched by a schedule: set when Dagster initializes
+    # the resource for a run; a ledger used outside a run is not a scheduled run's.
+    _scheduled_run: bool = PrivateAttr(default=False)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.run
+        self._scheduled_run = run is not None and is_scheduled_run(run.tags)
+
+    @property
+    def scheduled_run(self) -> bool:
+        return self._scheduled_run
 
     def meter(self, vendor: str, app_id: str, report: str, daily_quota: int | None) -> QuotaMeter:
-        """The meter of one app's report; ``daily_quota`` None counts without a limit."""
+        """The meter of one app's report; ``daily_quota`` None counts without a limit. A run that is
+        not scheduled gets the quota less the reserve of a reserved report."""
         if daily_quota is not None and daily_quota < 1:
             raise ValueError(
                 f"the daily quota of {vendor} {report} must be at least 1, got {daily_quota}: fix the "
                 "daily_quotas of the vendor's API resource (APPSFLYER_DAILY_QUOTAS for AppsFlyer)"
             )
-        return QuotaMeter(self, vendor, app_id, report, daily_quota)
+        reserved = 0
+        if daily_quota is not None and not self._scheduled_run and report in self.reserved_reports:
+            reserved = self.reserved_calls
+        return QuotaMeter(self, vendor, app_id, report, daily_quota, reserved)
 
     def rate_window(self, vendor: str, scope: str, limit: int, window_seconds: float) -> RateWindow:
         """At most ``limit`` requests per ``window_seconds`` of one ``scope`` (e.g. an account;
@@ -126,10 +168,21 @@ class QuotaMeter:
     app_id: str
     report: str
     daily_quota: int | None
+    # Calls of the daily quota kept for the scheduled runs, which this meter may not use.
+    reserved: int = 0
 
     @property
     def _where(self) -> str:
         return f"{self.vendor} {self.report} for app {self.app_id}"
+
+    @property
+    def _limit(self) -> int | None:
+        """The calls a day this meter may count: the quota less the reserve."""
+        return None if self.daily_quota is None else self.daily_quota - self.reserved
+
+    def _reserve_note(self) -> str:
+        return (f"; {self.reserved} more are kept for scheduled runs by {RESERVE_SETTING}, and this run "
+                "was not launched by a schedule" if self.reserved else "")
 
     def status(self, now: dt.datetime | None = None) -> QuotaStatus:
         """Calls counted against the quota today (UTC)."""
@@ -141,7 +194,7 @@ class QuotaMeter:
                         "AND utc_day = %s").format(sql.Identifier(SCHEMA, TABLE)),
                 (self.vendor, self.app_id, self.report, day),
             ).fetchone()
-        return QuotaStatus(day, int(row[0]) if row else 0, self.daily_quota)
+        return QuotaStatus(day, int(row[0]) if row else 0, self.daily_quota, self.reserved)
 
     def require(self, needed: int, what: str, *, hint: str = "") -> QuotaStatus:
         """Refuse (QuotaExceeded) when ``needed`` more calls would exceed today's quota.
@@ -153,10 +206,11 @@ class QuotaMeter:
         if status.left is not None and needed > status.left:
             raise QuotaExceeded(
                 f"{what} needs {needed} call{'s' if needed != 1 else ''} of {self._where}, but only "
-                f"{status.left} of today's {status.daily_quota} are left ({status.used} spent on UTC "
-                f"day {status.utc_day}, counted in {SCHEMA}.{TABLE} of the archive database). "
-                f"Nothing was called. The quota resets at {describe_reset(now)}: materialize the "
-                f"range after that{', or ' + hint if hint else ''}.",
+                f"{status.left} of today's {status.daily_quota} are left "
+                f"{'for it ' if self.reserved else ''}({status.used} spent on UTC "
+                f"day {status.utc_day}, counted in {SCHEMA}.{TABLE} of the archive database"
+                f"{self._reserve_note()}). Nothing was called. The quota resets at {describe_reset(now)}: "
+                f"materialize the range after that{', or ' + hint if hint else ''}.",
                 app_id=self.app_id, report=self.report, calls_needed=needed, calls_left=status.left,
                 resets_at=quota_reset_time(now),
             )
@@ -169,31 +223,37 @@ class QuotaMeter:
         past the quota. Returns the calls counted against the quota today.
         """
         now = dt.datetime.now(dt.timezone.utc)
-        limited = counts_against_quota and self.daily_quota is not None
+        limited = counts_against_quota and self._limit is not None
         step = 1 if counts_against_quota else 0
-        with self.ledger.archive.connect() as conn, conn.cursor() as cur:
-            create_if_missing(cur, SCHEMA, _TABLES, _DDL)
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {table} AS c (vendor, app_id, report, utc_day, calls, quota_calls, daily_quota) "
-                    "VALUES (%(vendor)s, %(app)s, %(report)s, %(day)s, 1, %(step)s, %(quota)s) "
-                    "ON CONFLICT (vendor, app_id, report, utc_day) DO UPDATE SET "
-                    "calls = c.calls + 1, quota_calls = c.quota_calls + %(step)s, "
-                    "daily_quota = EXCLUDED.daily_quota, last_call_at = now() "
-                    "WHERE NOT %(limited)s OR c.quota_calls < %(quota)s "
-                    "RETURNING quota_calls"
-                ).format(table=sql.Identifier(SCHEMA, TABLE)),
-                dict(vendor=self.vendor, app=self.app_id, report=self.report,
-                     day=now.date(), step=step, quota=self.daily_quota, limited=limited),
-            )
-            row = cur.fetchone()
-            conn.commit()
+        row = None
+        # A reserve as large as the quota leaves this run nothing, not even a first call (which
+        # the INSERT below would grant, as no row stands against it).
+        if not limited or self._limit > 0:
+            with self.ledger.archive.connect() as conn, conn.cursor() as cur:
+                create_if_missing(cur, SCHEMA, _TABLES, _DDL)
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {table} AS c (vendor, app_id, report, utc_day, calls, quota_calls, "
+                        "daily_quota) VALUES (%(vendor)s, %(app)s, %(report)s, %(day)s, 1, %(step)s, %(quota)s) "
+                        "ON CONFLICT (vendor, app_id, report, utc_day) DO UPDATE SET "
+                        "calls = c.calls + 1, quota_calls = c.quota_calls + %(step)s, "
+                        "daily_quota = EXCLUDED.daily_quota, last_call_at = now() "
+                        "WHERE NOT %(limited)s OR c.quota_calls < %(limit)s "
+                        "RETURNING quota_calls"
+                    ).format(table=sql.Identifier(SCHEMA, TABLE)),
+                    dict(vendor=self.vendor, app=self.app_id, report=self.report, day=now.date(), step=step,
+                         quota=self.daily_quota, limit=self._limit, limited=limited),
+                )
+                row = cur.fetchone()
+                conn.commit()
         if row is None:
+            spent = (f"today's quota of {self.daily_quota} calls is spent" if not self.reserved else
+                     f"the {max(0, self._limit)} of today's {self.daily_quota} calls that runs not launched "
+                     "by a schedule may use are spent")
             raise QuotaExceeded(
-                f"{self._where}: today's quota of {self.daily_quota} calls is spent (UTC day "
-                f"{now.date()}, counted in {SCHEMA}.{TABLE} of the archive database), so the call was "
-                f"not sent. The quota resets at {describe_reset(now)}; re-run the failed partitions "
-                "after that.",
+                f"{self._where}: {spent} (UTC day {now.date()}, counted in {SCHEMA}.{TABLE} of the archive "
+                f"database{self._reserve_note()}), so the call was not sent. The quota resets at "
+                f"{describe_reset(now)}; re-run the failed partitions after that.",
                 app_id=self.app_id, report=self.report, calls_needed=1, calls_left=0,
                 resets_at=quota_reset_time(now),
             )
@@ -290,6 +350,7 @@ def require_calls(needs: list[tuple[QuotaMeter, int]], what: str, *, hint: str =
             continue
         used[f"{meter.app_id} {meter.report}"] = {
             "used_before_run": status.used, "needed": needed, "daily_quota": status.daily_quota,
+            **({"reserved_for_schedules": status.reserved} if status.reserved else {}),
         }
     if refused:
         raise dg.Failure(

@@ -7,7 +7,13 @@ import dagster as dg
 import psycopg
 import pytest
 
-from adpipes.lib.quota import ApiCallLedger, QuotaExceeded, quota_reset_time, require_calls
+from adpipes.lib.quota import (
+    ApiCallLedger,
+    QuotaExceeded,
+    is_scheduled_run,
+    quota_reset_time,
+    require_calls,
+)
 from adpipes.lib.storage.postgres import PostgresDatabase
 
 
@@ -183,3 +189,212 @@ def test_the_rate_window_tells_how_long_to_wait(ledger):
     assert ledger.rate_window("appsflyer", "cohort:other", 1, 30.0).try_acquire()[0] is not None
     with pytest.raises(ValueError, match="limit >= 1"):
         ledger.rate_window("appsflyer", "cohort:bad", 0, 30.0)
+
+
+# -- the reserve kept for the scheduled runs (APPSFLYER_RESERVED_CALLS) ----------------------------
+
+RESERVED_REPORTS = ["installs_report", "in_app_events_report", "daily_report"]
+
+
+def reserving_ledger(archive_dsn: str, reserved: int = 2, run_tags: dict[str, str] | None = None) -> ApiCallLedger:
+    """A ledger keeping ``reserved`` calls of the Pull API reports, initialized as Dagster does for
+    a step of a run with ``run_tags`` (None: used outside a run)."""
+    ledger = ApiCallLedger(archive=PostgresDatabase(role="archive", dsn=archive_dsn), reserved_calls=reserved,
+                           reserved_reports=RESERVED_REPORTS)
+    if run_tags is None:
+        return ledger
+    definition = ledger.get_resource_definition()
+    context = dg.InitResourceContext(resource_config=None, resources=None, resource_def=definition,
+                                     all_resource_defs={}, dagster_run=dg.DagsterRun(job_name="job", tags=run_tags))
+    # What Dagster does when a step starts: a copy of the resource, set up with the run's context.
+    with definition.resource_fn(context) as initialized:
+        return initialized
+
+
+SCHEDULED = {"dagster/schedule_name": "daily_schedule", "adpipes/trigger": "daily"}
+BACKFILL = {"dagster/backfill": "abcdefgh"}
+
+
+def test_a_scheduled_run_is_one_a_schedule_launched():
+    assert is_scheduled_run(SCHEDULED)
+    assert not is_scheduled_run(BACKFILL) and not is_scheduled_run({})
+    # A backfill's run is never a scheduled one, whoever launched the backfill.
+    assert not is_scheduled_run({**SCHEDULED, **BACKFILL})
+
+
+def test_the_ledger_learns_from_its_runs_tags_whether_it_serves_a_scheduled_run(clean_databases):
+    _, archive_dsn = clean_databases
+    assert reserving_ledger(archive_dsn, run_tags=SCHEDULED).scheduled_run
+    assert not reserving_ledger(archive_dsn, run_tags=BACKFILL).scheduled_run
+    assert not reserving_ledger(archive_dsn, run_tags={}).scheduled_run
+    assert not reserving_ledger(archive_dsn).scheduled_run
+    # The meters it hands out: the reserve for other runs, all of the quota for scheduled ones.
+    assert reserving_ledger(archive_dsn, run_tags=BACKFILL).meter("appsflyer", "a", "installs_report", 24).reserved == 2
+    assert reserving_ledger(archive_dsn, run_tags=SCHEDULED).meter("appsflyer", "a", "installs_report", 24).reserved == 0
+
+
+def test_a_backfill_may_not_dip_into_the_reserve(clean_databases):
+    _, archive_dsn = clean_databases
+    backfill = reserving_ledger(archive_dsn, run_tags=BACKFILL).meter("appsflyer", "com.example", "in_app_events_report", 12)
+    for _ in range(7):
+        backfill.spend()
+    status = backfill.require(3, "three windows")
+    assert (status.used, status.reserved, status.left) == (7, 2, 3)
+    with pytest.raises(dg.Failure) as refused:
+        require_calls([(backfill, 4)], "appsflyer/android_in_app_events partitions 2026-08-01..2026-11-22",
+                      hint="materialize fewer days now")
+    message = refused.value.description
+    assert "partitions 2026-08-01..2026-11-22 needs 4 calls" in message
+    # The calls left for it, the reserve, and when the quota resets.
+    assert "only 3 of today's 12 are left for it (7 spent on UTC day" in message
+    assert "2 more are kept for scheduled runs by APPSFLYER_RESERVED_CALLS" in message
+    assert "Nothing was called" in message and f"resets at {quota_reset_time():%Y-%m-%d} 00:00 UTC" in message
+    assert refused.value.metadata["calls_left"].value == {"com.example in_app_events_report": 3}
+    assert ledger_rows(archive_dsn)[0][3:5] == (7, 7)
+    # A scheduled run may use the reserve: the same range fits it.
+    scheduled = reserving_ledger(archive_dsn, run_tags=SCHEDULED).meter("appsflyer", "com.example",
+                                                                         "in_app_events_report", 12)
+    assert scheduled.require(4, "the daily run").left == 5
+    assert ledger_rows(archive_dsn)[0][3:5] == (7, 7)
+
+
+def test_spending_by_other_runs_stops_at_the_reserve_and_scheduled_runs_use_it(clean_databases):
+    _, archive_dsn = clean_databases
+    manual = reserving_ledger(archive_dsn, run_tags={}).meter("appsflyer", "com.example", "installs_report", 5)
+    assert [manual.spend() for _ in range(3)] == [1, 2, 3]
+    with pytest.raises(QuotaExceeded) as refused:
+        manual.spend()
+    message = str(refused.value)
+    assert "the 3 of today's 5 calls that runs not launched by a schedule may use are spent" in message
+    assert "2 more are kept for scheduled runs by APPSFLYER_RESERVED_CALLS" in message and "not sent" in message
+    assert ledger_rows(archive_dsn)[0][3:5] == (3, 3)
+    # Calls that do not count against the quota (<= 2-day aggregate ranges) still go through.
+    assert manual.spend(counts_against_quota=False) == 3
+    scheduled = reserving_ledger(archive_dsn, run_tags=SCHEDULED).meter("appsflyer", "com.example",
+                                                                         "installs_report", 5)
+    assert [scheduled.spend(), scheduled.spend()] == [4, 5]
+    with pytest.raises(QuotaExceeded, match="today's quota of 5 calls is spent"):
+        scheduled.spend()
+    assert ledger_rows(archive_dsn)[0][3:5] == (6, 5)
+
+
+def test_parallel_backfills_cannot_count_into_the_reserve(clean_databases):
+    _, archive_dsn = clean_databases
+    meter = reserving_ledger(archive_dsn, reserved=3, run_tags=BACKFILL).meter("appsflyer", "com.example",
+                                                                               "installs_report", 10)
+
+    def spend() -> bool:
+        try:
+            meter.spend()
+            return True
+        except QuotaExceeded:
+            return False
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        granted = list(pool.map(lambda _: spend(), range(24)))
+    assert granted.count(True) == 7
+    assert ledger_rows(archive_dsn)[0][3:5] == (7, 7)
+
+
+def test_a_reserve_as_large_as_the_quota_leaves_other_runs_no_call(clean_databases):
+    _, archive_dsn = clean_databases
+    meter = reserving_ledger(archive_dsn, reserved=2, run_tags=BACKFILL).meter("appsflyer", "com.example",
+                                                                               "installs_report", 2)
+    assert meter.status().left == 0
+    with pytest.raises(QuotaExceeded, match="the 0 of today's 2 calls"):
+        meter.spend()
+    with psycopg.connect(archive_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('quota.api_calls')").fetchone()[0] is None
+
+
+def test_the_reserve_applies_to_the_pull_api_reports_only(clean_databases):
+    _, archive_dsn = clean_databases
+    ledger = reserving_ledger(archive_dsn, run_tags=BACKFILL)
+    # The Cohort API's account-wide daily limit is not one of them; a report without a quota neither.
+    assert ledger.meter("appsflyer", "account", "cohort", 50_000).reserved == 0
+    assert ledger.meter("appsflyer", "com.example", "installs_report", None).reserved == 0
+    assert ledger.meter("appsflyer", "com.example", "daily_report", 24).reserved == 2
+
+
+def test_the_code_location_reserves_calls_of_every_pull_api_report():
+    from adpipes.appsflyer.raw_data_api import RAW_REPORTS
+    from adpipes.definitions import build_resources
+    from adpipes.lib.settings import load_settings
+
+    ledger = build_resources(load_settings({"APPSFLYER_RESERVED_CALLS": "3"}))["api_calls"]
+    assert ledger.reserved_calls == 3
+    assert set(ledger.reserved_reports) == {*RAW_REPORTS, "daily_report"}
+    assert build_resources(load_settings({}))["api_calls"].reserved_calls == 2
+
+
+# -- end to end: a raw report asset over the sandbox ------------------------------------------------
+
+def _android_installs_run(clean_sandbox, storage_resources, ledger: ApiCallLedger, tags: dict[str, str],
+                          **partitions) -> dg.ExecuteInProcessResult:
+    from adpipes.appsflyer.assets import build_raw_assets
+    from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
+    from adpipes.appsflyer.resources import AppsFlyerApps
+    from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
+
+    android_installs = next(a for a in build_raw_assets(["installs_report"]) if a.key.path[-1] == "android_installs")
+    resources = {
+        **storage_resources,
+        "api_calls": ledger,
+        # A plan of 3 installs_report calls a day per app, 2 of them reserved.
+        "appsflyer_raw_data_api": AppsFlyerRawDataApi(api_token=clean_sandbox.appsflyer_token,
+                                                      base_url=clean_sandbox.base_url, timezone="Asia/Seoul",
+                                                      backoff_seconds=0.01, daily_quotas={"installs_report": 3}),
+        "appsflyer_apps": AppsFlyerApps(android_app_id=SANDBOX_ANDROID_APP_ID, ios_app_id=SANDBOX_IOS_APP_ID,
+                                        currency="KRW"),
+    }
+    return dg.materialize([android_installs], resources=resources, tags=tags, raise_on_error=False, **partitions)
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    error = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    messages = []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return "\n".join(messages)
+
+
+def _local_day(days_ago: int) -> str:
+    from zoneinfo import ZoneInfo
+    return (dt.datetime.now(ZoneInfo("Asia/Seoul")).date() - dt.timedelta(days=days_ago)).isoformat()
+
+
+def test_a_backfill_needing_the_reserve_is_refused_before_any_vendor_call(clean_sandbox, clean_databases,
+                                                                         storage_resources):
+    from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID
+
+    _, archive_dsn = clean_databases
+    ledger = ApiCallLedger(archive=PostgresDatabase(role="archive", dsn=archive_dsn), reserved_calls=2,
+                           reserved_reports=RESERVED_REPORTS)
+    first, last = _local_day(63), _local_day(2)
+    # 62 days of installs: 2 calls (60 + 2 days), and a backfill may use 1 of the 3.
+    result = _android_installs_run(clean_sandbox, storage_resources, ledger,
+                                   {**BACKFILL, "dagster/asset_partition_range_start": first,
+                                    "dagster/asset_partition_range_end": last})
+    assert not result.success
+    message = _failure_message(result)
+    assert f"appsflyer/android_installs partitions {first}..{last} needs 2 calls" in message
+    assert f"installs_report for app {SANDBOX_ANDROID_APP_ID}" in message
+    assert "only 1 of today's 3 are left for it (0 spent" in message
+    assert "2 more are kept for scheduled runs by APPSFLYER_RESERVED_CALLS" in message
+    assert clean_sandbox.calls() == []
+    with psycopg.connect(archive_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('quota.api_calls')").fetchone()[0] is None
+
+    # A day's scheduled run after another run spent the calls backfills may use: it takes one
+    # of the reserved calls; a manual run of the same day is refused.
+    ledger.meter("appsflyer", SANDBOX_ANDROID_APP_ID, "installs_report", 3).spend()
+    manual = _android_installs_run(clean_sandbox, storage_resources, ledger, {}, partition_key=_local_day(1))
+    assert not manual.success and clean_sandbox.calls() == []
+    assert "only 0 of today's 3 are left for it (1 spent" in _failure_message(manual)
+    scheduled = _android_installs_run(clean_sandbox, storage_resources, ledger, SCHEDULED,
+                                      partition_key=_local_day(1))
+    assert scheduled.success
+    assert len(clean_sandbox.calls()) == 1
+    with psycopg.connect(archive_dsn) as conn:
+        assert conn.execute("SELECT calls, quota_calls FROM quota.api_calls").fetchall() == [(2, 2)]

@@ -3,9 +3,13 @@ platform in one table), and the unified ``raw_data``. Which reports exist is a s
 (APPSFLYER_RAW_REPORTS): :func:`build_raw_assets` builds them."""
 
 import datetime as dt
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from psycopg import sql
 from pydantic import Field
 
@@ -23,6 +27,7 @@ from adpipes.appsflyer.raw_data_api import (
     SpooledChunk,
     raw_lookback_start,
     raw_windows,
+    read_report_columns,
     split_by_day,
 )
 from adpipes.appsflyer.resources import AppsFlyerApps
@@ -147,63 +152,144 @@ def _refusal_message(asset: str, op_name: str, reasons: dict[str, str], run_id: 
 
 # (partition day, app id) -> rows: how a day of a report splits between the apps of a platform.
 AppDayRows = dict[tuple[str, str], int]
+# What identifies a raw report row (the raw report's own columns, as delivered): the device's
+# install, what happened and when. A re-pull may add rows (late events); every archived row must
+# still be in it, or the archived day would lose data the vendor may no longer serve.
+RAW_ROW_KEY = ("appsflyer_id", "event_name", "event_time")
+# Shown per app when archived rows are missing from a delivery.
+LOST_ROWS_SAMPLE = 3
 
 
-def archived_rows_by_app(archive_db: PostgresDatabase, spec, keys: list[str]) -> tuple[dict[str, int], AppDayRows]:
-    """The archived rows of ``keys`` per day, and per (day, app id): the app a row was requested
-    for, or for rows archived before adpipes recorded it, AppsFlyer's App ID column."""
+@dataclass
+class ArchivedDays:
+    """What the archive holds for the partition days of one raw report: rows per day, and the
+    row keys per (day, app) with how often each occurs (a day never archived is absent)."""
+
+    rows: dict[str, int]
+    # Columns day, app, appsflyer_id, event_name, event_time, n.
+    keys: pa.Table
+
+    def rows_by_app(self) -> AppDayRows:
+        counts: AppDayRows = {}
+        for day, app, n in zip(*(self.keys.column(c).to_pylist() for c in ("day", "app", "n"))):
+            counts[(day, app)] = counts.get((day, app), 0) + n
+        return counts
+
+
+def read_archived_days(archive_db: PostgresDatabase, spec, keys: list[str],
+                       fallback_app: str | None) -> ArchivedDays:
+    """The archived rows of ``keys`` per day, and their row keys per (day, app id). A row's app is
+    the one it was requested for; rows archived before adpipes recorded that fall back to
+    AppsFlyer's App ID column, then to ``fallback_app`` (the platform's only app, which is the app
+    adpipes pulled before several apps per platform were supported)."""
     days = [dt.date.fromisoformat(k) for k in keys]
     with archive_db.connect() as conn:
         per_day = stored_row_counts(conn, spec, days)
         if not per_day:
-            return per_day, {}
+            return ArchivedDays(per_day, _key_table([]))
         with conn.cursor() as cur:
             present = set(existing_columns(cur, spec.schema_name, spec.table_name))
-        sources = [c for c in (REQUESTED_APP_ID, "app_id") if c in present]
-        app = sql.SQL("coalesce({}, '')").format(
-            sql.SQL("coalesce({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in sources))
-            if sources else sql.Literal(""))
-        rows = conn.execute(sql.SQL(
-            "SELECT report_date::text, {app}, count(*) FROM {table} WHERE report_date = ANY(%s::date[]) "
-            "GROUP BY 1, 2").format(app=app, table=sql.Identifier(spec.schema_name, spec.table_name)),
-            ([d.isoformat() for d in days if d.isoformat() in per_day],)).fetchall()
+            sources = [sql.SQL("nullif({}, '')").format(sql.Identifier(c))
+                       for c in (REQUESTED_APP_ID, "app_id") if c in present]
+            app = sql.SQL("coalesce({})").format(sql.SQL(", ").join([*sources, sql.Literal(fallback_app or "")]))
+            key = [sql.SQL("coalesce({}, '')").format(sql.Identifier(c)) if c in present else sql.Literal("")
+                   for c in RAW_ROW_KEY]
+            statement = sql.SQL(
+                "COPY (SELECT report_date::text, {app}, {key}, count(*) FROM {table} "
+                "WHERE report_date = ANY({days}::date[]) GROUP BY 1, 2, {positions}) TO STDOUT (FORMAT csv)"
+            ).format(app=app, key=sql.SQL(", ").join(key), table=sql.Identifier(spec.schema_name, spec.table_name),
+                     days=sql.Literal(sorted(per_day)),
+                     positions=sql.SQL(", ").join(sql.Literal(3 + i) for i in range(len(RAW_ROW_KEY))))
+            data = bytearray()
+            with cur.copy(statement) as copy:
+                for chunk in copy:
+                    data += chunk
         conn.rollback()
-    return per_day, {(day, app_id): count for day, app_id, count in rows}
+    names = ["day", "app", *RAW_ROW_KEY, "n"]
+    table = pacsv.read_csv(pa.py_buffer(bytes(data)), read_options=pacsv.ReadOptions(column_names=names),
+                           convert_options=pacsv.ConvertOptions(
+                               column_types={**{c: pa.string() for c in names[:-1]}, "n": pa.int64()},
+                               strings_can_be_null=False, quoted_strings_can_be_null=False))
+    return ArchivedDays(per_day, table)
+
+
+def _key_table(rows: list[dict]) -> pa.Table:
+    names = ["day", "app", *RAW_ROW_KEY]
+    return pa.table({**{c: pa.array([r[c] for r in rows], pa.string()) for c in names},
+                     "n": pa.array([r["n"] for r in rows], pa.int64())})
+
+
+def delivered_keys(day_files: dict[str, list[tuple[str, SpooledChunk]]], days: set[str]) -> pa.Table:
+    """The row keys of the delivered files of ``days``, per (day, app), with how often each occurs."""
+    parts = []
+    for day in sorted(days):
+        for app_id, f in day_files[day]:
+            if not f.rows:
+                continue
+            columns = dict(zip(snake_case_columns(f.header), f.header))
+            table = read_report_columns(f.path, [columns[c] for c in RAW_ROW_KEY])
+            table = table.rename_columns(list(RAW_ROW_KEY))
+            parts.append(table.append_column("day", pa.array([day] * table.num_rows, pa.string()))
+                         .append_column("app", pa.array([app_id] * table.num_rows, pa.string())))
+    if not parts:
+        return _key_table([])
+    every = pa.concat_tables(parts)
+    return every.group_by(["day", "app", *RAW_ROW_KEY]).aggregate([([], "count_all")]).rename_columns(
+        ["day", "app", *RAW_ROW_KEY, "n"])
+
+
+def lost_rows(archived: pa.Table, delivered: pa.Table) -> dict[tuple[str, str], tuple[int, list[str]]]:
+    """Per (day, app): how many archived rows the delivery lacks (row keys counted as a multiset)
+    and a few of their keys."""
+    group = ["day", "app", *RAW_ROW_KEY]
+    joined = archived.join(delivered.rename_columns([*group, "delivered"]), keys=group, join_type="left outer")
+    missing = pc.subtract(joined.column("n"), pc.fill_null(joined.column("delivered"), 0))
+    joined = joined.append_column("missing", missing).filter(pc.greater(missing, 0))
+    lost: dict[tuple[str, str], tuple[int, list[str]]] = {}
+    for row in joined.to_pylist():
+        count, sample = lost.get((row["day"], row["app"]), (0, []))
+        if len(sample) < LOST_ROWS_SAMPLE:
+            sample = [*sample, " / ".join(row[c] or "''" for c in RAW_ROW_KEY)]
+        lost[(row["day"], row["app"])] = (count + row["missing"], sample)
+    return lost
 
 
 def _refusals(keys: list[str], unusable: list[tuple[str, SpooledChunk, list[str], str]], delivered: AppDayRows,
-              archived_days: dict[str, int], archived: AppDayRows, quality: QualityStore,
+              archived: ArchivedDays, lost: dict[tuple[str, str], tuple[int, list[str]]], quality: QualityStore,
               report: QualityReport, *, replace: bool) -> dict[str, str]:
     """The partitions whose delivery may not be written, with why: an app's answer that is not a
-    usable report, or an app with fewer rows than it has archived for the day beyond
-    ADPIPES_MAX_ROW_DROP (unless ``replace``). A day is written for every app or for none: one
-    partition is one table partition. A day never archived has nothing to be worse than.
+    usable report, or an app whose delivery lacks archived rows (by row key; fewer rows is one
+    such case) beyond ADPIPES_MAX_ROW_DROP, unless ``replace``. A day is written for every app or
+    for none: one partition is one table partition. A day never archived has nothing to lose.
     Comparisons are added to ``report``."""
     reasons: dict[str, list[str]] = {}
     for app_id, chunk, covered, problem in unusable:
         for key in covered:
-            held = f"{archived_days[key]:,} rows archived" if key in archived_days else "nothing archived"
+            held = f"{archived.rows[key]:,} rows archived" if key in archived.rows else "nothing archived"
             reasons.setdefault(key, []).append(
                 f"app {app_id}: the {'answer is' if chunk.problem else 'report'} {problem}; {held}")
+    held_by_app = archived.rows_by_app()
     for key in keys:
-        if key in reasons or key not in archived_days:
+        if key in reasons or key not in archived.rows:
             continue
-        apps = sorted({a for (k, a) in archived if k == key} | {a for (k, a) in delivered if k == key})
-        shrunk = []
+        apps = sorted({a for (k, a) in held_by_app if k == key} | {a for (k, a) in delivered if k == key})
+        worse = []
         for app_id in apps:
-            held, came = archived.get((key, app_id), 0), delivered.get((key, app_id), 0)
-            if quality.row_drop_refused(held, came):
+            held, came = held_by_app.get((key, app_id), 0), delivered.get((key, app_id), 0)
+            missing, sample = lost.get((key, app_id), (0, []))
+            if quality.row_drop_refused(held, held - missing):
                 # An archived app that is no longer configured delivers nothing: writing the day
                 # would drop its rows from the archive.
-                shrunk.append(f"app {app_id or '(unknown)'}: {came:,} rows delivered, {held:,} archived")
+                worse.append(f"app {app_id or '(unknown)'}: {came:,} rows delivered, {held:,} archived, "
+                             f"{missing:,} of them not in the delivery (e.g. {'; '.join(sample)})")
         total = sum(n for (k, _), n in delivered.items() if k == key)
-        report.add_archive_comparison(key, archived_days[key], total, refused=bool(shrunk) and not replace,
-                                      max_row_drop=quality.max_row_drop, replaced=bool(shrunk) and replace)
-        if shrunk and not replace:
+        report.add_archive_comparison(key, archived.rows[key], total, refused=bool(worse) and not replace,
+                                      max_row_drop=quality.max_row_drop, replaced=bool(worse) and replace)
+        if worse and not replace:
             reasons[key] = [
-                "; ".join(shrunk) + f": fewer than ADPIPES_MAX_ROW_DROP={quality.max_row_drop:g} allows "
-                "(AppsFlyer may have cut the answer off at a row cap, or still be missing data; an "
-                "app no longer in the settings delivers nothing)"
+                "; ".join(worse) + f": more than ADPIPES_MAX_ROW_DROP={quality.max_row_drop:g} of the archived "
+                "rows would be lost (AppsFlyer may have cut the answer off at a row cap, still be missing "
+                "data, or have removed rows, e.g. fraud; an app no longer in the settings delivers nothing)"
             ]
     return {key: "; ".join(why) for key, why in reasons.items()}
 
@@ -324,9 +410,12 @@ def build_raw_report_asset(platform: str, report: RawReport) -> dg.AssetsDefinit
             for app_id, f in files:
                 delivered_rows[(key, app_id)] = delivered_rows.get((key, app_id), 0) + f.rows
         quality_report.add_row_counts({key: sum(f.rows for _, f in files) for key, files in day_files.items()})
-        # What the archive holds now decides whether the delivery may replace it.
-        archived_days, archived = archived_rows_by_app(archive_db, spec, keys)
-        reasons = _refusals(keys, unusable, delivered_rows, archived_days, archived, quality, quality_report,
+        # What the archive holds now decides whether the delivery may replace it: every archived
+        # row must still be in it (compared by row key, per app).
+        archived = read_archived_days(archive_db, spec, keys, app_ids[0] if len(app_ids) == 1 else None)
+        lost = lost_rows(archived.keys, delivered_keys(day_files, set(archived.rows) - {
+            k for _, _, covered, _ in unusable for k in covered}))
+        reasons = _refusals(keys, unusable, delivered_rows, archived, lost, quality, quality_report,
                             replace=config.replace_archived)
         for key in keys:
             if key in reasons:
@@ -335,7 +424,7 @@ def build_raw_report_asset(platform: str, report: RawReport) -> dg.AssetsDefinit
                 for app_id, f in day_files[key]:
                     delivered.add(f.path, snake_case_columns(f.header), f.rows, report_date=key,
                                   constants={REQUESTED_APP_ID: app_id})
-        rejected = _kept_deliveries(day_files, unusable, archived_days, reasons)
+        rejected = _kept_deliveries(day_files, unusable, archived.rows, reasons)
         written = [key for key in keys if key not in reasons]
         columns = delivered.columns
         missing = [c for c in RAW_COLUMN_NAMES if c not in columns] if written else []

@@ -208,6 +208,13 @@ def parse_report_csv(source: bytes | Path) -> pa.Table:
     return pacsv.read_csv(data, **_csv_options(read_header(source)))
 
 
+def read_report_columns(path: Path, headers: list[str]) -> pa.Table:
+    """Only the named header columns of a report CSV, as text (empty cells are "")."""
+    options = _csv_options(headers)
+    options["convert_options"].include_columns = list(headers)
+    return pacsv.read_csv(str(path), **options)
+
+
 def count_report_rows(path: Path) -> tuple[list[str], int]:
     """Header names and data-row count of a spooled report, parsed a block at a time.
 

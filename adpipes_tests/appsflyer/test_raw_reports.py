@@ -161,3 +161,58 @@ def test_a_re_pull_after_the_late_window_closes_adds_the_late_events(clean_sandb
     assert _query(archive_dsn, "SELECT count(*) FROM appsflyer.android_in_app_events") == [(complete,)]
     assert _query(product_dsn, "SELECT count(*) FROM appsflyer.raw_data WHERE app_id = %s",
                   (SANDBOX_ANDROID_APP_ID,)) == [(complete,)]
+
+
+def test_a_delivery_as_long_as_the_archived_day_but_lacking_archived_rows_is_refused(
+        clean_sandbox, storage_resources, clean_databases):
+    """The archive compares rows, not only counts: a re-pull with the same number of rows, one of
+    which replaces an archived row (e.g. AppsFlyer removed a fraudulent install and another came
+    in late), would lose the archived row."""
+    _, archive_dsn = clean_databases
+    day = recent_day(2)
+    asset = build_raw_report_asset("android", RAW_REPORTS["installs_report"])
+    resources = _resources(clean_sandbox, storage_resources, {"android": (SANDBOX_ANDROID_APP_ID,),
+                                                              "ios": (SANDBOX_IOS_APP_ID,)})
+    assert dg.materialize([asset], resources=resources, partition_key=day).success
+    snapshot = ("SELECT count(*), md5(string_agg(appsflyer_id || event_time, ',' ORDER BY appsflyer_id, event_time)) "
+                "FROM appsflyer.android_installs")
+    before = _query(archive_dsn, snapshot)
+    clean_sandbox.configure(row_overrides=[{"app_id": SANDBOX_ANDROID_APP_ID, "report": "installs_report", "day": day,
+                                            "row": 5, "values": {"AppsFlyer ID": "1700000000000-replacement"}}])
+    result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = node_failure(result, "appsflyer__android_installs")
+    count = before[0][0]
+    assert f"app {SANDBOX_ANDROID_APP_ID}: {count:,} rows delivered, {count:,} archived, 1 of them not in the delivery" in message
+    assert _query(archive_dsn, snapshot) == before
+
+
+def test_rows_archived_before_requested_app_id_count_for_the_platforms_only_app(
+        clean_sandbox, storage_resources, clean_databases):
+    """A first-wave archive has no requested_app_id (and AppsFlyer's App ID may be empty): its rows
+    belong to the one app the platform had then, so a re-pull with one app compares with them."""
+    _, archive_dsn = clean_databases
+    day = recent_day(2)
+    asset = build_raw_report_asset("android", RAW_REPORTS["installs_report"])
+    one_app = {"android": (SANDBOX_ANDROID_APP_ID,), "ios": (SANDBOX_IOS_APP_ID,)}
+    assert dg.materialize([asset], resources=_resources(clean_sandbox, storage_resources, one_app),
+                          partition_key=day).success
+    with psycopg.connect(archive_dsn) as conn:
+        conn.execute("UPDATE appsflyer.android_installs SET requested_app_id = NULL, app_id = NULL")
+    archived = _query(archive_dsn, "SELECT count(*) FROM appsflyer.android_installs")[0][0]
+
+    assert dg.materialize([asset], resources=_resources(clean_sandbox, storage_resources, one_app),
+                          partition_key=day).success
+    assert _query(archive_dsn, "SELECT requested_app_id, count(*) FROM appsflyer.android_installs GROUP BY 1") == [
+        (SANDBOX_ANDROID_APP_ID, archived)]
+
+    # With two apps the old rows' app cannot be known: the re-pull is refused, never guessed.
+    clean_sandbox.configure(apps=[*APPS["android"], *APPS["ios"]])
+    with psycopg.connect(archive_dsn) as conn:
+        conn.execute("UPDATE appsflyer.android_installs SET requested_app_id = NULL, app_id = NULL")
+    result = dg.materialize([asset], resources=_resources(clean_sandbox, storage_resources), partition_key=day,
+                            raise_on_error=False)
+    assert not result.success
+    assert f"app (unknown): 0 rows delivered, {archived:,} archived" in step_failure_message(result)
+    assert _query(archive_dsn, "SELECT count(*), count(requested_app_id) FROM appsflyer.android_installs") == [
+        (archived, 0)]

@@ -768,6 +768,8 @@ def _parse_window(params: dict[str, str], report: str) -> tuple[dt.datetime, dt.
 
 
 def rows_for_day(app_id: str, report: str, day: dt.date, config: dict[str, Any]) -> int:
+    """The rows of the day: the ``rows_per_day`` override, else the usual count. An override
+    below the usual count serves the usual day's first rows (see ``_window_rows``)."""
     override = config["rows_per_day"].get(f"{app_id}|{report}")
     return default_rows_for_day(app_id, report, day) if override is None else int(override)
 
@@ -787,9 +789,13 @@ def _window_rows(app_id: str, report: str, start: dt.datetime, end: dt.datetime,
     day = start.date()
     while day <= end.date():
         n_rows = rows_for_day(app_id, report, day, config)
-        generated = generate_day(app_id, report, day, timezone, n_rows)
+        usual = default_rows_for_day(app_id, report, day)
+        # Fewer rows than usual are the usual day's first rows, as a server cutting an answer off
+        # or missing data would serve (the archive compares rows by key); more are a bigger day.
+        generated = generate_day(app_id, report, day, timezone, max(n_rows, usual))[:n_rows]
         # The day's late rows have not arrived before its late-events close.
-        held_back = late_rows(app_id, report, day, n_rows) if now < late_window_close(day, timezone) else ()
+        held_back = (late_rows(app_id, report, day, max(n_rows, usual))
+                     if now < late_window_close(day, timezone) else ())
         planted = {int(o.get("row", 0)): o.get("values", {}) for o in overrides
                    if o.get("day") == day.isoformat()}
         for index, row in enumerate(generated):

@@ -11,8 +11,9 @@ from adpipes.airbridge.partitions import airbridge_daily_partitions
 from adpipes.airbridge.resources import API_POOL, AirbridgeApi, AirbridgeApiError, RevenueReport
 from adpipes.airbridge.schemas import REVENUE_TABLE, revenue_schema, revenue_task_schema
 from adpipes.airbridge.transform import RevenueFrame, RevenueShapeError, revenue_frame, total_count_view
-from adpipes.lib.app_failures import app_failure
+from adpipes.lib.app_failures import app_failure, refuse_removed_apps, stored_apps_not_configured
 from adpipes.lib.assets import table_asset
+from adpipes.lib.storage.postgres import PostgresDatabase
 from adpipes.lib.quality import ROW_VOLUME, UNKNOWN_COLUMNS, QualityReport, QualityStore, check_groups, publish
 
 GROUP = "airbridge"
@@ -32,7 +33,8 @@ REVENUE_CHECKS = check_groups(revenue_schema(), extra=[UNKNOWN_COLUMNS, ROW_VOLU
     check_schemas=[revenue_schema(), revenue_task_schema()],
     pool=API_POOL,
 )
-def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, quality: QualityStore):
+def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, quality: QualityStore,
+            archive_db: PostgresDatabase):
     """How much revenue the users who installed (or came through a deeplink) on a given day
     brought in, per group (channel and campaign by default, AIRBRIDGE_GROUP_BY), by days since
     that start event: one row per start-event day (report_date, app timezone), group and Day N,
@@ -52,6 +54,9 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, qual
     dates = [dt.date.fromisoformat(k) for k in days]
     # The query is the same for every app: its documented limits are checked before any call.
     airbridge_api.check_query(dates)
+    # An app removed from the settings would lose its archived rows of these days.
+    refuse_removed_apps(asset, days, stored_apps_not_configured(archive_db, REVENUE_TABLE, "app_name", days, apps),
+                        "AIRBRIDGE_APP_NAME")
     reports: list[tuple[RevenueReport, RevenueFrame]] = []
     # Requests made per app (task creation, polls, pages, retries), for the metadata and a failure.
     calls: dict[str, int] = {}

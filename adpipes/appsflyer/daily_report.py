@@ -12,7 +12,6 @@ import datetime as dt
 from dataclasses import dataclass
 
 import pandas as pd
-from psycopg import sql
 
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
@@ -35,7 +34,13 @@ from adpipes.appsflyer.schemas import (
     daily_report_schema,
     snake_case,
 )
-from adpipes.lib.app_failures import app_failure, partitions_label, stored_partitions_kept
+from adpipes.lib.app_failures import (
+    app_failure,
+    partitions_label,
+    refuse_removed_apps,
+    stored_apps_not_configured,
+    stored_partitions_kept,
+)
 from adpipes.lib.assets import column_drift_metadata, table_asset
 from adpipes.lib.http import VendorApiError
 from adpipes.lib.quality import (
@@ -48,7 +53,7 @@ from adpipes.lib.quality import (
     publish,
 )
 from adpipes.lib.quota import ApiCallLedger, require_calls
-from adpipes.lib.storage.postgres import PostgresDatabase, stored_layout_version
+from adpipes.lib.storage.postgres import PostgresDatabase
 
 GROUP = "appsflyer"
 # Aggregates finalize ~48 h late: a day is re-pulled with the two days before it.
@@ -195,16 +200,8 @@ def daily_report(
     # Read before the first call: if the archive cannot be read, no quota is spent. A partition
     # is replaced as a whole: an app no longer configured would lose its archived rows of these
     # days, and no re-pull may leave the archive with less than it had.
-    dropped = stored_apps_not_configured(archive_db, keys, app_ids)
-    if dropped:
-        raise dg.Failure(
-            f"{asset} {partitions_label(keys)}: the archive holds rows of app(s) {', '.join(dropped)} for "
-            "these days, which are no longer configured (APPSFLYER_ANDROID_APP_ID / APPSFLYER_IOS_APP_ID). "
-            "A partition is replaced as a whole, so pulling it again would drop their rows from both "
-            "databases; nothing was called or written. What to do: add the app(s) back to the settings "
-            "and re-run, or materialize only days after the app was removed.",
-            metadata={"appsflyer/apps_no_longer_configured": dg.MetadataValue.json(dropped)},
-        )
+    refuse_removed_apps(asset, keys, stored_apps_not_configured(archive_db, DAILY_REPORT_TABLE, "app_id", keys, app_ids),
+                        "APPSFLYER_ANDROID_APP_ID / APPSFLYER_IOS_APP_ID")
     for platform, app_id in platform_apps:
         try:
             fetched = appsflyer_aggregate_api.fetch_aggregate_report(app_id, DAILY_REPORT, first, last,
@@ -283,24 +280,6 @@ def daily_report(
         },
     )
     yield from publish(context, quality, report, output)
-
-
-def stored_apps_not_configured(archive: PostgresDatabase, days: list[str], app_ids: list[str]) -> list[str]:
-    """App ids with rows stored in the archive for ``days`` that are not in ``app_ids`` (an app
-    removed from the settings): a re-pull would replace the days without them. None while the table
-    does not exist or has an older layout (without app_id)."""
-    with archive.connect() as conn:
-        version = stored_layout_version(conn, DAILY_REPORT_TABLE)
-        if version is None or version < DAILY_REPORT_TABLE.layout_version:
-            conn.rollback()
-            return []
-        rows = conn.execute(
-            sql.SQL("SELECT DISTINCT app_id FROM {} WHERE report_date = ANY(%s::date[]) AND NOT app_id = ANY(%s)")
-            .format(sql.Identifier(DAILY_REPORT_TABLE.schema_name, DAILY_REPORT_TABLE.table_name)),
-            (list(days), list(app_ids)),
-        ).fetchall()
-        conn.rollback()
-    return sorted(r[0] for r in rows)
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:

@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
+from psycopg import sql
+
+from adpipes.lib.storage.postgres import PostgresDatabase, stored_layout_version
+from adpipes.lib.storage.tables import TableSpec
 
 
 def partitions_label(partitions: Sequence[str]) -> str:
@@ -50,4 +54,39 @@ def app_failure(asset: str, partitions: Sequence[str], app: str, error: BaseExce
             "calls_by_app_before_the_failure": dg.MetadataValue.json(dict(calls)),
             "partitions": dg.MetadataValue.json(sorted(partitions)),
         },
+    )
+
+
+def stored_apps_not_configured(archive: PostgresDatabase, spec: TableSpec, app_column: str,
+                               days: Sequence[str], apps: Sequence[str]) -> list[str]:
+    """Apps with rows archived in ``spec``'s table for ``days`` that are not in ``apps`` (an app
+    removed from the settings): replacing those days would drop their rows. None while the table
+    does not exist or has an older layout."""
+    with archive.connect() as conn:
+        version = stored_layout_version(conn, spec)
+        if version is None or version < spec.layout_version:
+            conn.rollback()
+            return []
+        rows = conn.execute(
+            sql.SQL("SELECT DISTINCT {} FROM {} WHERE report_date = ANY(%s::date[]) AND NOT {} = ANY(%s)").format(
+                sql.Identifier(app_column), sql.Identifier(spec.schema_name, spec.table_name),
+                sql.Identifier(app_column)),
+            (list(days), list(apps)),
+        ).fetchall()
+        conn.rollback()
+    return sorted(r[0] for r in rows)
+
+
+def refuse_removed_apps(asset: str, partitions: Sequence[str], removed: Sequence[str], variables: str) -> None:
+    """Fail before any call when the archive holds rows of apps no longer configured for the
+    partitions: a partition is replaced as a whole, and no re-pull may leave the archive with less."""
+    if not removed:
+        return
+    raise dg.Failure(
+        f"{asset} {partitions_label(partitions)}: the archive holds rows of app(s) {', '.join(removed)} for "
+        f"these days, which are no longer configured ({variables}). A partition is replaced as a whole, "
+        "so pulling it again would drop their rows from both databases; nothing was called or written. "
+        "What to do: add the app(s) back to the settings and re-run, or materialize only days after "
+        "the app was removed.",
+        metadata={"apps_no_longer_configured": dg.MetadataValue.json(list(removed))},
     )

@@ -464,6 +464,25 @@ def test_one_app_failing_leaves_the_stored_day_of_both_apps_as_it_was(resources,
     assert (query(product_dsn, BY_APP), query(archive_dsn, BY_APP)) == before
 
 
+def test_an_app_removed_from_the_settings_cannot_drop_its_archived_rows(resources, airbridge_api, clean_databases,
+                                                                       clean_sandbox):
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
+    assert dg.materialize([revenue], resources={**resources, "airbridge_api": two_apps(clean_sandbox, airbridge_api)},
+                          partition_key=day).success
+    before = (query(product_dsn, BY_APP), query(archive_dsn, BY_APP))
+    posts = len([c for c in clean_sandbox.calls() if c["method"] == "POST"])
+    # SECOND_APP is gone from AIRBRIDGE_APP_NAME: re-pulling the day would drop its rows.
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": configured(airbridge_api, app_name=APP)},
+                            partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert f"app(s) {SECOND_APP}" in message and "AIRBRIDGE_APP_NAME" in message
+    assert "nothing was called or written" in message
+    assert len([c for c in clean_sandbox.calls() if c["method"] == "POST"]) == posts
+    assert (query(product_dsn, BY_APP), query(archive_dsn, BY_APP)) == before
+
+
 def test_app_names_are_split_and_a_list_needs_a_named_app(airbridge_api, clean_sandbox):
     api = configured(airbridge_api, app_name=f" {APP}, {SECOND_APP} ,")
     assert api.app_names() == (APP, SECOND_APP)

@@ -522,17 +522,39 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
         archive's quality.quarantine instead; organic rows without media source are valid. The raw
         reports keep every row as delivered.
         """
-        # A day no raw report was archived for reads as a day without rows: building it would
-        # write an empty partition to product and archive, as if nobody had installed or done anything.
-        missing = {b.spec.asset_key.to_user_string(): days for b in batches.values() if (days := b.missing_days())}
-        if missing:
-            listed = "; ".join(f"{asset}: {', '.join(d.isoformat() for d in days)}" for asset, days in missing.items())
+        # A day a raw report was not archived for reads as a day without its rows: building it
+        # would write a partial (or empty) day to product and archive, as if nobody had installed
+        # or done anything. Within AppsFlyer's lookback the report can still be pulled first.
+        # Older days can never get it (a report added to APPSFLYER_RAW_REPORTS later, e.g. the
+        # organic reports after an upgrade): they are built from the reports archived for them,
+        # and the run says which are missing, but never from none.
+        missing = {name: days for name, b in batches.items() if (days := b.missing_days())}
+        oldest = raw_lookback_start(appsflyer_raw_data_api.timezone)
+        days = [dt.date.fromisoformat(k) for k in context.partition_keys]
+        pullable = {name: [d for d in found if d >= oldest] for name, found in missing.items()}
+        pullable = {name: found for name, found in pullable.items() if found}
+        empty = [d for d in days if all(d in missing.get(name, ()) for name in batches)]
+        if pullable or empty:
+            listed = "; ".join(f"{batches[name].spec.asset_key.to_user_string()}: {', '.join(d.isoformat() for d in found)}"
+                               for name, found in pullable.items())
             raise dg.Failure(
-                f"appsflyer/raw_data: the archive holds no raw report for these partitions ({listed}). "
-                "raw_data is built from the archived raw reports only, so nothing was written. "
+                "appsflyer/raw_data: the archive lacks raw reports for these partitions ("
+                + (listed if listed else "")
+                + (("; " if listed else "") + "no raw report at all: " + ", ".join(d.isoformat() for d in empty)
+                   if empty else "")
+                + "). raw_data is built from the archived raw reports only, so nothing was written. "
                 "Materialize those raw reports for those partitions first (AppsFlyer serves the last "
                 f"{RAW_LOOKBACK_DAYS} days), then appsflyer/raw_data."
             )
+        if missing:
+            context.log.warning(
+                "appsflyer/raw_data: built without raw reports the archive never held for days older than "
+                f"AppsFlyer's {RAW_LOOKBACK_DAYS}-day lookback (they can no longer be pulled): "
+                + "; ".join(f"{batches[name].spec.asset_key.to_user_string()}: "
+                            f"{', '.join(d.isoformat() for d in found)}" for name, found in missing.items())
+            )
+        # A report with nothing archived for any of the days may not even have a table yet.
+        readable = [name for name in sources if len(missing.get(name, ())) < len(days)]
         report = QualityReport(RAW_DATA_CHECKS, context.partition_keys, RAW_DATA_TABLE.row_key)
 
         def validated(source: RawReport, delivered: pd.DataFrame, typed: pd.DataFrame) -> pd.Series:
@@ -547,7 +569,7 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
         # then to the platform's app when it has only one.
         single = {p: ids[0] for p in PLATFORMS if len(ids := appsflyer_apps.app_ids(p)) == 1}
         frame = unify_raw_reports(
-            [(sources[name][1], batches[name]) for name in sources],
+            [(sources[name][1], batches[name]) for name in readable],
             # Raw timestamps are wall times in the timezone the reports were requested in.
             timezone=appsflyer_raw_data_api.timezone,
             app_ids=single,
@@ -561,6 +583,9 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
             "rows_by_app": dg.MetadataValue.json(frame["app_id"].value_counts(dropna=False).astype(int).to_dict()),
             "rows_by_source_report": dg.MetadataValue.json(
                 frame["source_report"].value_counts(dropna=False).astype(int).to_dict()),
+            "adpipes/reports_not_archived": dg.MetadataValue.json(
+                {batches[name].spec.asset_key.to_user_string(): [d.isoformat() for d in found]
+                 for name, found in missing.items()}),
         }
         yield from publish(context, quality, report, dg.Output(frame, metadata=metadata))
 

@@ -216,3 +216,44 @@ def test_rows_archived_before_requested_app_id_count_for_the_platforms_only_app(
     assert f"app (unknown): 0 rows delivered, {archived:,} archived" in step_failure_message(result)
     assert _query(archive_dsn, "SELECT count(*), count(requested_app_id) FROM appsflyer.android_installs") == [
         (archived, 0)]
+
+
+def test_raw_data_of_a_day_past_the_lookback_is_built_from_the_reports_archived_for_it(
+        clean_sandbox, storage_resources, clean_databases, monkeypatch):
+    """After an upgrade adds reports, days older than AppsFlyer's 90 days can never get them:
+    raw_data is rebuilt from the reports archived then, saying which are missing; within the
+    lookback it still asks for them first."""
+    import datetime as dt
+
+    import adpipes.appsflyer.assets as assets_module
+
+    product_dsn, _ = clean_databases
+    day = recent_day(2)
+    resources = _resources(clean_sandbox, storage_resources, {"android": (SANDBOX_ANDROID_APP_ID,),
+                                                              "ios": (SANDBOX_IOS_APP_ID,)})
+    # A first-wave day: installs and in-app events were archived, the other reports never were.
+    assert dg.materialize(build_raw_assets(("installs_report", "in_app_events_report")), resources=resources,
+                          partition_key=day).success
+    archived = _query(product_dsn, "SELECT count(*) FROM appsflyer.raw_data")[0][0]
+    everything = build_raw_assets(tuple(RAW_REPORTS))
+    raw_data = everything[-1]
+
+    # Within the lookback: the missing reports can still be pulled, so nothing is built.
+    result = dg.materialize(everything, resources=resources, partition_key=day, selection=[raw_data.key],
+                            raise_on_error=False)
+    assert not result.success
+    message = step_failure_message(result)
+    assert f"appsflyer/android_organic_installs: {day}" in message and "Materialize those raw reports" in message
+
+    # Once the day is past the lookback (here: the lookback moved past it), it is built from
+    # the two reports archived for it, and says which were not.
+    monkeypatch.setattr(assets_module, "raw_lookback_start",
+                        lambda timezone, today=None: dt.date.fromisoformat(day) + dt.timedelta(days=1))
+    result = dg.materialize(everything, resources=resources, partition_key=day, selection=[raw_data.key])
+    assert result.success
+    assert _query(product_dsn, "SELECT count(*), array_agg(DISTINCT source_report ORDER BY source_report) "
+                               "FROM appsflyer.raw_data") == [(archived, ["in_app_events_report", "installs_report"])]
+    metadata = result.asset_materializations_for_node("appsflyer__raw_data")[0].metadata
+    assert set(metadata["adpipes/reports_not_archived"].value) == {
+        f"appsflyer/{platform}_{report.short}" for platform in PLATFORMS for report in RAW_REPORTS.values()
+        if report.name not in ("installs_report", "in_app_events_report")}

@@ -790,9 +790,15 @@ def _window_rows(app_id: str, report: str, start: dt.datetime, end: dt.datetime,
     while day <= end.date():
         n_rows = rows_for_day(app_id, report, day, config)
         usual = default_rows_for_day(app_id, report, day)
-        # Fewer rows than usual are the usual day's first rows, as a server cutting an answer off
-        # or missing data would serve (the archive compares rows by key); more are a bigger day.
-        generated = generate_day(app_id, report, day, timezone, max(n_rows, usual))[:n_rows]
+        # The usual day's rows stay what they are whatever the override (the archive compares a
+        # re-pull with what it holds, row by row): fewer rows than usual are its first rows, as a
+        # server cutting an answer off or missing data would serve; more are its rows plus rows
+        # of a bigger day spread over the day (rows that arrived, or a busier day).
+        generated = generate_day(app_id, report, day, timezone, usual)[:n_rows]
+        if n_rows > usual:
+            bigger = generate_day(app_id, report, day, timezone, n_rows)
+            added = random.Random(_seed(app_id, report, day.isoformat(), "added")).sample(range(n_rows), n_rows - usual)
+            generated = generated + tuple(bigger[i] for i in sorted(added))
         # The day's late rows have not arrived before its late-events close.
         held_back = (late_rows(app_id, report, day, max(n_rows, usual))
                      if now < late_window_close(day, timezone) else ())

@@ -62,6 +62,10 @@ LATE_EVENTS_DERIVED_KEYS = (RAW_DATA_KEY, CUSTOMER_USER_MAP_KEY)
 # are days 0-30, 60, 90 and 180, and a period is complete the day after it ends.
 MATURITY_AGES = (2, 3, 7, 14, 31, 61, 91, 181)
 TRIGGER_TAG = "adpipes/trigger"
+# The day whose raw reports a run pulls (daily and late-events runs). config/dagster.yaml runs one
+# run per value at a time, so the two runs of a day queue behind each other instead of one failing
+# on the day's partition lock when they come close (timezones a little east of UTC+3).
+RAW_DAY_TAG = "adpipes/raw_day"
 
 
 def daily_run_requests(today: dt.date, first_partition: dt.date,
@@ -74,7 +78,7 @@ def daily_run_requests(today: dt.date, first_partition: dt.date,
         requests.append(dg.RunRequest(
             run_key=f"daily:{yesterday}", partition_key=yesterday.isoformat(),
             asset_selection=sorted(k for k in asset_keys if k != DAILY_REPORT_KEY),
-            tags={TRIGGER_TAG: "daily"},
+            tags={TRIGGER_TAG: "daily", RAW_DAY_TAG: yesterday.isoformat()},
         ))
         requests.append(daily_report_refresh_run_request(
             yesterday.isoformat(), first_partition.isoformat(), tags={TRIGGER_TAG: "late-data"}))
@@ -163,7 +167,7 @@ def late_events_run_requests(days: Iterable[dt.date], selection: list[dg.AssetKe
         return []
     return [
         dg.RunRequest(run_key=f"late-events:{day}", partition_key=day.isoformat(), asset_selection=selection,
-                      tags={TRIGGER_TAG: "late-events"})
+                      tags={TRIGGER_TAG: "late-events", RAW_DAY_TAG: day.isoformat()})
         for day in days
     ]
 

@@ -52,6 +52,7 @@ def test_a_tick_requests_yesterday_late_data_and_maturing_cohorts():
     (daily,) = by_trigger["daily"]
     # Every asset but daily_report, which the late-data run pulls for yesterday too.
     assert daily.partition_key == "2026-11-22"
+    assert daily.tags["adpipes/raw_day"] == "2026-11-22"  # one run per raw day at a time
     every_asset = {k.to_user_string() for k in defs.get_repository_def().asset_graph.materializable_asset_keys}
     assert {k.to_user_string() for k in daily.asset_selection} == every_asset - {"appsflyer/daily_report"}
     assert {"appsflyer/android_installs", "appsflyer/raw_data", "appsflyer/cohort_ltv", "airbridge/revenue"} \
@@ -117,6 +118,8 @@ def test_seoul_yesterday_is_pulled_again_at_noon_kst():
     assert run.partition_key == "2026-11-22"
     assert run.run_key == "late-events:2026-11-22"
     assert run.tags["adpipes/trigger"] == "late-events"
+    # The same tag as the daily run of the day: the shipped instance queues one behind the other.
+    assert run.tags["adpipes/raw_day"] == "2026-11-22"
     # The tag the call ledger recognises a scheduled run by: this run may use the reserved calls.
     assert run.tags["dagster/schedule_name"] == LATE_EVENTS_SCHEDULE_NAME
     # Every raw report asset of the code location and what is built from them; nothing else.
@@ -182,3 +185,21 @@ def test_the_late_events_run_follows_the_raw_reports_configured():
         "appsflyer/android_installs", "appsflyer/ios_installs", "appsflyer/android_organic_installs",
         "appsflyer/ios_organic_installs", "appsflyer/raw_data", "appsflyer/customer_user_map",
     }
+
+
+def test_the_shipped_instance_runs_one_run_per_raw_day_at_a_time():
+    """The daily and late-events runs of a day queue behind each other (config/dagster.yaml)
+    instead of the second failing on the day's partition lock."""
+    from pathlib import Path
+
+    import yaml
+    from dagster._core.instance.config import dagster_instance_config_schema
+    from dagster._config import process_config
+
+    from adpipes.schedules import RAW_DAY_TAG
+
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "config" / "dagster.yaml").read_text())
+    limits = shipped["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": RAW_DAY_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+    checked = process_config(dagster_instance_config_schema(), {"concurrency": shipped["concurrency"]})
+    assert checked.success, checked.errors

@@ -24,6 +24,8 @@ from adpipes.lib.storage.dsn import dsn_problem
 from adpipes.appsflyer.cohort_api import ALWAYS_RETURNED, COHORT_TYPES, documented_kpi
 from adpipes.appsflyer.raw_data_api import CURRENCIES as APPSFLYER_CURRENCIES
 from adpipes.appsflyer.raw_data_api import RAW_REPORTS as APPSFLYER_RAW_REPORTS
+from adpipes.appsflyer.raw_data_api import DEFAULT_DAILY_QUOTAS as RAW_DEFAULT_QUOTAS
+from adpipes.appsflyer.aggregate_api import DEFAULT_DAILY_QUOTAS as AGGREGATE_DEFAULT_QUOTAS
 
 DEV = "dev"
 PROD = "prod"
@@ -44,8 +46,8 @@ DEFAULT_SCHEDULE_TIME = "06:00"
 # raw reports are pulled again this many minutes after that, when nothing can arrive any more.
 DEFAULT_LATE_EVENTS_MARGIN_MINUTES = 60
 # Calls a day per app and Pull API report that backfills may not use: the scheduled runs' share
-# (the daily pull and the late-events re-pull take one each).
-DEFAULT_RESERVED_CALLS = 2
+# (the daily pull and the late-events re-pull take one each, and a retry of each counts too).
+DEFAULT_RESERVED_CALLS = 4
 DEFAULT_APPSFLYER_BASE_URL = "https://hq1.appsflyer.com"
 DEFAULT_AIRBRIDGE_BASE_URL = "https://api.airbridge.io"
 
@@ -315,10 +317,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                        lambda calls: calls >= 0,
                        "a whole number of calls >= 0 (calls a day per app and report kept for the "
                        "scheduled runs; 0 lets backfills use the whole quota)")
-    for report, quota in quotas.items():
-        if reserved >= quota:
-            problems.append(f"APPSFLYER_RESERVED_CALLS={reserved} leaves no call of {report}'s "
-                            f"{quota} a day (APPSFLYER_DAILY_QUOTAS) to backfills; reserve fewer")
+    # Every quota the reserve is taken from: the usual plan's, as APPSFLYER_DAILY_QUOTAS changes them.
+    effective = {**RAW_DEFAULT_QUOTAS, **AGGREGATE_DEFAULT_QUOTAS, **quotas}
+    starved = {report: quota for report, quota in effective.items() if reserved >= quota}
+    if starved:
+        listed = ", ".join(f"{report} ({quota} a day)" for report, quota in starved.items())
+        problems.append(f"APPSFLYER_RESERVED_CALLS={reserved} leaves no call to backfills of {listed} "
+                        "(quotas: APPSFLYER_DAILY_QUOTAS or the usual plan's); reserve fewer")
     margin = _number(environ, "APPSFLYER_LATE_EVENTS_MARGIN_MINUTES", DEFAULT_LATE_EVENTS_MARGIN_MINUTES,
                      problems, int, lambda minutes: 0 <= minutes <= 1200,
                      "a whole number of minutes between 0 and 1200 after 02:00 UTC (when AppsFlyer "

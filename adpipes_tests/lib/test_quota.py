@@ -324,7 +324,7 @@ def test_the_code_location_reserves_calls_of_every_pull_api_report():
     ledger = build_resources(load_settings({"APPSFLYER_RESERVED_CALLS": "3"}))["api_calls"]
     assert ledger.reserved_calls == 3
     assert set(ledger.reserved_reports) == {*RAW_REPORTS, "daily_report"}
-    assert build_resources(load_settings({}))["api_calls"].reserved_calls == 2
+    assert build_resources(load_settings({}))["api_calls"].reserved_calls == 4
 
 
 # -- end to end: a raw report asset over the sandbox ------------------------------------------------

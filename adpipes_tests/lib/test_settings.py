@@ -201,7 +201,9 @@ def test_several_apps_per_platform_and_raw_reports_are_read_in_prod():
         ({"APPSFLYER_RAW_REPORTS": "installs_report,organic_installs"}, "APPSFLYER_RAW_REPORTS items ['organic_installs']"),
         ({"APPSFLYER_RESERVED_CALLS": "-1"}, "APPSFLYER_RESERVED_CALLS='-1' must be a whole number"),
         ({"APPSFLYER_RESERVED_CALLS": "12", "APPSFLYER_DAILY_QUOTAS": "installs_report=12"},
-         "leaves no call of installs_report's 12 a day"),
+         "leaves no call to backfills of installs_report (12 a day)"),
+        # The usual plan's quotas count too: in-app events reports have 12 calls a day.
+        ({"APPSFLYER_RESERVED_CALLS": "20"}, "in_app_events_report (12 a day)"),
         ({"APPSFLYER_LATE_EVENTS_MARGIN_MINUTES": "soon"}, "APPSFLYER_LATE_EVENTS_MARGIN_MINUTES='soon' must be"),
         ({"APPSFLYER_DAILY_QUOTAS": "installs-retarget=48,organic_in_app_events_report=6"}, None),
     ],

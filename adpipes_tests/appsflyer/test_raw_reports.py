@@ -257,3 +257,35 @@ def test_raw_data_of_a_day_past_the_lookback_is_built_from_the_reports_archived_
     assert set(metadata["adpipes/reports_not_archived"].value) == {
         f"appsflyer/{platform}_{report.short}" for platform in PLATFORMS for report in RAW_REPORTS.values()
         if report.name not in ("installs_report", "in_app_events_report")}
+
+
+def test_the_customer_user_map_holds_every_pair_of_raw_data_and_keeps_it_after_the_prune(
+        three_apps, storage_resources, clean_databases):
+    """The issue's end to end: every report of three apps over the sandbox -> raw_data -> the map,
+    which still holds every pair once raw_data's product partition is pruned."""
+    import datetime as dt
+
+    from adpipes.appsflyer.customer_user_map import customer_user_map
+    from adpipes.lib.retention import PRUNE_OP, prune_product_partitions_job
+
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
+    resources = _resources(three_apps, storage_resources)
+    assert dg.materialize([*ALL_ASSETS, customer_user_map], resources=resources, partition_key=day).success
+    pairs = ("SELECT app_id, customer_user_id, appsflyer_id, platform, min(event_time), max(event_time) "
+             "FROM appsflyer.raw_data WHERE customer_user_id IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3")
+    mapped = ("SELECT app_id, customer_user_id, appsflyer_id, platform, first_seen, last_seen "
+              "FROM appsflyer.customer_user_map ORDER BY 1, 2, 3")
+    expected = _query(product_dsn, pairs)
+    assert {row[0] for row in expected} == {app for apps in APPS.values() for app in apps}
+    organic = _query(product_dsn, "SELECT count(DISTINCT appsflyer_id) FROM appsflyer.raw_data "
+                                  "WHERE attribution = 'organic' AND customer_user_id IS NOT NULL")[0][0]
+    assert organic > 0  # organic users are mapped too
+    assert _query(product_dsn, mapped) == _query(archive_dsn, mapped) == expected
+
+    cutoff = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
+    pruned = prune_product_partitions_job.execute_in_process(
+        run_config={"ops": {PRUNE_OP: {"config": {"cutoffs": {"appsflyer/raw_data": cutoff}}}}}, resources=resources)
+    assert pruned.success
+    assert _query(product_dsn, "SELECT count(*) FROM appsflyer.raw_data") == [(0,)]
+    assert _query(product_dsn, mapped) == expected

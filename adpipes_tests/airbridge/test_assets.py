@@ -54,18 +54,8 @@ def table_snapshot(dsn: str) -> list[tuple]:
 
 
 def served(sandbox, body: dict) -> dict[tuple[str, str], dict]:
-    """What the sandbox serves for a query body, read straight from its JSON (not through the
-    client): (group_values, date) -> the date row."""
-    sandbox_airbridge.configure(sandbox, polls_pending=0, polls_running=0)
-    headers = {"Authorization": f"Bearer {sandbox.airbridge_token}"}
-    base = f"{sandbox.base_url}/reports/api/v3/apps/{APP}/revenue/query"
-    task_id = requests.post(base, json=body, headers=headers, timeout=10).json()["data"]["taskId"]
-    page = requests.get(f"{base}/{task_id}", params={"size": 1000}, headers=headers, timeout=10).json()
-    fields = body["groupBy"]["fields"]
-    return {
-        (json.dumps(dict(zip(fields, row["metadata"])), sort_keys=True, ensure_ascii=False), day["date"]): day
-        for row in page["data"]["stats"]["rows"] for day in row["rows"]
-    }
+    """What the sandbox serves the app for a query body (see :func:`served_for`)."""
+    return served_for(sandbox, APP, body)
 
 
 def serve_printed_page(sandbox, page: dict, day: str, total_count: int = 1) -> None:

@@ -15,6 +15,7 @@ from adpipes.lib.quota import (
     require_calls,
 )
 from adpipes.lib.storage.postgres import PostgresDatabase
+from adpipes_tests.appsflyer.test_assets import step_failure_message
 
 
 @pytest.fixture
@@ -92,10 +93,8 @@ def test_require_refuses_a_range_before_any_call(ledger, clean_databases):
     assert ledger_rows(archive_dsn)[0][3:5] == (11, 11)
 
 
-def test_parallel_runs_cannot_count_past_the_quota(ledger, clean_databases):
-    _, archive_dsn = clean_databases
-    meter = ledger.meter("appsflyer", "com.example", "installs_report", 10)
-
+def spend_in_parallel(meter, calls: int) -> list[bool]:
+    """``calls`` spends of ``meter`` from 8 threads at once: which were granted."""
     def spend() -> bool:
         try:
             meter.spend()
@@ -104,7 +103,13 @@ def test_parallel_runs_cannot_count_past_the_quota(ledger, clean_databases):
             return False
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        granted = list(pool.map(lambda _: spend(), range(24)))
+        return list(pool.map(lambda _: spend(), range(calls)))
+
+
+def test_parallel_runs_cannot_count_past_the_quota(ledger, clean_databases):
+    _, archive_dsn = clean_databases
+    meter = ledger.meter("appsflyer", "com.example", "installs_report", 10)
+    granted = spend_in_parallel(meter, 24)
     assert granted.count(True) == 10
     assert ledger_rows(archive_dsn)[0][3:5] == (10, 10)
 
@@ -282,16 +287,7 @@ def test_parallel_backfills_cannot_count_into_the_reserve(clean_databases):
     _, archive_dsn = clean_databases
     meter = reserving_ledger(archive_dsn, reserved=3, run_tags=BACKFILL).meter("appsflyer", "com.example",
                                                                                "installs_report", 10)
-
-    def spend() -> bool:
-        try:
-            meter.spend()
-            return True
-        except QuotaExceeded:
-            return False
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        granted = list(pool.map(lambda _: spend(), range(24)))
+    granted = spend_in_parallel(meter, 24)
     assert granted.count(True) == 7
     assert ledger_rows(archive_dsn)[0][3:5] == (7, 7)
 
@@ -350,15 +346,6 @@ def _android_installs_run(clean_sandbox, storage_resources, ledger: ApiCallLedge
     return dg.materialize([android_installs], resources=resources, tags=tags, raise_on_error=False, **partitions)
 
 
-def _failure_message(result: dg.ExecuteInProcessResult) -> str:
-    error = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
-    messages = []
-    while error is not None:
-        messages.append(error.message)
-        error = error.cause
-    return "\n".join(messages)
-
-
 def _local_day(days_ago: int) -> str:
     from zoneinfo import ZoneInfo
     return (dt.datetime.now(ZoneInfo("Asia/Seoul")).date() - dt.timedelta(days=days_ago)).isoformat()
@@ -377,7 +364,7 @@ def test_a_backfill_needing_the_reserve_is_refused_before_any_vendor_call(clean_
                                    {**BACKFILL, "dagster/asset_partition_range_start": first,
                                     "dagster/asset_partition_range_end": last})
     assert not result.success
-    message = _failure_message(result)
+    message = step_failure_message(result)
     assert f"appsflyer/android_installs partitions {first}..{last} needs 2 calls" in message
     assert f"installs_report for app {SANDBOX_ANDROID_APP_ID}" in message
     assert "only 1 of today's 3 are left for it (0 spent" in message
@@ -391,7 +378,7 @@ def test_a_backfill_needing_the_reserve_is_refused_before_any_vendor_call(clean_
     ledger.meter("appsflyer", SANDBOX_ANDROID_APP_ID, "installs_report", 3).spend()
     manual = _android_installs_run(clean_sandbox, storage_resources, ledger, {}, partition_key=_local_day(1))
     assert not manual.success and clean_sandbox.calls() == []
-    assert "only 0 of today's 3 are left for it (1 spent" in _failure_message(manual)
+    assert "only 0 of today's 3 are left for it (1 spent" in step_failure_message(manual)
     scheduled = _android_installs_run(clean_sandbox, storage_resources, ledger, SCHEDULED,
                                       partition_key=_local_day(1))
     assert scheduled.success

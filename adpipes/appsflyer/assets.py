@@ -42,6 +42,7 @@ from adpipes.appsflyer.schemas import (
     raw_values_schema,
 )
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
+from adpipes.lib.app_failures import partitions_label, stored_apps_not_configured
 from adpipes.lib.storage.names import headers_problem
 from adpipes.lib.assets import column_drift_metadata, table_asset
 from adpipes.lib.partitions import day_window
@@ -69,7 +70,7 @@ from adpipes.lib.storage.postgres import (
     PartitionBatches,
     PostgresDatabase,
     existing_columns,
-    stored_row_counts,
+    missing_partitions,
 )
 
 # The raw reports are grouped by attribution in the UI: three boxes of per-platform reports
@@ -176,17 +177,21 @@ class ArchivedDays:
         return counts
 
 
+KEY_TABLE_COLUMNS = ["day", "app", *RAW_ROW_KEY, "n"]
+KEY_TABLE_SCHEMA = pa.schema([*((c, pa.string()) for c in KEY_TABLE_COLUMNS[:-1]), ("n", pa.int64())])
+
+
 def read_archived_days(archive_db: PostgresDatabase, spec, keys: list[str],
                        fallback_app: str | None) -> ArchivedDays:
-    """The archived rows of ``keys`` per day, and their row keys per (day, app id). A row's app is
-    the one it was requested for; rows archived before adpipes recorded that fall back to
-    AppsFlyer's App ID column, then to ``fallback_app`` (the platform's only app, which is the app
-    adpipes pulled before several apps per platform were supported)."""
+    """The archived rows of ``keys`` per day, and their row keys per (day, app id), in one grouped
+    read of the archive. A row's app is the one it was requested for; rows archived before adpipes
+    recorded that fall back to AppsFlyer's App ID column, then to ``fallback_app`` (the platform's
+    only app, which is the app adpipes pulled before several apps per platform were supported)."""
     days = [dt.date.fromisoformat(k) for k in keys]
     with archive_db.connect() as conn:
-        per_day = stored_row_counts(conn, spec, days)
-        if not per_day:
-            return ArchivedDays(per_day, _key_table([]))
+        stored = sorted(set(days) - set(missing_partitions(conn, spec, days)))
+        if not stored:
+            return ArchivedDays({}, KEY_TABLE_SCHEMA.empty_table())
         with conn.cursor() as cur:
             present = set(existing_columns(cur, spec.schema_name, spec.table_name))
             sources = [sql.SQL("nullif({}, '')").format(sql.Identifier(c))
@@ -198,25 +203,23 @@ def read_archived_days(archive_db: PostgresDatabase, spec, keys: list[str],
                 "COPY (SELECT report_date::text, {app}, {key}, count(*) FROM {table} "
                 "WHERE report_date = ANY({days}::date[]) GROUP BY 1, 2, {positions}) TO STDOUT (FORMAT csv)"
             ).format(app=app, key=sql.SQL(", ").join(key), table=sql.Identifier(spec.schema_name, spec.table_name),
-                     days=sql.Literal(sorted(per_day)),
+                     days=sql.Literal([d.isoformat() for d in stored]),
                      positions=sql.SQL(", ").join(sql.Literal(3 + i) for i in range(len(RAW_ROW_KEY))))
             data = bytearray()
             with cur.copy(statement) as copy:
                 for chunk in copy:
                     data += chunk
         conn.rollback()
-    names = ["day", "app", *RAW_ROW_KEY, "n"]
-    table = pacsv.read_csv(pa.py_buffer(bytes(data)), read_options=pacsv.ReadOptions(column_names=names),
+    table = pacsv.read_csv(pa.py_buffer(data), read_options=pacsv.ReadOptions(column_names=KEY_TABLE_COLUMNS),
                            convert_options=pacsv.ConvertOptions(
-                               column_types={**{c: pa.string() for c in names[:-1]}, "n": pa.int64()},
-                               strings_can_be_null=False, quoted_strings_can_be_null=False))
-    return ArchivedDays(per_day, table)
-
-
-def _key_table(rows: list[dict]) -> pa.Table:
-    names = ["day", "app", *RAW_ROW_KEY]
-    return pa.table({**{c: pa.array([r[c] for r in rows], pa.string()) for c in names},
-                     "n": pa.array([r["n"] for r in rows], pa.int64())})
+                               column_types=dict(zip(KEY_TABLE_SCHEMA.names, KEY_TABLE_SCHEMA.types)),
+                               strings_can_be_null=False, quoted_strings_can_be_null=False)) \
+        if data else KEY_TABLE_SCHEMA.empty_table()
+    # Rows per stored day come from the same read (a day loaded empty has no key and 0 rows).
+    rows = {d.isoformat(): 0 for d in stored}
+    for day, n in zip(table.column("day").to_pylist(), table.column("n").to_pylist()):
+        rows[day] += n
+    return ArchivedDays(rows, table)
 
 
 def delivered_keys(day_files: dict[str, list[tuple[str, SpooledChunk]]], days: set[str]) -> pa.Table:
@@ -232,10 +235,9 @@ def delivered_keys(day_files: dict[str, list[tuple[str, SpooledChunk]]], days: s
             parts.append(table.append_column("day", pa.array([day] * table.num_rows, pa.string()))
                          .append_column("app", pa.array([app_id] * table.num_rows, pa.string())))
     if not parts:
-        return _key_table([])
+        return KEY_TABLE_SCHEMA.empty_table()
     every = pa.concat_tables(parts)
-    return every.group_by(["day", "app", *RAW_ROW_KEY]).aggregate([([], "count_all")]).rename_columns(
-        ["day", "app", *RAW_ROW_KEY, "n"])
+    return every.group_by(KEY_TABLE_COLUMNS[:-1]).aggregate([([], "count_all")]).rename_columns(KEY_TABLE_COLUMNS)
 
 
 def lost_rows(archived: pa.Table, delivered: pa.Table) -> dict[tuple[str, str], tuple[int, list[str]]]:
@@ -509,6 +511,7 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
         appsflyer_raw_data_api: AppsFlyerRawDataApi,
         appsflyer_apps: AppsFlyerApps,
         quality: QualityStore,
+        archive_db: PostgresDatabase,
         **batches: PartitionBatches,
     ):
         """Installs, re-engagements, reinstalls, uninstalls and in-app events of every app in one
@@ -522,6 +525,16 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
         archive's quality.quarantine instead; organic rows without media source are valid. The raw
         reports keep every row as delivered.
         """
+        # A report taken out of APPSFLYER_RAW_REPORTS stays archived, and so do its rows in the
+        # archive's raw_data: rebuilding a day without it would leave the archive with less.
+        dropped = stored_apps_not_configured(archive_db, RAW_DATA_TABLE, "source_report", context.partition_keys,
+                                             [report.name for report in reports])
+        if dropped:
+            raise dg.Failure(
+                f"appsflyer/raw_data {partitions_label(context.partition_keys)}: the archive's raw_data holds rows "
+                f"of {', '.join(dropped)} for these days, which APPSFLYER_RAW_REPORTS no longer lists; "
+                "rebuilding them without those reports would drop those rows from the archive, so nothing "
+                "was written. Add the reports back to APPSFLYER_RAW_REPORTS, or rebuild only days without them.")
         # A day a raw report was not archived for reads as a day without its rows: building it
         # would write a partial (or empty) day to product and archive, as if nobody had installed
         # or done anything. Within AppsFlyer's lookback the report can still be pulled first.

@@ -59,9 +59,9 @@ def app_failure(asset: str, partitions: Sequence[str], app: str, error: BaseExce
 
 def stored_apps_not_configured(archive: PostgresDatabase, spec: TableSpec, app_column: str,
                                days: Sequence[str], apps: Sequence[str]) -> list[str]:
-    """Apps with rows archived in ``spec``'s table for ``days`` that are not in ``apps`` (an app
-    removed from the settings): replacing those days would drop their rows. None while the table
-    does not exist or has an older layout."""
+    """Values of ``app_column`` (an app, or any source of rows such as a report) archived in
+    ``spec``'s table for ``days`` that are not in ``apps`` (removed from the settings): replacing
+    those days would drop their rows. None while the table does not exist or has an older layout."""
     with archive.connect() as conn:
         version = stored_layout_version(conn, spec)
         if version is None or version < spec.layout_version:

@@ -289,3 +289,22 @@ def test_the_customer_user_map_holds_every_pair_of_raw_data_and_keeps_it_after_t
     assert pruned.success
     assert _query(product_dsn, "SELECT count(*) FROM appsflyer.raw_data") == [(0,)]
     assert _query(product_dsn, mapped) == expected
+
+
+def test_raw_data_is_not_rebuilt_without_a_report_taken_out_of_the_setting(
+        clean_sandbox, storage_resources, clean_databases):
+    """Its rows stay in the archive's raw_data: a rebuild without the report would drop them."""
+    _, archive_dsn = clean_databases
+    day = recent_day(2)
+    resources = _resources(clean_sandbox, storage_resources, {"android": (SANDBOX_ANDROID_APP_ID,),
+                                                              "ios": (SANDBOX_IOS_APP_ID,)})
+    assert dg.materialize(build_raw_assets(("installs_report", "uninstall_events_report")), resources=resources,
+                          partition_key=day).success
+    before = _query(archive_dsn, "SELECT source_report, count(*) FROM appsflyer.raw_data GROUP BY 1 ORDER BY 1")
+    fewer = build_raw_assets(("installs_report",))
+    result = dg.materialize(fewer, resources=resources, partition_key=day, selection=[fewer[-1].key],
+                            raise_on_error=False)
+    assert not result.success
+    message = step_failure_message(result)
+    assert "uninstall_events_report" in message and "APPSFLYER_RAW_REPORTS no longer lists" in message
+    assert _query(archive_dsn, "SELECT source_report, count(*) FROM appsflyer.raw_data GROUP BY 1 ORDER BY 1") == before

@@ -58,7 +58,7 @@ import io
 import json
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -336,6 +336,21 @@ def _app_name(app_id: str) -> str:
     return "Adpipes Sandbox" if app_id in (SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID) else f"Adpipes Sandbox {app_id}"
 
 
+def _put_campaign(rng: random.Random, put: Callable[[str, str], None], media_source: str, campaign: str,
+                  campaign_id: str, *, adsets: int, ad: Callable[[int], str], ads: int,
+                  ad_types: tuple[str, ...]) -> None:
+    """The campaign, channel, adset and ad columns of a touch (user acquisition or retargeting)."""
+    put("Campaign", campaign)
+    put("Campaign ID", campaign_id)
+    put("Channel", rng.choice(_CHANNELS[media_source]))
+    adset = rng.randint(1, adsets)
+    put("Adset", f"{campaign} - adset {adset}")
+    put("Adset ID", f"{campaign_id}{adset:02d}")
+    put("Ad", ad(rng.randint(1, ads)))
+    put("Ad ID", str(rng.randint(10_000_000, 99_999_999)))
+    put("Ad Type", rng.choice(ad_types))
+
+
 def _put_touch(rng: random.Random, row: list[str], app_id: str, platform: str, converted: dt.datetime,
                tz: ZoneInfo, earliest: dt.datetime | None = None) -> None:
     """A user-acquisition touch that won the install (or reinstall) at ``converted``."""
@@ -353,15 +368,8 @@ def _put_touch(rng: random.Random, row: list[str], app_id: str, platform: str, c
     put("Attributed Touch Time", _fmt(converted - dt.timedelta(seconds=rng.randint(30, window)), tz))
     put("Attribution Lookback", "1d" if touch_type == "impression" else "7d")
     campaign, campaign_id = rng.choice(_CAMPAIGNS[media_source])
-    put("Campaign", campaign)
-    put("Campaign ID", campaign_id)
-    put("Channel", rng.choice(_CHANNELS[media_source]))
-    adset = rng.randint(1, 3)
-    put("Adset", f"{campaign} - adset {adset}")
-    put("Adset ID", f"{campaign_id}{adset:02d}")
-    put("Ad", f"creative_{rng.randint(1, 5)}.mp4")
-    put("Ad ID", str(rng.randint(10_000_000, 99_999_999)))
-    put("Ad Type", rng.choice(("video", "banner", "playable")))
+    _put_campaign(rng, put, media_source, campaign, campaign_id, adsets=3, ad=lambda n: f"creative_{n}.mp4",
+                  ads=5, ad_types=("video", "banner", "playable"))
     put("Site ID", str(rng.randint(1000, 9999)) if media_source == "googleadwords_int" else "")
     if media_source == "Apple Search Ads":
         put("Keywords", rng.choice(("puzzle game", "brain games", "adpipes")))
@@ -494,15 +502,8 @@ def _retargeted(app_id: str, day: dt.date, index: int, converted: dt.datetime, t
         30, max(30, min(since_install - 1, 86400 if touch_type == "impression" else 7 * 86400)))), tz))
     put("Attribution Lookback", "1d" if touch_type == "impression" else "7d")
     put("Reengagement Window", "30d")
-    put("Campaign", campaign)
-    put("Campaign ID", campaign_id)
-    put("Channel", rng.choice(_CHANNELS[media_source]))
-    adset = rng.randint(1, 2)
-    put("Adset", f"{campaign} - adset {adset}")
-    put("Adset ID", f"{campaign_id}{adset:02d}")
-    put("Ad", f"rt_creative_{rng.randint(1, 3)}.png")
-    put("Ad ID", str(rng.randint(10_000_000, 99_999_999)))
-    put("Ad Type", rng.choice(("banner", "video")))
+    _put_campaign(rng, put, media_source, campaign, campaign_id, adsets=2, ad=lambda n: f"rt_creative_{n}.png",
+                  ads=3, ad_types=("banner", "video"))
     put("Original URL", f"https://app.appsflyer.com/{app_id}?pid={media_source}&c={campaign_id}"
                         "&is_retargeting=true")
     put("Retargeting Conversion Type", conversion_type)

@@ -125,8 +125,10 @@ def run_adpipes(csv_path: Path, product_dsn: str, archive_dsn: str) -> dict[str,
     report = QualityReport(RAW_DATA_CHECKS, [DAY], RAW_DATA_TABLE.row_key)
     unified = unify_raw_reports(
         [(RAW_REPORTS[IN_APP_EVENTS_REPORT], batches)], timezone=TIMEZONE, app_ids={"android": APP_ID},
-        row_filter=lambda delivered, typed: report.check_rows(
-            [(raw_values_schema(), delivered), (raw_data_schema(), typed)], keys=typed, delivered=delivered
+        # As the raw_data asset does: the value rules of the row's attribution, then the typed rules.
+        row_filter=lambda source, delivered, typed: report.check_rows(
+            [(raw_values_schema(source.attribution), delivered), (raw_data_schema(), typed)], keys=typed,
+            delivered=delivered,
         ),
     )
     t = lap("read_back_normalize_validate", t)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from adpipes.airbridge.assets import revenue as airbridge_revenue
-from adpipes.airbridge.resources import airbridge_api_from_settings
+from adpipes.airbridge.resources import AirbridgeApi, airbridge_api_from_settings
 from adpipes.appsflyer.assets import build_raw_assets
 from adpipes.appsflyer.cohort import cohort_ltv
 from adpipes.appsflyer.customer_user_map import customer_user_map
@@ -40,7 +40,15 @@ def _env_or(settings: Settings, name: str, default: str | None) -> dg.EnvVar | s
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
+    # The client and database classes: production's, or in dev mode their subclasses that fall
+    # back to the sandbox and the embedded PostgreSQL (the only import of adpipes.dev at run time).
+    raw_data_class, aggregate_class, cohort_class = AppsFlyerRawDataApi, AppsFlyerAggregateApi, AppsFlyerCohortApi
+    airbridge_class, database_class = AirbridgeApi, PostgresDatabase
     if settings.is_dev:
+        from adpipes.dev import resources as dev
+
+        raw_data_class, aggregate_class, cohort_class = dev.SandboxRawDataApi, dev.SandboxAggregateApi, dev.SandboxCohortApi
+        airbridge_class, database_class = dev.SandboxAirbridgeApi, dev.EmbeddedPostgresDatabase
         # Dev always talks to the sandbox (None = find or start it); real credentials are only
         # used with ADPIPES_ENV=prod so a dev run never spends a real API quota.
         connection: dict[str, object] = dict(api_token=None, base_url=None, timezone=settings.timezone)
@@ -59,24 +67,24 @@ def build_resources(settings: Settings) -> dict[str, object]:
         )
     # One client per AppsFlyer API; APPSFLYER_DAILY_QUOTAS names reports of both Pull APIs.
     quotas = settings.appsflyer_daily_quotas
-    raw_data_api = AppsFlyerRawDataApi(
+    raw_data_api = raw_data_class(
         **connection, currency=settings.appsflyer_currency,
         daily_quotas={r: n for r, n in quotas.items() if r in RAW_DEFAULT_QUOTAS},
     )
-    aggregate_api = AppsFlyerAggregateApi(
+    aggregate_api = aggregate_class(
         **connection, daily_quotas={r: n for r, n in quotas.items() if r in AGGREGATE_DEFAULT_QUOTAS},
         # The sandbox does not enforce AppsFlyer's one-call-per-minute rule for short aggregate
         # ranges unless a test switches it on, so dev seeding need not wait a minute per day.
         **({"aggregate_min_interval_seconds": 0} if settings.is_dev else {}),
     )
     # What every cohort_ltv run pulls (no run config: a maturity re-pull must pull it all too).
-    cohort_api = AppsFlyerCohortApi(
+    cohort_api = cohort_class(
         **connection, kpis=list(settings.cohort_kpis), cohort_types=list(settings.cohort_types),
         min_cohort_size=settings.cohort_min_size,
         preferred_currency=settings.appsflyer_currency == "preferred",
     )
-    archive = PostgresDatabase(role="archive", dsn=_env_or(settings, "ADPIPES_ARCHIVE_DSN", None))
-    product = PostgresDatabase(role="product", dsn=_env_or(settings, "ADPIPES_PRODUCT_DSN", None))
+    archive = database_class(role="archive", dsn=_env_or(settings, "ADPIPES_ARCHIVE_DSN", None))
+    product = database_class(role="product", dsn=_env_or(settings, "ADPIPES_PRODUCT_DSN", None))
     io_manager = PartitionedTableIOManager(archive=archive, product=product, timezone=settings.timezone)
     quality = QualityStore(
         archive=archive,
@@ -89,7 +97,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "appsflyer_aggregate_api": aggregate_api,
         "appsflyer_cohort_api": cohort_api,
         "appsflyer_apps": apps,
-        "airbridge_api": airbridge_api_from_settings(settings),
+        "airbridge_api": airbridge_api_from_settings(settings, airbridge_class),
         "io_manager": io_manager,
         "quality": quality,
         # Vendor calls per app, report and UTC day, against the daily quotas (archive database).

@@ -41,7 +41,7 @@ from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.transform import snake_case_columns
 from adpipes.definitions import build_definitions
-from adpipes.lib.postgres_server import (
+from adpipes.dev.postgres_server import (
     PostgresCluster,
     find_postgres_bindir,
     server_user,
@@ -49,8 +49,8 @@ from adpipes.lib.postgres_server import (
 from adpipes.lib.quality import QualityStore
 from adpipes.lib.quota import ApiCallLedger
 from adpipes.lib.retention import PRUNE_OP, prune_product_partitions_job
-from adpipes.lib.sandbox import SandboxServer
-from adpipes.lib.sandbox.appsflyer import default_rows_for_day
+from adpipes.dev.sandbox import SandboxServer
+from adpipes.dev.sandbox.appsflyer import default_rows_for_day
 from adpipes.lib.settings import (
     SANDBOX_ANDROID_APP_ID,
     SANDBOX_IOS_APP_ID,

@@ -50,7 +50,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def generate_csv(path: Path, rows: int) -> None:
     """A realistic in-app-events day from the sandbox's generator (the vendor's columns and quirks)."""
-    from adpipes.lib.sandbox.appsflyer import IN_APP_EVENTS_REPORT, RAW_REPORT_COLUMNS, iter_day_rows
+    from adpipes.dev.sandbox.appsflyer import IN_APP_EVENTS_REPORT, RAW_REPORT_COLUMNS, iter_day_rows
 
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as handle:
@@ -146,7 +146,7 @@ def run_adpipes(csv_path: Path, product_dsn: str, archive_dsn: str) -> dict[str,
 
 
 def psql_binary() -> str:
-    from adpipes.lib.postgres_server import find_postgres_bindir
+    from adpipes.dev.postgres_server import find_postgres_bindir
 
     found = shutil.which("psql")
     if found:
@@ -207,7 +207,7 @@ def run_baseline(csv_path: Path, product_dsn: str, archive_dsn: str) -> dict[str
 
 
 def start_cluster() -> tuple[object, Path]:
-    from adpipes.lib.postgres_server import PostgresCluster
+    from adpipes.dev.postgres_server import PostgresCluster
 
     root = Path(tempfile.mkdtemp(prefix="adpipes-bench-pg-"))
     root.chmod(0o755)  # as root the server runs as an unprivileged user who must enter it

@@ -43,7 +43,7 @@ def delivered_frame(rows: int):
     import pyarrow.csv as pacsv
 
     from adpipes.appsflyer.transform import snake_case_columns
-    from adpipes.lib.sandbox.appsflyer import IN_APP_EVENTS_REPORT, RAW_REPORT_COLUMNS, iter_day_rows
+    from adpipes.dev.sandbox.appsflyer import IN_APP_EVENTS_REPORT, RAW_REPORT_COLUMNS, iter_day_rows
 
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

@@ -280,13 +280,13 @@ class AirbridgeApi(VendorApiResource):
     the local sandbox; in prod pass ``dagster.EnvVar("AIRBRIDGE_API_TOKEN")``."""
 
     api_token: Optional[str] = Field(
-        default=None, repr=False, description="Airbridge API token (Bearer). None: the dev sandbox's token."
+        default=None, repr=False, description="Airbridge API token (Bearer)."
     )
     app_name: str = Field(
         description="Airbridge app name(s) (the unique id in Airbridge URLs), comma-separated for "
         "several apps (AIRBRIDGE_APP_NAME): each app is asked for its own report (app_names()).")
     base_url: Optional[str] = Field(
-        default=None, description="e.g. https://api.airbridge.io. None: the dev sandbox."
+        default=None, description="e.g. https://api.airbridge.io."
     )
     currency: str = Field(
         description="ISO code of the app's currency in Airbridge (AIRBRIDGE_CURRENCY): Airbridge "
@@ -341,9 +341,6 @@ class AirbridgeApi(VendorApiResource):
     )
 
     # -- connection ---------------------------------------------------------------------------
-
-    def _sandbox_token(self, sandbox: Any) -> str:
-        return sandbox.airbridge_token
 
     def _missing_token_error(self) -> Exception:
         return AirbridgeAuthError(f"no Airbridge API token: set {TOKEN_VARIABLE}", app_name=self.app_name)
@@ -804,8 +801,9 @@ class AirbridgeApi(VendorApiResource):
         )
 
 
-def airbridge_api_from_settings(settings: Any) -> AirbridgeApi:
-    """The ``airbridge_api`` resource for the environment: the sandbox in dev, EnvVars in prod.
+def airbridge_api_from_settings(settings: Any, api_class: type[AirbridgeApi] = AirbridgeApi) -> AirbridgeApi:
+    """The ``airbridge_api`` resource for the environment: the sandbox in dev (``api_class`` is then
+    dev mode's subclass, which finds the sandbox), EnvVars in prod.
 
     A group-by key that is one of the revenue table's own columns fails here, at load."""
     collisions = group_by_collisions(settings.airbridge_group_by)
@@ -820,7 +818,7 @@ def airbridge_api_from_settings(settings: Any) -> AirbridgeApi:
                  total_count_mismatch=getattr(settings, "airbridge_total_count_mismatch", "fail"))
     if settings.is_dev:
         # Dev always talks to the sandbox (None = find or start it), never a real account.
-        return AirbridgeApi(api_token=None, base_url=None, app_name=SANDBOX_AIRBRIDGE_APP_NAME, **query)
+        return api_class(api_token=None, base_url=None, app_name=SANDBOX_AIRBRIDGE_APP_NAME, **query)
     base_url_variable = "AIRBRIDGE_BASE_URL"
     return AirbridgeApi(
         api_token=dg.EnvVar(TOKEN_VARIABLE),

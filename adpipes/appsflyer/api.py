@@ -120,15 +120,15 @@ def fmt_window(start: dt.datetime, end: dt.datetime, timezone: str) -> str:
 
 
 class AppsFlyerApiBase(VendorApiResource):
-    """The connection every AppsFlyer client has. In dev, ``api_token``/``base_url`` left as None
-    point at the local sandbox; in prod pass ``dagster.EnvVar("APPSFLYER_API_TOKEN")``."""
+    """The connection every AppsFlyer client has: pass ``dagster.EnvVar("APPSFLYER_API_TOKEN")``.
+    (Dev mode's subclasses in ``adpipes.dev.resources`` point a None at the local sandbox.)"""
 
     api_token: Optional[str] = Field(
         default=None, repr=False,
-        description="AppsFlyer API V2 token (Bearer). None: the dev sandbox's token.",
+        description="AppsFlyer API V2 token (Bearer).",
     )
     base_url: Optional[str] = Field(
-        default=None, description="e.g. https://hq1.appsflyer.com. None: the dev sandbox."
+        default=None, description="e.g. https://hq1.appsflyer.com."
     )
     timezone: str = Field(
         default="Asia/Seoul",
@@ -136,9 +136,6 @@ class AppsFlyerApiBase(VendorApiResource):
     )
 
     # -- connection ---------------------------------------------------------------------------
-
-    def _sandbox_token(self, sandbox: Any) -> str:
-        return sandbox.appsflyer_token
 
     def _missing_token_error(self) -> Exception:
         return AppsFlyerAuthError(f"no AppsFlyer API token: set {TOKEN_VARIABLE}")

@@ -206,26 +206,18 @@ class VendorApiResource(dg.ConfigurableResource):
     backoff_seconds: float = Field(default=2.0, description="First retry wait; doubles per attempt.")
     max_backoff_seconds: float = Field(default=120.0, description="Cap of any single retry wait.")
 
-    # Each client declares ``api_token`` and ``base_url`` (None: the dev sandbox's) and says which
-    # sandbox token is its own and what to raise when no token is configured.
-    def _sandbox_token(self, sandbox: Any) -> str:
-        raise NotImplementedError
-
+    # Each client declares ``api_token`` and ``base_url`` and says what to raise when no token is
+    # configured; ``adpipes.dev.resources`` subclasses them to fill a None from the dev sandbox.
     def _missing_token_error(self) -> Exception:
         raise NotImplementedError
 
     def _connection(self) -> tuple[str, str]:
-        """Base URL and token; a None left in dev finds (or starts) the shared sandbox."""
+        """Base URL and token of the vendor API."""
         base_url, token = getattr(self, "base_url"), getattr(self, "api_token")
-        if base_url is None or token is None:
-            # Lazy: devservices starts or finds the shared sandbox and is only needed in dev.
-            from adpipes.lib.devservices import ensure_sandbox
-
-            sandbox = ensure_sandbox()
-            base_url = base_url or sandbox.base_url
-            token = token or self._sandbox_token(sandbox)
         if not token:
             raise self._missing_token_error()
+        if not base_url:
+            raise ValueError(f"{type(self).__name__} has no base_url configured")
         return base_url.rstrip("/"), token
 
     def _call_with_retries(

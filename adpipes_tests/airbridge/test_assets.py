@@ -15,7 +15,7 @@ import requests
 from adpipes.airbridge.assets import revenue
 from adpipes.airbridge.resources import AirbridgeApi
 from adpipes.definitions import build_definitions
-from adpipes.lib.sandbox import airbridge as sandbox_airbridge
+from adpipes.dev.sandbox import airbridge as sandbox_airbridge
 from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME, ConfigurationError, load_settings
 from adpipes_tests.fixtures.sandbox import prod_cli_env
 from adpipes_tests.fixtures.vendor_examples import example

@@ -22,7 +22,7 @@ from adpipes.airbridge.contract import (
     read_status,
 )
 from adpipes.airbridge.resources import AirbridgeBadRequestError, AirbridgeNotFoundError
-from adpipes.lib.sandbox import airbridge as sandbox_airbridge
+from adpipes.dev.sandbox import airbridge as sandbox_airbridge
 from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME
 from adpipes_tests.fixtures.vendor_examples import conforms, example
 

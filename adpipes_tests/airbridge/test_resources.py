@@ -19,7 +19,7 @@ from adpipes.airbridge.resources import (
     airbridge_api_from_settings,
     day_ranges,
 )
-from adpipes.lib.sandbox import airbridge as sandbox_airbridge
+from adpipes.dev.sandbox import airbridge as sandbox_airbridge
 from adpipes.lib.settings import (
     SANDBOX_AIRBRIDGE_APP_NAME,
     ConfigurationError,

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from adpipes.lib.sandbox import airbridge as sandbox_airbridge
+from adpipes.dev.sandbox import airbridge as sandbox_airbridge
 from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME
 from adpipes_tests.fixtures.vendor_examples import example
 

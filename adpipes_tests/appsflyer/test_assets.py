@@ -15,7 +15,7 @@ from adpipes.appsflyer.assets import RawReportConfig, build_raw_assets
 from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.lib.quality import QualityStore
-from adpipes.lib.sandbox.appsflyer import MAINTENANCE_HTML, MAINTENANCE_TEXT, default_rows_for_day
+from adpipes.dev.sandbox.appsflyer import MAINTENANCE_HTML, MAINTENANCE_TEXT, default_rows_for_day
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes_tests.fixtures.sandbox import prod_cli_env
 

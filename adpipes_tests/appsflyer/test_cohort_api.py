@@ -19,7 +19,7 @@ from adpipes.appsflyer.cohort_api import (
     CohortTruncatedError,
     parse_cohort_answer,
 )
-from adpipes.lib.sandbox.appsflyer_cohort import cohort_cells, cohort_records, configure_cohort, validate_cohort_body
+from adpipes.dev.sandbox.appsflyer_cohort import cohort_cells, cohort_records, configure_cohort, validate_cohort_body
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes_tests.fixtures.sandbox import appsflyer_client_settings
 from adpipes_tests.fixtures.vendor_examples import example, kind

@@ -17,7 +17,7 @@ from adpipes.appsflyer.cohort import cohort_ltv
 from adpipes.appsflyer.cohort_api import AppsFlyerCohortApi
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.schemas import COHORT_LTV_KEY
-from adpipes.lib.sandbox.appsflyer_cohort import APP_TIMEZONE, cohort_cells, cohort_records, configure_cohort
+from adpipes.dev.sandbox.appsflyer_cohort import APP_TIMEZONE, cohort_cells, cohort_records, configure_cohort
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_APP_CURRENCY, SANDBOX_IOS_APP_ID
 from adpipes.schedules import TRIGGER_TAG, daily_run_requests
 from adpipes_tests.fixtures.sandbox import appsflyer_client_settings

@@ -25,7 +25,7 @@ from adpipes.appsflyer.cohort_api import AppsFlyerCohortApi
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.schemas import daily_report_delivered_schema, daily_report_schema
 from adpipes.lib.quality import find_failures
-from adpipes.lib.sandbox.appsflyer_aggregate import daily_report_cells, daily_report_figures
+from adpipes.dev.sandbox.appsflyer_aggregate import daily_report_cells, daily_report_figures
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes_tests.fixtures.sandbox import prod_cli_env
 

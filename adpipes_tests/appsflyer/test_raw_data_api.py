@@ -32,7 +32,7 @@ from adpipes.appsflyer.raw_data_api import (
 from adpipes.lib.partitions import day_window
 from adpipes_tests.fixtures.sandbox import appsflyer_client_settings
 from adpipes_tests.fixtures.vendor_examples import PULL_API_ERROR_MESSAGES
-from adpipes.lib.sandbox.appsflyer import RAW_REPORT_COLUMNS, default_rows_for_day
+from adpipes.dev.sandbox.appsflyer import RAW_REPORT_COLUMNS, default_rows_for_day
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 
 TZ = "Asia/Seoul"

@@ -140,7 +140,7 @@ def test_a_re_pull_after_the_late_window_closes_adds_the_late_events(clean_sandb
     import datetime as dt
 
     from adpipes.appsflyer.raw_data_api import late_events_close
-    from adpipes.lib.sandbox.appsflyer import default_rows_for_day
+    from adpipes.dev.sandbox.appsflyer import default_rows_for_day
 
     product_dsn, archive_dsn = clean_databases
     day = recent_day(2)

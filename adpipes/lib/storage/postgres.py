@@ -57,23 +57,21 @@ class StorageError(Exception):
 class PostgresDatabase(dg.ConfigurableResource):
     """One PostgreSQL database (product or archive), reached by a DSN from the environment.
 
-    In dev mode with no DSN configured, the embedded PostgreSQL started for the project is used.
+    Dev mode uses ``adpipes.dev.resources.EmbeddedPostgresDatabase``, which falls back to the
+    embedded PostgreSQL when no DSN is configured.
     """
 
     role: str = Field(description="'product' or 'archive': which of the two databases this is.")
     dsn: str | None = Field(
         default=None,
-        description="PostgreSQL URI (from ADPIPES_PRODUCT_DSN / ADPIPES_ARCHIVE_DSN); unset in dev "
-        "mode means the embedded PostgreSQL.",
+        description="PostgreSQL URI (from ADPIPES_PRODUCT_DSN / ADPIPES_ARCHIVE_DSN).",
     )
 
     def resolved_dsn(self) -> str:
-        if self.dsn:
-            return self.dsn
-        from adpipes.lib import devservices
-
-        dev = devservices.ensure_postgres()
-        return dev.product_dsn if self.role == PRODUCT else dev.archive_dsn
+        if not self.dsn:
+            variable = f"ADPIPES_{self.role.upper()}_DSN"
+            raise StorageError(f"no {self.role} database configured: set {variable}")
+        return self.dsn
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:

@@ -12,7 +12,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from adpipes.lib.devservices import ensure_postgres, stop_all
+from adpipes.dev.services import ensure_postgres, stop_all
 from adpipes.lib.settings import Settings, load_settings
 from adpipes_tests.fixtures.postgres import make_test_dir
 
@@ -31,7 +31,7 @@ def dev_settings() -> Iterator[Settings]:
 def seed(settings: Settings, dagster_home: Path, days: int) -> str:
     env = {name: value for name, value in os.environ.items() if not name.startswith(("ADPIPES_", "DAGSTER_"))}
     env.update(ADPIPES_ENV="dev", ADPIPES_DATA_DIR=str(settings.data_dir), DAGSTER_HOME=str(dagster_home))
-    done = subprocess.run([sys.executable, "-m", "adpipes.lib.devseed", "--days", str(days)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "adpipes.dev.seed", "--days", str(days)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout

@@ -19,9 +19,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adpipes.lib import devservices
-from adpipes.lib.devservices import DevServiceError, ensure_postgres, ensure_sandbox, stop_all
-from adpipes.lib.postgres_server import pid_alive
+from adpipes.dev import services as devservices
+from adpipes.dev.services import DevServiceError, ensure_postgres, ensure_sandbox, stop_all
+from adpipes.dev.postgres_server import pid_alive
 from adpipes.lib.settings import Settings, load_settings
 from adpipes_tests.fixtures.postgres import make_test_dir
 
@@ -76,7 +76,7 @@ def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def run_cli(settings: Settings, command: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ADPIPES_DATA_DIR": str(settings.data_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "adpipes.lib.devservices", command],
+        [sys.executable, "-m", "adpipes.dev.services", command],
         capture_output=True,
         text=True,
         env=env,
@@ -174,11 +174,11 @@ def test_sandbox_that_dies_at_start_is_reported(
     assert token not in str(error.value)
 
 
-@pytest.mark.skipif(not REAL_SANDBOX.exists(), reason="adpipes.lib.sandbox is not there yet")
+@pytest.mark.skipif(not REAL_SANDBOX.exists(), reason="adpipes.dev.sandbox is not there yet")
 def test_real_sandbox_from_concurrent_processes(settings: Settings) -> None:
     script = (
         "import json, sys\n"
-        "from adpipes.lib.devservices import ensure_sandbox\n"
+        "from adpipes.dev.services import ensure_sandbox\n"
         "from adpipes.lib.settings import load_settings\n"
         "s = ensure_sandbox(load_settings())\n"
         "print(json.dumps({'pid': s.pid, 'url': s.base_url}))\n"

@@ -72,11 +72,11 @@ from adpipes.appsflyer.raw_data_api import (
     RETARGETING,
     late_events_close,
 )
-from adpipes.lib.sandbox.server import Request, Response
+from adpipes.dev.sandbox.server import Request, Response
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 
 if TYPE_CHECKING:
-    from adpipes.lib.sandbox.server import SandboxServer
+    from adpipes.dev.sandbox.server import SandboxServer
 
 ORGANIC_INSTALLS_REPORT = "organic_installs_report"
 ORGANIC_IN_APP_EVENTS_REPORT = "organic_in_app_events_report"
@@ -826,7 +826,7 @@ def _window_rows(app_id: str, report: str, start: dt.datetime, end: dt.datetime,
 def register(server: SandboxServer) -> None:
     server.add_route("GET", RAW_PATH, raw_data_export)
     # The aggregate (daily_report) and Cohort endpoints live in their own modules.
-    from adpipes.lib.sandbox import appsflyer_aggregate, appsflyer_cohort
+    from adpipes.dev.sandbox import appsflyer_aggregate, appsflyer_cohort
 
     appsflyer_aggregate.register(server)
     appsflyer_cohort.register(server)

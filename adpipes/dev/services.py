@@ -5,11 +5,11 @@ same database and the same sandbox. Each service is started by whichever process
 found again by the others through a state file under the project's data directory, guarded by an
 ``flock`` so two processes never start two copies. Services outlive the process that started them
 (the sandbox in its own session, PostgreSQL daemonized by pg_ctl); ``stop_all()`` or
-``python -m adpipes.lib.devservices down`` stops them.
+``python -m adpipes.dev.services down`` stops them.
 
 Layout under ``settings.data_dir`` (``ADPIPES_DATA_DIR``, default ``<checkout>/.adpipes``)::
 
-    postgres/            a PostgresCluster (see adpipes.lib.postgres_server), databases product + archive
+    postgres/            a PostgresCluster (see adpipes.dev.postgres_server), databases product + archive
     sandbox/state.json   {"port": ..., "pid": ...}, written by the sandbox once it listens
     sandbox/token        the sandbox's bearer token (mode 0600; never printed or logged)
     sandbox/sandbox.log  the sandbox's stdout/stderr
@@ -22,7 +22,7 @@ reachable by it (a checkout under ``/root``, mode 0700), the cluster goes to
 every process, and kept across reboots unlike ``/tmp``) and a warning says so. An explicitly set
 ``ADPIPES_DATA_DIR`` is never relocated: an unreachable one is an error that says what to change.
 
-CLI: ``python -m adpipes.lib.devservices up|down|status`` prints the DSNs (trust authentication on
+CLI: ``python -m adpipes.dev.services up|down|status`` prints the DSNs (trust authentication on
 loopback: there is no password) and the sandbox URL, never the token.
 """
 
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import adpipes
-from adpipes.lib.postgres_server import (
+from adpipes.dev.postgres_server import (
     ClusterError,
     PostgresCluster,
     file_lock,
@@ -62,8 +62,8 @@ log = logging.getLogger(__name__)
 PRODUCT_DATABASE = "product"
 ARCHIVE_DATABASE = "archive"
 
-# The sandbox server (adpipes.lib.sandbox). A module constant so tests can substitute a stand-in.
-SANDBOX_COMMAND: tuple[str, ...] = (sys.executable, "-m", "adpipes.lib.sandbox")
+# The sandbox server (adpipes.dev.sandbox). A module constant so tests can substitute a stand-in.
+SANDBOX_COMMAND: tuple[str, ...] = (sys.executable, "-m", "adpipes.dev.sandbox")
 SANDBOX_PROBE_PATH = "/_sandbox/calls"
 SANDBOX_START_TIMEOUT_S = 15.0
 SANDBOX_STOP_TIMEOUT_S = 5.0
@@ -385,7 +385,7 @@ def _print_status(settings: Settings) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m adpipes.lib.devservices",
+        prog="python -m adpipes.dev.services",
         description="Start, stop or show the dev-mode PostgreSQL and sandbox APIs.",
     )
     parser.add_argument("command", choices=("up", "down", "status"))

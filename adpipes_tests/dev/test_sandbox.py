@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from adpipes.lib.sandbox import RAW_REPORT_COLUMNS, SandboxServer
-from adpipes.lib.sandbox.appsflyer import default_rows_for_day, generate_day
+from adpipes.dev.sandbox import RAW_REPORT_COLUMNS, SandboxServer
+from adpipes.dev.sandbox.appsflyer import default_rows_for_day, generate_day
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 
 TZ = "Asia/Seoul"
@@ -271,7 +271,7 @@ def test_command_line_server(tmp_path: Path):
     token_file, state_file = tmp_path / "token", tmp_path / "state" / "sandbox.json"
     token_file.write_text(token)
     process = subprocess.Popen(
-        [sys.executable, "-m", "adpipes.lib.sandbox", "--port", "0",
+        [sys.executable, "-m", "adpipes.dev.sandbox", "--port", "0",
          "--state-file", str(state_file), "--token-file", str(token_file)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adpipes.lib import postgres_server
-from adpipes.lib.postgres_server import (
+from adpipes.dev import postgres_server
+from adpipes.dev.postgres_server import (
     ClusterError,
     PostgresCluster,
     find_postgres_bindir,
@@ -29,7 +29,7 @@ IS_ROOT = os.geteuid() == 0
 ENSURE_SCRIPT = """
 import json, sys
 from pathlib import Path
-from adpipes.lib.postgres_server import PostgresCluster
+from adpipes.dev.postgres_server import PostgresCluster
 cluster = PostgresCluster(Path(sys.argv[1]), server_options=json.loads(sys.argv[2]))
 cluster.ensure_running()
 print(json.dumps({"port": cluster.port, "pid": cluster.postmaster_pid()}))

@@ -22,7 +22,7 @@ server writes (PGDATA, the log, the socket directory) are handed to that user; e
 stays owned by the caller. The data directory and the binaries must be reachable by that user: if
 an ancestor directory is not traversable (e.g. a project under ``/root``, mode 0700), this module
 raises ``ClusterError`` naming the directory rather than loosening permissions on the user's
-directories behind their back. (``adpipes.lib.devservices`` picks a traversable fallback location
+directories behind their back. (``adpipes.dev.services`` picks a traversable fallback location
 for the default dev data directory; see there.)
 """
 

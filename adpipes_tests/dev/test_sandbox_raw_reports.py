@@ -20,8 +20,8 @@ from adpipes.appsflyer.raw_data_api import (
     late_events_close,
 )
 from adpipes.lib.partitions import day_window
-from adpipes.lib.sandbox import RAW_REPORT_COLUMNS, SandboxServer
-from adpipes.lib.sandbox.appsflyer import (
+from adpipes.dev.sandbox import RAW_REPORT_COLUMNS, SandboxServer
+from adpipes.dev.sandbox.appsflyer import (
     default_rows_for_day,
     generate_day,
     late_rows,

@@ -44,12 +44,12 @@ import re
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from adpipes.lib.sandbox.appsflyer import _seed, api_call_preamble
-from adpipes.lib.sandbox.appsflyer_aggregate import NO_AGENCY, daily_report_cells, daily_report_figures
-from adpipes.lib.sandbox.server import CONTROL_PREFIX, Request, Response
+from adpipes.dev.sandbox.appsflyer import _seed, api_call_preamble
+from adpipes.dev.sandbox.appsflyer_aggregate import NO_AGENCY, daily_report_cells, daily_report_figures
+from adpipes.dev.sandbox.server import CONTROL_PREFIX, Request, Response
 
 if TYPE_CHECKING:
-    from adpipes.lib.sandbox.server import SandboxServer
+    from adpipes.dev.sandbox.server import SandboxServer
 
 COHORT = "cohort"
 COHORT_PATH = r"/api/cohorts/v1/data/app/(?P<app_id>[^/]+)"

@@ -26,11 +26,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from adpipes.lib.sandbox.appsflyer import _seed, api_call_preamble, platform_of
-from adpipes.lib.sandbox.server import Request, Response
+from adpipes.dev.sandbox.appsflyer import _seed, api_call_preamble, platform_of
+from adpipes.dev.sandbox.server import Request, Response
 
 if TYPE_CHECKING:
-    from adpipes.lib.sandbox.server import SandboxServer
+    from adpipes.dev.sandbox.server import SandboxServer
 
 DAILY_REPORT = "daily_report"
 AGGREGATE_PATH = r"/api/agg-data/export/app/(?P<app_id>[^/]+)/(?P<report>[^/]+)/v5"

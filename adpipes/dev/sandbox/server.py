@@ -1,6 +1,6 @@
 """The sandbox HTTP server: a route table, shared fault/config/call-log state and a control API.
 
-Vendor protocols (``adpipes.lib.sandbox.appsflyer``; Airbridge and the aggregate/cohort endpoints
+Vendor protocols (``adpipes.dev.sandbox.appsflyer``; Airbridge and the aggregate/cohort endpoints
 later) register ``(method, regex, handler)`` routes on a :class:`SandboxServer`. Handlers are plain
 functions ``handler(server, request) -> Response`` so a new vendor is one module with a
 ``register(server)`` function; the server itself knows nothing about any vendor.
@@ -171,10 +171,10 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
         self.reset()
         self._register_control_routes()
-        from adpipes.lib.sandbox import appsflyer
+        from adpipes.dev.sandbox import appsflyer
 
         appsflyer.register(self)
-        from adpipes.lib.sandbox import airbridge
+        from adpipes.dev.sandbox import airbridge
 
         airbridge.register(self)
 
@@ -277,7 +277,7 @@ class SandboxServer:
                 "row_overrides": [],
                 # The AppsFlyer raw-data clock (ISO 8601 with offset; None: real time), see configure().
                 "now": None,
-                # AppsFlyer aggregate endpoint (adpipes.lib.sandbox.appsflyer_aggregate; the Cohort
+                # AppsFlyer aggregate endpoint (adpipes.dev.sandbox.appsflyer_aggregate; the Cohort
                 # API lives in appsflyer_cohort and keeps its own settings under "cohort"):
                 # extra vendor columns in daily_report, and the 1 call/minute rule for <= 2-day
                 # aggregate ranges (seconds between allowed calls; None = not enforced).

@@ -1,4 +1,4 @@
-"""Run the sandbox in the foreground: ``python -m adpipes.lib.sandbox --state-file S --token-file T``.
+"""Run the sandbox in the foreground: ``python -m adpipes.dev.sandbox --state-file S --token-file T``.
 
 The AppsFlyer token is read from ``--token-file`` (never from argv, where ``ps`` shows it to every
 user, and never printed); ``--airbridge-token-file`` optionally gives Airbridge its own token
@@ -17,7 +17,7 @@ import signal
 import threading
 from pathlib import Path
 
-from adpipes.lib.sandbox.server import SandboxServer
+from adpipes.dev.sandbox.server import SandboxServer
 
 log = logging.getLogger("adpipes.sandbox")
 
@@ -38,7 +38,7 @@ def _remove_state_if_ours(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m adpipes.lib.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m adpipes.dev.sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (0 = any free port)")
     parser.add_argument("--state-file", type=Path, required=True, help='where to write {"port", "pid"}')

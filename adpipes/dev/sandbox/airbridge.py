@@ -59,10 +59,10 @@ from adpipes.airbridge.contract import (
     query_problems,
     read_catalog,
 )
-from adpipes.lib.sandbox.server import CONTROL_PREFIX, Request, Response
+from adpipes.dev.sandbox.server import CONTROL_PREFIX, Request, Response
 
 if TYPE_CHECKING:
-    from adpipes.lib.sandbox.server import SandboxServer
+    from adpipes.dev.sandbox.server import SandboxServer
 
 REPORT = "revenue"
 # The call-log and fault name of the metadata endpoints: revenue faults do not hit them.

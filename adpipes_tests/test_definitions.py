@@ -33,7 +33,7 @@ def test_every_vendor_api_step_is_in_its_pool():
     }
 
 
-def test_the_raw_reports_are_those_of_the_setting_grouped_by_attribution():
+def test_the_raw_reports_are_those_of_the_setting_grouped_by_platform():
     import dagster as dg
 
     from adpipes.definitions import build_definitions
@@ -42,15 +42,21 @@ def test_the_raw_reports_are_those_of_the_setting_grouped_by_attribution():
     chosen = build_definitions(load_settings({"APPSFLYER_RAW_REPORTS": "installs_report,organic_installs_report"}))
     graph = chosen.resolve_asset_graph()
     raw = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()
-           if graph.get(k).group_name.startswith("appsflyer_raw")}
+           if graph.get(k).group_name in ("appsflyer_android", "appsflyer_ios")}
+    # A platform's raw reports are the group named like their keys' prefix (appsflyer/android_...).
     assert raw == {
-        "appsflyer/android_installs": "appsflyer_raw_non_organic", "appsflyer/ios_installs": "appsflyer_raw_non_organic",
-        "appsflyer/android_organic_installs": "appsflyer_raw_organic",
-        "appsflyer/ios_organic_installs": "appsflyer_raw_organic",
+        "appsflyer/android_installs": "appsflyer_android", "appsflyer/ios_installs": "appsflyer_ios",
+        "appsflyer/android_organic_installs": "appsflyer_android",
+        "appsflyer/ios_organic_installs": "appsflyer_ios",
+    }
+    # The attribution is a tag: the UI selects a report family with tag:attribution=organic.
+    assert {k: graph.get(dg.AssetKey.from_user_string(k)).tags["attribution"] for k in raw} == {
+        "appsflyer/android_installs": "non_organic", "appsflyer/ios_installs": "non_organic",
+        "appsflyer/android_organic_installs": "organic", "appsflyer/ios_organic_installs": "organic",
     }
     # raw_data is built from exactly those.
     parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["appsflyer", "raw_data"])).parent_keys}
     assert parents == set(raw)
     everything = defs.resolve_asset_graph()
     groups = {everything.get(k).group_name for k in everything.get_all_asset_keys()}
-    assert {"appsflyer_raw_non_organic", "appsflyer_raw_organic", "appsflyer_raw_retargeting"} <= groups
+    assert {"appsflyer_android", "appsflyer_ios", "appsflyer", "airbridge"} <= groups

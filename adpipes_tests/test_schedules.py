@@ -84,7 +84,7 @@ def test_nothing_before_the_first_partition():
 
 # -- late events: day D again once AppsFlyer accepts no more of its events --------------------------
 
-RAW_GROUPS = {"appsflyer_raw_non_organic", "appsflyer_raw_organic", "appsflyer_raw_retargeting"}
+RAW_GROUPS = {"appsflyer_android", "appsflyer_ios"}  # the raw reports, one group per platform
 
 
 def late_tick(timezone: str, moment: dt.datetime, *, first: str = "2026-01-01", daily_at=(6, 0),

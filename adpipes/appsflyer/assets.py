@@ -16,12 +16,9 @@ from pydantic import Field
 import dagster as dg
 from adpipes.appsflyer.partitions import appsflyer_daily_partitions
 from adpipes.appsflyer.raw_data_api import (
-    NON_ORGANIC,
-    ORGANIC,
     RAW_DATA_API_POOL,
     RAW_LOOKBACK_DAYS,
     RAW_REPORTS,
-    RETARGETING,
     AppsFlyerRawDataApi,
     RawReport,
     SpooledChunk,
@@ -73,10 +70,11 @@ from adpipes.lib.storage.postgres import (
     missing_partitions,
 )
 
-# The raw reports are grouped by attribution in the UI: three boxes of per-platform reports
-# instead of one wall of twenty.
-RAW_GROUPS = {NON_ORGANIC: "appsflyer_raw_non_organic", ORGANIC: "appsflyer_raw_organic",
-              RETARGETING: "appsflyer_raw_retargeting"}
+# A group's name is the prefix its assets' keys share, `/` written `_` (what the user sees in the
+# keys and can select): the raw reports of a platform, `appsflyer/android_*`, are the group
+# appsflyer_android; what is built from them or pulled from other AppsFlyer APIs is appsflyer.
+# The attribution of a raw report (non_organic, organic, retargeting) is its `attribution` tag.
+RAW_GROUPS = {platform: f"appsflyer_{platform}" for platform in PLATFORMS}
 UNIFIED_GROUP = "appsflyer"
 # A raw report is archived as delivered, never filtered: its own checks are about its shape and
 # size, and whether it is worse than the day already archived. Its values are checked row by row
@@ -331,7 +329,7 @@ def build_raw_report_asset(platform: str, report: RawReport) -> dg.AssetsDefinit
         spec,
         description=_raw_description(platform, report) + _REFUSAL_DESCRIPTION,
         partitions_def=appsflyer_daily_partitions,
-        group_name=RAW_GROUPS[report.attribution],
+        group_name=RAW_GROUPS[platform],
         kinds={"appsflyer", "postgres"},
         metadata={"appsflyer/report": report.name, "appsflyer/attribution": report.attribution},
         tags={"platform": platform, "attribution": report.attribution},
@@ -522,8 +520,9 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
         customer user id (to join with the app's tables) and normalized flags. This is the table
         product analytics queries; it is also archived. Rows that break an ERROR rule (unreadable
         values, unknown platform, a non-numeric customer user id, ...) are quarantined in the
-        archive's quality.quarantine instead; organic rows without media source are valid. The raw
-        reports keep every row as delivered.
+        archive's quality.quarantine instead; organic rows without media source are valid (their
+        media_source is organic, as in AppsFlyer's aggregate reports). The raw reports keep every
+        row as delivered.
         """
         # A report taken out of APPSFLYER_RAW_REPORTS stays archived, and so do its rows in the
         # archive's raw_data: rebuilding a day without it would leave the archive with less.

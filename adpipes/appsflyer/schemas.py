@@ -75,6 +75,105 @@ RAW_REPORT_COLUMNS = (
     "Is Primary Attribution", "User Agent", "HTTP Referrer", "Original URL",
 )  # fmt: skip
 
+# What each raw report column holds, from AppsFlyer's raw data field dictionary (the V5 spec)
+# and the original scripts' column table (vendor-docs). Every raw column's description starts
+# with the header AppsFlyer delivers it under, so a reader finds it in AppsFlyer's documents.
+RAW_COLUMN_DOCS = {
+    "Attributed Touch Type": "type of the touch that won the attribution: click, impression, TV or "
+                             "pre-install. Empty for organic users.",
+    "Attributed Touch Time": "when the touch that won the attribution happened (for retargeting, "
+                             "the re-engagement touch). Empty for organic users.",
+    "Install Time": "when the user first opened the app after installing it (AppsFlyer's install).",
+    "Event Time": "when the row's event happened: the install time on install rows, the "
+                  "re-engagement on retargeting installs, the detection time on uninstalls. "
+                  "Partitions follow it.",
+    "Event Name": "install, re-engagement, re-attribution, reinstall, uninstall, or the in-app event's "
+                  "name as the app sent it (af_purchase, ...).",
+    "Event Value": "the in-app event's parameters as the app sent them, a JSON string (revenue, "
+                   "currency, af_receipt_id, ...).",
+    "Event Revenue": "revenue the event carried, in Event Revenue Currency; refunds are negative.",
+    "Event Revenue Currency": "ISO 4217 code of Event Revenue, as the app sent it.",
+    "Event Revenue USD": "Event Revenue converted by AppsFlyer to US dollars.",
+    "Event Source": "how the event reached AppsFlyer: SDK or S2S.",
+    "Is Receipt Validated": "whether AppsFlyer validated the purchase receipt with the store "
+                            "(true/false); empty when receipts are not validated.",
+    "Partner": "agency or preferred marketing partner (af_prt) that ran the attributed campaign.",
+    "Media Source": "media source (pid) the user is attributed to, e.g. googleadwords_int, "
+                    "Facebook Ads; organic in the organic reports.",
+    "Channel": "channel of the media source (af_channel), e.g. YouTube, Instagram.",
+    "Keywords": "search keywords the network reported (af_keywords).",
+    "Campaign": "campaign name (c).",
+    "Campaign ID": "campaign id (af_c_id).",
+    "Adset": "ad set name (af_adset).",
+    "Adset ID": "ad set id (af_adset_id).",
+    "Ad": "ad name (af_ad).",
+    "Ad ID": "ad id (af_ad_id).",
+    "Ad Type": "ad type (af_ad_type), e.g. video, banner, playable.",
+    "Site ID": "publisher (site) id (af_siteid).",
+    "Sub Site ID": "sub-publisher id (af_sub_siteid).",
+    **{f"Sub Param {n}": f"free-form attribution link parameter af_sub{n}." for n in range(1, 6)},
+    "Cost Model": "cost model the attribution link reported (af_cost_model), e.g. CPI.",
+    "Cost Value": "cost the attribution link reported (af_cost_value), in Cost Currency.",
+    "Cost Currency": "ISO 4217 code of Cost Value (af_cost_currency).",
+    **{
+        f"Contributor {n} {part}": f"assisting touch {n} (a touch that contributed to the install "
+                                   f"without winning its attribution): {meaning}"
+        for n in (1, 2, 3)
+        for part, meaning in (
+            ("Partner", "agency or partner (af_prt)."),
+            ("Media Source", "media source (pid)."),
+            ("Campaign", "campaign name."),
+            ("Touch Type", "click or impression."),
+            ("Touch Time", "when the touch happened."),
+        )
+    },
+    "Region": "region (continent code, e.g. AS, EU) resolved from the device's IP address.",
+    "Country Code": "ISO 3166-1 alpha-2 country code resolved from the device's IP address.",
+    "State": "state or province resolved from the device's IP address.",
+    "City": "city resolved from the device's IP address.",
+    "Postal Code": "postal code resolved from the device's IP address.",
+    "DMA": "US designated market area resolved from the device's IP address.",
+    "IP": "the device's IP address (AppsFlyer may mask it by privacy setting).",
+    "WIFI": "whether the device was on Wi-Fi (true/false, True/False or 1/0).",
+    "Operator": "mobile network operator of the device.",
+    "Carrier": "carrier name of the device's SIM.",
+    "Language": "the device's language setting.",
+    "AppsFlyer ID": "AppsFlyer's id of the app's install on a device (a reinstall gets a new one); "
+                    "the id S2S events name.",
+    "Advertising ID": "Google advertising id (GAID) on Android; empty on iOS, whose id is in IDFA.",
+    "IDFA": "Apple's identifier for advertisers (iOS); empty without the user's ATT consent.",
+    "Android ID": "Android device id (collected only when the app enables it).",
+    "Customer User ID": "the app's own user id (CUID) set through the SDK; empty until the app sets it.",
+    "IMEI": "device IMEI (collected only when the app enables it).",
+    "IDFV": "Apple's identifier for vendors (iOS).",
+    "Platform": "android or ios.",
+    "Device Type": "device model, e.g. iPhone14,2 or SM-G991N.",
+    "OS Version": "operating system version of the device.",
+    "App Version": "version of the app on the device.",
+    "SDK Version": "version of the AppsFlyer SDK in the app.",
+    "App ID": "AppsFlyer app id (Android package name, or id followed by digits on iOS), as delivered.",
+    "App Name": "the app's name in its store.",
+    "Bundle ID": "the app's package name or bundle id.",
+    "Is Retargeting": "whether the row belongs to a retargeting campaign (true/false).",
+    "Retargeting Conversion Type": "re-engagement or re-attribution, on retargeting rows.",
+    "Attribution Lookback": "lookback window of the attributed touch, e.g. 7d (click) or 1d (impression).",
+    "Reengagement Window": "how long a re-engagement stays attributed to its retargeting campaign.",
+    "Is Primary Attribution": "false on a user-acquisition row of a user who is in a re-engagement window "
+                              "(the retargeting report has the row as primary); true otherwise.",
+    "User Agent": "user agent of the device at the attributed click.",
+    "HTTP Referrer": "HTTP referrer of the attributed click.",
+    "Original URL": "the attribution link (URL) of the attributed touch.",
+}
+
+if set(RAW_COLUMN_DOCS) != set(RAW_REPORT_COLUMNS):
+    raise RuntimeError(f"raw columns without a description: {set(RAW_REPORT_COLUMNS) ^ set(RAW_COLUMN_DOCS)}")
+
+
+def vendor_described(header: str, text: str) -> str:
+    """A column description that names the vendor's header first: ``Event Time — when ...``."""
+    return f"{header} — {text}"
+
+
 def snake_case(header: str) -> str:
     """``Media Source`` -> ``media_source``, ``Event Revenue USD`` -> ``event_revenue_usd``.
 
@@ -97,7 +196,8 @@ CUSTOMER_USER_ID_PATTERN = r"\d{1,18}(?:\.0+)?"  # "1000000186.0": ids that went
 
 # Columns without which a raw report row cannot be placed (who, what, when, from where).
 RAW_REQUIRED_COLUMNS = ("appsflyer_id", "event_time", "install_time", "event_name", "platform", "media_source")
-# Organic users came from no media source and no touch: their rows leave it empty, and are valid.
+# Organic users came from no media source and no touch: a delivered organic row may leave Media
+# Source empty, and is valid (raw_data stores it as ORGANIC_MEDIA_SOURCE, see transform.py).
 ORGANIC_OPTIONAL_VALUES = ("media_source",)
 # The column adpipes adds to each archived raw report row: the app id the report was requested
 # for (the path's app id). AppsFlyer's own App ID column is kept as delivered beside it; rows
@@ -167,9 +267,10 @@ def raw_report_schema(attribution: str | None = None) -> pa.DataFrameSchema:
     the columns adpipes needs required, and the rules their values must meet to be unified.
     ``attribution`` (organic, ...) relaxes what its rows may leave empty (None: the strictest)."""
     columns = {"report_date": report_date_column()}
-    for name in RAW_COLUMN_NAMES:
+    for header, name in zip(RAW_REPORT_COLUMNS, RAW_COLUMN_NAMES):
         columns[name] = pa.Column(
-            TEXT, checks=_raw_value_checks(name, attribution), nullable=True, required=name in RAW_REQUIRED_COLUMNS
+            TEXT, checks=_raw_value_checks(name, attribution), nullable=True, required=name in RAW_REQUIRED_COLUMNS,
+            description=vendor_described(header, RAW_COLUMN_DOCS[header]),
         )
     columns[REQUESTED_APP_ID] = pa.Column(
         TEXT, nullable=True, required=False,
@@ -213,8 +314,8 @@ def _platform(description: str) -> pa.Column:
     )
 
 
-def _time(description: str) -> pa.Column:
-    return pa.Column(TIMESTAMP_DTYPE, nullable=True, description=f"{description} {_TS}")
+def _time(description: str, nullable: bool = True) -> pa.Column:
+    return pa.Column(TIMESTAMP_DTYPE, nullable=nullable, description=f"{description} {_TS}")
 
 
 def _flag(description: str) -> pa.Column:
@@ -227,58 +328,72 @@ def _money(description: str) -> pa.Column:
     return pa.Column("Float64", nullable=True, description=description, metadata={"pg_type": "numeric"})
 
 
+# What raw_data calls AppsFlyer's organic media source: the spelling of AppsFlyer's aggregate
+# reports and cohorts (and of the organic raw reports' Media Source), so raw_data joins them.
+ORGANIC_MEDIA_SOURCE = "organic"
+
+
 @cache
 def raw_data_schema() -> pa.DataFrameSchema:
+    # Columns from a vendor header name it first (vendor_described), as on the raw reports; the
+    # columns adpipes adds say so. The required columns (RAW_REQUIRED_COLUMNS) are not nullable
+    # here: a row without one (or with one that does not read) is quarantined, never stored.
+    v = vendor_described
     columns: dict[str, pa.Column] = {
         "report_date": report_date_column(),
-        "app_id": _text("AppsFlyer app id the row was reported for (package name or id + digits).", False),
-        "platform": _platform("android or ios."),
-        "source_report": _text("AppsFlyer raw report the row came from, as AppsFlyer names it (installs_report, organic_installs_report, installs-retarget, uninstall_events_report, ...).", False),
+        "app_id": _text("Added by adpipes: the AppsFlyer app id the report was requested for (Android "
+                        "package name, or id followed by digits on iOS); for rows archived before "
+                        "adpipes recorded it, AppsFlyer's App ID column, else the platform's only app.", False),
+        "platform": _platform(v("Platform", "android or ios (lowercased as delivered).")),
+        "source_report": _text("Added by adpipes: the AppsFlyer raw report the row came from, as AppsFlyer names it (installs_report, organic_installs_report, installs-retarget, uninstall_events_report, ...).", False),
         # Set by adpipes from the report's registry entry (never from the vendor's values).
         "attribution": pa.Column(
             TEXT, nullable=False,
-            description="What the user is attributed to, from the report the row came from: non_organic "
-            "(a media source's install or its users' events), organic (no media source or touch: "
-            "those columns are empty) or retargeting (a re-engagement or re-attribution)."),
-        "attributed_touch_type": _text("click or impression that won the attribution."),
-        "attributed_touch_time": _time("When the attributed touch happened."),
-        "install_time": _time("When the app was first opened."),
-        "event_time": _time("When the event happened (the install time for installs)."),
-        "event_name": _text("As delivered: install, re-engagement, re-attribution, reinstall, uninstall, or the in-app event name (af_purchase, ...)."),
-        "event_value": _text("Purchase receipt id: the af_receipt_id of the Event Value JSON (key in any case), for every event that carries one, whatever its name; otherwise null. Kept as text: receipt ids are long digit strings or GPA.xxxx ids."),
-        "event_revenue": _money("Event revenue in event_revenue_currency; refunds are negative."),
-        "event_revenue_currency": _text("ISO currency code of event_revenue."),
-        "event_revenue_usd": _money("Event revenue converted to USD by AppsFlyer."),
-        "partner": _text("Agency/partner (af_prt)."),
-        "media_source": _text("Media source (pid), e.g. googleadwords_int, organic."),
-        "channel": _text("Channel (af_channel)."),
-        "keywords": _text("Keywords (af_keywords)."),
-        "campaign": _text("Campaign name (c)."),
-        "campaign_id": _text("Campaign id (af_c_id)."),
-        "adset": _text("Adset name."),
-        "adset_id": _text("Adset id."),
-        "ad": _text("Ad name."),
-        "ad_id": _text("Ad id."),
-        "ad_type": _text("Ad type."),
-        "site_id": _text("Publisher site id (af_siteid)."),
+            description="Added by adpipes: what the user is attributed to, from the report the row came "
+            "from: non_organic (a media source's install or its users' events), organic (no media "
+            "source or touch: media_source is organic, the touch columns are empty) or retargeting "
+            "(a re-engagement or re-attribution)."),
+        "attributed_touch_type": _text(v("Attributed Touch Type", "click or impression that won the attribution; null for organic users.")),
+        "attributed_touch_time": _time(v("Attributed Touch Time", "When the attributed touch happened; null for organic users.")),
+        "install_time": _time(v("Install Time", "When the app was first opened."), nullable=False),
+        "event_time": _time(v("Event Time", "When the event happened (the install time for installs)."), nullable=False),
+        "event_name": _text(v("Event Name", "As delivered: install, re-engagement, re-attribution, reinstall, uninstall, or the in-app event name (af_purchase, ...)."), False),
+        "event_value": _text(v("Event Value", "Purchase receipt id: the af_receipt_id of the Event Value JSON (key in any case), for every event that carries one, whatever its name; otherwise null. Kept as text: receipt ids are long digit strings or GPA.xxxx ids.")),
+        "event_revenue": _money(v("Event Revenue", "Event revenue in event_revenue_currency; refunds are negative.")),
+        "event_revenue_currency": _text(v("Event Revenue Currency", "ISO currency code of event_revenue.")),
+        "event_revenue_usd": _money(v("Event Revenue USD", "Event revenue converted to USD by AppsFlyer.")),
+        "partner": _text(v("Partner", "Agency/partner (af_prt).")),
+        "media_source": _text(v("Media Source", "Media source (pid), e.g. googleadwords_int; organic for "
+                                "organic users (AppsFlyer's spelling in every report, filled in by adpipes "
+                                "where an organic report leaves it empty)."), False),
+        "channel": _text(v("Channel", "Channel (af_channel).")),
+        "keywords": _text(v("Keywords", "Keywords (af_keywords).")),
+        "campaign": _text(v("Campaign", "Campaign name (c).")),
+        "campaign_id": _text(v("Campaign ID", "Campaign id (af_c_id).")),
+        "adset": _text(v("Adset", "Adset name (af_adset).")),
+        "adset_id": _text(v("Adset ID", "Adset id (af_adset_id).")),
+        "ad": _text(v("Ad", "Ad name (af_ad).")),
+        "ad_id": _text(v("Ad ID", "Ad id (af_ad_id).")),
+        "ad_type": _text(v("Ad Type", "Ad type (af_ad_type).")),
+        "site_id": _text(v("Site ID", "Publisher site id (af_siteid).")),
     }
     for n in (1, 2, 3):
-        columns[f"contributor_{n}_partner"] = _text(f"Assist contributor {n}: partner.")
-        columns[f"contributor_{n}_media_source"] = _text(f"Assist contributor {n}: media source.")
-        columns[f"contributor_{n}_campaign"] = _text(f"Assist contributor {n}: campaign.")
-        columns[f"contributor_{n}_touch_type"] = _text(f"Assist contributor {n}: touch type.")
-        columns[f"contributor_{n}_touch_time"] = _time(f"Assist contributor {n}: touch time.")
+        columns[f"contributor_{n}_partner"] = _text(v(f"Contributor {n} Partner", f"Assist contributor {n}: partner."))
+        columns[f"contributor_{n}_media_source"] = _text(v(f"Contributor {n} Media Source", f"Assist contributor {n}: media source."))
+        columns[f"contributor_{n}_campaign"] = _text(v(f"Contributor {n} Campaign", f"Assist contributor {n}: campaign."))
+        columns[f"contributor_{n}_touch_type"] = _text(v(f"Contributor {n} Touch Type", f"Assist contributor {n}: touch type."))
+        columns[f"contributor_{n}_touch_time"] = _time(v(f"Contributor {n} Touch Time", f"Assist contributor {n}: touch time."))
     columns.update(
         {
-            "wifi": _flag("Device was on Wi-Fi"),
-            "appsflyer_id": _text("AppsFlyer's device id.", False),
-            "advertising_id": _text("GAID on Android; on iOS the IDFA (AppsFlyer delivers it in a separate IDFA column)."),
-            "customer_user_id": pa.Column("Int64", nullable=True, description="The app's own user id (CUID), a whole number (rows with any other value are quarantined; see valid_customer_user_id)."),
-            "is_retargeting": _flag("Row belongs to a retargeting campaign"),
-            "retargeting_conversion_type": _text("re-engagement or re-attribution."),
-            "attribution_lookback": _text("Attribution lookback window, e.g. 7d."),
-            "reengagement_window": _text("Re-engagement window for retargeting."),
-            "is_primary_attribution": _flag("Primary attribution for retargeting"),
+            "wifi": _flag(v("WIFI", "Device was on Wi-Fi")),
+            "appsflyer_id": _text(v("AppsFlyer ID", "AppsFlyer's device id."), False),
+            "advertising_id": _text(v("Advertising ID", "GAID on Android; on iOS the IDFA (AppsFlyer delivers it in a separate IDFA column, copied here).")),
+            "customer_user_id": pa.Column("Int64", nullable=True, description=v("Customer User ID", "The app's own user id (CUID), a whole number (rows with any other value are quarantined; see valid_customer_user_id).")),
+            "is_retargeting": _flag(v("Is Retargeting", "Row belongs to a retargeting campaign")),
+            "retargeting_conversion_type": _text(v("Retargeting Conversion Type", "re-engagement or re-attribution.")),
+            "attribution_lookback": _text(v("Attribution Lookback", "Attribution lookback window, e.g. 7d.")),
+            "reengagement_window": _text(v("Reengagement Window", "Re-engagement window for retargeting.")),
+            "is_primary_attribution": _flag(v("Is Primary Attribution", "Primary attribution for retargeting")),
         }
     )
     checks = [
@@ -431,23 +546,23 @@ def daily_report_schema() -> pa.DataFrameSchema:
         "platform": _platform("android or ios: the platform of the row's app."),
         "app_id": _text("AppsFlyer app id the report was requested for (several apps of a platform "
                         "share the table).", False),
-        "date": pa.Column(TEXT, nullable=False, description="The Date column as delivered (equals report_date).", metadata={"pg_type": "date"}),
-        "agency": _text("Agency/PMD (af_prt); null when AppsFlyer says None."),
-        "media_source": _text("Media source (pid), e.g. googleadwords_int, organic."),
-        "campaign": _text("Campaign name (c); null when AppsFlyer says None."),
-        "impressions": _count("impressions", "Ad impressions reported by the network (null when N/A, e.g. organic)."),
-        "clicks": _count("clicks", "Ad clicks (null when N/A)."),
+        "date": pa.Column(TEXT, nullable=False, description=vendor_described("Date", "The day as delivered (equals report_date)."), metadata={"pg_type": "date"}),
+        "agency": _text(vendor_described("Agency/PMD (af_prt)", "Agency or preferred marketing partner; null when AppsFlyer says None.")),
+        "media_source": _text(vendor_described("Media Source (pid)", "Media source, e.g. googleadwords_int, organic.")),
+        "campaign": _text(vendor_described("Campaign (c)", "Campaign name; null when AppsFlyer says None.")),
+        "impressions": _count("impressions", vendor_described("Impressions", "Ad impressions reported by the network (null when N/A, e.g. organic).")),
+        "clicks": _count("clicks", vendor_described("Clicks", "Ad clicks (null when N/A).")),
         "ctr": pa.Column(
             "Float64", rule(RATE_RANGES, pa.Check.in_range(0, 1), "ctr is within [0, 1]"), nullable=True,
-            description="Click-through rate, clicks / impressions (null when N/A).", metadata={"pg_type": "numeric"},
+            description=vendor_described("CTR", "Click-through rate, clicks / impressions (null when N/A)."), metadata={"pg_type": "numeric"},
         ),
-        "installs": _count("installs", "Attributed installs of the day."),
-        "conversion_rate": _amount("conversion_rate", "Installs / clicks (null when N/A)."),
-        "sessions": _count("sessions", "App sessions of the day by users of this media source and campaign."),
-        "loyal_users": _count("loyal_users", "Users who opened the app at least 3 times (AppsFlyer's loyal users)."),
-        "loyal_users_over_installs": _amount("loyal_users_over_installs", "Loyal users / installs."),
-        "total_cost": _amount("total_cost", "Ad spend reported to AppsFlyer, in `currency` (null when N/A)."),
-        "average_ecpi": _amount("average_ecpi", "Effective cost per install, total_cost / installs, in `currency` (null when N/A)."),
+        "installs": _count("installs", vendor_described("Installs", "Attributed installs of the day.")),
+        "conversion_rate": _amount("conversion_rate", vendor_described("Conversion Rate", "Installs / clicks (null when N/A).")),
+        "sessions": _count("sessions", vendor_described("Sessions", "App sessions of the day by users of this media source and campaign.")),
+        "loyal_users": _count("loyal_users", vendor_described("Loyal Users", "Users who opened the app at least 3 times (AppsFlyer's loyal users).")),
+        "loyal_users_over_installs": _amount("loyal_users_over_installs", vendor_described("Loyal Users/Installs", "Loyal users / installs.")),
+        "total_cost": _amount("total_cost", vendor_described("Total Cost", "Ad spend reported to AppsFlyer, in `currency` (null when N/A).")),
+        "average_ecpi": _amount("average_ecpi", vendor_described("Average eCPI", "Effective cost per install, total_cost / installs, in `currency` (null when N/A).")),
         "currency": _text(
             "ISO 4217 code of total_cost and average_ecpi: the currency set on the app in AppsFlyer "
             "(APPSFLYER_APP_CURRENCY), which aggregate reports are always in whatever currency is asked "

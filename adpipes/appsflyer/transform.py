@@ -13,8 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adpipes.appsflyer.raw_data_api import RawReport
+from adpipes.appsflyer.raw_data_api import ORGANIC, RawReport
 from adpipes.appsflyer.schemas import (
+    ORGANIC_MEDIA_SOURCE,
     REQUESTED_APP_ID,
     CUSTOMER_USER_ID_PATTERN,
     FALSE_SPELLINGS,
@@ -179,6 +180,11 @@ def unify_raw_block(
     # Advertising ID. One column serves both platforms downstream.
     raw["advertising_id"] = _blank_to_na(raw["advertising_id"]).fillna(_blank_to_na(raw["idfa"]))
     raw = raw.drop(columns=["idfa"])
+    # Organic users' media source is "organic" in AppsFlyer's aggregate reports and cohorts: an
+    # organic raw row that leaves Media Source empty gets that name, so raw_data's media_source is
+    # never null and joins daily_report's organic rows.
+    if report.attribution == ORGANIC:
+        raw["media_source"] = _blank_to_na(raw["media_source"]).fillna(ORGANIC_MEDIA_SOURCE)
     return _typed(raw, timezone)[list(schema.columns)]
 
 

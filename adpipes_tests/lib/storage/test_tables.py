@@ -1,0 +1,189 @@
+"""What the UI shows about every table before any run: each column described, raw report columns
+by the header AppsFlyer delivers them under, nullability true to the rules, and group names that
+match the keys the user sees (issue 14, "Descriptions")."""
+
+import dagster as dg
+import pytest
+
+from adpipes.definitions import defs
+
+# The raw report headers and the columns they are stored as, transcribed from the column table of
+# the original scripts (vendor-docs/appsflyer-pull-api-original-scripts.ko.txt, "2. 테이블 설계").
+VENDOR_RAW_COLUMNS = """
+Attributed Touch Type|attributed_touch_type
+Attributed Touch Time|attributed_touch_time
+Install Time|install_time
+Event Time|event_time
+Event Name|event_name
+Event Value|event_value
+Event Revenue|event_revenue
+Event Revenue Currency|event_revenue_currency
+Event Revenue USD|event_revenue_usd
+Event Source|event_source
+Is Receipt Validated|is_receipt_validated
+Partner|partner
+Media Source|media_source
+Channel|channel
+Keywords|keywords
+Campaign|campaign
+Campaign ID|campaign_id
+Adset|adset
+Adset ID|adset_id
+Ad|ad
+Ad ID|ad_id
+Ad Type|ad_type
+Site ID|site_id
+Sub Site ID|sub_site_id
+Sub Param 1|sub_param_1
+Sub Param 2|sub_param_2
+Sub Param 3|sub_param_3
+Sub Param 4|sub_param_4
+Sub Param 5|sub_param_5
+Cost Model|cost_model
+Cost Value|cost_value
+Cost Currency|cost_currency
+Contributor 1 Partner|contributor_1_partner
+Contributor 1 Media Source|contributor_1_media_source
+Contributor 1 Campaign|contributor_1_campaign
+Contributor 1 Touch Type|contributor_1_touch_type
+Contributor 1 Touch Time|contributor_1_touch_time
+Contributor 2 Partner|contributor_2_partner
+Contributor 2 Media Source|contributor_2_media_source
+Contributor 2 Campaign|contributor_2_campaign
+Contributor 2 Touch Type|contributor_2_touch_type
+Contributor 2 Touch Time|contributor_2_touch_time
+Contributor 3 Partner|contributor_3_partner
+Contributor 3 Media Source|contributor_3_media_source
+Contributor 3 Campaign|contributor_3_campaign
+Contributor 3 Touch Type|contributor_3_touch_type
+Contributor 3 Touch Time|contributor_3_touch_time
+Region|region
+Country Code|country_code
+State|state
+City|city
+Postal Code|postal_code
+DMA|dma
+IP|ip
+WIFI|wifi
+Operator|operator
+Carrier|carrier
+Language|language
+AppsFlyer ID|appsflyer_id
+Advertising ID|advertising_id
+IDFA|idfa
+Android ID|android_id
+Customer User ID|customer_user_id
+IMEI|imei
+IDFV|idfv
+Platform|platform
+Device Type|device_type
+OS Version|os_version
+App Version|app_version
+SDK Version|sdk_version
+App ID|app_id
+App Name|app_name
+Bundle ID|bundle_id
+Is Retargeting|is_retargeting
+Retargeting Conversion Type|retargeting_conversion_type
+Attribution Lookback|attribution_lookback
+Reengagement Window|reengagement_window
+Is Primary Attribution|is_primary_attribution
+User Agent|user_agent
+HTTP Referrer|http_referrer
+Original URL|original_url
+"""
+RAW_HEADERS = dict(line.split("|")[::-1] for line in VENDOR_RAW_COLUMNS.strip().splitlines())
+# The daily report's headers and columns, from the same document's daily report table.
+DAILY_REPORT_HEADERS = {
+    "date": "Date", "agency": "Agency/PMD (af_prt)", "media_source": "Media Source (pid)", "campaign": "Campaign (c)",
+    "impressions": "Impressions", "clicks": "Clicks", "ctr": "CTR", "installs": "Installs",
+    "conversion_rate": "Conversion Rate", "sessions": "Sessions", "loyal_users": "Loyal Users",
+    "loyal_users_over_installs": "Loyal Users/Installs", "total_cost": "Total Cost", "average_ecpi": "Average eCPI",
+}
+# The raw report assets of the README's asset table: appsflyer/{android,ios}_<report>.
+RAW_REPORT_NAMES = ("installs", "in_app_events", "uninstalls", "reinstalls", "organic_installs",
+                    "organic_in_app_events", "organic_uninstalls", "organic_reinstalls",
+                    "retargeting_installs", "retargeting_in_app_events")
+RAW_KEYS = {f"appsflyer/{platform}_{name}": platform for platform in ("android", "ios") for name in RAW_REPORT_NAMES}
+
+GRAPH = defs.resolve_asset_graph()
+ASSETS = {key.to_user_string(): GRAPH.get(key) for key in GRAPH.materializable_asset_keys}
+
+
+def columns(key: str) -> dict[str, dg.TableColumn]:
+    schema = ASSETS[key].metadata.get("dagster/column_schema")
+    assert schema is not None, f"{key} has no dagster/column_schema"
+    return {column.name: column for column in schema.columns}
+
+
+def test_every_column_of_every_table_has_a_description():
+    assert set(RAW_KEYS) <= set(ASSETS)  # the raw reports are among them
+    undescribed = {key: [name for name, column in columns(key).items() if not (column.description or "").strip()]
+                   for key in ASSETS}
+    assert {key: names for key, names in undescribed.items() if names} == {}
+
+
+@pytest.mark.parametrize("key", sorted(RAW_KEYS))
+def test_raw_report_columns_are_described_by_their_vendor_header(key):
+    found = columns(key)
+    for column, header in RAW_HEADERS.items():
+        assert column in found, f"{key} lacks {column} ({header})"
+        assert found[column].description.startswith(f"{header} — "), (key, column, found[column].description)
+        # Said what it holds, not only named.
+        assert len(found[column].description) > len(f"{header} — ") + 10, (key, column)
+    # Besides the vendor's columns: the partition key and the app id the report was requested for.
+    assert set(found) - set(RAW_HEADERS) == {"report_date", "requested_app_id"}
+    # Archived as delivered: nothing but the partition key is refused for being empty.
+    assert [name for name, column in found.items() if not column.constraints.nullable] == ["report_date"]
+
+
+def test_raw_data_names_the_vendor_header_of_each_column_it_takes_from_one():
+    found = columns("appsflyer/raw_data")
+    # app_id is the app the report was requested for (README), not AppsFlyer's App ID column.
+    from_vendor = {c: h for c, h in RAW_HEADERS.items() if c in found and c != "app_id"}
+    assert len(from_vendor) > 40
+    for column, header in from_vendor.items():
+        assert found[column].description.startswith(f"{header} — "), (column, found[column].description)
+    # advertising_id takes iOS ids from the IDFA column: its description says so.
+    assert "IDFA" in found["advertising_id"].description
+
+
+def test_raw_data_requires_event_time_and_media_source():
+    # The README lists them among the columns a raw report row cannot do without; organic rows,
+    # which AppsFlyer may deliver without a media source, are stored as "organic".
+    found = columns("appsflyer/raw_data")
+    assert found["event_time"].constraints.nullable is False
+    assert found["media_source"].constraints.nullable is False
+    assert "organic" in found["media_source"].description
+    for column in ("appsflyer_id", "install_time", "event_name", "platform", "app_id"):
+        assert found[column].constraints.nullable is False, column
+
+
+def test_daily_report_columns_name_the_vendor_header():
+    found = columns("appsflyer/daily_report")
+    for column, header in DAILY_REPORT_HEADERS.items():
+        assert found[column].description.startswith(f"{header} — "), (column, found[column].description)
+
+
+def test_group_names_are_the_prefix_of_their_keys():
+    # "Group names match what the user sees in the keys": a group is named by the prefix its
+    # assets' keys share, with "/" written "_" (group names cannot hold "/"), and an asset is in
+    # the longest such group: appsflyer/android_installs is in appsflyer_android, not appsflyer.
+    groups = {asset.group_name for asset in ASSETS.values()}
+    for key, asset in ASSETS.items():
+        spelled = key.replace("/", "_")
+        assert spelled.startswith(asset.group_name + "_"), (key, asset.group_name)
+        longest = max((g for g in groups if spelled.startswith(g + "_")), key=len)
+        assert asset.group_name == longest, (key, asset.group_name, longest)
+    # The README's asset table, group by group.
+    by_group: dict[str, set[str]] = {}
+    for key, asset in ASSETS.items():
+        if key.startswith(("appsflyer/", "airbridge/")):
+            by_group.setdefault(asset.group_name, set()).add(key)
+    assert by_group == {
+        "appsflyer_android": {k for k, platform in RAW_KEYS.items() if platform == "android"},
+        "appsflyer_ios": {k for k, platform in RAW_KEYS.items() if platform == "ios"},
+        "appsflyer": {"appsflyer/raw_data", "appsflyer/customer_user_map", "appsflyer/daily_report",
+                      "appsflyer/cohort_ltv"},
+        "airbridge": {"airbridge/revenue"},
+    }

@@ -112,9 +112,9 @@ def test_typed_rules_platform_partition_day_and_time_order():
     rows = [
         {"Event Time": "2026-11-20 10:00:00", "Install Time": "2026-11-20 11:00:00", "AppsFlyer ID": "a",
          "Platform": "windows", "Event Name": "x", "Attributed Touch Time": "2026-11-20 12:00:00",
-         "App ID": "id1"},
+         "App ID": "id1", "Media Source": "googleadwords_int"},
         {"Event Time": "2026-11-21 00:30:00", "Install Time": "2026-11-19 09:00:00", "AppsFlyer ID": "b",
-         "Platform": "android", "Event Name": "x"},
+         "Platform": "android", "Event Name": "x", "Media Source": "googleadwords_int"},
     ]
     failures = find_failures(raw_data_schema(), _unify(rows))
     by_row = failures.groupby("row")["rule"].apply(set).to_dict()
@@ -163,3 +163,19 @@ def test_s2s_revenue_formats_read_or_are_flagged():
     failures = find_failures(raw_values_schema(), _delivered(rows))
     assert sorted(failures["row"].unique().tolist()) == [3, 4]
     assert set(failures["check_name"]) == {"parseable_values"}
+
+
+def test_organic_rows_without_media_source_are_stored_as_organic():
+    # AppsFlyer's aggregate reports and cohorts call organic users' media source "organic": raw_data
+    # uses the same spelling, so its media_source is never empty and joins daily_report.
+    row = {"Event Time": "2026-11-20 10:00:00", "Install Time": "2026-11-20 10:00:00", "AppsFlyer ID": "a",
+           "Platform": "ios", "Event Name": "install"}
+    organic = unify_raw_reports([(RAW_REPORTS["organic_installs_report"], _delivered([row, {**row, "Media Source": "organic"}]))],
+                                timezone="Asia/Seoul", app_ids={"ios": "id1"})
+    assert organic["media_source"].tolist() == ["organic", "organic"]
+    assert find_failures(raw_data_schema(), organic).empty
+    # A non-organic row without one is not filled in: it breaks the required_values rule.
+    paid = unify_raw_reports([(RAW_REPORTS["installs_report"], _delivered([row]))], timezone="Asia/Seoul",
+                             app_ids={"ios": "id1"})
+    assert paid["media_source"].isna().tolist() == [True]
+    assert set(find_failures(raw_data_schema(), paid)["rule"]) == {"media_source is not empty"}

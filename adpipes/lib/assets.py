@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import pandera.pandas as pa
 
 from adpipes.lib.quality import CheckGroup, quality_check_specs
@@ -76,7 +77,7 @@ def table_asset(
         group_name=group_name,
         kinds=kinds,
         metadata={**table.definition_metadata(), **(metadata or {})},
-        check_specs=quality_check_specs(table.asset_key, checks, schemas),
+        check_specs=quality_check_specs(table.asset_key, checks, schemas, partitions_def),
         **asset_kwargs,
     )
     # One writer per partition: a second run of a partition being written fails before any call.
@@ -94,3 +95,48 @@ def column_drift_metadata(
         "appsflyer/unknown_columns": dg.MetadataValue.json(unknown),
         "appsflyer/missing_columns": dg.MetadataValue.json(missing),
     }
+
+
+def add_partition_metadata(context: dg.AssetExecutionContext, by_partition: Mapping[str, Mapping[str, Any]]) -> None:
+    """Attach each partition's own figures to its materialization.
+
+    A range run records one materialization per partition from one output, each with the
+    output's metadata: a figure of the whole run (rows, installs, cost) would show on every day.
+    Partition-scoped asset metadata overrides an output entry of the same name for that
+    partition only."""
+    for key in context.partition_keys:
+        if key in by_partition:
+            context.add_asset_metadata(dict(by_partition[key]), partition_key=key)
+
+
+def frame_partition_metadata(
+    frame: pd.DataFrame,
+    partitions: Sequence[str],
+    *,
+    counts: Mapping[str, str] | None = None,
+    plotted: Mapping[str, str] | None = None,
+    sums: Mapping[str, str] | None = None,
+    partition_column: str = "report_date",
+) -> dict[str, dict[str, Any]]:
+    """Per partition of ``frame``: ``counts`` (label -> column) as JSON rows per value;
+    ``plotted`` (prefix -> column) as one int per value, ``{prefix}/{value}``, every value of
+    the run on every partition (0 where absent) so each is one series in the UI's plots;
+    ``sums`` (label -> column) as one float each."""
+    days = frame[partition_column].astype("string") if len(frame) else pd.Series([], dtype="string")
+    out: dict[str, dict[str, Any]] = {}
+    values = {prefix: sorted(frame[column].dropna().astype(str).unique()) for prefix, column in (plotted or {}).items()}
+    for key in partitions:
+        part = frame[(days == key).to_numpy()] if len(frame) else frame
+        metadata: dict[str, Any] = {}
+        for label, column in (counts or {}).items():
+            metadata[label] = dg.MetadataValue.json(
+                {str(v): int(n) for v, n in part[column].value_counts(dropna=False).items()})
+        for prefix, column in (plotted or {}).items():
+            seen = part[column].astype(str).value_counts()
+            for value in values[prefix]:
+                metadata[f"{prefix}/{value}"] = dg.MetadataValue.int(int(seen.get(value, 0)))
+        for label, column in (sums or {}).items():
+            total = pd.to_numeric(part[column], errors="coerce").sum() if len(part) else 0.0
+            metadata[label] = dg.MetadataValue.float(float(total))
+        out[key] = metadata
+    return out

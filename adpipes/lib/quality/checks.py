@@ -6,20 +6,23 @@ but not its own asset's write), so the checks run inside the asset's step: the a
 passed), stores the failure cases and quarantined rows in the archive once the output is stored,
 yields one result per check, and fails the run when a blocking check failed.
 
-In a single-run range backfill Dagster 1.13 records check results without a partition, so every
-result also breaks its figures down by partition in its metadata.
+The checks are partitioned like their asset: every partition of a run, a single-run range
+backfill's included, gets its own evaluation with its own figures (numeric, so the UI plots them
+by partition).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import statistics
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+from dagster import PreviewWarning
 
 from adpipes.lib.markdown import markdown_table
 from adpipes.lib.quality.rules import (
@@ -49,22 +52,29 @@ def quality_check_specs(
     asset_key: dg.AssetKey,
     groups: Sequence[CheckGroup],
     schemas: Sequence[pa.DataFrameSchema],
+    partitions_def: dg.PartitionsDefinition | None = None,
 ) -> list[dg.AssetCheckSpec]:
     """One asset check per rule group; ERROR groups block downstream assets.
 
-    The checks are not partitioned: partitioned asset checks are a preview feature in Dagster
-    1.13 ("not ready for production use"). Each result names its partitions in its metadata.
+    With ``partitions_def`` (the asset's) the checks are partitioned: :func:`publish` records one
+    evaluation per partition, so a range run's days each have their own result, figures and
+    status in the UI (Dagster 1.13 gives a check result a partition only when the step has a
+    single partition key; a partitioned check's evaluations name theirs). Partitioned checks are
+    a preview feature in 1.13: its warning is silenced here, where adpipes opts in.
     """
-    return [
-        dg.AssetCheckSpec(
-            group.name,
-            asset=asset_key,
-            description=group_description(group, schemas),
-            blocking=group.severity == ERROR,
-            metadata={"adpipes/severity": group.severity.value},
-        )
-        for group in groups
-    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return [
+            dg.AssetCheckSpec(
+                group.name,
+                asset=asset_key,
+                description=group_description(group, schemas),
+                blocking=group.severity == ERROR,
+                metadata={"adpipes/severity": group.severity.value},
+                partitions_def=partitions_def,
+            )
+            for group in groups
+        ]
 
 
 def _sql_list(values: Sequence[str]) -> str:
@@ -104,7 +114,8 @@ class _Verdict:
 
     def __init__(self, report: QualityReport, store: QualityStore) -> None:
         self.report = report
-        self.failures = report.failures
+        self.failures = report.failures.assign(report_date=report.failures["report_date"].astype("str")) \
+            if len(report.failures) else report.failures
         self.checked = sum(r.checked for r in report.rows.values())
         self.quarantined = sum(r.quarantined for r in report.rows.values())
         over = {
@@ -115,61 +126,83 @@ class _Verdict:
         self.share_exceeded = over
         self.max_share = store.max_quarantined_share
 
+    def checked_rows(self, partition: str) -> int:
+        rows = self.report.rows.get(partition)
+        return rows.checked if rows else 0
 
-def _rule_result(group: CheckGroup, asset_key: dg.AssetKey, verdict: _Verdict) -> dg.AssetCheckResult:
-    partitions = verdict.report.partitions
+
+# Per check: partition -> its result, or None where the check could not be judged (row_volume
+# without enough history): no evaluation is recorded for it, so the UI shows it as skipped, not
+# as a pass.
+PartitionResults = dict[str, "dg.AssetCheckResult | None"]
+
+
+def _passed(group: CheckGroup, metadata: dict[str, Any], description: str) -> dg.AssetCheckResult:
+    # A passing result carries its check's severity: Dagster's default (ERROR) would label a
+    # passing WARN check ERROR in the UI.
+    return dg.AssetCheckResult(check_name=group.name, passed=True, severity=group.severity,
+                               metadata=metadata, description=description)
+
+
+def _rule_results(group: CheckGroup, asset_key: dg.AssetKey, verdict: _Verdict) -> PartitionResults:
     cases = verdict.failures[verdict.failures["check_name"] == group.name]
-    metadata: dict[str, Any] = {"checked_rows": verdict.checked, "partitions": dg.MetadataValue.json(partitions)}
-    if not len(cases):
-        return dg.AssetCheckResult(
-            check_name=group.name, passed=True, metadata=metadata,
-            description=f"All {verdict.checked:,} rows pass.",
-        )
-    structural = cases["row"].isna().any()
+    return {p: _rule_result(group, asset_key, verdict, p, cases[cases["report_date"] == p])
+            for p in verdict.report.partitions}
+
+
+def _rule_result(group: CheckGroup, asset_key: dg.AssetKey, verdict: _Verdict, partition: str,
+                 cases: pd.DataFrame) -> dg.AssetCheckResult:
+    checked = verdict.checked_rows(partition)
     rows = cases.dropna(subset=["row"])
     failing = int(rows["row"].nunique())
+    # Numbers, on passing results too: the UI plots a check's numeric metadata by partition.
+    metadata: dict[str, Any] = {
+        "checked_rows": dg.MetadataValue.int(checked),
+        "failing_rows": dg.MetadataValue.int(failing),
+        "failing_share": dg.MetadataValue.float(failing / checked if checked else 0.0),
+    }
+    if group.severity == ERROR and not group.structural:
+        metadata["quarantined_rows"] = dg.MetadataValue.int(failing)
+    if not len(cases):
+        return _passed(group, metadata, f"{partition}: all {checked:,} rows pass.")
+    structural = cases["row"].isna().any()
     metadata.update(
         {
-            "failing_rows": failing,
             "failing_rows_by_rule": dg.MetadataValue.json(
                 {rule: int(n) for rule, n in rows.groupby("rule")["row"].nunique().items()}
-            ),
-            "failing_rows_by_partition": dg.MetadataValue.json(
-                {p: int(n) for p, n in rows.groupby("report_date")["row"].nunique().items()}
             ),
             "failure_cases": dg.MetadataValue.int(len(cases)),
             "sample": dg.MetadataValue.md(_sample(cases)),
             "full_list": dg.MetadataValue.text(
-                f"SELECT * FROM {SCHEMA}.{FAILURE_CASES} WHERE {_where(asset_key, partitions, group.name)} "
+                f"SELECT * FROM {SCHEMA}.{FAILURE_CASES} WHERE {_where(asset_key, [partition], group.name)} "
                 "ORDER BY report_date, row_number  -- in the archive database"
             ),
         }
     )
     if structural:
         problems = cases[cases["row"].isna()]
-        missing = sorted({f"{r.report_date}: {_problem(r)}" for r in problems.itertuples()})
+        missing = sorted({_problem(r) for r in problems.itertuples()})
         metadata["problems"] = dg.MetadataValue.json(missing)
         return dg.AssetCheckResult(
             check_name=group.name, passed=False, severity=ERROR, metadata=metadata,
-            description=f"The report cannot be used: {'; '.join(missing[:5])}. Nothing of these "
-            "partitions was written: what they held before is kept, and an unusable vendor answer "
+            description=f"{partition}: the report cannot be used: {'; '.join(missing[:5])}. Nothing of "
+            "this partition was written: what it held before is kept, and an unusable vendor answer "
             f"is kept as delivered in {SCHEMA}.{REJECTED_DELIVERIES}.",
         )
     if group.severity == WARN:
         return dg.AssetCheckResult(
             check_name=group.name, passed=False, severity=WARN, metadata=metadata,
-            description=f"{failing:,} of {verdict.checked:,} rows break a WARN rule; they were written "
-            "as they are.",
+            description=f"{partition}: {failing:,} of {checked:,} rows break a WARN rule; they were "
+            "written as they are.",
         )
-    metadata["quarantined_rows"] = failing
     metadata["quarantine"] = dg.MetadataValue.text(
-        f"SELECT * FROM {SCHEMA}.{QUARANTINE} WHERE {_where(asset_key, partitions)} ORDER BY report_date, row_number"
+        f"SELECT * FROM {SCHEMA}.{QUARANTINE} WHERE {_where(asset_key, [partition])} ORDER BY report_date, row_number"
     )
-    severity = ERROR if verdict.share_exceeded else WARN
+    severity = ERROR if partition in verdict.share_exceeded else WARN
     allowed = f"max_quarantined_share {verdict.max_share:g}"
     return dg.AssetCheckResult(
         check_name=group.name, passed=False, severity=severity, metadata=metadata,
-        description=f"{failing:,} of {verdict.checked:,} rows break this check and were quarantined "
+        description=f"{partition}: {failing:,} of {checked:,} rows break this check and were quarantined "
         f"(kept out of product, stored in {SCHEMA}.{QUARANTINE}); the other rows were written. "
         + ("More than " if severity == ERROR else "Within ") + allowed + ".",
     )
@@ -181,61 +214,70 @@ def _problem(case: Any) -> str:
     return f"{case.rule} ({detail})" if isinstance(detail, str) else str(case.rule)
 
 
-def _archived_rows_result(asset_key: dg.AssetKey, report: QualityReport, store: QualityStore) -> dg.AssetCheckResult:
-    compared = report.archive_comparison
-    metadata: dict[str, Any] = {
-        "row_counts": dg.MetadataValue.json(compared),
-        "max_row_drop": dg.MetadataValue.float(store.max_row_drop),
-    }
-    refused = {p: c for p, c in sorted(compared.items()) if c["refused"]}
-    if not refused:
-        replaced = [p for p, c in sorted(compared.items()) if c["replaced_on_purpose"]]
-        description = (
-            "No delivered day was archived before." if not compared
-            else "No delivery has fewer rows than its archived day allows."
+def _archived_rows_results(asset_key: dg.AssetKey, report: QualityReport, store: QualityStore) -> PartitionResults:
+    results: PartitionResults = {}
+    for partition in report.partitions:
+        compared = report.archive_comparison.get(partition)
+        metadata: dict[str, Any] = {"max_row_drop": dg.MetadataValue.float(store.max_row_drop)}
+        if compared is None:
+            results[partition] = _passed(ARCHIVED_ROWS, metadata,
+                                         f"{partition}: nothing was archived for this day before.")
+            continue
+        metadata["archived_rows"] = dg.MetadataValue.int(int(compared["archived"]))
+        metadata["delivered_rows"] = dg.MetadataValue.int(int(compared["delivered"]))
+        if not compared["refused"]:
+            description = f"{partition}: the delivery has no fewer rows than the archived day allows."
+            if compared["replaced_on_purpose"]:
+                description += " Replaced on purpose (replace_archived)."
+            results[partition] = _passed(ARCHIVED_ROWS, metadata, description)
+            continue
+        metadata["rejected_deliveries"] = dg.MetadataValue.text(
+            f"SELECT id, report_date, problem, row_count, archived_rows, recorded_at FROM {SCHEMA}.{REJECTED_DELIVERIES} "
+            f"WHERE {_where(asset_key, [partition])} ORDER BY id  -- in the archive database"
         )
-        if replaced:
-            description += f" Replaced on purpose (replace_archived): {', '.join(replaced)}."
-        return dg.AssetCheckResult(check_name=ARCHIVED_ROWS.name, passed=True, metadata=metadata,
-                                   description=description)
-    metadata["rejected_deliveries"] = dg.MetadataValue.text(
-        f"SELECT id, report_date, problem, row_count, archived_rows, recorded_at FROM {SCHEMA}.{REJECTED_DELIVERIES} "
-        f"WHERE {_where(asset_key, list(refused))} ORDER BY id  -- in the archive database"
-    )
-    shrunk = "; ".join(f"{p}: {c['delivered']:,} rows delivered, {c['archived']:,} archived" for p, c in refused.items())
-    return dg.AssetCheckResult(
-        check_name=ARCHIVED_ROWS.name, passed=False, severity=ERROR, metadata=metadata,
-        description=f"Fewer rows than the archived day ({shrunk}), more than max_row_drop "
-        f"{store.max_row_drop:g} allows. Not written: the archived days are kept as they were and "
-        f"the deliveries are in {SCHEMA}.{REJECTED_DELIVERIES}.",
-    )
+        results[partition] = dg.AssetCheckResult(
+            check_name=ARCHIVED_ROWS.name, passed=False, severity=ERROR, metadata=metadata,
+            description=f"{partition}: fewer rows than the archived day ({compared['delivered']:,} rows "
+            f"delivered, {compared['archived']:,} archived), more than max_row_drop {store.max_row_drop:g} "
+            f"allows. Not written: the archived day is kept as it was and the delivery is in "
+            f"{SCHEMA}.{REJECTED_DELIVERIES}.",
+        )
+    return results
 
 
-def _unknown_columns_result(report: QualityReport, verdict: _Verdict) -> dg.AssetCheckResult:
+def _unknown_columns_results(report: QualityReport, verdict: _Verdict) -> PartitionResults:
     cases = verdict.failures[verdict.failures["check_name"] == UNKNOWN_COLUMNS.name]
     unknown = {p: list(c) for p, c in report.unknown_columns.items()}
     for row in cases.itertuples():
-        unknown.setdefault(row.report_date, []).append(str(row.column_name))
-    names = sorted({c for cols in unknown.values() for c in cols})
-    metadata = {"unknown_columns": dg.MetadataValue.json(names),
-                "unknown_columns_by_partition": dg.MetadataValue.json(unknown)}
-    if not names:
-        return dg.AssetCheckResult(check_name=UNKNOWN_COLUMNS.name, passed=True, metadata=metadata,
-                                   description="The vendor sent only columns adpipes knows.")
-    return dg.AssetCheckResult(
-        check_name=UNKNOWN_COLUMNS.name, passed=False, severity=WARN, metadata=metadata,
-        description=f"The vendor sent columns adpipes does not know: {', '.join(names)}. They are kept "
-        "(as text); add them to the schema once their meaning is known.",
-    )
+        unknown.setdefault(str(row.report_date), []).append(str(row.column_name))
+    results: PartitionResults = {}
+    for partition in report.partitions:
+        names = sorted(set(unknown.get(partition, [])))
+        metadata = {"unknown_columns": dg.MetadataValue.json(names),
+                    "unknown_column_count": dg.MetadataValue.int(len(names))}
+        if not names:
+            results[partition] = _passed(UNKNOWN_COLUMNS, metadata,
+                                         f"{partition}: the vendor sent only columns adpipes knows.")
+            continue
+        results[partition] = dg.AssetCheckResult(
+            check_name=UNKNOWN_COLUMNS.name, passed=False, severity=WARN, metadata=metadata,
+            description=f"{partition}: the vendor sent columns adpipes does not know: {', '.join(names)}. "
+            "They are kept (as text); add them to the schema once their meaning is known.",
+        )
+    return results
 
 
-def _volume_result(asset_key: dg.AssetKey, report: QualityReport, store: QualityStore) -> dg.AssetCheckResult:
+def _volume_results(asset_key: dg.AssetKey, report: QualityReport, store: QualityStore
+                    ) -> tuple[PartitionResults, dict[str, str]]:
+    """row_volume per partition, and why it was skipped where it could not be judged."""
     days = sorted(report.rows)
+    results: PartitionResults = {}
+    skipped: dict[str, str] = {}
+    if not days:
+        return results, skipped
     first = dt.date.fromisoformat(days[0]) - dt.timedelta(days=VOLUME_WINDOW_DAYS)
     last = dt.date.fromisoformat(days[-1]) - dt.timedelta(days=1)
-    history = store.row_count_history(asset_key, first, last) if days else {}
-    judged: dict[str, Any] = {}
-    outside = []
+    history = store.row_count_history(asset_key, first, last)
     for day in days:
         current = report.rows[day].checked
         start = dt.date.fromisoformat(day)
@@ -245,31 +287,35 @@ def _volume_result(asset_key: dg.AssetKey, report: QualityReport, store: Quality
         ]
         history[day] = current  # later partitions of the same range compare with this one
         if len(previous) < store.volume_min_history:
-            judged[day] = {"rows": current, "skipped": f"{len(previous)} of the {VOLUME_WINDOW_DAYS} previous partitions loaded"}
+            results[day] = None
+            skipped[day] = (f"not enough history yet: {len(previous)} of the {VOLUME_WINDOW_DAYS} previous "
+                            f"partitions loaded, {store.volume_min_history} needed")
             continue
         median = statistics.median(previous)
         low, high = median / store.volume_band_factor, median * store.volume_band_factor
-        judged[day] = {"rows": current, "median": median, "band": [low, high]}
-        if not low <= current <= high:
-            outside.append(f"{day}: {current:,} rows (median {median:,.0f}, band {low:,.0f}-{high:,.0f})")
-    metadata = {"row_counts": dg.MetadataValue.json(judged)}
-    if outside:
-        return dg.AssetCheckResult(
-            check_name=ROW_VOLUME.name, passed=False, severity=WARN, metadata=metadata,
-            description="Row count outside the usual band: " + "; ".join(outside) + ". Check the "
-            "vendor's dashboard for an outage or a tracking change.",
-        )
-    skipped = [d for d, j in judged.items() if "skipped" in j]
-    description = (
-        "Skipped: not enough history yet." if skipped and len(skipped) == len(judged)
-        else "Row counts within the band around the trailing 7-day median."
-    )
-    return dg.AssetCheckResult(check_name=ROW_VOLUME.name, passed=True, metadata=metadata, description=description)
+        metadata = {
+            "rows": dg.MetadataValue.int(current),
+            "median": dg.MetadataValue.float(float(median)),
+            "band_low": dg.MetadataValue.float(float(low)),
+            "band_high": dg.MetadataValue.float(float(high)),
+            "history_partitions": dg.MetadataValue.int(len(previous)),
+        }
+        if low <= current <= high:
+            results[day] = _passed(ROW_VOLUME, metadata, f"{day}: {current:,} rows, within the band "
+                                   f"{low:,.0f}-{high:,.0f} around the trailing 7-day median {median:,.0f}.")
+        else:
+            results[day] = dg.AssetCheckResult(
+                check_name=ROW_VOLUME.name, passed=False, severity=WARN, metadata=metadata,
+                description=f"{day}: {current:,} rows, outside the usual band {low:,.0f}-{high:,.0f} "
+                f"(median {median:,.0f}). Check the vendor's dashboard for an outage or a tracking change.",
+            )
+    return results, skipped
 
 
 def _blocking_message(asset_key: dg.AssetKey, report: QualityReport, verdict: _Verdict,
-                      results: Sequence[dg.AssetCheckResult]) -> str | None:
-    blocking = [r for r in results if not r.passed and r.severity == ERROR]
+                      results: dict[str, PartitionResults]) -> str | None:
+    blocking = sorted({name for name, by_partition in results.items() for r in by_partition.values()
+                       if r is not None and not r.passed and r.severity == ERROR})
     if not blocking:
         return None
     asset = asset_key.to_user_string()
@@ -280,17 +326,49 @@ def _blocking_message(asset_key: dg.AssetKey, report: QualityReport, verdict: _V
             f"{asset}: the delivered report cannot be used ({'; '.join(problems[:10])}). Nothing of "
             "these partitions was written: what they held before is kept, and an unusable vendor "
             f"answer is kept as delivered in the archive's {SCHEMA}.{REJECTED_DELIVERIES}. "
-            f"Review the failed check(s) {', '.join(r.check_name for r in blocking)} in the Dagster UI; "
+            f"Review the failed check(s) {', '.join(blocking)} in the Dagster UI; "
             "re-run the partitions once the vendor or adpipes' schema is fixed."
         )
     shares = ", ".join(f"{p}: {s:.2%}" for p, s in sorted(verdict.share_exceeded.items()))
     return (
         f"{asset}: {verdict.quarantined:,} of {verdict.checked:,} rows broke ERROR rules "
-        f"({', '.join(r.check_name for r in blocking)}) and were quarantined, more than the allowed "
+        f"({', '.join(blocking)}) and were quarantined, more than the allowed "
         f"share {verdict.max_share:g} (partitions {shares}). The valid rows were written; downstream "
         f"assets were not run. See SELECT * FROM {SCHEMA}.{QUARANTINE} WHERE {_where(asset_key, report.partitions)} "
         "in the archive database; re-run the partitions after the fix."
     )
+
+
+def _check_results(asset_key: dg.AssetKey, report: QualityReport, store: QualityStore, verdict: _Verdict
+                   ) -> tuple[dict[str, PartitionResults], dict[str, str]]:
+    """Every check's result per partition, and the partitions row_volume could not judge (why)."""
+    results: dict[str, PartitionResults] = {}
+    skipped: dict[str, str] = {}
+    for group in report.groups.values():
+        if group.name == ROW_VOLUME.name:
+            results[group.name], skipped = _volume_results(asset_key, report, store)
+        elif group.name == UNKNOWN_COLUMNS.name:
+            results[group.name] = _unknown_columns_results(report, verdict)
+        elif group.name == ARCHIVED_ROWS.name:
+            results[group.name] = _archived_rows_results(asset_key, report, store)
+        else:
+            results[group.name] = _rule_results(group, asset_key, verdict)
+    return results, skipped
+
+
+def _partition_metadata(report: QualityReport, skipped: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """What validation found per partition, as numbers the UI plots: rows checked and quarantined."""
+    out: dict[str, dict[str, Any]] = {}
+    for partition in report.partitions:
+        rows = report.rows.get(partition)
+        metadata: dict[str, Any] = {
+            "checked_rows": dg.MetadataValue.int(rows.checked if rows else 0),
+            "quarantined_rows": dg.MetadataValue.int(rows.quarantined if rows else 0),
+        }
+        if partition in skipped:
+            metadata["adpipes/row_volume"] = dg.MetadataValue.text(f"skipped: {skipped[partition]}")
+        out[partition] = metadata
+    return out
 
 
 def publish(
@@ -302,9 +380,14 @@ def publish(
     rejected: Sequence[RejectedDelivery | tuple[str, str, str]] = (),
     written: Sequence[str] | None = None,
     refusal_message: str | None = None,
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Yield ``output`` and the check results, record what they found in the archive's quality
-    tables, and fail the step if a blocking check failed.
+) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
+    """Yield ``output`` and the check evaluations, record what they found in the archive's
+    quality tables, and fail the step if a blocking check failed.
+
+    Each check is evaluated per partition (the checks are partitioned, see
+    :func:`quality_check_specs`): one evaluation per partition of the run, with that partition's
+    figures. A partition row_volume cannot judge yet gets no evaluation (the UI shows it as
+    skipped, never as a pass); why is in the partition's materialization metadata and the log.
 
     A partition with a structural failure is refused: nothing of it is written. By default any
     refusal withholds the whole ``output``; an output that leaves the refused partitions out
@@ -322,16 +405,7 @@ def publish(
     asset_key = context.asset_key
     run_id = context.run.run_id
     verdict = _Verdict(report, store)
-    results = []
-    for group in report.groups.values():
-        if group.name == ROW_VOLUME.name:
-            results.append(_volume_result(asset_key, report, store))
-        elif group.name == UNKNOWN_COLUMNS.name:
-            results.append(_unknown_columns_result(report, verdict))
-        elif group.name == ARCHIVED_ROWS.name:
-            results.append(_archived_rows_result(asset_key, report, store))
-        else:
-            results.append(_rule_result(group, asset_key, verdict))
+    results, skipped = _check_results(asset_key, report, store, verdict)
     refused = report.refused_partitions()
     if written is None:
         written = [] if output is None or refused else list(report.partitions)
@@ -344,14 +418,43 @@ def publish(
         store.record_refusal(run_id, asset_key, report, refused, deliveries)
     if output is not None:
         metadata = {"quarantined_rows": verdict.quarantined, **(output.metadata or {})}
+        # Each partition's materialization gets its own rows checked and quarantined (the
+        # output's figures are the run's).
+        for partition, figures in _partition_metadata(report, skipped).items():
+            if partition in context.partition_keys:
+                context.add_asset_metadata(figures, partition_key=partition)
         yield dg.Output(output.value, metadata=metadata)
         # Only reached once the IO manager has committed the output.
         store.record(run_id, asset_key, report, written)
-    for result in results:
-        if not result.passed:
-            log = context.log.error if result.severity == ERROR else context.log.warning
-            log(f"{asset_key.to_user_string()} check {result.check_name} failed: {result.description}")
-        yield result
+    asset = asset_key.to_user_string()
+    if skipped:
+        context.log.info(f"{asset} check {ROW_VOLUME.name} not evaluated for "
+                         + "; ".join(f"{p} ({why})" for p, why in sorted(skipped.items())))
+    selected = context.selected_asset_check_keys
+    blocking = {spec.name: spec.blocking for spec in context.assets_def.check_specs}
+    # An AssetCheckResult takes its partition from the step, which has none in a range run; an
+    # AssetCheckEvaluation names it. Yielded directly, it needs its check's (empty) output too,
+    # as Dagster yields for an AssetCheckResult.
+    outputs = {spec.key: name for name, spec in context.assets_def.check_specs_by_output_name.items()}
+    for name, by_partition in results.items():
+        key = dg.AssetCheckKey(asset_key, name)
+        if key not in selected:
+            continue
+        yield dg.Output(None, output_name=outputs[key])
+        failed = {p: r for p, r in by_partition.items() if r is not None and not r.passed}
+        if failed:
+            worst = ERROR if any(r.severity == ERROR for r in failed.values()) else WARN
+            log = context.log.error if worst == ERROR else context.log.warning
+            log(f"{asset} check {name} failed for {len(failed)} partition(s) {', '.join(sorted(failed))}: "
+                + " ".join(r.description or "" for _, r in sorted(failed.items()))[:2000])
+        for partition, result in by_partition.items():
+            if result is None:
+                continue
+            yield dg.AssetCheckEvaluation(
+                asset_key=asset_key, check_name=name, passed=result.passed, metadata=result.metadata,
+                severity=result.severity, description=result.description, blocking=blocking.get(name, False),
+                partition=partition,
+            )
     message = _blocking_message(asset_key, report, verdict, results)
     if refused and refusal_message:
         message = refusal_message

@@ -634,6 +634,26 @@ def _load_error(exc: Exception, spec: TableSpec, days: Sequence[dt.date], names:
     )
 
 
+def add_partition_metadata(context: dg.OutputContext, partition_key: str, metadata: dict[str, Any]) -> None:
+    """Attach ``metadata`` to the materialization of one partition of the output being handled.
+
+    Dagster gives every partition of a range run the output's metadata; partition-scoped asset
+    metadata (``add_asset_metadata(..., partition_key=)``) overrides it for one partition. The
+    IO manager reaches it through the step's context, which Dagster reads after ``handle_output``
+    returns. An output context built outside a run (``build_output_context``) has none: a
+    one-partition output gets the metadata as output metadata, a range's is not recorded.
+    """
+    try:
+        step_context = context.step_context
+    except dg.DagsterInvariantViolationError:
+        step_context = None
+    if step_context is None or step_context.assets_def is None:
+        if len(context.asset_partition_keys) == 1:
+            context.add_output_metadata(metadata)
+        return
+    step_context.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=partition_key)
+
+
 def partition_days(context: dg.OutputContext | dg.InputContext) -> list[dt.date]:
     if not context.has_asset_partitions:
         raise StorageError(
@@ -669,6 +689,7 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
         if not days:
             obj.cleanup()
             context.add_output_metadata({"adpipes/withheld_partitions": dg.MetadataValue.json(sorted(withheld))})
+            self._withheld_metadata(context, spec, withheld)
             return
         names = spec.write_databases()
         failure: Exception | None = None
@@ -712,24 +733,47 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
             f"with {sum(counts.values())} rows"
         )
         metadata: dict[str, Any] = {
-            "dagster/row_count": dg.MetadataValue.int(sum(counts.values())),
             "dagster/table_name": spec.qualified_name,
             "dagster/column_schema": spec.column_schema(),
             "adpipes/databases": ", ".join(spec.write_databases()),
+            # What the run wrote across its partitions; each partition's own count is its
+            # dagster/row_count (below).
+            "adpipes/run_row_count": dg.MetadataValue.int(sum(counts.values())),
         }
-        if len(days) == 1 and not withheld:
-            metadata["dagster/partition_row_count"] = dg.MetadataValue.int(counts[days[0].isoformat()])
-        else:
+        if len(days) > 1 or withheld:
             metadata["partition_row_counts"] = dg.MetadataValue.json(counts)
         if withheld:
             # Dagster records the materialization for every partition of the run; these were not
             # written.
             metadata["adpipes/withheld_partitions"] = dg.MetadataValue.json(sorted(withheld))
+        # A range run records one materialization per partition from this one output: without
+        # partition-scoped metadata every day would show the run's total as its row count.
+        for key, rows in counts.items():
+            add_partition_metadata(context, key, {
+                "dagster/row_count": dg.MetadataValue.int(rows),
+                "dagster/partition_row_count": dg.MetadataValue.int(rows),
+            })
+        self._withheld_metadata(context, spec, withheld)
         shortened = shortened_names(obj.columns)
         if shortened:
             # Vendor headers over PostgreSQL's 63 bytes: the cut name (with a hash) -> the header.
             metadata["adpipes/shortened_column_names"] = dg.MetadataValue.json(shortened)
         context.add_output_metadata(metadata)
+
+    def _withheld_metadata(self, context: dg.OutputContext, spec: TableSpec, withheld: Sequence[str]) -> None:
+        """A withheld day keeps what it held: its materialization says so, with the rows the
+        table still holds for it (none when the day was never loaded)."""
+        if not withheld:
+            return
+        database = self._database(ARCHIVE if ARCHIVE in spec.databases else PRODUCT)
+        with database.connect() as conn:
+            held = stored_row_counts(conn, spec, [dt.date.fromisoformat(k) for k in withheld])
+        for key in withheld:
+            metadata: dict[str, Any] = {"adpipes/withheld": dg.MetadataValue.bool(True)}
+            if key in held:
+                metadata["dagster/row_count"] = dg.MetadataValue.int(held[key])
+                metadata["dagster/partition_row_count"] = dg.MetadataValue.int(held[key])
+            add_partition_metadata(context, key, metadata)
 
     def _write(self, conns: Sequence[psycopg.Connection], spec: TableSpec,
                obj: pd.DataFrame | DeliveredFiles, days: Sequence[dt.date], log: Any) -> dict[str, int]:

@@ -8,6 +8,7 @@ import pandas as pd
 import pandera.pandas as pa
 import psycopg
 import pytest
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from adpipes.lib.assets import table_asset
 from adpipes.lib.quality import (
@@ -74,20 +75,43 @@ def test_check_specs_describe_their_rules():
     assert column.constraints.other == ["amount > 0"]
 
 
-def test_volume_is_skipped_without_history_then_warns_outside_the_band(storage_resources, clean_databases):
-    first = run(storage_resources, "2026-03-01", rows=100)
+def check_records(instance: dg.DagsterInstance, name: str) -> dict[str, list]:
+    """The instance's executions of the amounts check ``name``, per partition, latest first."""
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(TABLE.asset_key, name), limit=100)
+    out: dict[str, list] = {}
+    for record in records:
+        out.setdefault(record.partition, []).append(record)
+    return out
+
+
+def test_volume_is_not_evaluated_without_history_then_warns_outside_the_band(storage_resources, clean_databases):
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.materialize([amounts], resources=storage_resources, partition_key="2026-03-01", instance=instance,
+                           run_config=dg.RunConfig(ops={"quality_test__amounts": AmountsConfig(rows=100)}))
     assert first.success
-    assert evaluations(first)["row_volume"].passed
-    assert "Skipped" in evaluations(first)["row_volume"].description
+    # Not judged is not a pass: no evaluation, so the execution the run planned for the
+    # partition stays unevaluated (the UI resolves it as skipped once the run has succeeded).
+    assert "row_volume" not in evaluations(first)
+    (record,) = check_records(instance, "row_volume")["2026-03-01"]
+    assert record.status == AssetCheckExecutionRecordStatus.PLANNED
+    assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.SUCCESS
+    (materialization,) = first.asset_materializations_for_node("quality_test__amounts")
+    assert "not enough history yet: 0 of the 7" in materialization.metadata["adpipes/row_volume"].value
     for day in ("2026-03-02", "2026-03-03", "2026-03-04"):
         assert run(storage_resources, day, rows=100).success
     usual = evaluations(run(storage_resources, "2026-03-05", rows=120))["row_volume"]
-    assert usual.passed and "Skipped" not in usual.description
+    assert usual.passed and usual.partition == "2026-03-05"
+    # A passing WARN check is labelled WARN, not Dagster's default ERROR.
+    assert usual.severity == dg.AssetCheckSeverity.WARN
+    # 3 previous days of 100 rows: median 100, band 50-200 (factor 2), as numbers the UI plots.
+    assert usual.metadata["median"] == dg.MetadataValue.float(100.0)
+    assert usual.metadata["rows"] == dg.MetadataValue.int(120)
     low = run(storage_resources, "2026-03-06", rows=20)
     assert low.success  # WARN never blocks
     volume = evaluations(low)["row_volume"]
     assert not volume.passed and volume.severity == dg.AssetCheckSeverity.WARN
-    assert volume.metadata["row_counts"].value["2026-03-06"]["median"] == 100
+    assert volume.metadata["median"].value == 100 and "2026-03-06" in volume.description
 
 
 def test_failure_cases_are_queryable_and_replaced_on_rerun(storage_resources, clean_databases):
@@ -115,17 +139,52 @@ def test_failure_cases_are_queryable_and_replaced_on_rerun(storage_resources, cl
         assert conn.execute("SELECT count(*) FROM quality_test.amounts").fetchone() == (10,)
 
 
-def test_a_range_reports_per_partition(storage_resources, clean_databases):
+def test_a_range_run_evaluates_and_counts_each_partition(storage_resources, clean_databases):
+    product_dsn, _ = clean_databases
+    instance = dg.DagsterInstance.ephemeral()
+    # 2026-05-01 gets 2 bad rows of 6, the two other days 1 of 5 and 1 of 4: different per-day
+    # figures, so a day showing the run's total (or another day's) fails.
+    days = {"2026-05-01": (6, 2), "2026-05-02": (5, 1), "2026-05-03": (4, 1)}
+    for day, (rows, bad) in days.items():
+        # Each day materialized once alone first, so the range run replaces stored days.
+        assert run(storage_resources, day, rows=rows, bad=bad).success is False  # quarantine > share 0
     result = dg.materialize(
-        [amounts], resources=storage_resources, raise_on_error=False,
+        [amounts], resources=storage_resources, raise_on_error=False, instance=instance,
         tags={"dagster/asset_partition_range_start": "2026-05-01", "dagster/asset_partition_range_end": "2026-05-03"},
         run_config=dg.RunConfig(ops={"quality_test__amounts": AmountsConfig(rows=5, bad=1)}),
     )
-    evaluation = evaluations(result)["positive_amounts"]
-    assert evaluation.metadata["failing_rows_by_partition"].value == {
-        "2026-05-01": 1, "2026-05-02": 1, "2026-05-03": 1
-    }
-    assert evaluation.metadata["partitions"].value == ["2026-05-01", "2026-05-02", "2026-05-03"]
+    assert not result.success  # quarantined rows over max_quarantined_share 0 block
+    with psycopg.connect(product_dsn) as conn:
+        stored = dict(conn.execute("SELECT report_date::text, count(*) FROM quality_test.amounts "
+                                   "GROUP BY 1").fetchall())
+    assert stored == {day: 4 for day in days}  # 5 rows a day, 1 quarantined
+    # The instance's event log: one materialization per partition, each with its own figures.
+    records = instance.fetch_materializations(TABLE.asset_key, limit=10).records
+    latest = {}
+    for record in records:
+        if record.run_id == result.run_id:
+            latest.setdefault(record.partition_key, record.asset_materialization.metadata)
+    assert set(latest) == set(days)
+    for day, metadata in latest.items():
+        assert metadata["dagster/row_count"] == dg.MetadataValue.int(stored[day])
+        assert metadata["dagster/partition_row_count"] == dg.MetadataValue.int(stored[day])
+        assert metadata["quarantined_rows"] == dg.MetadataValue.int(1)
+        assert metadata["checked_rows"] == dg.MetadataValue.int(5)
+    # One evaluation per check and partition, each naming its partition and its own rows.
+    by_check: dict[str, dict[str, dg.AssetCheckEvaluation]] = {}
+    for evaluation in result.get_asset_check_evaluations():
+        by_check.setdefault(evaluation.check_name, {})[evaluation.partition] = evaluation
+    assert set(by_check["positive_amounts"]) == set(days)
+    for day, evaluation in by_check["positive_amounts"].items():
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        assert evaluation.metadata["failing_rows"] == dg.MetadataValue.int(1)
+        assert evaluation.metadata["checked_rows"] == dg.MetadataValue.int(5)
+        assert evaluation.description.startswith(f"{day}: 1 of 5 rows")
+    assert all(e.passed for e in by_check["required_values"].values())
+    # The instance holds them per partition too (what the UI's partition view reads).
+    stored_checks = check_records(instance, "positive_amounts")
+    for day in days:
+        assert stored_checks[day][0].status == AssetCheckExecutionRecordStatus.FAILED
 
 
 def quality_tables(archive_dsn: str) -> dict[str, list[tuple]]:

@@ -34,6 +34,10 @@ DEFAULT_TIMEZONE = "Asia/Seoul"
 # The first daily partition. Raw reports are only served for the last 90 days, so older
 # partitions of raw assets can only come from the archive; aggregate reports have no limit.
 DEFAULT_START_DATE = "2026-01-01"
+# In dev mode (sandbox data, nothing to keep) the first partition is this many days before today
+# in the app timezone when ADPIPES_START_DATE is unset: the dev seed fills the last 14, so the UI
+# opens two-thirds filled instead of showing hundreds of empty days since DEFAULT_START_DATE.
+DEV_START_DAYS_BEFORE_TODAY = 21
 DEFAULT_PRODUCT_RETENTION_DAYS = 90
 # Quality policy: no quarantined row is tolerated silently; row counts may halve or double.
 DEFAULT_MAX_QUARANTINED_SHARE = 0.0
@@ -230,13 +234,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "by the AppsFlyer API)"
         )
 
-    start_date = environ.get("ADPIPES_START_DATE", DEFAULT_START_DATE).strip() or DEFAULT_START_DATE
+    try:
+        today = dt.datetime.now(ZoneInfo(timezone)).date()
+    except (ZoneInfoNotFoundError, ValueError):
+        today = dt.datetime.now(dt.timezone.utc).date()  # the timezone's own problem is reported
+    default_start = DEFAULT_START_DATE
+    if env == DEV:
+        default_start = (today - dt.timedelta(days=DEV_START_DAYS_BEFORE_TODAY)).isoformat()
+    start_date = environ.get("ADPIPES_START_DATE", "").strip() or default_start
     try:
         first_day = dt.date.fromisoformat(start_date)
-        try:
-            today = dt.datetime.now(ZoneInfo(timezone)).date()
-        except (ZoneInfoNotFoundError, ValueError):
-            today = dt.datetime.now(dt.timezone.utc).date()  # the timezone's own problem is reported
         if first_day > today:
             # A schedule would tick for partitions that do not exist yet, and nothing could run.
             problems.append(f"ADPIPES_START_DATE={start_date!r} is in the future (today is {today} in "

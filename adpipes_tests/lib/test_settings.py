@@ -1,3 +1,7 @@
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import dagster as dg
 import pytest
 
 from adpipes.lib.settings import PROD_REQUIRED_VARIABLES, ConfigurationError, load_settings
@@ -10,6 +14,23 @@ def test_dev_defaults():
     assert settings.timezone == "Asia/Seoul"
     assert settings.product_retention_days == 90
     assert settings.data_dir.name == ".adpipes"
+
+
+def test_dev_partitions_start_three_weeks_before_today_in_the_app_timezone():
+    # Issue 14: in dev the UI opens on a few weeks of partitions, most of them seeded, not on every
+    # day since 2026-01-01. Seoul and Los Angeles are on different dates for 17 hours a day.
+    for timezone in ("Asia/Seoul", "America/Los_Angeles"):
+        before = dt.datetime.now(ZoneInfo(timezone)).date()
+        settings = load_settings({"ADPIPES_TIMEZONE": timezone})
+        after = dt.datetime.now(ZoneInfo(timezone)).date()
+        # Three weeks (21 days) before today, read twice in case the test straddles midnight.
+        assert settings.start_date in {(day - dt.timedelta(days=21)).isoformat() for day in (before, after)}
+        # The UI shows 21 daily partitions (the last one is yesterday's, the last complete day).
+        days = dg.DailyPartitionsDefinition(start_date=settings.start_date, timezone=timezone)
+        assert len(days.get_partition_keys()) == 21 or before != after
+    # A start date that is set wins in dev too, and production keeps its fixed default.
+    assert load_settings({"ADPIPES_START_DATE": "2026-03-01"}).start_date == "2026-03-01"
+    assert load_settings(prod_environ()).start_date == "2026-01-01"
 
 
 def test_prod_lists_every_missing_variable_in_one_message():

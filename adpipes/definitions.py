@@ -12,6 +12,7 @@ import dagster as dg
 
 from adpipes.airbridge.assets import revenue as airbridge_revenue
 from adpipes.airbridge.resources import AirbridgeApi, airbridge_api_from_settings
+from adpipes.analytics.assets import ANALYTICS_ASSETS, analytics_automation_sensor
 from adpipes.appsflyer.assets import build_raw_assets
 from adpipes.appsflyer.cohort import cohort_ltv
 from adpipes.appsflyer.customer_user_map import customer_user_map
@@ -112,13 +113,15 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*build_raw_assets(settings.appsflyer_raw_reports), daily_report, cohort_ltv, customer_user_map, airbridge_revenue],
+        assets=[*build_raw_assets(settings.appsflyer_raw_reports), daily_report, cohort_ltv, customer_user_map, airbridge_revenue,
+                *ANALYTICS_ASSETS],
         jobs=[prune_product_partitions_job],
         schedules=[build_daily_schedule(settings.timezone, settings.schedule_time, settings.start_date),
                    build_late_events_schedule(settings.timezone, settings.late_events_margin_minutes,
                                               settings.start_date, settings.schedule_time)],
         sensors=[build_retention_sensor(settings.product_retention_days, settings.retention_overrides,
-                                        settings.timezone)],
+                                        settings.timezone),
+                 analytics_automation_sensor],
         resources=build_resources(settings),
     )
 

@@ -114,7 +114,11 @@ def build_daily_schedule(timezone: str, at: tuple[int, int], first_partition: st
         moment = context.scheduled_execution_time
         # The tick's time is in the app timezone; evaluated by hand (no tick), it is now there.
         today = (moment or dt.datetime.now(ZoneInfo(timezone))).astimezone(ZoneInfo(timezone)).date()
-        return daily_run_requests(today, first, context.repository_def.asset_graph.materializable_asset_keys)
+        graph = context.repository_def.asset_graph
+        # Assets with an automation condition (the analysis tables) are derived by their sensor once
+        # all their inputs of the day are in, not by the daily run, which lacks daily_report.
+        return daily_run_requests(today, first, [k for k in graph.materializable_asset_keys
+                                                 if graph.get(k).automation_condition is None])
 
     return daily_schedule
 

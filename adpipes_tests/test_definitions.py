@@ -12,7 +12,7 @@ def test_the_code_location_loads_with_every_job_schedule_and_sensor():
     repository = defs.get_repository_def()
     assert {job.name for job in repository.get_all_jobs()} >= {"prune_product_partitions"}
     assert {s.name for s in repository.schedule_defs} == {"daily_schedule", "late_events_schedule"}
-    assert {s.name for s in repository.sensor_defs} == {"product_retention_sensor"}
+    assert {s.name for s in repository.sensor_defs} == {"product_retention_sensor", "analytics_automation_sensor"}
 
 
 def test_every_vendor_api_step_is_in_its_pool():
@@ -30,6 +30,8 @@ def test_every_vendor_api_step_is_in_its_pool():
         "appsflyer/daily_report": {"appsflyer_aggregate_api"},
         "appsflyer/cohort_ltv": {"appsflyer_cohort_api"},
         "airbridge/revenue": {"airbridge_api"},
+        "analytics/cohort_roas": set(),  # no API call: SQL over product tables
+        "analytics/media_source_daily": set(),
     }
 
 

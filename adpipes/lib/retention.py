@@ -21,7 +21,7 @@ from pydantic import Field
 
 from adpipes.lib.settings import ConfigurationError
 from adpipes.lib.storage.postgres import PostgresDatabase
-from adpipes.lib.storage.retention import product_partitions, prune_table
+from adpipes.lib.storage.retention import drop_derived_partitions, product_partitions, prune_table
 from adpipes.lib.storage.tables import PRODUCT, TABLES, TableSpec
 
 PRUNE_JOB = "prune_product_partitions"
@@ -42,6 +42,10 @@ class PruneConfig(dg.Config):
 # Product tables kept whole on purpose (no day partitions, not in TABLES), asset key -> why;
 # filled by their modules. A retention override naming one is refused with that reason.
 NEVER_PRUNED: dict[str, str] = {}
+# Product-only tables derived inside product from other product tables (no archive copy to verify
+# against), asset key -> the inputs they are derived from; filled by their modules. Their old
+# partitions are dropped unverified: they can be derived again while their inputs are in product.
+DERIVED_IN_PRODUCT: dict[str, str] = {}
 
 
 def product_tables() -> list[TableSpec]:
@@ -62,18 +66,24 @@ def prune_product_partitions_op(
             spec = TABLES.get(dg.AssetKey.from_user_string(key))
             if PRODUCT not in spec.databases:
                 raise dg.Failure(f"{key} has no product table; remove it from the prune's cutoffs")
-            result = prune_table(product, archive, spec, dt.date.fromisoformat(cutoff))
+            derived_from = DERIVED_IN_PRODUCT.get(key)
+            if derived_from is None:
+                result = prune_table(product, archive, spec, dt.date.fromisoformat(cutoff))
+                still_in = "archive"
+            else:
+                result = drop_derived_partitions(product, spec, dt.date.fromisoformat(cutoff))
+                still_in = f"nowhere (derived in product from {derived_from})"
             summary[key] = {"cutoff": cutoff, "pruned_rows": result.pruned, "refused": result.refused}
             verified[key] = {day: check.as_metadata() for day, check in result.verified.items()}
             for day, rows in result.pruned.items():
                 yield dg.AssetObservation(
                     asset_key=spec.asset_key, partition=day,
                     metadata={"adpipes/pruned_from_product": True, "adpipes/pruned_rows": rows,
-                              "adpipes/cutoff": cutoff, "adpipes/still_in": "archive"},
+                              "adpipes/cutoff": cutoff, "adpipes/still_in": still_in},
                 )
             if result.pruned:
                 context.log.info(f"{spec.qualified_name}: dropped {len(result.pruned)} product partition(s) "
-                                 f"before {cutoff} ({sum(result.pruned.values())} rows; the archive keeps them)")
+                                 f"before {cutoff} ({sum(result.pruned.values())} rows; still in: {still_in})")
             refused += [f"{key} {day}: {why}" for day, why in result.refused.items()]
     metadata = {
         "pruned_partitions": dg.MetadataValue.json({k: sorted(v["pruned_rows"]) for k, v in summary.items()}),

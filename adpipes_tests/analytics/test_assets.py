@@ -254,7 +254,7 @@ def test_a_re_run_replaces_the_day_and_metadata_counts_its_rows(seeded_day, reso
 
 def test_a_re_materialized_input_day_is_derived_again(seeded_day, resources, clean_databases):
     instance = seeded_day
-    defs = [*INPUTS, *ANALYTICS_ASSETS]
+    defs = dg.Definitions(assets=[*INPUTS, *ANALYTICS_ASSETS], resources=resources)
     selection = dg.AssetSelection.assets(*ANALYTICS_ASSETS)
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection)
     assert first.total_requested == 0  # everything is derived from the inputs it has

@@ -261,3 +261,32 @@ def prune_table(product: psycopg.Connection, archive: psycopg.Connection, spec: 
                     with contextlib.suppress(psycopg.Error):
                         conn.rollback()
     return result
+
+
+def drop_derived_partitions(product: psycopg.Connection, spec: TableSpec, cutoff: dt.date) -> PruneResult:
+    """Drop the product partitions of ``spec`` before ``cutoff``, for a table derived inside
+    product from other product tables (no archive copy: nothing to compare, and the day can be
+    derived again while its inputs are in product). Each day is locked (a derivation of the day in
+    progress leaves it for the next prune), counted and dropped in its own transaction. Leaves the
+    connection outside a transaction."""
+    result = PruneResult()
+    old = {d: c for d, c in product_partitions(product, spec).items() if d < cutoff}
+    product.rollback()
+    for day, name in sorted(old.items()):
+        key, child = day.isoformat(), sql.Identifier(spec.schema_name, name)
+        try:
+            product.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_TIMEOUT,))
+            product.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(child))
+            (rows,) = product.execute(sql.SQL("SELECT count(*) FROM {}").format(child)).fetchone()
+            product.execute(sql.SQL("DROP TABLE {}").format(child))
+            product.commit()
+            result.pruned[key] = int(rows)
+        except psycopg.errors.LockNotAvailable:
+            result.refused[key] = (f"{spec.qualified_name} {day} was being derived or read (no lock within "
+                                   f"{LOCK_TIMEOUT}): product keeps it, the next prune tries again")
+        except psycopg.Error as exc:
+            result.refused[key] = f"{spec.qualified_name} {day} could not be dropped ({_error_text(exc)}): product keeps it"
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                product.rollback()
+    return result

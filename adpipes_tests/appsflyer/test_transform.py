@@ -179,3 +179,37 @@ def test_organic_rows_without_media_source_are_stored_as_organic():
                              app_ids={"ios": "id1"})
     assert paid["media_source"].isna().tolist() == [True]
     assert set(find_failures(raw_data_schema(), paid)["rule"]) == {"media_source is not empty"}
+
+
+def test_a_time_that_does_not_read_is_reported_once_and_one_that_cannot_be_placed_is_quarantined():
+    from adpipes.appsflyer.assets import RAW_DATA_CHECKS
+    from adpipes.lib.quality.validation import QualityReport
+
+    report = QualityReport(RAW_DATA_CHECKS, ["2026-11-20"], ("appsflyer_id",))
+
+    def validated(source, delivered, typed):
+        # As the raw_data asset checks each block: as delivered, then as typed.
+        return report.check_rows([(raw_values_schema(source.attribution), delivered), (raw_data_schema(), typed)],
+                                 keys=typed, delivered=delivered)
+
+    base = {"Install Time": "2026-11-19 09:00:00", "Platform": "ios", "Event Name": "af_login",
+            "Media Source": "googleadwords_int"}
+    rows = [
+        {**base, "AppsFlyer ID": "unreadable", "Event Time": "2026-13-45 99:00:00"},
+        # Clocks in New York go back at 02:00 on 2026-11-01: 01:30 happens twice, and AppsFlyer's
+        # offset-less value cannot say which; event_time would be null, which raw_data refuses.
+        {**base, "AppsFlyer ID": "ambiguous", "Event Time": "2026-11-01 01:30:00"},
+        {**base, "AppsFlyer ID": "fine", "Event Time": "2026-11-20 10:00:00"},
+    ]
+    delivered = _delivered(rows)
+    delivered.loc[1, "report_date"] = "2026-11-01"
+    frame = unify_raw_reports([(RAW_REPORTS["in_app_events_report"], delivered)], timezone="America/New_York",
+                              app_ids={"ios": "id1"}, row_filter=validated)
+    assert frame["appsflyer_id"].tolist() == ["fine"]
+    cases = report.failures
+    by_key = cases.groupby("row_key")[["check_name", "rule"]].apply(lambda f: sorted(map(tuple, f.values))).to_dict()
+    assert by_key == {
+        # Once, as the value it was, not again as an empty event_time.
+        "appsflyer_id=unreadable": [("parseable_values", "event_time is a timestamp in yyyy-mm-dd hh:mm:ss form")],
+        "appsflyer_id=ambiguous": [("required_values", "event_time is not empty")],
+    }

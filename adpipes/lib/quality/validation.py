@@ -267,7 +267,16 @@ class QualityReport:
         sent them, stored with quarantined rows (default: the last view).
         """
         n = len(keys)
-        failures = pd.concat([find_failures(schema, frame) for schema, frame in views], ignore_index=True)
+        found = [find_failures(schema, frame) for schema, frame in views]
+        # A value that failed in an earlier view (unreadable or empty as delivered) is null once
+        # typed: it is reported once, under the rule it broke first, not again as an empty value.
+        for i in range(1, len(found)):
+            earlier = pd.concat(found[:i], ignore_index=True)
+            earlier = set(zip(earlier["row"].dropna(), earlier.loc[earlier["row"].notna(), "column_name"]))
+            again = [(row, column) in earlier for row, column in zip(found[i]["row"], found[i]["column_name"])]
+            found[i] = found[i][~(pd.Series(again, index=found[i].index, dtype=bool)
+                                  & (found[i]["check_name"] == REQUIRED_VALUES.name))]
+        failures = pd.concat(found, ignore_index=True)
         structural = failures[failures["row"].isna()]
         for partition in keys["report_date"].dropna().unique():
             self.add_structural(structural, str(partition))

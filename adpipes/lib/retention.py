@@ -9,6 +9,8 @@ partition with the archive's copy (row count and a whole-row fingerprint, see
 records what it dropped as asset observations (Dagster OSS cannot un-materialize a partition, so
 the UI shows the drop next to the materialization). A partition whose copies differ stays in
 product and fails the run, naming table, day and both row counts. The archive is never written.
+Tables derived inside product from other product tables (``DERIVED_IN_PRODUCT``, e.g. the
+analysis tables) have no archive copy: their old partitions are dropped without a comparison.
 """
 
 import datetime as dt

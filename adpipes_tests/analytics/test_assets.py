@@ -309,3 +309,19 @@ def test_a_day_whose_input_is_not_in_product_fails_and_writes_nothing(seeded_day
     message = failure.event_specific_data.error.message
     assert "appsflyer/daily_report has no product partition for " + DAY in message
     assert snapshot(product_dsn) == before
+
+
+def test_the_documented_queries_run(seeded_day, clean_databases):
+    import re
+    from pathlib import Path
+
+    product_dsn, _ = clean_databases
+    text = (Path(__file__).resolve().parents[2] / "docs" / "analytics.md").read_text()
+    statements = re.findall(r"```sql\n(.*?)```", text, flags=re.S)
+    assert len(statements) == 4
+    with psycopg.connect(product_dsn) as conn:
+        results = [conn.execute(statement).fetchall() for statement in statements]
+    # The eCPI query over the seeded day: its installs are the daily report's android installs.
+    (android_installs,) = query(product_dsn, "SELECT sum(installs) FROM appsflyer.daily_report "
+                                             "WHERE platform = 'android' AND report_date = %s", (DAY,))[0]
+    assert sum(row[2] or 0 for row in results[3]) == android_installs

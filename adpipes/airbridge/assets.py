@@ -12,7 +12,7 @@ from adpipes.airbridge.resources import API_POOL, AirbridgeApi, AirbridgeApiErro
 from adpipes.airbridge.schemas import REVENUE_TABLE, revenue_schema, revenue_task_schema
 from adpipes.airbridge.transform import RevenueFrame, RevenueShapeError, revenue_frame, total_count_view
 from adpipes.lib.app_failures import app_failure, refuse_removed_apps, stored_apps_not_configured
-from adpipes.lib.assets import table_asset
+from adpipes.lib.assets import add_partition_metadata, frame_partition_metadata, table_asset
 from adpipes.lib.storage.postgres import PostgresDatabase
 from adpipes.lib.quality import ROW_VOLUME, UNKNOWN_COLUMNS, QualityReport, QualityStore, check_groups, publish
 
@@ -156,4 +156,19 @@ def revenue(context: dg.AssetExecutionContext, airbridge_api: AirbridgeApi, qual
         "airbridge/unknown_fields": dg.MetadataValue.json(unknown),
         "airbridge/unknown_page_fields": dg.MetadataValue.json(page_fields),
     }
+    add_partition_metadata(context, _partition_figures(frame, days))
     yield from publish(context, quality, quality_report, dg.Output(frame, metadata=metadata))
+
+
+def _partition_figures(frame: pd.DataFrame, days: list[str]) -> dict[str, dict[str, object]]:
+    """Each day's own rows per app and, as numbers the UI plots by partition, its ad cost,
+    revenue and unique users: the day's totals, taken from the Day-0 rows (they repeat on every
+    Day-N row of a group)."""
+    day0 = frame[frame["day_n"] == 0]
+    totals = frame_partition_metadata(
+        day0, days, sums={"cost": "total_cost", "revenue": "total_revenue", "unique_users": "total_unique_users"})
+    figures = frame_partition_metadata(frame, days, counts={"airbridge/rows_by_app": "app_name"},
+                                       plotted={"app_rows": "app_name"})
+    for day in days:
+        figures[day].update(totals[day])
+    return figures

@@ -41,7 +41,12 @@ from adpipes.appsflyer.schemas import (
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
 from adpipes.lib.app_failures import partitions_label, stored_apps_not_configured
 from adpipes.lib.storage.names import headers_problem
-from adpipes.lib.assets import column_drift_metadata, table_asset
+from adpipes.lib.assets import (
+    add_partition_metadata,
+    column_drift_metadata,
+    frame_partition_metadata,
+    table_asset,
+)
 from adpipes.lib.partitions import day_window
 from adpipes.lib.quota import ApiCallLedger, require_calls
 from adpipes.lib.quality import (
@@ -447,6 +452,12 @@ def build_raw_report_asset(platform: str, report: RawReport) -> dg.AssetsDefinit
                 **drift,
             },
         )
+        # What AppsFlyer served for each day, on that day's materialization (the output's figures
+        # are the run's): rows per app, and in all.
+        add_partition_metadata(context, {key: {
+            "appsflyer/rows_served": dg.MetadataValue.int(sum(delivered_rows.get((key, a), 0) for a in app_ids)),
+            "appsflyer/rows_by_app": dg.MetadataValue.json({a: delivered_rows.get((key, a), 0) for a in app_ids}),
+        } for key in keys})
         message = _refusal_message(asset, context.op_def.name, reasons, context.run.run_id) if reasons else None
         try:
             # Refused days are withheld from the output and their deliveries kept whole; the
@@ -599,6 +610,19 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
                 {batches[name].spec.asset_key.to_user_string(): [d.isoformat() for d in found]
                  for name, found in missing.items()}),
         }
+        # Each day's own counts, overriding the run's on its materialization; installs and USD
+        # revenue as numbers for the UI's by-partition plots.
+        per_day = frame_partition_metadata(
+            frame.assign(is_install=frame["event_name"].eq("install").fillna(False).astype("int64")),
+            context.partition_keys,
+            counts={"rows_by_platform": "platform", "rows_by_attribution": "attribution", "rows_by_app": "app_id",
+                    "rows_by_source_report": "source_report"},
+            plotted={"platform_rows": "platform", "attribution_rows": "attribution"},
+            sums={"installs": "is_install", "revenue_usd": "event_revenue_usd"},
+        )
+        for figures in per_day.values():
+            figures["installs"] = dg.MetadataValue.int(int(figures["installs"].value))
+        add_partition_metadata(context, per_day)
         yield from publish(context, quality, report, dg.Output(frame, metadata=metadata))
 
     return raw_data

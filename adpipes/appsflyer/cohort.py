@@ -35,7 +35,7 @@ from adpipes.appsflyer.partitions import appsflyer_daily_partitions
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.schemas import COHORT_LTV_TABLE, cohort_ltv_schema
 from adpipes.lib.app_failures import app_failure
-from adpipes.lib.assets import table_asset
+from adpipes.lib.assets import add_partition_metadata, frame_partition_metadata, table_asset
 from adpipes.lib.http import VendorApiError
 from adpipes.lib.quality import ROW_VOLUME, UNKNOWN_COLUMNS, QualityReport, QualityStore, check_groups, publish
 from adpipes.lib.quota import ApiCallLedger, require_calls
@@ -167,6 +167,7 @@ def cohort_ltv(
     rows: list[dict[str, Any]] = []
     calls: dict[str, int] = {}
     calls_by_app: dict[str, int] = {}
+    calls_by_day: dict[str, int] = {}
     records: dict[str, int] = {}
     unknown: dict[str, set[str]] = {}
     # Top-level answer keys beside query and results: key -> partitions, and every value with the
@@ -181,6 +182,8 @@ def cohort_ltv(
             raise app_failure(COHORT_LTV_TABLE.asset_key.to_user_string(), days, query.app_id, exc,
                               apps=app_ids, calls=calls_by_app) from exc
         calls_by_app[query.app_id] = calls_by_app.get(query.app_id, 0) + answer.calls
+        # One query per cohort day: a day's calls are its own, even in a range run.
+        calls_by_day[query.day.isoformat()] = calls_by_day.get(query.day.isoformat(), 0) + answer.calls
         label = f"{query.cohort_type} {query.kpi}"
         calls[label] = calls.get(label, 0) + answer.calls
         records[label] = records.get(label, 0) + answer.records
@@ -215,6 +218,7 @@ def cohort_ltv(
             "every value is in the run's appsflyer/unknown_answer_keys metadata. Check whether they say "
             "something about the data (see docs/cohort-api.md).")
     latest = frame.groupby("report_date")["period"].max() if len(frame) else pd.Series(dtype="Int64")
+    per_day = _partition_figures(frame, days, calls_by_day)
     carried_over = carried_over_summary(carried)
     if carried_over:
         # The partition is replaced as a whole in both databases: without these rows a KPI or
@@ -249,4 +253,33 @@ def cohort_ltv(
             "latest_complete_period": dg.MetadataValue.json({k: int(v) for k, v in latest.items()}),
         },
     )
+    add_partition_metadata(context, per_day)
     yield from publish(context, quality, report, output)
+
+
+# A cohort's group: its users and cost repeat on every KPI and period row of it.
+_COHORT_GROUP = ["cohort_type", "app_id", "media_source", "campaign"]
+
+
+def _partition_figures(frame: pd.DataFrame, days: list[str], calls_by_day: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Each cohort day's own figures, as numbers the UI plots by partition: its Cohort API
+    calls, its users (installs) and cost and its revenue through the latest complete period,
+    counted in one cohort type (user_acquisition when pulled) so no user is counted twice."""
+    figures = frame_partition_metadata(frame, days, counts={"rows_by_platform": "platform"},
+                                       plotted={"platform_rows": "platform"})
+    types = sorted(frame["cohort_type"].dropna().unique()) if len(frame) else []
+    cohort_type = "user_acquisition" if "user_acquisition" in types else (types[0] if types else None)
+    for day in days:
+        rows = frame[(frame["report_date"] == day) & (frame["cohort_type"] == cohort_type)] if cohort_type else frame[:0]
+        groups = rows.drop_duplicates(_COHORT_GROUP)
+        revenue = rows[rows["kpi"] == "revenue"]
+        revenue = revenue[revenue["period"] == revenue.groupby(_COHORT_GROUP)["period"].transform("max")]
+        figures[day].update({
+            "appsflyer/api_calls": dg.MetadataValue.int(calls_by_day.get(day, 0)),
+            "cohort_users": dg.MetadataValue.int(int(groups["users"].fillna(0).sum())),
+            "cost": dg.MetadataValue.float(float(groups["cost"].fillna(0).sum())),
+            "revenue": dg.MetadataValue.float(float(revenue["sum"].fillna(0).sum())),
+        })
+        if len(rows):
+            figures[day]["latest_complete_period"] = dg.MetadataValue.int(int(rows["period"].max()))
+    return figures

@@ -41,7 +41,12 @@ from adpipes.lib.app_failures import (
     stored_apps_not_configured,
     stored_partitions_kept,
 )
-from adpipes.lib.assets import column_drift_metadata, table_asset
+from adpipes.lib.assets import (
+    add_partition_metadata,
+    column_drift_metadata,
+    frame_partition_metadata,
+    table_asset,
+)
 from adpipes.lib.http import VendorApiError
 from adpipes.lib.quality import (
     ROW_VOLUME,
@@ -279,7 +284,28 @@ def daily_report(
             **drift,
         },
     )
+    add_partition_metadata(context, _partition_figures(frame, keys))
     yield from publish(context, quality, report, output)
+
+
+def _partition_figures(frame: pd.DataFrame, keys: list[str]) -> dict[str, dict[str, object]]:
+    """Each day's own installs, cost, impressions and clicks (numbers the UI plots by partition)
+    and its per-platform and per-app breakdowns, overriding the run's totals on its materialization."""
+    figures = frame_partition_metadata(
+        frame, keys, counts={"rows_by_platform": "platform"}, plotted={"platform_rows": "platform"},
+        sums={"installs": "installs", "total_cost": "total_cost", "impressions": "impressions", "clicks": "clicks"},
+    )
+    for key, metadata in figures.items():
+        day = frame[frame["report_date"] == key]
+        for label in ("installs", "impressions", "clicks"):
+            metadata[label] = dg.MetadataValue.int(int(metadata[label].value))
+        by_platform, by_app = day.groupby("platform"), day.groupby("app_id")
+        metadata["installs_by_platform"] = dg.MetadataValue.json(
+            {p: int(v) for p, v in by_platform["installs"].sum().items()})
+        metadata["installs_by_app"] = dg.MetadataValue.json({a: int(v) for a, v in by_app["installs"].sum().items()})
+        metadata["total_cost_by_platform"] = dg.MetadataValue.json(
+            {p: float(v) for p, v in by_platform["total_cost"].sum().items()})
+    return figures
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:

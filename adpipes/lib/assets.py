@@ -122,11 +122,12 @@ def frame_partition_metadata(
     ``plotted`` (prefix -> column) as one int per value, ``{prefix}/{value}``, every value of
     the run on every partition (0 where absent) so each is one series in the UI's plots;
     ``sums`` (label -> column) as one float each."""
-    days = frame[partition_column].astype("string") if len(frame) else pd.Series([], dtype="string")
+    # report_date may be text or dates, depending on how the frame was built.
+    days = frame[partition_column].map(lambda v: v.isoformat()[:10] if hasattr(v, "isoformat") else str(v))
     out: dict[str, dict[str, Any]] = {}
     values = {prefix: sorted(frame[column].dropna().astype(str).unique()) for prefix, column in (plotted or {}).items()}
     for key in partitions:
-        part = frame[(days == key).to_numpy()] if len(frame) else frame
+        part = frame[(days == key).to_numpy()]
         metadata: dict[str, Any] = {}
         for label, column in (counts or {}).items():
             metadata[label] = dg.MetadataValue.json(

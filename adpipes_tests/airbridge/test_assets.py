@@ -198,9 +198,10 @@ def test_unknown_columns_flags_the_partitions_whose_rows_carried_the_key(resourc
                             tags={"dagster/asset_partition_range_start": first,
                                   "dagster/asset_partition_range_end": second})
     assert result.success
-    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "unknown_columns"]
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    assert check.metadata["unknown_columns_by_partition"].value == {
+    # One evaluation per partition, each with the keys its own rows carried.
+    checks = {c.partition: c for c in result.get_asset_check_evaluations() if c.check_name == "unknown_columns"}
+    assert all(not c.passed and c.severity == dg.AssetCheckSeverity.WARN for c in checks.values())
+    assert {day: c.metadata["unknown_columns"].value for day, c in checks.items()} == {
         first: ["data.region", "data.stats.rows[].rows[].values[].note", "data.stats.rows[].segment"],
         second: ["data.region"],
     }
@@ -267,12 +268,13 @@ def test_a_total_count_mismatch_fails_or_warns_as_configured(resources, airbridg
     assert any("totalCount=48 on every page but paging returned 1 group rows" in w for w in warnings)
     assert query(product_dsn, "SELECT count(*), sum(value)::float8 FROM airbridge.revenue") == [(8, 20.0)]
     # Visible in the checks view: a failed WARN check on the task's partitions, its rows named.
-    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-    check = checks["total_count"]
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
-    assert check.metadata["failing_rows_by_partition"].value == {first: 4, last: 4}
-    assert f"total_count_mismatch=task printed-task ({first}..{last}): totalCount 4" in check.metadata["sample"].value
-    assert checks["unknown_columns"].passed and checks["masked_values"].passed
+    # One evaluation per partition: the task's rows of each day fail as a warning.
+    by_day = {c.partition: c for c in result.get_asset_check_evaluations() if c.check_name == "total_count"}
+    assert all(not c.passed and c.severity == dg.AssetCheckSeverity.WARN for c in by_day.values())
+    assert {day: c.metadata["failing_rows"].value for day, c in by_day.items()} == {first: 4, last: 4}
+    assert f"total_count_mismatch=task printed-task ({first}..{last}): totalCount 4" in by_day[first].metadata["sample"].value
+    others = [c for c in result.get_asset_check_evaluations() if c.check_name in ("unknown_columns", "masked_values")]
+    assert len(others) == 4 and all(c.passed for c in others)
     # Each failing row's value names the task and its whole range, in the archive's failure cases.
     value = (f"task printed-task ({first}..{last}): totalCount 48 on every page, paging returned 1 group rows "
              "(2 group-date rows) in 1 page(s)")

@@ -181,11 +181,11 @@ def _rule_result(group: CheckGroup, asset_key: dg.AssetKey, verdict: _Verdict, p
     )
     if structural:
         problems = cases[cases["row"].isna()]
-        missing = sorted({_problem(r) for r in problems.itertuples()})
+        missing = sorted({f"{partition}: {_problem(r)}" for r in problems.itertuples()})
         metadata["problems"] = dg.MetadataValue.json(missing)
         return dg.AssetCheckResult(
             check_name=group.name, passed=False, severity=ERROR, metadata=metadata,
-            description=f"{partition}: the report cannot be used: {'; '.join(missing[:5])}. Nothing of "
+            description=f"The report cannot be used: {'; '.join(missing[:5])}. Nothing of "
             "this partition was written: what it held before is kept, and an unusable vendor answer "
             f"is kept as delivered in {SCHEMA}.{REJECTED_DELIVERIES}.",
         )

@@ -7,8 +7,10 @@ users, eCPI = cost / installs.
 """
 
 import datetime as dt
+import re
 from collections import defaultdict
 from decimal import Decimal
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -160,9 +162,10 @@ def test_a_zero_cost_gives_no_roas_and_says_why(seeded_day, resources, clean_dat
         conn.execute("UPDATE appsflyer.cohort_ltv SET cost = 0 WHERE report_date = %s AND cohort_type = %s "
                      "AND app_id = %s AND media_source = %s AND campaign IS NOT DISTINCT FROM %s", (DAY, *target))
     assert dg.materialize([cohort_roas], resources=resources, partition_key=DAY).success
-    rows = query(product_dsn, "SELECT cost, revenue, roas, roas_null_reason, ltv_per_user FROM analytics.cohort_roas "
-                              "WHERE report_date = %s AND source = 'appsflyer_cohort' AND cohort_type = %s AND app = %s "
-                              "AND media_source = %s AND campaign IS NOT DISTINCT FROM %s", (DAY, *target))
+    rows = query(product_dsn,
+                 "SELECT cost, revenue, roas, roas_null_reason, ltv_per_user FROM analytics.cohort_roas "
+                 "WHERE report_date = %s AND source = 'appsflyer_cohort' AND cohort_type = %s AND app = %s "
+                 "AND media_source = %s AND campaign IS NOT DISTINCT FROM %s", (DAY, *target))
     assert rows and all(cost == 0 and revenue > 0 and roas is None and reason == "cost_zero" and ltv is not None
                         for cost, revenue, roas, reason, ltv in rows)
 
@@ -312,12 +315,9 @@ def test_a_day_whose_input_is_not_in_product_fails_and_writes_nothing(seeded_day
 
 
 def test_the_documented_queries_run(seeded_day, clean_databases):
-    import re
-    from pathlib import Path
-
     product_dsn, _ = clean_databases
     text = (Path(__file__).resolve().parents[2] / "docs" / "analytics.md").read_text()
-    statements = re.findall(r"```sql\n(.*?)```", text, flags=re.S)
+    statements = re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
     assert len(statements) == 4
     with psycopg.connect(product_dsn) as conn:
         results = [conn.execute(statement).fetchall() for statement in statements]

@@ -23,7 +23,8 @@ every process, and kept across reboots unlike ``/tmp``) and a warning says so. A
 ``ADPIPES_DATA_DIR`` is never relocated: an unreachable one is an error that says what to change.
 
 CLI: ``python -m adpipes.dev.services up|down|status`` prints the DSNs (trust authentication on
-loopback: there is no password) and the sandbox URL, never the token.
+loopback: there is no password) and the sandbox URL, never the token; ``up`` prints the block
+``scripts/dev`` shows (``service_block``).
 """
 
 from __future__ import annotations
@@ -383,20 +384,56 @@ def _print_status(settings: Settings) -> bool:
     return running
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is inside it (shorter to read and copy)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def service_block(settings: Settings, ui_url: str | None = None, seed: str | None = None) -> str:
+    """The one block ``scripts/dev`` prints: where the UI, both databases and the sandbox are.
+
+    Starts (or finds) PostgreSQL and the sandbox. DSNs carry no password (trust authentication,
+    loopback only); the sandbox's token is named by its file, never printed.
+    """
+    postgres = ensure_postgres(settings)
+    sandbox = ensure_sandbox(settings)
+    rows = []
+    if ui_url:
+        rows.append(("Dagster UI", f"{ui_url}  (ready when dagster-webserver says 'Serving')"))
+    rows += [
+        ("product DB", f"{postgres.product_dsn}  (ADPIPES_PRODUCT_DSN)"),
+        ("archive DB", f"{postgres.archive_dsn}  (ADPIPES_ARCHIVE_DSN)"),
+        ("sandbox API", f"{sandbox.base_url}  (AppsFlyer + Airbridge; token in "
+                        f"{_shown(_sandbox_paths(settings).token)})"),
+        ("data", _shown(settings.data_dir)),
+    ]
+    if seed:
+        rows.append(("seed", seed))
+    rows.append(("stop", "Ctrl-C stops Dagster; `.venv/bin/python -m adpipes.dev.services down` "
+                         "stops PostgreSQL and the sandbox (data kept)"))
+    width = max(len(name) for name, _ in rows)
+    lines = ["adpipes dev (ADPIPES_ENV=dev): sandbox vendor APIs, embedded PostgreSQL"]
+    lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m adpipes.dev.services",
         description="Start, stop or show the dev-mode PostgreSQL and sandbox APIs.",
     )
     parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--ui-url", help="up: the Dagster UI's URL, shown in the block")
+    parser.add_argument("--seed", help="up: what the dev seed does, shown in the block")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     settings = load_settings()
     try:
         if args.command == "up":
-            ensure_postgres(settings)
-            ensure_sandbox(settings)
-            _print_status(settings)
+            print(service_block(settings, args.ui_url, args.seed), flush=True)
         elif args.command == "down":
             stop_all(settings)
             print("stopped postgres and sandbox (data kept)")

@@ -33,10 +33,12 @@ find_uv() {
 install_with_uv() {
   local uv
   uv="$(find_uv)" || return 1
-  # --compile-bytecode: pip compiles at install too; without it every Dagster process compiles
-  # its imports again where PYTHONDONTWRITEBYTECODE is set (as on CI), seconds per process.
-  "$uv" pip install --quiet --python .venv/bin/python --compile-bytecode \
-    -c constraints.txt -e '.[dev]'
+  local compile=()
+  # Where Python writes no bytecode itself (PYTHONDONTWRITEBYTECODE, as on CI), compile it at
+  # install as pip does: else every Dagster process compiles its imports again, seconds each.
+  # Elsewhere the first process writes it, for the modules actually used.
+  if [ -n "${PYTHONDONTWRITEBYTECODE:-}" ]; then compile=(--compile-bytecode); fi
+  "$uv" pip install --quiet --python .venv/bin/python "${compile[@]}" -c constraints.txt -e '.[dev]'
 }
 
 install_with_pip() {

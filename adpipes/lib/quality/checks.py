@@ -23,6 +23,9 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 from dagster import PreviewWarning
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from adpipes.lib.markdown import markdown_table
 from adpipes.lib.quality.rules import (
@@ -371,6 +374,23 @@ def _partition_metadata(report: QualityReport, skipped: dict[str, str]) -> dict[
     return out
 
 
+def _target_materializations(context: dg.AssetExecutionContext, partitions: Sequence[str]
+                             ) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The latest materialization of each partition, which its evaluations are about: this run's
+    when it wrote the partition, else the one whose rows the partition still holds. Dagster
+    shows a partitioned check's status only while its evaluation targets the partition's latest
+    materialization (an AssetCheckResult finds it from the step's partition key, which a range
+    run does not have)."""
+    targets = {}
+    for partition in dict.fromkeys(partitions):
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition]), limit=1).records
+        if records:
+            targets[partition] = AssetCheckEvaluationTargetMaterializationData(
+                storage_id=records[0].storage_id, run_id=records[0].run_id, timestamp=records[0].timestamp)
+    return targets
+
+
 def publish(
     context: dg.AssetExecutionContext,
     store: QualityStore,
@@ -436,6 +456,7 @@ def publish(
     # AssetCheckEvaluation names it. Yielded directly, it needs its check's (empty) output too,
     # as Dagster yields for an AssetCheckResult.
     outputs = {spec.key: name for name, spec in context.assets_def.check_specs_by_output_name.items()}
+    targets = _target_materializations(context, [p for by in results.values() for p, r in by.items() if r])
     for name, by_partition in results.items():
         key = dg.AssetCheckKey(asset_key, name)
         if key not in selected:
@@ -453,7 +474,7 @@ def publish(
             yield dg.AssetCheckEvaluation(
                 asset_key=asset_key, check_name=name, passed=result.passed, metadata=result.metadata,
                 severity=result.severity, description=result.description, blocking=blocking.get(name, False),
-                partition=partition,
+                partition=partition, target_materialization_data=targets.get(partition),
             )
     message = _blocking_message(asset_key, report, verdict, results)
     if refused and refusal_message:

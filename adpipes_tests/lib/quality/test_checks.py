@@ -180,6 +180,11 @@ def test_a_range_run_evaluates_and_counts_each_partition(storage_resources, clea
         assert evaluation.metadata["failing_rows"] == dg.MetadataValue.int(1)
         assert evaluation.metadata["checked_rows"] == dg.MetadataValue.int(5)
         assert evaluation.description.startswith(f"{day}: 1 of 5 rows")
+        # Aimed at the partition's own materialization of this run: Dagster shows a partitioned
+        # check's status only while it targets the partition's latest materialization.
+        assert evaluation.target_materialization_data.run_id == result.run_id
+        assert evaluation.target_materialization_data.storage_id == next(
+            r.storage_id for r in records if r.run_id == result.run_id and r.partition_key == day)
     assert all(e.passed for e in by_check["required_values"].values())
     # The instance holds them per partition too (what the UI's partition view reads).
     stored_checks = check_records(instance, "positive_amounts")

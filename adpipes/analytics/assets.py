@@ -34,6 +34,7 @@ from adpipes.analytics.queries import (
 )
 from adpipes.analytics.schemas import COHORT_ROAS_TABLE, MEDIA_SOURCE_DAILY_TABLE
 from adpipes.appsflyer.schemas import COHORT_LTV_TABLE, DAILY_REPORT_TABLE, RAW_DATA_TABLE
+from adpipes.lib.assets import add_partition_metadata
 from adpipes.lib.retention import DERIVED_IN_PRODUCT
 from adpipes.lib.storage.postgres import (
     PostgresDatabase,
@@ -128,30 +129,28 @@ def _number(value: Any) -> float | int | None:
     return int(value) if isinstance(value, int) else float(value)
 
 
-def result_metadata(target: TableSpec, figures: Mapping[str, Mapping[str, Any]],
-                    numeric: Sequence[str], as_json: Sequence[str]) -> dict[str, Any]:
-    """The materialization's metadata: row counts and the summary's figures, per day when the run
-    covers several days (Dagster gives every partition of a range run the same metadata)."""
-    metadata: dict[str, Any] = {
-        "dagster/table_name": target.qualified_name,
-        "adpipes/databases": ", ".join(target.write_databases()),
-    }
-    if len(figures) == 1:
-        (day_figures,) = figures.values()
-        metadata["dagster/row_count"] = dg.MetadataValue.int(day_figures["rows"])
-        metadata["dagster/partition_row_count"] = dg.MetadataValue.int(day_figures["rows"])
+def publish(context: dg.AssetExecutionContext, target: TableSpec, figures: Mapping[str, Mapping[str, Any]],
+            numeric: Sequence[str], as_json: Sequence[str]) -> dg.MaterializeResult:
+    """The materialization: each partition gets its own row count and summary figures (a range
+    run records one materialization per day, and a figure of the whole run would show on each)."""
+    by_partition = {}
+    for day, day_figures in figures.items():
+        metadata: dict[str, Any] = {
+            "dagster/row_count": dg.MetadataValue.int(day_figures["rows"]),
+            "dagster/partition_row_count": dg.MetadataValue.int(day_figures["rows"]),
+        }
         for name in numeric:
             value = _number(day_figures[name])
             if value is not None:
                 metadata[f"adpipes/{name}"] = value
         for name in as_json:
             metadata[f"adpipes/{name}"] = dg.MetadataValue.json(day_figures[name] or {})
-    else:
-        metadata["partition_row_counts"] = dg.MetadataValue.json({d: f["rows"] for d, f in figures.items()})
-        for name in (*numeric, *as_json):
-            metadata[f"adpipes/{name}_by_partition"] = dg.MetadataValue.json(
-                {d: (f[name] if name in as_json else _number(f[name])) for d, f in figures.items()})
-    return metadata
+        by_partition[day] = metadata
+    add_partition_metadata(context, by_partition)
+    return dg.MaterializeResult(metadata={
+        "dagster/table_name": target.qualified_name,
+        "adpipes/databases": ", ".join(target.write_databases()),
+    })
 
 
 def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -195,8 +194,8 @@ def cohort_roas(context: dg.AssetExecutionContext, product_db: PostgresDatabase)
     """
     figures = derive_days(product_db, COHORT_ROAS_TABLE, COHORT_ROAS_INPUTS, cohort_roas_statement(),
                           lambda day: {"day": day}, _days(context), _COHORT_ROAS_SUMMARY, context.log)
-    return dg.MaterializeResult(metadata=result_metadata(
-        COHORT_ROAS_TABLE, figures, numeric=["rows_without_roas"], as_json=["rows_by_source", "roas_null_reasons"]))
+    return publish(context, COHORT_ROAS_TABLE, figures, numeric=["rows_without_roas"],
+                   as_json=["rows_by_source", "roas_null_reasons"])
 
 
 _MEDIA_SOURCE_DAILY_SUMMARY = sql.SQL(
@@ -221,9 +220,8 @@ def media_source_daily(context: dg.AssetExecutionContext, product_db: PostgresDa
     figures = derive_days(product_db, MEDIA_SOURCE_DAILY_TABLE, MEDIA_SOURCE_DAILY_INPUTS,
                           media_source_daily_statement(), lambda day: media_source_daily_parameters(day),
                           _days(context), _MEDIA_SOURCE_DAILY_SUMMARY, context.log)
-    return dg.MaterializeResult(metadata=result_metadata(
-        MEDIA_SOURCE_DAILY_TABLE, figures, numeric=["installs", "purchases", "revenue_usd"],
-        as_json=["cost_by_currency"]))
+    return publish(context, MEDIA_SOURCE_DAILY_TABLE, figures, numeric=["installs", "purchases", "revenue_usd"],
+                   as_json=["cost_by_currency"])
 
 
 ANALYTICS_ASSETS = [cohort_roas, media_source_daily]

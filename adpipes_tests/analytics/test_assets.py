@@ -325,3 +325,20 @@ def test_the_documented_queries_run(seeded_day, clean_databases):
     (android_installs,) = query(product_dsn, "SELECT sum(installs) FROM appsflyer.daily_report "
                                              "WHERE platform = 'android' AND report_date = %s", (DAY,))[0]
     assert sum(row[2] or 0 for row in results[3]) == android_installs
+
+
+def test_a_range_run_gives_each_day_its_own_row_count(resources, clean_databases):
+    product_dsn, _ = clean_databases
+    first, last = days_ago(4), DAY
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize(INPUTS, resources=resources, tags=tags, instance=instance).success
+    result = dg.materialize(ANALYTICS_ASSETS, resources=resources, tags=tags, instance=instance)
+    assert result.success
+    for asset, spec in ((cohort_roas, COHORT_ROAS_TABLE), (media_source_daily, MEDIA_SOURCE_DAILY_TABLE)):
+        by_day = {m.partition: m.metadata["dagster/row_count"].value
+                  for m in result.asset_materializations_for_node(asset.op.name)}
+        counted = dict(query(product_dsn, f"SELECT report_date::text, count(*) FROM {spec.qualified_name} "
+                                          "GROUP BY 1"))
+        # Each day its own count (a run total would show the sum of both on each day).
+        assert by_day == counted and set(by_day) == {first, last} and all(by_day.values())

@@ -65,6 +65,10 @@ def raw_frame(rows: list[dict]) -> pd.DataFrame:
     })
     for column in RAW_DATA_TABLE.columns:
         if column.name not in frame.columns and not column.nullable:
+            if column.pg_type.startswith("timestamp"):
+                # install_time (required since raw_data requires it): the row's own time will do.
+                frame[column.name] = frame["event_time"]
+                continue
             assert column.pg_type == "text", f"no filler for required column {column.name} ({column.pg_type})"
             frame[column.name] = pd.Series(["x"] * len(frame), dtype="str")
     return frame
@@ -119,11 +123,12 @@ def check_of(result) -> dg.AssetCheckEvaluation:
 
 
 def metadata(result) -> dict:
-    # A range run records one materialization per partition, each with the run's metadata.
+    # A range run records one materialization per partition: the run's (and the table's) figures
+    # on each, and the pairs seen that day on its own (pairs_seen, by partition here).
     materializations = result.asset_materializations_for_node("appsflyer__customer_user_map")
-    found = [{k: v.value for k, v in m.metadata.items()} for m in materializations]
+    found = [{k: v.value for k, v in m.metadata.items() if k != "pairs_seen"} for m in materializations]
     assert found and all(f == found[0] for f in found)
-    return found[0]
+    return {**found[0], "pairs_seen": {m.partition: m.metadata["pairs_seen"].value for m in materializations}}
 
 
 D1, D2, D3 = days_ago(3), days_ago(2), days_ago(1)
@@ -161,6 +166,7 @@ def test_every_pair_of_raw_data_lands_in_both_databases_with_first_and_last_seen
     assert info["new_pairs"] == {"archive": 5, "product": 5}
     assert info["total_pairs"] == {"archive": 5, "product": 5}
     assert info["dagster/row_count"] == 5
+    assert info["pairs_seen"] == {D1: len(expected_map(DAY1)), D2: len(expected_map(DAY2))}
     assert check_of(result).passed  # one CUID with two AppsFlyer ids is normal
 
     # The S2S sender's lookup (README): the user's AppsFlyer ids, most recently seen first.

@@ -1,4 +1,4 @@
-"""Settings read from the environment (see the configuration table in the README).
+"""Settings read from the environment (see the configuration table in docs/configuration.md).
 
 Only non-secret values are read here, at definition load time: the environment mode, the app
 timezone, the first partition date, the retention and the data directory. Secrets (tokens, DSNs)
@@ -96,7 +96,7 @@ PROD_REQUIRED_VARIABLES = (
     "AIRBRIDGE_CURRENCY",
 )
 
-# Every variable adpipes reads (README's configuration table, plus the test and benchmark
+# Every variable adpipes reads (docs/configuration.md's table, plus the test and benchmark
 # databases and the dev helpers). A variable with one of adpipes' prefixes that is not here is a
 # typo or a setting of an older version: it fails the load instead of being silently ignored.
 KNOWN_VARIABLES = frozenset({
@@ -355,7 +355,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "adpipes configuration is invalid:\n  - "
             + "\n  - ".join(problems)
             + "\nSet them in the environment (or in .env, which `dagster dev` reads); "
-            "see the configuration table in README.md."
+            "see the configuration table in docs/configuration.md."
         )
 
     data_dir = Path(environ.get("ADPIPES_DATA_DIR") or default_data_dir()).expanduser().resolve()
@@ -450,7 +450,7 @@ def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
             problems.append(f"{name} {RETIRED_VARIABLES[name].format(hh=hh)}")
             continue
         close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1, cutoff=0.75)
-        hint = f"did you mean {close[0]}?" if close else "see the configuration table in README.md"
+        hint = f"did you mean {close[0]}?" if close else "see the configuration table in docs/configuration.md"
         problems.append(f"{name} is not an adpipes setting ({hint}); unset it or fix its name")
     return problems
 

@@ -293,6 +293,7 @@ def test_a_table_with_a_row_key_is_fingerprinted_by_its_key(clean_databases, cha
 
 
 def test_an_override_naming_no_product_table_fails_at_load():
+    import adpipes.appsflyer.schemas  # noqa: F401  registers appsflyer/raw_data whatever ran before
     from adpipes.lib.retention import build_retention_sensor
     from adpipes.lib.settings import ConfigurationError
 
@@ -303,3 +304,40 @@ def test_an_override_naming_no_product_table_fails_at_load():
     # An archive-only table is not product's to prune either.
     assert "'appsflyer/android_installs'" in message and "ADPIPES_PRODUCT_RETENTION_OVERRIDES" in message
     assert build_retention_sensor(90, {"appsflyer/raw_data": 30}, TZ).name == "product_retention_sensor"
+
+
+def test_an_archive_holding_some_but_fewer_rows_is_kept_in_product_and_fails_the_run(clean_databases):
+    """README/docs/retention.md: a day is dropped from product only when the archive holds the same
+    rows. An archive copy that holds some rows of the day but fewer than product (a partial archive
+    load) is not enough: the prune refuses and product keeps every row. Through the real sensor and
+    prune job, against the test PostgreSQL."""
+    product_dsn, archive_dsn = clean_databases
+    partial, whole = today() - dt.timedelta(days=100), today() - dt.timedelta(days=99)
+    load(product_dsn, [partial, whole], rows=3)
+    load(archive_dsn, [partial, whole], rows=3)
+    # The archive loses one of partial's three rows: it holds 2 of product's 3, not none.
+    execute(archive_dsn, f"DELETE FROM retention_test.events WHERE name = '{partial}-2'")
+    assert partition_counts(archive_dsn)[partial.isoformat()] == 2
+    resources = {"product_db": PostgresDatabase(role="product", dsn=product_dsn),
+                 "archive_db": PostgresDatabase(role="archive", dsn=archive_dsn)}
+    with dg.build_sensor_context(resources=resources) as context:
+        request = build_retention_sensor(90, {}, TZ)(context)
+    assert isinstance(request, dg.RunRequest)
+    result = prune_product_partitions_job.execute_in_process(
+        run_config=request.run_config, resources=resources, raise_on_error=False)
+
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0].event_specific_data
+    # The refusal names the table, the day and both counts, as written by hand here: 3 and 2.
+    assert "retention_test.events" in failure.error.message and partial.isoformat() in failure.error.message
+    assert "product holds 3 rows" in failure.error.message and "the archive 2" in failure.error.message
+    checked = failure.user_failure_data.metadata["verified_partitions"].value[KEY][partial.isoformat()]
+    assert (checked["product_rows"], checked["archive_rows"]) == (3, 2)
+    # Nothing of the partial day left product (still a partition of its own, all 3 rows); the whole
+    # day, which the archive holds as product does, was dropped; the archive was not written.
+    assert partition_counts(product_dsn) == {partial.isoformat(): 3}
+    assert children(product_dsn) == 1
+    assert partition_counts(archive_dsn) == {partial.isoformat(): 2, whole.isoformat(): 3}
+    observed = {e.event_specific_data.asset_observation.partition
+                for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
+    assert observed == {whole.isoformat()}

@@ -485,3 +485,118 @@ def test_app_names_are_split_and_a_list_needs_a_named_app(airbridge_api, clean_s
     report = api.fetch_revenue([dt.date.fromisoformat(recent_day(2))], app_name=SECOND_APP)
     assert report.app_name == SECOND_APP and len(report.tasks[0].rows) == 8
     assert {c["app_id"] for c in clean_sandbox.calls()} == {SECOND_APP}
+
+
+# -- the ERROR checks through the asset: what reaches product and quality.quarantine ---------------
+
+def group_row(channel: str, day: str, **total: dict) -> dict:
+    """A group row of the printed page (one date, ``day``, with Days 0..3) for ``channel``, its
+    date's total changed by ``total`` (e.g. ``totalCost={"value": -5}``)."""
+    group = example("airbridge_revenue_result_response")["data"]["stats"]["rows"][0]
+    group["metadata"] = [channel]
+    group["rows"][0]["date"] = day
+    group["rows"][0]["total"].update(total)
+    return group
+
+
+def serve_groups(sandbox, day: str, groups: list[dict]) -> None:
+    page = example("airbridge_revenue_result_response")
+    page["data"]["stats"]["rows"] = groups
+    serve_printed_page(sandbox, page, day, total_count=len(groups))
+
+
+def stored_channels(dsn: str) -> dict[str, int]:
+    return dict(query(dsn, "SELECT channel, count(*) FROM airbridge.revenue GROUP BY 1"))
+
+
+def quarantined_channels(archive_dsn: str) -> dict[str, tuple[int, str]]:
+    rows = query(archive_dsn, "SELECT row_values->>'channel', count(*), string_agg(DISTINCT reasons, ' | ') "
+                              "FROM quality.quarantine WHERE asset_key = 'airbridge/revenue' GROUP BY 1")
+    return {channel: (n, reasons) for channel, n, reasons in rows}
+
+
+def test_a_negative_total_cost_or_unique_users_is_quarantined_by_value_ranges(resources, airbridge_api,
+                                                                             clean_databases, clean_sandbox):
+    """checks.md: value_ranges (ERROR) fails on a negative total cost or unique users; the rows
+    are quarantined, the other rows written, and the run fails (ADPIPES_MAX_QUARANTINED_SHARE 0)."""
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(3)  # the printed date has Days 0..3
+    serve_groups(clean_sandbox, day, [
+        group_row("good", day),
+        group_row("negative_cost", day, totalCost={"value": -5}),
+        group_row("negative_users", day, totalUniqueUsers={"value": -1, "isMasked": False}),
+    ])
+    api = configured(airbridge_api, group_by=["channel"])
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day,
+                            raise_on_error=False)
+    assert not result.success
+    message = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert "airbridge/revenue" in message and "quality.quarantine" in message
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["value_ranges"].passed and checks["value_ranges"].severity == dg.AssetCheckSeverity.ERROR
+    # Each bad date total is repeated on its date's 4 Day-N rows: 2 groups x 4 rows.
+    assert checks["value_ranges"].metadata["failing_rows"].value == 8
+    assert checks["value_ranges"].metadata["quarantined_rows"].value == 8
+    assert checks["masked_values"].passed and checks["unique_keys"].passed
+    assert stored_channels(product_dsn) == {"good": 4}
+    quarantined = quarantined_channels(archive_dsn)
+    assert {channel: n for channel, (n, _) in quarantined.items()} == {"negative_cost": 4, "negative_users": 4}
+    assert "total_cost" in quarantined["negative_cost"][1]
+    assert "total_unique_users" in quarantined["negative_users"][1]
+
+
+def test_an_empty_figure_is_stored_only_when_flagged_masked(resources, airbridge_api, clean_databases,
+                                                             clean_sandbox):
+    """airbridge-revenue.md: a figure may be null only when it is masked. A null flagged masked is
+    stored as null with its flag; a null without isMasked: true is an answer of an unknown shape:
+    the run fails naming task, row and key, and the stored day keeps what it held (the reader
+    refuses it before the masked_values check could quarantine it: docs/checks.md's row for
+    masked_values describes a backstop no answer reaches)."""
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(3)
+    api = configured(airbridge_api, group_by=["channel"])
+    serve_groups(clean_sandbox, day, [
+        group_row("good", day), group_row("masked_empty", day, totalRevenue={"value": None, "isMasked": True})])
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day)
+    assert result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["masked_values"].passed
+    for dsn in (product_dsn, archive_dsn):
+        assert stored_channels(dsn) == {"good": 4, "masked_empty": 4}
+        assert query(dsn, "SELECT DISTINCT total_revenue, total_revenue_is_masked FROM airbridge.revenue "
+                          "WHERE channel = 'masked_empty'") == [(None, True)]
+    before = (table_snapshot(product_dsn), table_snapshot(archive_dsn))
+
+    serve_groups(clean_sandbox, day, [
+        group_row("good", day), group_row("unmasked_empty", day, totalRevenue={"value": None, "isMasked": False})])
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day,
+                            raise_on_error=False)
+    assert not result.success
+    message = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert "printed-task" in message and "totalRevenue.value is null but isMasked is not true" in message
+    assert (table_snapshot(product_dsn), table_snapshot(archive_dsn)) == before
+    assert query(archive_dsn, "SELECT count(*) FROM quality.quarantine") == [(0,)]
+
+
+def test_a_group_and_date_served_twice_fails_the_run_and_keeps_the_day(resources, airbridge_api, clean_databases,
+                                                                       clean_sandbox):
+    """airbridge-revenue.md: the same (group, date) coming twice is an answer of an unknown shape:
+    the run fails and the stored day keeps what it held. Two rows sharing the table's key (day,
+    app, group, Day N) so never reach the unique_keys check, whose quarantine (docs/checks.md) is
+    a backstop no answer reaches."""
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(3)
+    api = configured(airbridge_api, group_by=["channel"])
+    serve_groups(clean_sandbox, day, [group_row("twice", day), group_row("once", day)])
+    assert dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day).success
+    before = (table_snapshot(product_dsn), table_snapshot(archive_dsn))
+    assert stored_channels(product_dsn) == {"twice": 4, "once": 4}
+
+    serve_groups(clean_sandbox, day, [group_row("twice", day), group_row("once", day), group_row("twice", day)])
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day,
+                            raise_on_error=False)
+    assert not result.success
+    message = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert "printed-task" in message and '{"channel": "twice"}' in message and "served twice" in message
+    assert (table_snapshot(product_dsn), table_snapshot(archive_dsn)) == before
+    assert query(archive_dsn, "SELECT count(*) FROM quality.quarantine") == [(0,)]

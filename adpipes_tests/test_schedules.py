@@ -10,7 +10,6 @@ from adpipes.definitions import build_definitions, defs
 from adpipes.lib.settings import load_settings
 from adpipes.schedules import (
     LATE_EVENTS_SCHEDULE_NAME,
-    MATURITY_AGES,
     build_daily_schedule,
     build_late_events_schedule,
     late_events_days,
@@ -18,6 +17,10 @@ from adpipes.schedules import (
 
 TZ = "Asia/Seoul"
 UTC = dt.timezone.utc
+# The cohort ages the maturity runs re-pull, as the documents state them (docs/operations.md, the
+# schedule table: "the cohorts 2, 3, 7, 14, 31, 61, 91 and 181 days old"; docs/cohort-api.md:
+# "ages 2, 3, 7, 14, 31, 61, 91, 181 days"), written here, not read from adpipes.schedules.
+DOCUMENTED_MATURITY_AGES = (2, 3, 7, 14, 31, 61, 91, 181)
 
 
 def evaluate_at(schedule: dg.ScheduleDefinition, moment: dt.datetime,
@@ -67,14 +70,86 @@ def test_a_tick_requests_yesterday_late_data_and_maturing_cohorts():
         == ("2026-11-20", "2026-11-22")
     maturity = by_trigger["maturity"]
     assert [r.partition_key for r in maturity] == [
-        (dt.date(2026, 11, 23) - dt.timedelta(days=age)).isoformat() for age in MATURITY_AGES
+        "2026-11-21", "2026-11-20", "2026-11-16", "2026-11-09", "2026-10-23", "2026-09-23", "2026-08-24",
+        "2026-05-26",
+    ]
+    assert [r.partition_key for r in maturity] == [
+        (dt.date(2026, 11, 23) - dt.timedelta(days=age)).isoformat() for age in DOCUMENTED_MATURITY_AGES
     ]
     assert all({k.to_user_string() for k in r.asset_selection} == {"appsflyer/cohort_ltv", "airbridge/revenue"}
                for r in maturity)
-    assert [r.tags["adpipes/cohort_age_days"] for r in maturity] == [str(a) for a in MATURITY_AGES]
-    # Each run has its own key, made of its days: Dagster launches a key once, so a tick
-    # evaluated again requests nothing new.
+    assert [r.tags["adpipes/cohort_age_days"] for r in maturity] == [str(a) for a in DOCUMENTED_MATURITY_AGES]
+    # Each run has its own key, made of its days (what lets a tick evaluated again request
+    # nothing new: see the next test).
     assert len({r.run_key for r in requests}) == len(requests)
+
+
+def test_a_tick_evaluated_again_launches_nothing_new():
+    """The scheduler daemon's own tick loop (dagster's launch_scheduled_runs, the code
+    dagster-daemon runs) on a real instance, the shipped code location loaded in process, time
+    frozen: the tick of 2026-11-23 06:00 KST launches its runs, then fails at its very end (a crash
+    flag of Dagster's); the daemon evaluates the same tick again, and the second evaluation finds
+    a run for every request it makes: it launches nothing new."""
+    import logging
+
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.scheduler.instigation import TickStatus
+    from dagster._core.test_utils import (
+        InProcessTestWorkspaceLoadTarget,
+        create_test_daemon_workspace_context,
+        freeze_time,
+        instance_for_test,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._scheduler.scheduler import launch_scheduled_runs
+
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("adpipes_tests.scheduler")
+    logger.addHandler(Collect())
+    logger.setLevel(logging.INFO)
+    target = InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="adpipes.definitions", attribute="defs")))
+    launcher = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}
+    with instance_for_test(overrides={"run_launcher": launcher}) as instance, \
+            create_test_daemon_workspace_context(target, instance) as workspace:
+
+        def daemon_iteration(moment: dt.datetime, **options) -> None:
+            with freeze_time(moment):
+                list(launch_scheduled_runs(workspace, logger, moment.astimezone(UTC), {}, **options))
+
+        def ticks():
+            return [t for state in instance.all_instigator_state() if state.instigator_name == "daily_schedule"
+                    for t in instance.get_ticks(state.instigator_origin_id, state.selector_id)]
+
+        # The daemon sees the schedule (RUNNING by default) a minute before its tick ...
+        daemon_iteration(dt.datetime(2026, 11, 23, 5, 59, tzinfo=ZoneInfo(TZ)))
+        assert instance.get_runs() == [] and ticks() == []
+        # ... launches the tick's runs, and fails before it could record the tick a success.
+        daemon_iteration(dt.datetime(2026, 11, 23, 6, 0, 30, tzinfo=ZoneInfo(TZ)),
+                         debug_crash_flags={"daily_schedule": {"TICK_SUCCESS": RuntimeError("crash after launch")}})
+        (failed,) = ticks()
+        assert failed.status == TickStatus.FAILURE
+        first = {r.run_id: r.tags["dagster/run_key"] for r in instance.get_runs()}
+        assert first and set(failed.run_ids) == set(first)
+
+        # The next iteration evaluates the same tick again (Dagster retries a failed tick) ...
+        daemon_iteration(dt.datetime(2026, 11, 23, 6, 1, tzinfo=ZoneInfo(TZ)), max_tick_retries=1)
+        assert any("Retrying previously failed schedule execution" in m for m in messages), messages
+        (retried,) = ticks()
+        assert retried.timestamp == failed.timestamp and retried.status == TickStatus.SUCCESS
+        # ... and every run it requests is one already launched: no run is new.
+        assert {r.run_id: r.tags["dagster/run_key"] for r in instance.get_runs()} == first
+        assert set(retried.run_ids) == set(first)
+        # The runs: yesterday, the late-data range and the eight maturity ages (docs/operations.md).
+        assert sorted(first.values()) == sorted(
+            ["daily:2026-11-22", "daily_report:2026-11-20..2026-11-22"]
+            + [f"maturity:{(dt.date(2026, 11, 23) - dt.timedelta(days=a)).isoformat()}:{a}"
+               for a in DOCUMENTED_MATURITY_AGES])
 
 
 def test_nothing_before_the_first_partition():

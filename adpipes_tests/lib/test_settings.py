@@ -47,11 +47,61 @@ def test_prod_environ_covers_every_required_variable():
     assert set(PROD_REQUIRED_VARIABLES) <= set(prod_environ())
 
 
-def test_prod_complete_is_accepted_and_secrets_are_not_kept_as_values():
-    environ = prod_environ()
+# A distinct canary per secret variable, so a leak of any one of them is seen.
+CANARIES = {
+    "APPSFLYER_API_TOKEN": "canary-appsflyer-token-5f1c",
+    "AIRBRIDGE_API_TOKEN": "canary-airbridge-token-9b2e",
+    "ADPIPES_PRODUCT_DSN": "postgresql://adpipes:canary-product-pw-77a1@product-db:5432/product",
+    "ADPIPES_ARCHIVE_DSN": "postgresql://adpipes:canary-archive-pw-3c4d@archive-db:5432/archive",
+}
+CANARY_FRAGMENTS = ("canary-appsflyer-token-5f1c", "canary-airbridge-token-9b2e", "canary-product-pw-77a1",
+                    "canary-archive-pw-3c4d")
+
+
+def leaked(text: str) -> list[str]:
+    return [fragment for fragment in CANARY_FRAGMENTS if fragment in text]
+
+
+def test_prod_complete_is_accepted_and_no_resource_or_snapshot_holds_a_secret_value(monkeypatch):
+    """The module docstring's promise: secrets reach the resources through dagster.EnvVar, so their
+    values are in no resource and in nothing Dagster stores about the code location (the
+    repository snapshot the daemon and the webserver read), even with every variable set."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._serdes import serialize_value
+
+    from adpipes.definitions import build_definitions, build_resources
+
+    environ = prod_environ(**CANARIES)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
     settings = load_settings(environ)
     assert settings.env == "prod"
-    assert "secret-value" not in repr(settings.timezone)
+    for name, resource in build_resources(settings).items():
+        assert leaked(repr(resource)) == [] and leaked(str(resource)) == [], name
+    snapshot = serialize_value(RepositorySnap.from_def(build_definitions(settings).get_repository_def()))
+    assert leaked(snapshot) == []
+    # The resources name the variables instead.
+    assert all(name in snapshot for name in CANARIES)
+
+
+@pytest.mark.parametrize("problem", [
+    {"ADPIPES_TIMEZONE": "+09:00"},
+    {"APPSFLYER_DAILY_QUOTAS": "installs=48"},
+    {"AIRBRIDGE_APP_NAME": "../admin"},
+    {"APPSFLYER_API_TOKEN": ""},  # a missing one among the set ones
+])
+def test_configuration_errors_never_echo_a_secret_value(problem):
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(prod_environ(**CANARIES) | problem)
+    assert leaked(str(caught.value)) == [] and leaked(repr(caught.value)) == []
+
+
+@pytest.mark.xfail(strict=True, reason="adpipes.lib.settings.Settings keeps the whole environment in its "
+                   "`environ` field, which its dataclass repr prints, secrets included (production fix: "
+                   "field(repr=False), or keep only which variables are set)")
+def test_the_settings_object_shows_no_secret_value():
+    settings = load_settings(prod_environ(**CANARIES))
+    assert leaked(repr(settings)) == [] and leaked(str(settings)) == []
 
 
 @pytest.mark.parametrize(

@@ -456,3 +456,85 @@ def test_a_table_of_the_first_layout_is_kept_as_layout1(resources, clean_sandbox
             (SANDBOX_ANDROID_APP_ID, expected("android", day)["rows"]), (SANDBOX_IOS_APP_ID, expected("ios", day)["rows"])]
         assert query(dsn, "SELECT is_nullable FROM information_schema.columns WHERE table_schema = 'appsflyer' "
                           "AND table_name = 'daily_report' AND column_name = 'app_id'") == [("NO",)]
+
+
+# -- bad rows through the asset: what reaches product and quality.quarantine ----------------------
+
+@pytest.fixture
+def edited_answers(clean_sandbox):
+    """Edit the sandbox's daily_report CSV before it is sent (the aggregate endpoint has no row
+    overrides): ``edit({(app_id, media source, campaign): {header: value}})``. The answer still
+    travels over real HTTP; the route is restored after the test."""
+    import csv
+    import io
+
+    from adpipes.dev.sandbox.appsflyer_aggregate import AGGREGATE_PATH
+
+    edits: dict[tuple[str, str, str], dict[str, str]] = {}
+    index = next(i for i, (_, pattern, _) in enumerate(clean_sandbox.routes) if pattern.pattern == AGGREGATE_PATH)
+    method, pattern, original = clean_sandbox.routes[index]
+
+    def edited(server, request):
+        response = original(server, request)
+        if response.status != 200:
+            return response
+        rows = list(csv.DictReader(io.StringIO(response.body.decode("utf-8"))))
+        for row in rows:
+            row.update(edits.get((request.match["app_id"], row["Media Source (pid)"], row["Campaign (c)"]), {}))
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        response.body = out.getvalue().encode("utf-8")
+        return response
+
+    clean_sandbox.routes[index] = (method, pattern, edited)
+    try:
+        yield edits.update
+    finally:
+        clean_sandbox.routes[index] = (method, pattern, original)
+
+
+def test_bad_rows_are_quarantined_and_a_ctr_out_of_range_is_written_and_reported(resources, clean_databases,
+                                                                                 edited_answers):
+    """assets.md: a row with a value that is not a number, or a negative count or cost, is
+    quarantined (checks.md: parseable_values, non_negative, ERROR), the other rows written, and
+    with the default ADPIPES_MAX_QUARANTINED_SHARE (0) the run fails; checks.md: rate_ranges
+    (WARN) fails on a ctr outside [0, 1], and the row is written and reported."""
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(3)
+    android, ios = SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
+    edited_answers({
+        (android, "googleadwords_int", "KR_UAC_Install, AOS"): {"Installs": "many"},
+        (android, "tiktokglobal_int", "TT_KR_Install"): {"Total Cost": "-3"},
+        (ios, "Apple Search Ads", "ASA_Brand_KR"): {"CTR": "1.5"},
+    })
+    result = dg.materialize([daily_report], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = [e.event_specific_data.error.message for e in result.all_events
+               if e.event_type_value == "STEP_FAILURE"][0]
+    assert "appsflyer/daily_report" in message and "quality.quarantine" in message
+
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    for name in ("parseable_values", "non_negative"):
+        assert not checks[name].passed and checks[name].severity == dg.AssetCheckSeverity.ERROR, name
+        assert checks[name].metadata["failing_rows"].value == 1, name
+    assert not checks["rate_ranges"].passed and checks["rate_ranges"].severity == dg.AssetCheckSeverity.WARN
+    assert checks["rate_ranges"].metadata["failing_rows"].value == 1
+
+    served = sum(expected(p, day)["rows"] for p in APPS)
+    assert query(product_dsn, "SELECT count(*) FROM appsflyer.daily_report") == [(served - 2,)]
+    assert query(product_dsn, "SELECT count(*) FROM appsflyer.daily_report WHERE media_source = "
+                              "'tiktokglobal_int' OR campaign = 'KR_UAC_Install, AOS'") == [(0,)]
+    assert query(product_dsn, "SELECT ctr::float8 FROM appsflyer.daily_report WHERE campaign = 'ASA_Brand_KR'") == [
+        (1.5,)]
+    # Kept as delivered (the vendor's headers), with the reasons.
+    quarantined = query(archive_dsn, "SELECT row_values->>'Media Source (pid)', reasons FROM quality.quarantine "
+                                     "WHERE asset_key = 'appsflyer/daily_report' ORDER BY 1")
+    assert [source for source, _ in quarantined] == ["googleadwords_int", "tiktokglobal_int"]
+    assert "many" in quarantined[0][1] and "-3" in quarantined[1][1]
+    cases = query(archive_dsn, "SELECT check_name, column_name, value FROM quality.failure_cases "
+                               "WHERE asset_key = 'appsflyer/daily_report' ORDER BY 1")
+    assert [(name, column) for name, column, _ in cases] == [
+        ("non_negative", "total_cost"), ("parseable_values", "Installs"), ("rate_ranges", "ctr")]
+    assert float(cases[0][2]) == -3 and cases[1][2] == "many" and float(cases[2][2]) == 1.5

@@ -107,11 +107,26 @@ def test_values_round_trip(clean_databases):
 
 
 def test_range_replace_writes_each_partition(clean_databases):
-    product_dsn, _ = clean_databases
+    product_dsn, archive_dsn = clean_databases
     frame = pd.concat([typed_frame(D1, 3), typed_frame(D2, 5)], ignore_index=True)
-    with psycopg.connect(product_dsn) as conn:
-        counts = replace_partitions(conn, TYPED, frame, [D1, D2], timezone=TZ)
+    with psycopg.connect(product_dsn) as product, psycopg.connect(archive_dsn) as archive:
+        counts = replace_partitions([product, archive], TYPED, frame, [D1, D2], timezone=TZ)
     assert counts == {"2026-11-20": 3, "2026-11-21": 5}
+    # What the databases hold, not what the function says it wrote: in both, each day's rows in
+    # that day's child table, and nothing else. typed_frame(day, n) has n = 0..n-1 and
+    # amount = n - 1.5, so 3 rows of 2026-11-20 and 5 of 2026-11-21.
+    for dsn in (product_dsn, archive_dsn):
+        with psycopg.connect(dsn) as conn:
+            per_child = conn.execute(
+                "SELECT tableoid::regclass::text, report_date::text, count(*) FROM storage_test.typed "
+                "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+            rows = conn.execute("SELECT report_date::text, n, amount::float FROM storage_test.typed "
+                                "ORDER BY 1, 2").fetchall()
+        assert per_child == [("storage_test.typed_p20261120", "2026-11-20", 3),
+                             ("storage_test.typed_p20261121", "2026-11-21", 5)], dsn
+        assert rows == [("2026-11-20", 0, -1.5), ("2026-11-20", 1, -0.5), ("2026-11-20", 2, 0.5),
+                        ("2026-11-21", 0, -1.5), ("2026-11-21", 1, -0.5), ("2026-11-21", 2, 0.5),
+                        ("2026-11-21", 3, 1.5), ("2026-11-21", 4, 2.5)], dsn
 
 
 def test_failed_load_leaves_previous_rows(clean_databases):

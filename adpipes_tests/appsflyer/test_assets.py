@@ -651,3 +651,41 @@ def test_a_broken_answer_covering_a_range_refuses_every_day_and_is_kept_once(res
     [(report_date, problem, content, row_count, _, _)] = rejected_deliveries(archive_dsn, "appsflyer/android_installs")
     assert report_date == first and f"covers {first}..{last}" in problem
     assert gzip.decompress(content).count(b"\n") == row_count + 1 > len(before)
+
+
+# -- a raw report column AppsFlyer adds later ------------------------------------------------------
+
+def test_a_column_appsflyer_adds_later_becomes_a_text_column_named_in_metadata_and_warned(
+        resources, clean_sandbox, clean_databases):
+    """assets.md: a column AppsFlyer adds later becomes a new text column of the raw report table
+    (snake_case), named in the run's metadata as appsflyer/unknown_columns; checks.md: the
+    unknown_columns check fails as a WARN (never blocks: raw_data is still built, without it)."""
+    product_dsn, archive_dsn = clean_databases
+    before_day, day = recent_day(2), recent_day(1)
+    assert dg.materialize(ASSETS, resources=resources, partition_key=before_day).success
+    assert "bonus_points" not in table_columns(archive_dsn, "android_installs")
+
+    clean_sandbox.configure(extra_columns=["Bonus Points"])
+    result = dg.materialize(ASSETS, resources=resources, partition_key=day)
+    assert result.success
+    for table in RAW_TABLES:
+        assert query(archive_dsn, "SELECT data_type FROM information_schema.columns WHERE table_schema = "
+                                  "'appsflyer' AND table_name = %s AND column_name = 'bonus_points'",
+                     (table,)) == [("text",)], table
+        # The new day's rows carry the values as delivered; the day archived before has none.
+        by_day = dict(query(archive_dsn, f"SELECT report_date::text, count(bonus_points) FROM appsflyer.{table} "
+                                         "GROUP BY 1"))
+        assert by_day[before_day] == 0
+        assert by_day[day] == query(archive_dsn, f"SELECT count(*) FROM appsflyer.{table} "
+                                                 "WHERE report_date = %s", (day,))[0][0] > 0
+        assert query(archive_dsn, f"SELECT count(*) FROM appsflyer.{table} WHERE report_date = %s "
+                                  "AND bonus_points !~ '^bonus_points_[0-9]+$'", (day,)) == [(0,)]
+        node = f"appsflyer__{table}"
+        metadata = result.asset_materializations_for_node(node)[0].metadata
+        assert metadata["appsflyer/unknown_columns"].value == ["bonus_points"], table
+        check = check_results(result)[(f"appsflyer/{table}", "unknown_columns")]
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert check.partition == day and "bonus_points" in str(check.metadata)
+    # raw_data keeps its own columns and gets every row.
+    assert "bonus_points" not in table_columns(product_dsn, "raw_data")
+    assert counts(product_dsn, ["raw_data"])["raw_data"] == sum(counts(archive_dsn, RAW_TABLES).values())

@@ -114,11 +114,64 @@ def test_parallel_runs_cannot_count_past_the_quota(ledger, clean_databases):
     assert ledger_rows(archive_dsn)[0][3:5] == (10, 10)
 
 
-def test_the_last_call_is_seen_by_every_process(ledger):
-    meter = ledger.meter("appsflyer", "com.example", "daily_report", 24)
-    assert meter.seconds_since_last_call() is None
-    meter.spend(counts_against_quota=False)
-    assert 0 <= meter.seconds_since_last_call() < 5
+def _meter_in_own_process(archive_dsn: str, spends: int, counts_against_quota: bool, start=None) -> dict:
+    """In a process of its own: the daily_report meter of com.example as this process sees it
+    (calls since the last one, before and after), after ``spends`` spends of its own."""
+    import os
+
+    from adpipes.lib.quota import ApiCallLedger
+    from adpipes.lib.storage.postgres import PostgresDatabase
+
+    meter = ApiCallLedger(archive=PostgresDatabase(role="archive", dsn=archive_dsn)).meter(
+        "appsflyer", "com.example", "daily_report", 24)
+    before = meter.seconds_since_last_call()
+    if start is not None:
+        start.wait()
+    for _ in range(spends):
+        meter.spend(counts_against_quota=counts_against_quota)
+    return {"pid": os.getpid(), "before": before, "after": meter.seconds_since_last_call(),
+            "used": meter.status().used}
+
+
+def test_the_last_call_and_the_count_are_seen_by_every_process(clean_databases):
+    """Separate processes (spawned, each with its own ledger and connections) share one ledger in
+    the archive database: the call one makes is the last call every other one sees, and the
+    calls they count at the same time add up."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _, archive_dsn = clean_databases
+    context = multiprocessing.get_context("spawn")
+
+    def in_a_new_process(*args) -> dict:
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            return pool.submit(_meter_in_own_process, archive_dsn, *args).result(timeout=300)
+
+    # A first process: no call yet, then one (a <= 2-day aggregate call: counted, not against the quota).
+    first = in_a_new_process(1, False)
+    assert first["before"] is None and first["after"] is not None
+    # A call an hour old (written by hand), then a call by one process: another process sees the
+    # new call as the last one, not the hour-old one.
+    with psycopg.connect(archive_dsn) as conn:
+        conn.execute("UPDATE quota.api_calls SET last_call_at = now() - interval '1 hour'")
+    second = in_a_new_process(1, False)
+    assert second["before"] >= 3600
+    reader = in_a_new_process(0, False)
+    # The second call, not the hour-old one; and reading counts no call.
+    assert reader["before"] < 1800 and reader["after"] >= reader["before"]
+    assert len({first["pid"], second["pid"], reader["pid"]}) == 3
+    # Three processes counting 4 calls each at the same time: the shared count is 12, and each
+    # process's own view of it is the shared count at its last call.
+    processes = 3
+    with context.Manager() as manager, ProcessPoolExecutor(processes, mp_context=context) as pool:
+        start = manager.Barrier(processes)
+        futures = [pool.submit(_meter_in_own_process, archive_dsn, 4, True, start) for _ in range(processes)]
+        results = [f.result(timeout=300) for f in futures]
+    assert len({r["pid"] for r in results}) == processes
+    assert max(r["used"] for r in results) == 12 and all(4 <= r["used"] <= 12 for r in results)
+    rows = ledger_rows(archive_dsn)  # one row a UTC day: summed, in case the test straddles midnight
+    assert {r[:2] for r in rows} == {("com.example", "daily_report")}
+    assert (sum(r[3] for r in rows), sum(r[4] for r in rows)) == (2 + 12, 12)
 
 
 def test_a_quota_below_one_is_a_configuration_error(ledger):

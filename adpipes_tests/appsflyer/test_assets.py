@@ -689,3 +689,60 @@ def test_a_column_appsflyer_adds_later_becomes_a_text_column_named_in_metadata_a
     # raw_data keeps its own columns and gets every row.
     assert "bonus_points" not in table_columns(product_dsn, "raw_data")
     assert counts(product_dsn, ["raw_data"])["raw_data"] == sum(counts(archive_dsn, RAW_TABLES).values())
+
+
+# -- raw_data of a day AppsFlyer no longer serves -------------------------------------------------
+
+def age_archived_day(archive_dsn: str, table: str, day: str, old: str) -> int:
+    """Copy the archived rows of ``day`` to a partition of ``old``, every timestamp moved back by
+    the days between them: the archive as it is once ``old`` has passed AppsFlyer's 90 days (the
+    archive is the only copy then). Returns the rows copied."""
+    shift = (dt.date.fromisoformat(day) - dt.date.fromisoformat(old)).days
+    columns = table_columns(archive_dsn, table)
+    moved = [f"CASE WHEN {c} ~ '^\\d{{4}}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d$' THEN to_char({c}::timestamp - "
+             f"interval '{shift} days', 'YYYY-MM-DD HH24:MI:SS') ELSE {c} END" if c.endswith("_time") else
+             ("%(old)s::date" if c == "report_date" else c) for c in columns]
+    child = f"{table}_p{old.replace('-', '')}"
+    with psycopg.connect(archive_dsn) as conn:
+        conn.execute(f"CREATE TABLE appsflyer.{child} (LIKE appsflyer.{table} INCLUDING DEFAULTS)")
+        conn.execute(f"ALTER TABLE appsflyer.{table} ATTACH PARTITION appsflyer.{child} "
+                     f"FOR VALUES FROM ('{old}') TO ('{dt.date.fromisoformat(old) + dt.timedelta(days=1)}')")
+        copied = conn.execute(f"INSERT INTO appsflyer.{table} ({', '.join(columns)}) SELECT {', '.join(moved)} "
+                              f"FROM appsflyer.{table} WHERE report_date = %(day)s", {"old": old, "day": day})
+        return copied.rowcount
+
+
+def test_raw_data_alone_rebuilds_a_day_older_than_90_days_from_the_archive(resources, clean_sandbox,
+                                                                           clean_databases):
+    """operations.md: raw data is served for the last 90 days only; to rebuild appsflyer/raw_data
+    for older days from the archived raw reports, materialize appsflyer/raw_data alone for them.
+    No vendor call is made, and the day holds every archived raw row, in product and in the
+    archive. assets.md: a day older than the 90 days can never get a report added since (here
+    uninstall_events_report), so it is built from the reports archived for it (installs and in-app
+    events), the run listing the missing ones in adpipes/reports_not_archived."""
+    product_dsn, archive_dsn = clean_databases
+    day, old = recent_day(2), recent_day(100)
+    assert dg.materialize(raw_report_assets, resources=resources, partition_key=day).success
+    archived = {table: age_archived_day(archive_dsn, table, day, old) for table in RAW_TABLES}
+    assert all(archived.values())
+    clean_sandbox.reset()
+
+    with_uninstalls = build_raw_assets((*CLASSIC_REPORTS, "uninstall_events_report"))
+    result = dg.materialize(with_uninstalls, resources=resources, partition_key=old,
+                            selection=[with_uninstalls[-1].key])
+    assert result.success
+    assert clean_sandbox.calls() == []
+    expected = sorted(query(archive_dsn, " UNION ALL ".join(
+        f"SELECT appsflyer_id, event_name, event_time FROM appsflyer.{table} WHERE report_date = %(old)s"
+        for table in RAW_TABLES), {"old": old}))
+    assert len(expected) == sum(archived.values())
+    for dsn in (product_dsn, archive_dsn):
+        stored = query(dsn, "SELECT appsflyer_id, event_name, to_char(event_time AT TIME ZONE 'Asia/Seoul', "
+                            "'YYYY-MM-DD HH24:MI:SS') FROM appsflyer.raw_data WHERE report_date = %s", (old,))
+        assert sorted(stored) == expected
+        assert query(dsn, "SELECT DISTINCT report_date::text FROM appsflyer.raw_data WHERE report_date < %s",
+                     (day,)) == [(old,)]
+    metadata = result.asset_materializations_for_node("appsflyer__raw_data")[0].metadata
+    assert metadata["dagster/partition_row_count"].value == len(expected)
+    assert sorted(metadata["adpipes/reports_not_archived"].value) == [
+        "appsflyer/android_uninstalls", "appsflyer/ios_uninstalls"]

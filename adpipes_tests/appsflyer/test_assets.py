@@ -746,3 +746,54 @@ def test_raw_data_alone_rebuilds_a_day_older_than_90_days_from_the_archive(resou
     assert metadata["dagster/partition_row_count"].value == len(expected)
     assert sorted(metadata["adpipes/reports_not_archived"].value) == [
         "appsflyer/android_uninstalls", "appsflyer/ios_uninstalls"]
+
+
+# -- what a 90-day backfill costs ------------------------------------------------------------------
+
+DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs")
+
+
+def backfill_cost_in_docs() -> dict[str, object]:
+    """operations.md's '90 days' figures, read from the page: the test follows the docs."""
+    import re
+
+    text = " ".join(open(os.path.join(DOCS, "operations.md"), encoding="utf-8").read().split())
+    found = re.search(
+        r"A backfill of the last (\d+) days costs, per app, (\d+) calls of each install-like raw report "
+        r"\([^)]*: ([\d +]+) days\) and (\d+) of each in-app events report \(([\d +]+) days\)", text)
+    assert found, "operations.md no longer states what a backfill of the last 90 days costs"
+    days, installs_calls, installs_windows, events_calls, events_windows = found.groups()
+    return {"days": int(days),
+            "installs_report": (int(installs_calls), [int(n) for n in installs_windows.split("+")]),
+            "in_app_events_report": (int(events_calls), [int(n) for n in events_windows.split("+")])}
+
+
+def window_days(call: dict) -> int:
+    first = dt.date.fromisoformat(call["params"]["from"][:10])
+    last = dt.date.fromisoformat(call["params"]["to"][:10])
+    return (last - first).days + 1
+
+
+def test_a_90_day_backfill_costs_what_the_docs_say(resources, clean_sandbox, clean_databases):
+    """operations.md: a backfill of the last 90 days costs, per app, 2 calls of each install-like
+    report (60 + 30 days) and 3 of each in-app events report (31 + 31 + 28 days), counted in the
+    call ledger; every day is archived."""
+    _, archive_dsn = clean_databases
+    docs = backfill_cost_in_docs()
+    assert docs["days"] == 90
+    first, last = recent_day(docs["days"]), recent_day(1)
+    clean_sandbox.configure(rows_per_day={f"{SANDBOX_ANDROID_APP_ID}|{report}": 3
+                                          for report in ("installs_report", "in_app_events_report")})
+    assets = [a for a in raw_report_assets if a.key.path[-1] in ("android_installs", "android_in_app_events")]
+    result = dg.materialize(assets, resources=resources, tags=range_tags(first, last))
+    assert result.success
+    ledger = dict(((app, report), calls) for app, report, calls in query(
+        archive_dsn, "SELECT app_id, report, sum(calls) FROM quota.api_calls GROUP BY 1, 2"))
+    for report in ("installs_report", "in_app_events_report"):
+        calls, windows = docs[report]
+        assert ledger[(SANDBOX_ANDROID_APP_ID, report)] == calls, report
+        made = [c for c in clean_sandbox.calls() if c["report"] == report]
+        assert sorted(window_days(c) for c in made) == sorted(windows), report
+    for table in ("android_installs", "android_in_app_events"):
+        by_day = dict(query(archive_dsn, f"SELECT report_date::text, count(*) FROM appsflyer.{table} GROUP BY 1"))
+        assert len(by_day) == 90 and min(by_day) == first and max(by_day) == last

@@ -28,7 +28,7 @@ from adpipes.airbridge.transform import RevenueShapeError, revenue_frame, total_
 FIELDS = ["channel", "campaign"]
 FIRST_DAY = dt.date(2021, 11, 1)
 # Deterministic (derandomize), no per-example deadline; scripts/mutation runs fewer examples.
-PROPERTIES = settings(max_examples=int(os.environ.get("ADPIPES_PROPERTY_EXAMPLES", 40)), deadline=None,
+PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_TEST_EXAMPLES", 40)), deadline=None,
                       derandomize=True)
 
 # A number as the document prints them: optional minus, digits, optional decimals (no exponent,

@@ -26,7 +26,7 @@ from adpipes.appsflyer.api import AppsFlyerApiError
 from adpipes.appsflyer.raw_data_api import SpooledChunk, split_by_day
 
 # Deterministic (derandomize), no per-example deadline; scripts/mutation runs fewer examples.
-PROPERTIES = settings(max_examples=int(os.environ.get("ADPIPES_PROPERTY_EXAMPLES", 60)), deadline=None,
+PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_TEST_EXAMPLES", 60)), deadline=None,
                       derandomize=True)
 UTC = dt.timezone.utc
 ZONES = ("Asia/Seoul", "UTC", "America/New_York", "America/Sao_Paulo", "Australia/Lord_Howe", "Pacific/Apia",

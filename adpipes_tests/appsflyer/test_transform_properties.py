@@ -42,7 +42,7 @@ from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
 from adpipes.lib.quality import find_failures
 
 # Deterministic (derandomize), no per-example deadline; scripts/mutation runs fewer examples.
-PROPERTIES = settings(max_examples=int(os.environ.get("ADPIPES_PROPERTY_EXAMPLES", 30)), deadline=None,
+PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_TEST_EXAMPLES", 30)), deadline=None,
                       derandomize=True)
 UTC = dt.timezone.utc
 DAY = "2026-11-20"

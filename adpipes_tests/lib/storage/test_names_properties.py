@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from adpipes.lib.storage.names import UnusableHeader, column_names, headers_problem
 
 # Deterministic (derandomize), no per-example deadline; scripts/mutation runs fewer examples.
-PROPERTIES = settings(max_examples=int(os.environ.get("ADPIPES_PROPERTY_EXAMPLES", 80)), deadline=None,
+PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_TEST_EXAMPLES", 80)), deadline=None,
                       derandomize=True)
 LIMIT = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
 SYSTEM_COLUMNS = ("tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")

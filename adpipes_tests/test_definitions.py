@@ -62,3 +62,67 @@ def test_the_raw_reports_are_those_of_the_setting_grouped_by_platform():
     everything = defs.resolve_asset_graph()
     groups = {everything.get(k).group_name for k in everything.get_all_asset_keys()}
     assert {"appsflyer_android", "appsflyer_ios", "appsflyer", "airbridge"} <= groups
+
+
+def test_no_token_or_password_in_the_instances_run_storage(clean_sandbox, clean_databases, tmp_path):
+    """configuration.md: tokens and DSNs are passed as dagster.EnvVar; their values are read when
+    a run starts and never appear in run config, config snapshots, URLs, logs or error messages.
+    Runs of the prod CLI (one succeeding, one failing) against a persistent instance: neither
+    token nor either database password is in anything the instance stored, read back through its
+    own API (runs with their config and tags, job and execution plan snapshots, every event log
+    entry) and as the bytes of every file under DAGSTER_HOME."""
+    import datetime as dt
+    import subprocess
+    import sys
+    from zoneinfo import ZoneInfo
+
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._serdes import serialize_value
+
+    from adpipes.dev.sandbox import airbridge as sandbox_airbridge
+    from adpipes.lib.settings import SANDBOX_AIRBRIDGE_APP_NAME
+    from adpipes_tests.fixtures.sandbox import prod_cli_env
+
+    product_dsn, archive_dsn = clean_databases
+    # The test cluster trusts every local connection: a password in the DSN is sent and ignored.
+    passwords = {"product": "pw-product-7d3e1a", "archive": "pw-archive-c2b9f0"}
+    dsns = {role: dsn.replace("postgres@", f"postgres:{passwords[role]}@", 1)
+            for role, dsn in (("product", product_dsn), ("archive", archive_dsn))}
+    assert all(passwords[role] in dsn for role, dsn in dsns.items())
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = prod_cli_env(clean_sandbox, dsns["product"], dsns["archive"], str(home))
+    env["APPSFLYER_RAW_REPORTS"] = "installs_report"
+    sandbox_airbridge.configure(clean_sandbox, polls_pending=0, polls_running=0)
+    day = (dt.datetime.now(ZoneInfo("Asia/Seoul")).date() - dt.timedelta(days=2)).isoformat()
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adpipes.definitions",
+               "--select", "appsflyer/android_installs,airbridge/revenue",
+               "--partition", day]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # A failing run: errors are where a careless client would print what it sent.
+    clean_sandbox.add_faults(kind="token_revoked", report="installs_report", times=5)
+    clean_sandbox.add_faults(kind="task_failure", app_id=SANDBOX_AIRBRIDGE_APP_NAME, report="revenue")
+    failed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert failed.returncode != 0
+    secrets = [clean_sandbox.appsflyer_token, clean_sandbox.airbridge_token, *passwords.values()]
+    assert all(len(secret) >= 16 for secret in secrets)
+
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    runs = instance.get_runs()
+    assert len(runs) == 2 and {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
+    stored = []
+    for run in runs:
+        stored.append(serialize_value(run))  # run config, tags, selection
+        stored.append(serialize_value(instance.get_job_snapshot(run.job_snapshot_id)))
+        stored.append(serialize_value(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)))
+        stored.extend(serialize_value(entry) for entry in instance.all_logs(run.run_id))
+    text = "\n".join(stored)
+    # What was read is the real thing: the failure and the resources' variable names are there.
+    assert "FAILURE" in text and "APPSFLYER_API_TOKEN" in text and "AIRBRIDGE_API_TOKEN" in text
+    assert "ADPIPES_PRODUCT_DSN" in text
+    assert [s for s in secrets if s in text] == []
+    files = [p for p in home.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".db" for p in files)
+    assert [(str(p), s) for p in files for s in secrets if s.encode() in p.read_bytes()] == []
+    assert [s for s in secrets if s in done.stdout + done.stderr + failed.stdout + failed.stderr] == []

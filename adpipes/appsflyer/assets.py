@@ -38,13 +38,15 @@ from adpipes.appsflyer.schemas import (
     raw_report_schema,
     raw_values_schema,
 )
-from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
+from adpipes.appsflyer.transform import iter_unified_blocks, snake_case_columns
 from adpipes.lib.app_failures import partitions_label, stored_apps_not_configured
 from adpipes.lib.storage.names import headers_problem
 from adpipes.lib.assets import (
     add_partition_metadata,
     column_drift_metadata,
     frame_partition_metadata,
+    row_counts_by,
+    row_summary,
     table_asset,
 )
 from adpipes.lib.partitions import day_window
@@ -67,6 +69,7 @@ from adpipes.lib.storage.delivered import (
     expected_spool_bytes,
     require_spool_space,
 )
+from adpipes.lib.storage.spooled_frames import SpooledFrames
 from adpipes.lib.storage.postgres import (
     LOAD_AS_BATCHES,
     PartitionBatches,
@@ -86,6 +89,9 @@ UNIFIED_GROUP = "appsflyer"
 # where they are unified (raw_data's checks).
 RAW_REPORT_CHECKS = [REQUIRED_COLUMNS, ARCHIVED_ROWS, UNKNOWN_COLUMNS, ROW_VOLUME]
 RAW_DATA_CHECKS = check_groups(raw_values_schema(), raw_data_schema(), extra=[ROW_VOLUME])
+# raw_data's rows counted by these columns, for the run and for each day (metadata label -> column).
+RAW_DATA_FIGURES = {"rows_by_platform": "platform", "rows_by_attribution": "attribution",
+                    "rows_by_app": "app_id", "rows_by_source_report": "source_report"}
 
 # What each kind of report holds (the report's own words from AppsFlyer's OpenAPI file, shortened).
 _RAW_SUBJECTS = {
@@ -591,39 +597,48 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
         # Rows archived before the requested app id was recorded fall back to AppsFlyer's App ID,
         # then to the platform's app when it has only one.
         single = {p: ids[0] for p in PLATFORMS if len(ids := appsflyer_apps.app_ids(p)) == 1}
-        frame = unify_raw_reports(
-            [(sources[name][1], batches[name]) for name in readable],
-            # Raw timestamps are wall times in the timezone the reports were requested in.
-            timezone=appsflyer_raw_data_api.timezone,
-            app_ids=single,
-            row_filter=validated,
-        )
-        metadata = {
-            "rows_by_platform": dg.MetadataValue.json(
-                frame["platform"].value_counts(dropna=False).astype(int).to_dict()),
-            "rows_by_attribution": dg.MetadataValue.json(
-                frame["attribution"].value_counts(dropna=False).astype(int).to_dict()),
-            "rows_by_app": dg.MetadataValue.json(frame["app_id"].value_counts(dropna=False).astype(int).to_dict()),
-            "rows_by_source_report": dg.MetadataValue.json(
-                frame["source_report"].value_counts(dropna=False).astype(int).to_dict()),
-            "adpipes/reports_not_archived": dg.MetadataValue.json(
-                {batches[name].spec.asset_key.to_user_string(): [d.isoformat() for d in found]
-                 for name, found in missing.items()}),
-        }
-        # Each day's own counts, overriding the run's on its materialization; installs and USD
-        # revenue as numbers for the UI's by-partition plots.
-        per_day = frame_partition_metadata(
-            frame.assign(is_install=frame["event_name"].eq("install").fillna(False).astype("int64")),
-            context.partition_keys,
-            counts={"rows_by_platform": "platform", "rows_by_attribution": "attribution", "rows_by_app": "app_id",
-                    "rows_by_source_report": "source_report"},
-            plotted={"platform_rows": "platform", "attribution_rows": "attribution"},
-            sums={"installs": "is_install", "revenue_usd": "event_revenue_usd"},
-        )
-        for figures in per_day.values():
-            figures["installs"] = dg.MetadataValue.int(int(figures["installs"].value))
-        add_partition_metadata(context, per_day)
-        yield from publish(context, quality, report, dg.Output(frame, metadata=metadata))
+        # Each block is validated, spooled as the CSV COPY reads and dropped: memory holds one
+        # block whatever the day's size or the range's length; what the metadata needs of it is a
+        # summary of a few hundred rows.
+        spool = SpooledFrames(RAW_DATA_TABLE, context.partition_keys, prefix="adpipes-raw-data-")
+        summaries = []
+        try:
+            for block in iter_unified_blocks(
+                [(sources[name][1], batches[name]) for name in readable],
+                # Raw timestamps are wall times in the timezone the reports were requested in.
+                timezone=appsflyer_raw_data_api.timezone,
+                app_ids=single,
+                row_filter=validated,
+            ):
+                spool.write(block)
+                summaries.append(row_summary(
+                    block.assign(is_install=block["event_name"].eq("install").fillna(False).astype("int64")),
+                    by=["report_date", *RAW_DATA_FIGURES.values()], sums=["is_install", "event_revenue_usd"]))
+            spool.finish()
+            summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(
+                {c: pd.Series(dtype="str") for c in ["report_date", *RAW_DATA_FIGURES.values()]}
+            ).assign(rows=pd.Series(dtype="int64"), is_install=pd.Series(dtype="int64"),
+                     event_revenue_usd=pd.Series(dtype="Float64"))
+            metadata = {
+                **{label: dg.MetadataValue.json({str(v): int(n) for v, n in row_counts_by(summary, column, "rows").items()})
+                   for label, column in RAW_DATA_FIGURES.items()},
+                "adpipes/reports_not_archived": dg.MetadataValue.json(
+                    {batches[name].spec.asset_key.to_user_string(): [d.isoformat() for d in found]
+                     for name, found in missing.items()}),
+            }
+            # Each day's own counts, overriding the run's on its materialization; installs and USD
+            # revenue as numbers for the UI's by-partition plots.
+            per_day = frame_partition_metadata(
+                summary, context.partition_keys, counts=RAW_DATA_FIGURES,
+                plotted={"platform_rows": "platform", "attribution_rows": "attribution"},
+                sums={"installs": "is_install", "revenue_usd": "event_revenue_usd"}, rows="rows",
+            )
+            for figures in per_day.values():
+                figures["installs"] = dg.MetadataValue.int(int(figures["installs"].value))
+            add_partition_metadata(context, per_day)
+            yield from publish(context, quality, report, dg.Output(spool, metadata=metadata))
+        finally:
+            spool.cleanup()
 
     return raw_data
 

@@ -7,7 +7,7 @@ Everything here is vectorized: a 1M-row in-app-events day must normalize in seco
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -119,6 +119,33 @@ def _extract_receipts(event_value: pd.Series) -> pd.Series:
 RowFilter = Callable[[pd.DataFrame, pd.DataFrame], pd.Series]
 
 
+def iter_unified_blocks(
+    reports: Sequence[tuple[RawReport, pd.DataFrame | Iterable[pd.DataFrame]]],
+    *,
+    timezone: str,
+    app_ids: dict[str, str] | None = None,
+    row_filter: RowFilter | None = None,
+) -> Iterator[pd.DataFrame]:
+    """The archived raw reports (snake_case text frames) as typed ``raw_data`` rows, one block
+    at a time.
+
+    ``reports`` holds ``(report, frames)`` pairs, where ``frames`` is one DataFrame or an
+    iterable of DataFrames (e.g. the IO manager's ``PartitionBatches``): each is normalized on its
+    own and yielded, so a million-row day (or a month of them) needs memory for one block, not
+    for the whole range. ``row_filter(report, delivered, typed)`` sees each block as delivered
+    and typed (both with a 0-based RangeIndex) and returns the mask of rows to keep: the raw_data
+    asset validates there. ``app_ids`` maps platform -> app id for rows archived before adpipes
+    recorded the app id it requested (given only for a platform with one app).
+    """
+    for report, frames in reports:
+        for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
+            delivered = frame.reset_index(drop=True)
+            typed = unify_raw_block(report, delivered, timezone, app_ids)
+            if row_filter is not None:
+                typed = typed[row_filter(report, delivered, typed).to_numpy()].reset_index(drop=True)
+            yield typed
+
+
 def unify_raw_reports(
     reports: Sequence[tuple[RawReport, pd.DataFrame | Iterable[pd.DataFrame]]],
     *,
@@ -126,31 +153,20 @@ def unify_raw_reports(
     app_ids: dict[str, str] | None = None,
     row_filter: RowFilter | None = None,
 ) -> pd.DataFrame:
-    """Unify archived raw reports (snake_case text frames) into the typed ``raw_data`` table.
-
-    ``reports`` holds ``(report, frames)`` pairs, where ``frames`` is one DataFrame or an
-    iterable of DataFrames (e.g. the IO manager's ``PartitionBatches``): each is normalized on its
-    own, so a million-row day needs memory for its typed result and one block, not for the raw
-    text of the whole day. ``row_filter(report, delivered, typed)`` sees each block as delivered
-    and typed (both with a 0-based RangeIndex) and returns the mask of rows to keep: the raw_data
-    asset validates there. ``app_ids`` maps platform -> app id for rows archived before adpipes
-    recorded the app id it requested (given only for a platform with one app).
-    """
-    schema = raw_data_schema()
-    typed_parts: list[pd.DataFrame] = []
-    for report, frames in reports:
-        for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
-            delivered = frame.reset_index(drop=True)
-            typed = unify_raw_block(report, delivered, timezone, app_ids)
-            if row_filter is not None:
-                typed = typed[row_filter(report, delivered, typed).to_numpy()]
-            typed_parts.append(typed)
+    """:func:`iter_unified_blocks` as one DataFrame (small inputs; the asset streams the blocks)."""
+    typed_parts = list(iter_unified_blocks(reports, timezone=timezone, app_ids=app_ids, row_filter=row_filter))
     if not typed_parts:
-        empty = pd.DataFrame({c: pd.Series(dtype="str") for c in schema.columns})
-        typed_parts.append(_typed(empty, timezone)[list(schema.columns)])
+        return empty_raw_data(timezone)
     if len(typed_parts) == 1:
-        return typed_parts[0].reset_index(drop=True)
+        return typed_parts[0]
     return pd.concat(typed_parts, ignore_index=True)
+
+
+def empty_raw_data(timezone: str) -> pd.DataFrame:
+    """``raw_data`` without rows, every column typed."""
+    columns = raw_data_schema().columns
+    empty = pd.DataFrame({c: pd.Series(dtype="str") for c in columns})
+    return _typed(empty, timezone)[list(columns)]
 
 
 def unify_raw_block(

@@ -117,11 +117,14 @@ def frame_partition_metadata(
     plotted: Mapping[str, str] | None = None,
     sums: Mapping[str, str] | None = None,
     partition_column: str = "report_date",
+    rows: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per partition of ``frame``: ``counts`` (label -> column) as JSON rows per value;
     ``plotted`` (prefix -> column) as one int per value, ``{prefix}/{value}``, every value of
     the run on every partition (0 where absent) so each is one series in the UI's plots;
-    ``sums`` (label -> column) as one float each."""
+    ``sums`` (label -> column) as one float each. ``rows`` names a column holding how many rows
+    each row of ``frame`` stands for (a summary of blocks streamed past, see
+    :func:`row_summary`); by default each row is one."""
     # report_date may be text or dates, depending on how the frame was built.
     days = frame[partition_column].map(lambda v: v.isoformat()[:10] if hasattr(v, "isoformat") else str(v))
     out: dict[str, dict[str, Any]] = {}
@@ -131,9 +134,9 @@ def frame_partition_metadata(
         metadata: dict[str, Any] = {}
         for label, column in (counts or {}).items():
             metadata[label] = dg.MetadataValue.json(
-                {str(v): int(n) for v, n in part[column].value_counts(dropna=False).items()})
+                {str(v): int(n) for v, n in row_counts_by(part, column, rows).items()})
         for prefix, column in (plotted or {}).items():
-            seen = part[column].astype(str).value_counts()
+            seen = row_counts_by(part.assign(**{column: part[column].astype(str)}), column, rows)
             for value in values[prefix]:
                 metadata[f"{prefix}/{value}"] = dg.MetadataValue.int(int(seen.get(value, 0)))
         for label, column in (sums or {}).items():
@@ -141,3 +144,21 @@ def frame_partition_metadata(
             metadata[label] = dg.MetadataValue.float(float(total))
         out[key] = metadata
     return out
+
+
+def row_counts_by(frame: pd.DataFrame, column: str, rows: str | None = None) -> pd.Series:
+    """Rows per value of ``column`` (nulls included), largest first."""
+    if rows is None:
+        return frame[column].value_counts(dropna=False)
+    return frame.groupby(column, dropna=False, sort=False)[rows].sum().sort_values(ascending=False, kind="stable")
+
+
+def row_summary(frame: pd.DataFrame, by: Sequence[str], sums: Sequence[str] = ()) -> pd.DataFrame:
+    """``frame`` reduced to one row per combination of ``by`` with its row count (``rows``) and
+    the totals of ``sums``: what :func:`frame_partition_metadata` (``rows="rows"``) needs of a
+    block that is written and dropped, a few hundred rows however big the block."""
+    grouped = frame.groupby(list(by), dropna=False, sort=False, observed=True)
+    summary = grouped.size().rename("rows").to_frame()
+    for column in sums:
+        summary[column] = grouped[column].sum(min_count=1)
+    return summary.reset_index()

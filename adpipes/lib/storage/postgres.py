@@ -444,55 +444,73 @@ def replace_partitions(
 
 
 def replace_partitions_from_files(
-    conn: psycopg.Connection, spec: TableSpec, delivered: DeliveredFiles, days: Sequence[dt.date],
-    log: Any = None,
+    conns: psycopg.Connection | Sequence[psycopg.Connection], spec: TableSpec, delivered: DeliveredFiles,
+    days: Sequence[dt.date], log: Any = None,
 ) -> dict[str, int]:
-    """Replace the given day partitions with the delivered CSV files' rows, atomically.
+    """Replace the given day partitions with the CSV files' rows, atomically.
 
     The files' bytes go to COPY unchanged (no parsing, no re-encoding): the archive holds exactly
-    what the vendor sent. ``report_date`` is not in the files; each day's child table gets it as a
-    column default for the load. COPY's own row count must equal the count the client parsed, or
-    the load is rolled back: a disagreement means rows would be lost or invented.
+    what the vendor sent, and a table of typed rows spooled as CSV (:class:`SpooledFrames`) loads
+    at the speed of ``psql \\copy``. ``report_date`` is not in the files; each day's child table
+    gets it as a column default for the load. COPY's own row count must equal the count the client
+    parsed, or the load is rolled back: a disagreement means rows would be lost or invented.
+
+    With several connections (archive, product), each file is read once and sent to every
+    database at once (each parses it in its own server process), and they are committed in the
+    order given, as :func:`replace_partitions` does.
     """
+    conns = [conns] if isinstance(conns, psycopg.Connection) else list(conns)
     extra = _check_columns(spec, delivered.columns)
     _check_dates(spec, [f.report_date for f in delivered.files], days)
-    ensure_table(conn, spec, [], extra_text_columns=extra, log=log)
+    for conn in conns:
+        ensure_table(conn, spec, [], extra_text_columns=extra, log=log)
     counts: dict[str, int] = {}
-    with conn.cursor() as cur:
-        cur.execute("SET LOCAL client_encoding = 'UTF8'")
-        create_partitions(cur, spec, days)
+    with contextlib.ExitStack() as stack:
+        cursors = [stack.enter_context(conn.cursor()) for conn in conns]
+
+        def each(statement: sql.Composable) -> None:
+            for cur in cursors:
+                cur.execute(statement)
+
+        each(sql.SQL("SET LOCAL client_encoding = 'UTF8'"))
+        for cur in cursors:
+            create_partitions(cur, spec, days)
         for day in sorted(days):
             key, child = day.isoformat(), _child(spec, day)
-            cur.execute(sql.SQL("TRUNCATE {}").format(child))
-            cur.execute(
-                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-                    child, _ident(PARTITION_COLUMN), sql.Literal(day)
-                )
-            )
+            each(sql.SQL("TRUNCATE {}").format(child))
+            each(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                child, _ident(PARTITION_COLUMN), sql.Literal(day)))
             counts[key] = 0
             for delivered_file in (f for f in delivered.files if f.report_date == key):
                 # The file's constant columns (e.g. the app id it was requested for) are column
                 # defaults for its COPY only, like report_date: the bytes stay as delivered.
                 for column, value in delivered_file.constants:
-                    cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                    each(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
                         child, _ident(column), sql.Literal(value)))
                 statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
                     child, sql.SQL(", ").join(_ident(c) for c in delivered_file.columns)
                 )
-                with cur.copy(statement) as copy, delivered_file.path.open("rb") as handle:
+                with contextlib.ExitStack() as copying, delivered_file.path.open("rb") as handle:
+                    # Queued writers send each chunk from their own thread: the databases parse
+                    # in parallel while the next chunk is read.
+                    copies = [copying.enter_context(cur.copy(statement, writer=QueuedLibpqWriter(cur)))
+                              for cur in cursors] if len(cursors) > 1 else [copying.enter_context(cursors[0].copy(statement))]
                     while chunk := handle.read(COPY_CHUNK_BYTES):
-                        copy.write(chunk)
-                if cur.rowcount != delivered_file.rows:
-                    raise StorageError(
-                        f"{spec.qualified_name} partition {key}: PostgreSQL read {cur.rowcount} rows "
-                        f"from {delivered_file.path.name} where the API client counted "
-                        f"{delivered_file.rows}; nothing was written. The file is not plain CSV "
-                        "(check for stray quotes or line breaks in the vendor's data)."
-                    )
+                        for copy in copies:
+                            copy.write(chunk)
+                for cur in cursors:
+                    if cur.rowcount != delivered_file.rows:
+                        raise StorageError(
+                            f"{spec.qualified_name} partition {key}: PostgreSQL read {cur.rowcount} rows "
+                            f"from {delivered_file.path.name} where the client counted "
+                            f"{delivered_file.rows}; nothing was written. The file is not plain CSV "
+                            "(check for stray quotes or line breaks in the vendor's data)."
+                        )
                 for column, _ in delivered_file.constants:
-                    cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(child, _ident(column)))
+                    each(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(child, _ident(column)))
                 counts[key] += delivered_file.rows
-    conn.commit()
+    for conn in conns:
+        conn.commit()
     return counts
 
 
@@ -778,10 +796,7 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
     def _write(self, conns: Sequence[psycopg.Connection], spec: TableSpec,
                obj: pd.DataFrame | DeliveredFiles, days: Sequence[dt.date], log: Any) -> dict[str, int]:
         if isinstance(obj, DeliveredFiles):
-            counts: dict[str, int] = {}
-            for conn in conns:
-                counts = replace_partitions_from_files(conn, spec, obj, days, log=log)
-            return counts
+            return replace_partitions_from_files(conns, spec, obj, days, log=log)
         return replace_partitions(conns, spec, obj, days, timezone=self.timezone, log=log)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | PartitionBatches:

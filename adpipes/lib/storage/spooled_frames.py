@@ -1,0 +1,98 @@
+"""Typed rows spooled to disk a block at a time, as the CSV that ``COPY`` reads.
+
+An asset that builds a big table block by block (``appsflyer/raw_data``: a million rows a day,
+a month in a backfill) would otherwise concatenate every block into one DataFrame and hand it to
+the IO manager, which formats it as CSV again: memory grows with the rows and the range, and the
+databases only start parsing once everything is built. :class:`SpooledFrames` instead formats each
+block as soon as it is validated (pyarrow's CSV writer, the same conversion
+:func:`~adpipes.lib.storage.postgres.replace_partitions` uses) and appends it to its partition
+day's file. The asset returns it like vendor files (it is a :class:`DeliveredFiles`), and the IO
+manager streams each day's file into every database at once, checking COPY's row count against
+the rows written here. Memory holds one block, whatever the size of the day or the range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from adpipes.lib.storage.delivered import DeliveredFiles
+from adpipes.lib.storage.postgres import COPY_BATCH_ROWS, StorageError, arrow_table
+from adpipes.lib.storage.tables import PARTITION_COLUMN, TableSpec
+
+
+class SpooledFrames(DeliveredFiles):
+    """The rows of ``spec``'s table for ``partitions``, written by :meth:`write` one DataFrame
+    block at a time into one CSV file per partition day (header line of table column names, no
+    ``report_date``: the day is the file's). :meth:`finish` hands the files over for writing; a
+    day without rows has no file and is written empty."""
+
+    def __init__(self, spec: TableSpec, partitions: Sequence[str], prefix: str) -> None:
+        super().__init__(prefix=prefix)
+        self.spec = spec
+        self.partitions = list(partitions)
+        self.table_columns = [c for c in spec.column_names if c != PARTITION_COLUMN]
+        self._open: dict[str, tuple[BinaryIO, Path]] = {}
+        self._rows: dict[str, int] = {}
+        self._finished = False
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Append ``frame``'s rows (every table column, ``report_date`` among them) to their days."""
+        if self._finished:
+            raise StorageError(f"{self.spec.qualified_name}: rows written after the spool was finished")
+        if not len(frame):
+            return
+        missing = [c for c in (PARTITION_COLUMN, *self.table_columns) if c not in frame.columns]
+        if missing:
+            raise StorageError(f"{self.spec.qualified_name}: the rows lack columns {missing}; nothing was written")
+        dates = frame[PARTITION_COLUMN].astype("str")
+        if dates.isna().any():
+            raise StorageError(f"{self.spec.qualified_name}: rows without {PARTITION_COLUMN}; nothing was written")
+        stray = sorted(set(dates.unique()) - set(self.partitions))
+        if stray:
+            raise StorageError(
+                f"{self.spec.qualified_name}: rows have {PARTITION_COLUMN} {stray[:5]} outside the partitions "
+                f"being written ({min(self.partitions)}..{max(self.partitions)}); nothing was written")
+        data = arrow_table(frame.assign(**{PARTITION_COLUMN: dates}), [PARTITION_COLUMN, *self.table_columns])
+        days = data.column(PARTITION_COLUMN)
+        present = pc.unique(days).to_pylist()
+        for day in present:
+            part = data if len(present) == 1 else data.filter(pc.equal(days, day))
+            self._append(day, part.drop_columns([PARTITION_COLUMN]))
+
+    def _append(self, day: str, rows: pa.Table) -> None:
+        if day not in self._open:
+            path = self.directory / f"{day}.csv"
+            handle = path.open("wb")
+            self._open[day] = (handle, path)
+            self._rows[day] = 0
+            header = True
+        else:
+            header = False
+        handle, _ = self._open[day]
+        pacsv.write_csv(rows, handle, pacsv.WriteOptions(include_header=header, batch_size=COPY_BATCH_ROWS))
+        self._rows[day] += rows.num_rows
+
+    def finish(self) -> SpooledFrames:
+        """Close the day files and list them for the IO manager; returns self."""
+        if not self._finished:
+            for day, (handle, path) in sorted(self._open.items()):
+                handle.close()
+                self.add(path, self.table_columns, self._rows[day], report_date=day)
+            self._open.clear()
+            self._finished = True
+        return self
+
+    def cleanup(self) -> None:
+        for handle, _ in self._open.values():
+            handle.close()
+        self._open.clear()
+        super().cleanup()
+
+    def __repr__(self) -> str:
+        return f"SpooledFrames({self.spec.qualified_name}, {sum(self._rows.values())} rows)"

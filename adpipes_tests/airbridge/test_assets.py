@@ -600,3 +600,77 @@ def test_a_group_and_date_served_twice_fails_the_run_and_keeps_the_day(resources
     assert "printed-task" in message and '{"channel": "twice"}' in message and "served twice" in message
     assert (table_snapshot(product_dsn), table_snapshot(archive_dsn)) == before
     assert query(archive_dsn, "SELECT count(*) FROM quality.quarantine") == [(0,)]
+
+
+# -- server errors, an unknown app, a task failing midway through a range ---------------------------
+
+def test_5xx_answers_are_retried_and_the_day_lands_as_without_them(resources, clean_databases, clean_sandbox):
+    """assets.md: 429/5xx back off and retry. A 500 and a 503 before the report task is created:
+    the run succeeds and stores what a run without them stores."""
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
+    clean_sandbox.add_faults([{"kind": "500", "app_id": APP, "report": "revenue"},
+                              {"kind": "503", "app_id": APP, "report": "revenue"}])
+    result = dg.materialize([revenue], resources=resources, partition_key=day)
+    assert result.success
+    statuses = [c["status"] for c in clean_sandbox.calls() if c["method"] == "POST"]
+    assert statuses == [500, 503, 200]
+    after_faults = (table_snapshot(product_dsn), table_snapshot(archive_dsn))
+    # A 2-day-old day: Days 0..2 of the sandbox's 8 groups.
+    assert len(after_faults[0]) == 8 * 3 and after_faults[0] == after_faults[1]
+    clean_sandbox.reset()
+    assert dg.materialize([revenue], resources=resources, partition_key=day).success
+    assert (table_snapshot(product_dsn), table_snapshot(archive_dsn)) == after_faults
+
+
+def test_an_unknown_app_404_fails_the_run_naming_app_and_range(resources, airbridge_api, clean_databases,
+                                                                clean_sandbox):
+    """assets.md: a 404 fails the run naming app and range (no retry: the app does not exist);
+    nothing is written."""
+    product_dsn, _ = clean_databases
+    day = recent_day(2)
+    api = configured(airbridge_api, app_name="adpipes-no-such-app")
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, partition_key=day,
+                            raise_on_error=False)
+    assert not result.success
+    message = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert "adpipes-no-such-app" in message and "404" in message and day in message
+    assert clean_sandbox.airbridge_token not in message
+    assert [c["status"] for c in clean_sandbox.calls()] == [404]
+    assert query(product_dsn, "SELECT to_regclass('airbridge.revenue') IS NULL") == [(True,)]
+
+
+def test_a_range_whose_second_task_fails_writes_none_of_its_days(resources, airbridge_api, clean_databases,
+                                                                 clean_sandbox):
+    """assets.md: a partition range is one run, split into tasks of at most 92 days per app
+    (here 2, the resource's max_days_per_task); a FAILURE fails the run naming app, range and
+    task id, and nothing of the partitions is written until all have answered (vendors.md): the
+    first task's days keep what they held although its answer came in."""
+    product_dsn, archive_dsn = clean_databases
+    first, last = recent_day(5), recent_day(2)
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    api = configured(airbridge_api, max_days_per_task=2)
+    assert dg.materialize([revenue], resources={**resources, "airbridge_api": api}, tags=tags).success
+    posts = [c for c in clean_sandbox.calls() if c["method"] == "POST"]
+    assert [(c["body"]["from"], c["body"]["to"]) for c in posts] == [(first, recent_day(4)), (recent_day(3), last)]
+    before = (table_snapshot(product_dsn), table_snapshot(archive_dsn))
+    assert {row[0].isoformat() for row in before[0]} == {recent_day(n) for n in (5, 4, 3, 2)}
+    # The requests of the first task, all answered as usual: the fault after them fails the second.
+    first_task = [i for i, c in enumerate(clean_sandbox.calls()) if c["method"] == "POST"][1]
+    assert first_task >= 2  # its POST and at least one GET
+
+    clean_sandbox.reset()
+    # Other figures now (3 groups a day): a write of the first task's answer would show.
+    sandbox_airbridge.configure(clean_sandbox, groups_per_day=3)
+    clean_sandbox.add_faults([{"kind": "slow", "seconds": 0, "app_id": APP, "report": "revenue",
+                               "times": first_task},
+                              {"kind": "task_failure", "app_id": APP, "report": "revenue"}])
+    result = dg.materialize([revenue], resources={**resources, "airbridge_api": api}, tags=tags, raise_on_error=False)
+    assert not result.success
+    calls = clean_sandbox.calls()
+    failed_task = [c for c in calls if c["method"] == "POST"][1]["task_id"]
+    assert [c["body"]["from"] for c in calls if c["method"] == "POST"] == [first, recent_day(3)]
+    message = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert failed_task in message and "FAILURE" in message and APP in message
+    assert f"{recent_day(3)}..{last}" in message
+    assert (table_snapshot(product_dsn), table_snapshot(archive_dsn)) == before

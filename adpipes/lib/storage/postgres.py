@@ -464,6 +464,21 @@ def replace_partitions_from_files(
     _check_dates(spec, [f.report_date for f in delivered.files], days)
     for conn in conns:
         ensure_table(conn, spec, [], extra_text_columns=extra, log=log)
+    try:
+        counts = _copy_files(conns, spec, delivered, days)
+    except BaseException:
+        # Nothing of a failed load may be committed later by the caller's connection.
+        for conn in conns:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+        raise
+    for conn in conns:
+        conn.commit()
+    return counts
+
+
+def _copy_files(conns: Sequence[psycopg.Connection], spec: TableSpec, delivered: DeliveredFiles,
+                days: Sequence[dt.date]) -> dict[str, int]:
     counts: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         cursors = [stack.enter_context(conn.cursor()) for conn in conns]
@@ -509,8 +524,6 @@ def replace_partitions_from_files(
                 for column, _ in delivered_file.constants:
                     each(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(child, _ident(column)))
                 counts[key] += delivered_file.rows
-    for conn in conns:
-        conn.commit()
     return counts
 
 

@@ -797,3 +797,42 @@ def test_a_90_day_backfill_costs_what_the_docs_say(resources, clean_sandbox, cle
     for table in ("android_installs", "android_in_app_events"):
         by_day = dict(query(archive_dsn, f"SELECT report_date::text, count(*) FROM appsflyer.{table} GROUP BY 1"))
         assert len(by_day) == 90 and min(by_day) == first and max(by_day) == last
+
+
+# -- the purchase receipt id -----------------------------------------------------------------------
+
+RECEIPTS = {
+    # AppsFlyer ID planted -> (Event Name, Event Value as delivered, the receipt id raw_data keeps)
+    "af-purchase": ("purchase", '{"af_revenue":"1.99","af_receipt_id":"GPA.3345-6789-0123-45678"}',
+                    "GPA.3345-6789-0123-45678"),
+    # A long iOS id as a JSON number beyond 2**53: kept digit for digit, as text.
+    "af-sub-purchase": ("subscription_purchase", '{"af_receipt_id":2000000812345678901,"af_revenue":"9.99"}',
+                        "2000000812345678901"),
+    "af-iap-purchase": ("in_app_purchase", '{"AF_RECEIPT_ID":"190000123456789","af_revenue":4}', "190000123456789"),
+    "af-no-receipt": ("purchase", '{"af_revenue":"1.99","af_currency":"USD"}', None),
+    "af-level": ("af_level_achieved", '{"af_level":"3"}', None),
+}
+
+
+def test_receipt_ids_of_purchase_events_land_in_event_value(resources, clean_sandbox, clean_databases):
+    """assets.md: event_value is the purchase receipt id (af_receipt_id of the Event Value JSON, the
+    key in any case) of every event that carries one, whatever the event is called (the original
+    scripts kept it for any event with af_receipt_id), null otherwise; kept as text. The archived
+    raw report keeps the Event Value as delivered."""
+    product_dsn, archive_dsn = clean_databases
+    day = recent_day(2)
+    clean_sandbox.configure(row_overrides=[
+        {"app_id": SANDBOX_ANDROID_APP_ID, "report": "in_app_events_report", "day": day, "row": n,
+         "values": {"AppsFlyer ID": af_id, "Event Name": name, "Event Value": value}}
+        for n, (af_id, (name, value, _)) in enumerate(RECEIPTS.items())])
+    assert dg.materialize(ASSETS, resources=resources, partition_key=day).success
+    ids = list(RECEIPTS)
+    for dsn in (product_dsn, archive_dsn):
+        stored = dict(query(dsn, "SELECT appsflyer_id, event_value FROM appsflyer.raw_data WHERE appsflyer_id = ANY(%s)",
+                            (ids,)))
+        assert stored == {af_id: receipt for af_id, (_, _, receipt) in RECEIPTS.items()}
+    assert query(product_dsn, "SELECT data_type FROM information_schema.columns WHERE table_schema = 'appsflyer' "
+                              "AND table_name = 'raw_data' AND column_name = 'event_value'") == [("text",)]
+    archived = dict(query(archive_dsn, "SELECT appsflyer_id, event_value FROM appsflyer.android_in_app_events "
+                                       "WHERE appsflyer_id = ANY(%s)", (ids,)))
+    assert archived == {af_id: value for af_id, (_, value, _) in RECEIPTS.items()}

@@ -133,6 +133,43 @@ def test_revenue_roas_and_sessions_land_typed_and_a_maturity_repull_keeps_all_th
         "revenue", "roas", "sessions"}
 
 
+# The sandbox's answer for the iOS app's user-acquisition revenue cohort of 2026-11-01, written
+# out by hand from its JSON answer (POST /api/cohorts/v1/data/app/id1000000001?format=json with the
+# body the asset sends, groupings date, pid, c), read with the documents' key forms
+# revenue_count_day_N and revenue_sum_day_N; users and cost are the sandbox's daily report
+# figures of the same cell and day. (media source, campaign) -> users, cost, [(period, count, sum)].
+IOS_REVENUE_2026_11_01 = {
+    ("Apple Search Ads", "ASA Generic, Puzzle"): (203, 274.33, [(0, 45, 496.45), (1, 73, 786.34), (2, 93, 1013.17)]),
+    ("Facebook Ads", "Lookalike 1%, KR"): (386, 336.15, [(0, 102, 649.12), (1, 165, 1054.17), (2, 212, 1331.38)]),
+    ("Apple Search Ads", "ASA_Brand_KR"): (72, 248.12, [(0, 19, 197.94), (1, 31, 308.94), (2, 40, 394.83)]),
+}
+
+
+def test_revenue_lands_as_the_sandbox_answers_it_written_out_by_hand(clean_sandbox, storage_resources,
+                                                                    clean_databases):
+    """Figures written in the test, not computed by adpipes or by the sandbox's code: a fixed
+    cohort day (its periods 0-2 are complete and never change)."""
+    product_dsn, archive_dsn = clean_databases
+    resources = make_resources(clean_sandbox, storage_resources, kpis=["revenue"])
+    assert dg.materialize([cohort_ltv], resources=resources, partition_key="2026-11-01").success
+    for dsn in (product_dsn, archive_dsn):
+        rows = query(dsn, "SELECT media_source, campaign, users, cost::float, period, count::bigint, sum::float, "
+                          "currency FROM appsflyer.cohort_ltv WHERE platform = 'ios' AND kpi = 'revenue' "
+                          "AND cohort_type = 'user_acquisition' AND period <= 2 ORDER BY 1, 2, 5")
+        landed: dict[tuple, tuple] = {}
+        for source, campaign, users, cost, period, count, revenue, currency in rows:
+            assert currency == "USD"
+            entry = landed.setdefault((source, campaign), (users, cost, []))
+            assert entry[:2] == (users, cost)
+            entry[2].append((period, count, revenue))
+        for cell, (users, cost, periods) in IOS_REVENUE_2026_11_01.items():
+            assert landed[cell][:2] == (users, pytest.approx(cost)), (dsn, cell)
+            assert [(p, c) for p, c, _ in landed[cell][2]] == [(p, c) for p, c, _ in periods], (dsn, cell)
+            assert [v for _, _, v in landed[cell][2]] == pytest.approx([v for _, _, v in periods]), (dsn, cell)
+        # The iOS app's five cells (four of the daily report, one of a printed filter), three periods each.
+        assert len(rows) == 5 * 3
+
+
 def test_removing_a_kpi_or_cohort_type_keeps_its_stored_rows(clean_sandbox, storage_resources, clean_databases):
     product_dsn, archive_dsn = clean_databases
     day = days_ago(3)

@@ -836,3 +836,54 @@ def test_receipt_ids_of_purchase_events_land_in_event_value(resources, clean_san
     archived = dict(query(archive_dsn, "SELECT appsflyer_id, event_value FROM appsflyer.android_in_app_events "
                                        "WHERE appsflyer_id = ANY(%s)", (ids,)))
     assert archived == {af_id: value for af_id, (_, value, _) in RECEIPTS.items()}
+
+
+# -- the spool after a failed run ------------------------------------------------------------------
+
+@pytest.fixture
+def spool_dir(tmp_path, monkeypatch):
+    """TMPDIR of this process set to an empty directory (tempfile re-reads it)."""
+    import tempfile
+
+    directory = tmp_path / "tmpdir"
+    directory.mkdir()
+    monkeypatch.setenv("TMPDIR", str(directory))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert tempfile.gettempdir() == str(directory)
+    return directory
+
+
+def left_in(directory) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+@pytest.mark.parametrize("failure", ["vendor_error_after_another_apps_files", "refused_delivery",
+                                     "raw_data_quarantine"])
+def test_a_failed_run_leaves_no_spool_files_in_tmpdir(resources, clean_sandbox, clean_databases, spool_dir,
+                                                      failure):
+    """assets.md: vendor files live in TMPDIR until they are loaded; a run that fails (a vendor
+    error after the other app's answer was spooled, a delivery refused by archived_rows, raw_data
+    failing on quarantined rows) leaves no adpipes-* file or directory behind."""
+    day, first = recent_day(2), recent_day(3)
+    untouched = spool_dir.stat().st_mtime_ns
+    if failure == "vendor_error_after_another_apps_files":
+        clean_sandbox.add_faults(kind="503", app_id=SANDBOX_IOS_APP_ID, times=20)
+        result = dg.materialize(raw_report_assets, resources=resources, tags=range_tags(first, day),
+                                raise_on_error=False)
+        assert any(c["status"] == 200 for c in clean_sandbox.calls())  # the Android files came
+    elif failure == "refused_delivery":
+        assert dg.materialize([android_installs_asset()], resources=resources, partition_key=day).success
+        assert left_in(spool_dir) == []
+        clean_sandbox.configure(rows_per_day={f"{SANDBOX_ANDROID_APP_ID}|installs_report": 3})
+        result = dg.materialize([android_installs_asset()], resources=resources, partition_key=day,
+                                raise_on_error=False)
+        assert not check_results(result)[("appsflyer/android_installs", "archived_rows")].passed
+    else:
+        plant_bad_rows(clean_sandbox, day)
+        result = dg.materialize(ASSETS, resources=resources, partition_key=day, raise_on_error=False)
+        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert failed == ["appsflyer__raw_data"]
+    assert not result.success
+    # The run spooled there (entries were made and removed), and nothing is left.
+    assert spool_dir.stat().st_mtime_ns != untouched
+    assert left_in(spool_dir) == []

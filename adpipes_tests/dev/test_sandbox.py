@@ -249,14 +249,14 @@ def test_config_over_http(clean_sandbox):
     assert export(clean_sandbox, IOS).status_code == 200
 
 
-def test_generation_is_fast():
-    timings = []
-    for day in range(3):  # best of three (distinct days: the cache must not answer)
-        began = time.perf_counter()
-        rows = generate_day("com.speed.test", EVENTS, dt.date(2026, 1, 5 + day), TZ, 1000)
-        timings.append(time.perf_counter() - began)
-        assert len(rows) == 1000
-    assert min(timings) < 0.1
+def test_generation_is_deterministic_and_each_day_its_own():
+    # No bound on how long it takes (issue 16): what it produces. Distinct days, distinct rows;
+    # the same day again, the same rows (also when generated anew, not from the cache).
+    days = [generate_day("com.speed.test", EVENTS, dt.date(2026, 1, 5 + day), TZ, 1000) for day in range(3)]
+    assert [len(rows) for rows in days] == [1000, 1000, 1000]
+    assert len({rows for rows in days}) == 3
+    again = generate_day.__wrapped__("com.speed.test", EVENTS, dt.date(2026, 1, 5), TZ, 1000)
+    assert again == days[0]
 
 
 def test_dst_day_has_25_hours_of_events():
@@ -276,9 +276,9 @@ def test_command_line_server(tmp_path: Path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline = time.monotonic() + 20
+        # Waits as long as the server is starting (the test's time limit bounds it, not a deadline).
         while not state_file.exists():
-            assert process.poll() is None and time.monotonic() < deadline
+            assert process.poll() is None, process.stdout.read()
             time.sleep(0.05)
         state = json.loads(state_file.read_text())
         assert state["pid"] == process.pid

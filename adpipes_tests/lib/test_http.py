@@ -18,8 +18,13 @@ from adpipes.lib.http import (
 def test_retry_after_is_read_as_seconds_or_http_date():
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
-    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
-    assert 50 < retry_after_seconds(in_a_minute) <= 60
+    # An HTTP date is whole seconds: a minute from a whole second, read however long after.
+    written = float(int(time.time()))
+    in_a_minute = email.utils.formatdate(written + 60, usegmt=True)
+    waited = retry_after_seconds(in_a_minute)
+    read_at = time.time()
+    # The date less the moment it was read, which lies between writing and read_at.
+    assert written + 60 - read_at - 1e-3 <= waited <= 60
 
 
 def test_transient_failures_are_retried_until_success_honouring_retry_after():

@@ -126,3 +126,30 @@ def test_a_cumulative_value_lower_than_the_day_before_is_written_and_reported(cl
     cases = query(archive_dsn, "SELECT DISTINCT check_name, report_date::text FROM quality.failure_cases "
                                f"WHERE asset_key = '{ASSET}'")
     assert cases == [("cumulative_growth", day)]
+
+
+def test_an_unknown_function_lands_in_extra_functions_of_both_databases_and_warns(
+        clean_sandbox, storage_resources, clean_databases):
+    """assets.md / checks.md: a Cohort API KPI function adpipes does not know is kept in
+    extra_functions ({"<token>": value}, as delivered) and fails unknown_columns as a WARN: the
+    run goes on and every row is written."""
+    product_dsn, archive_dsn = clean_databases
+    day = days_ago(2)  # complete periods 0 and 1
+    configure_cohort(clean_sandbox, extra_functions=["avg"])
+    result = dg.materialize([cohort_ltv], resources=make_resources(clean_sandbox, storage_resources),
+                            partition_key=day)
+    assert result.success
+    # What the sandbox served under revenue_avg_day_{N}, per app, media source, campaign and period.
+    served = {}
+    for call in cohort_calls(clean_sandbox):
+        for record in cohort_records(call["app_id"], call["body"], today(), {"extra_functions": ["avg"]}):
+            for period in (0, 1):
+                served[(call["app_id"], record["pid"], record["c"], period)] = float(record[f"revenue_avg_day_{period}"])
+    assert len(served) == 2 * len(undisturbed_records(clean_sandbox))
+    for dsn in (product_dsn, archive_dsn):
+        stored = query(dsn, "SELECT app_id, media_source, campaign, period, extra_functions FROM appsflyer.cohort_ltv")
+        assert {(a, s, c, p): {k: float(v) for k, v in extra.items()} for a, s, c, p, extra in stored} == {
+            key: {"avg": value} for key, value in served.items()}
+    check = checks_by_name(result)["unknown_columns"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["unknown_columns"].value == ["extra_functions.avg"]

@@ -126,9 +126,9 @@ def main() -> int:
     os.chdir(ROOT)
     if args.report:
         return 1 if report(modules) else 0
-    # The property tests run 10 examples each per mutant (their default is more): a mutant that
+    # The property tests run 4 examples each per mutant (their default is more): a mutant that
     # changes a rule shows on most inputs, and each mutant reruns every test that calls its function.
-    os.environ.setdefault("PROPERTY_TEST_EXAMPLES", "10")
+    os.environ.setdefault("PROPERTY_TEST_EXAMPLES", "4")
     started = start_postgres()
     try:
         for module in modules:

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from adpipes.airbridge.contract import AnswerShapeError, read_result_page
 from adpipes.airbridge.resources import RevenueReport, RevenueTask
-from adpipes.airbridge.schemas import REVENUE_TABLE
+from adpipes.airbridge.schemas import REVENUE_TABLE, revenue_task_schema
 from adpipes.airbridge.transform import RevenueShapeError, revenue_frame, total_count_view
+from adpipes.lib.quality import find_failures
 
 FIELDS = ["channel", "campaign"]
 FIRST_DAY = dt.date(2021, 11, 1)
@@ -40,7 +41,9 @@ number_text = st.builds(
     st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=6)),
 )
 whole_text = st.integers(min_value=0, max_value=10**9).map(str)
-label = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12)
+# Group-by values as apps name their channels and campaigns: any script, always some non-ASCII.
+label = st.builds(lambda head, tail: head + tail, st.sampled_from(["봄 세일", "été", "tiktok ✓", "Ω"]),
+                  st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=10))
 
 
 @st.composite
@@ -196,13 +199,21 @@ def tasks_with_mismatches(draw):
 
 
 @PROPERTIES
-@given(tasks_with_mismatches())
-def test_each_row_shows_the_mismatch_of_the_task_that_served_its_day(case):
+@given(tasks_with_mismatches(), st.integers(0, 1000))
+def test_each_row_shows_the_mismatch_of_the_task_that_served_its_day(case, first_index):
     import pandas as pd
 
     tasks, row_days = case
-    view = total_count_view(RevenueReport(app_name="app", tasks=tasks), pd.Series(row_days, dtype="str"))
-    assert list(view.columns) == ["total_count_mismatch"] and len(view) == len(row_days)
+    # The table rows' days, with the index the rows have (not necessarily 0, 1, 2, ...).
+    index = pd.Index(range(first_index + 2 * len(row_days), first_index, -2)[:len(row_days)])
+    view = total_count_view(RevenueReport(app_name="app", tasks=tasks), pd.Series(row_days, index=index, dtype="str"))
+    assert list(view.columns) == ["total_count_mismatch"] and view.index.equals(index)
+    # Validated beside the rows: the total_count rule fails on exactly the rows of a task whose
+    # totalCount did not match, and nothing else fails.
+    failures = find_failures(revenue_task_schema(), view.reset_index(drop=True))
+    assert set(failures["check_name"]) <= {"total_count"}
+    assert set(failures["row"].astype(int)) == {
+        i for i, day in enumerate(row_days) if any(day in t.days and t.total_count_mismatch for t in tasks)}
     for day, got in zip(row_days, view["total_count_mismatch"]):
         (task,) = [t for t in tasks if day in t.days]
         found = task.total_count_mismatch

@@ -413,3 +413,38 @@ def test_the_receipt_id_is_taken_from_event_value_whatever_the_event(events):
     rows = [{**_base_row(i), "Event Name": name, "Event Value": value} for i, (name, (value, _)) in enumerate(events)]
     got = [None if pd.isna(x) else x for x in _unify(rows)["event_value"]]
     assert got == [receipt for _, (_, receipt) in events]
+
+
+# -- blocks --------------------------------------------------------------------------------------
+
+@PROPERTIES
+@given(st.lists(st.tuples(flag_value, documented_number), min_size=1, max_size=10), st.lists(st.integers(1, 4), min_size=1))
+def test_a_delivery_read_in_blocks_gives_the_rows_it_gives_whole(rows_values, sizes):
+    """The asset reads a day in blocks (the IO manager's batches, each with the index it had in the
+    day); the result is the same rows in the same order, whatever the block sizes. A vendor column
+    named like pandas' own index columns ("Index", "level_0") is a column like any other."""
+    rows = [{**_base_row(i), "WIFI": flag, "Event Revenue": revenue} for i, (flag, revenue) in enumerate(rows_values)]
+    whole = _delivered(rows).assign(index="vendor index", level_0="vendor level")
+    blocks, start = [], 0
+    for size in sizes * len(rows):
+        if start >= len(whole):
+            break
+        blocks.append(whole.iloc[start:start + size])  # keeps its index: 0..2, 3..5, ...
+        start += size
+    typed = unify_raw_reports([(RAW_REPORTS["in_app_events_report"], blocks)], timezone="Asia/Seoul",
+                              app_ids={"ios": "id1"})
+    assert typed.index.equals(pd.RangeIndex(len(rows)))
+    assert typed["appsflyer_id"].tolist() == [f"af-{i}" for i in range(len(rows))]
+    assert [None if pd.isna(x) else bool(x) for x in typed["wifi"]] == [oracle_flag(f) for f, _ in rows_values]
+    assert typed["event_revenue"].astype(float).tolist() == pytest.approx([float(Decimal(r)) for _, r in rows_values])
+
+
+def test_no_delivery_is_an_empty_raw_data_with_every_column_typed():
+    from adpipes.appsflyer.schemas import raw_data_schema
+
+    empty = unify_raw_reports([], timezone="Asia/Seoul")
+    assert empty.empty and list(empty.columns) == list(raw_data_schema().columns)
+    # Typed as the table's schema says (a text column as text, event_time in the app timezone):
+    # the schema's dtype checks pass on it.
+    assert find_failures(raw_data_schema(), empty).empty
+    assert str(empty["event_time"].dtype).endswith("Asia/Seoul]")

@@ -17,7 +17,7 @@ import os
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from adpipes.airbridge.contract import AnswerShapeError, read_result_page
@@ -28,9 +28,10 @@ from adpipes.lib.quality import find_failures
 
 FIELDS = ["channel", "campaign"]
 FIRST_DAY = dt.date(2021, 11, 1)
-# Deterministic (derandomize), no per-example deadline; scripts/mutation runs fewer examples.
-PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_TEST_EXAMPLES", 40)), deadline=None,
-                      derandomize=True)
+# Deterministic (derandomize), no per-example deadline. scripts/mutation sets PROPERTY_TEST_EXAMPLES:
+# fewer examples and no shrinking (a mutant is killed by the first failing example).
+PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_TEST_EXAMPLES", 40)), deadline=None, derandomize=True,
+                      phases=[Phase.explicit, Phase.generate] if "PROPERTY_TEST_EXAMPLES" in os.environ else list(Phase))
 
 # A number as the document prints them: optional minus, digits, optional decimals (no exponent,
 # no separators), e.g. 0, 10, 10.45, -3.5 (refunds make revenue negative).

@@ -41,9 +41,10 @@ from adpipes.appsflyer.schemas import RAW_REPORT_COLUMNS, raw_values_schema
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
 from adpipes.lib.quality import find_failures
 
-# Deterministic (derandomize), no per-example deadline; scripts/mutation runs fewer examples.
-PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_TEST_EXAMPLES", 30)), deadline=None,
-                      derandomize=True)
+# Deterministic (derandomize), no per-example deadline. scripts/mutation sets PROPERTY_TEST_EXAMPLES:
+# fewer examples and no shrinking (a mutant is killed by the first failing example).
+PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_TEST_EXAMPLES", 30)), deadline=None, derandomize=True,
+                      phases=[Phase.explicit, Phase.generate] if "PROPERTY_TEST_EXAMPLES" in os.environ else list(Phase))
 UTC = dt.timezone.utc
 DAY = "2026-11-20"
 

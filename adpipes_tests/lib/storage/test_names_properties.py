@@ -15,14 +15,15 @@ import os
 import unicodedata
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from adpipes.lib.storage.names import UnusableHeader, column_names, headers_problem
 
-# Deterministic (derandomize), no per-example deadline; scripts/mutation runs fewer examples.
-PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_TEST_EXAMPLES", 80)), deadline=None,
-                      derandomize=True)
+# Deterministic (derandomize), no per-example deadline. scripts/mutation sets PROPERTY_TEST_EXAMPLES:
+# fewer examples and no shrinking (a mutant is killed by the first failing example).
+PROPERTIES = settings(max_examples=int(os.environ.get("PROPERTY_TEST_EXAMPLES", 80)), deadline=None, derandomize=True,
+                      phases=[Phase.explicit, Phase.generate] if "PROPERTY_TEST_EXAMPLES" in os.environ else list(Phase))
 LIMIT = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
 SYSTEM_COLUMNS = ("tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")
 

@@ -318,3 +318,31 @@ def test_an_appsflyer_id_has_one_customer_user_id_in_every_report(appsflyer_raw_
         else:
             assert not known
     assert same_person > 5
+
+
+def test_a_repeated_request_gets_the_same_answer_and_a_changed_setting_a_new_one(clean_sandbox):
+    """The sandbox keeps its recent raw answers (so a re-run measures adpipes, not the sandbox's
+    CSV writer): the same request gives the same bytes and is still logged as a call with its
+    rows; a setting that changes the data, or the clock reaching a day's late rows, changes the
+    answer, never a stale copy."""
+    day = recent_day(3)
+    clean_sandbox.configure(rows_per_day={f"{ANDROID}|in_app_events_report": 40})
+    first = export(clean_sandbox, ANDROID, "in_app_events_report", day)
+    again = export(clean_sandbox, ANDROID, "in_app_events_report", day)
+    assert first.content == again.content and len(rows_of(first)) == 40
+    assert [c["rows"] for c in clean_sandbox.calls()][-2:] == [40, 40]
+    clean_sandbox.configure(rows_per_day={f"{ANDROID}|in_app_events_report": 30})
+    assert len(rows_of(export(clean_sandbox, ANDROID, "in_app_events_report", day))) == 30
+    clean_sandbox.configure(drop_columns=["Campaign"])
+    assert "Campaign" not in export(clean_sandbox, ANDROID, "in_app_events_report", day).text.splitlines()[0].split(",")
+    # Before the day's late-events close its late rows are held back; from it on they are served.
+    usual = default_rows_for_day(ANDROID, "in_app_events_report", dt.date.fromisoformat(day))
+    held = late_rows(ANDROID, "in_app_events_report", dt.date.fromisoformat(day), usual)
+    assert held  # the usual day has late rows
+    close = late_window_close(dt.date.fromisoformat(day), TZ)
+    clean_sandbox.configure(drop_columns=[], rows_per_day={f"{ANDROID}|in_app_events_report": usual},
+                            now=(close - dt.timedelta(seconds=1)).isoformat())
+    early = rows_of(export(clean_sandbox, ANDROID, "in_app_events_report", day))
+    clean_sandbox.configure(now=close.isoformat())
+    late = rows_of(export(clean_sandbox, ANDROID, "in_app_events_report", day))
+    assert (len(early), len(late)) == (usual - len(held), usual)

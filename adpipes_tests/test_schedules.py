@@ -109,7 +109,7 @@ def test_a_tick_evaluated_again_launches_nothing_new():
         def emit(self, record: logging.LogRecord) -> None:
             messages.append(record.getMessage())
 
-    logger = logging.getLogger("adpipes_tests.scheduler")
+    logger = logging.getLogger(f"adpipes_tests.scheduler.{id(messages)}")  # this test's own
     logger.addHandler(Collect())
     logger.setLevel(logging.INFO)
     target = InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(

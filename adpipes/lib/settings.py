@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -147,7 +147,9 @@ class Settings:
     appsflyer_daily_quotas: dict[str, int]
     # (hour, minute) of the daily schedule's tick in the app timezone.
     schedule_time: tuple[int, int]
-    environ: Mapping[str, str]
+    # The environment, read only for which variables are set (is_set): never shown, since it
+    # holds the tokens and DSNs a repr in a log or traceback would print.
+    environ: Mapping[str, str] = field(repr=False)
     # AppsFlyer `currency` asked for (preferred or USD) and the ISO code of the app's own currency.
     appsflyer_currency: str = DEFAULT_APPSFLYER_CURRENCY
     appsflyer_app_currency: str = SANDBOX_APP_CURRENCY

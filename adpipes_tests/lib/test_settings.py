@@ -96,9 +96,6 @@ def test_configuration_errors_never_echo_a_secret_value(problem):
     assert leaked(str(caught.value)) == [] and leaked(repr(caught.value)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="adpipes.lib.settings.Settings keeps the whole environment in its "
-                   "`environ` field, which its dataclass repr prints, secrets included (production fix: "
-                   "field(repr=False), or keep only which variables are set)")
 def test_the_settings_object_shows_no_secret_value():
     settings = load_settings(prod_environ(**CANARIES))
     assert leaked(repr(settings)) == [] and leaked(str(settings)) == []

@@ -37,7 +37,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from adpipes.appsflyer.raw_data_api import RAW_REPORTS
-from adpipes.appsflyer.schemas import RAW_REPORT_COLUMNS, raw_values_schema
+from adpipes.appsflyer.schemas import RAW_REPORT_COLUMNS, raw_data_schema, raw_values_schema
 from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
 from adpipes.lib.quality import find_failures
 
@@ -419,8 +419,9 @@ def test_the_receipt_id_is_taken_from_event_value_whatever_the_event(events):
 # -- blocks --------------------------------------------------------------------------------------
 
 @PROPERTIES
-@given(st.lists(st.tuples(flag_value, documented_number), min_size=1, max_size=10), st.lists(st.integers(1, 4), min_size=1))
-def test_a_delivery_read_in_blocks_gives_the_rows_it_gives_whole(rows_values, sizes):
+@given(st.lists(st.tuples(flag_value, documented_number), min_size=1, max_size=10), st.lists(st.integers(1, 4), min_size=1),
+       st.one_of(st.none(), st.sets(st.integers(0, 9))))
+def test_a_delivery_read_in_blocks_gives_the_rows_it_gives_whole(rows_values, sizes, kept):
     """The asset reads a day in blocks (the IO manager's batches, each with the index it had in the
     day); the result is the same rows in the same order, whatever the block sizes. A vendor column
     named like pandas' own index columns ("Index", "level_0") is a column like any other."""
@@ -432,19 +433,55 @@ def test_a_delivery_read_in_blocks_gives_the_rows_it_gives_whole(rows_values, si
             break
         blocks.append(whole.iloc[start:start + size])  # keeps its index: 0..2, 3..5, ...
         start += size
-    typed = unify_raw_reports([(RAW_REPORTS["in_app_events_report"], blocks)], timezone="Asia/Seoul",
-                              app_ids={"ios": "id1"})
-    assert typed.index.equals(pd.RangeIndex(len(rows)))
-    assert typed["appsflyer_id"].tolist() == [f"af-{i}" for i in range(len(rows))]
-    assert [None if pd.isna(x) else bool(x) for x in typed["wifi"]] == [oracle_flag(f) for f, _ in rows_values]
-    assert typed["event_revenue"].astype(float).tolist() == pytest.approx([float(Decimal(r)) for _, r in rows_values])
+    report = RAW_REPORTS["in_app_events_report"]
+    seen: list[int] = []
+
+    def row_filter(source, delivered, typed):
+        # As the raw_data asset validates: the report, each block as delivered (text) and typed,
+        # both 0-based, row for row.
+        assert source is report
+        assert delivered.index.equals(pd.RangeIndex(len(delivered))) and typed.index.equals(delivered.index)
+        assert [None if pd.isna(x) else x for x in delivered["wifi"]] == [
+            rows[int(i.split("-")[1])]["WIFI"] or None for i in delivered["appsflyer_id"]]
+        assert typed["appsflyer_id"].tolist() == delivered["appsflyer_id"].tolist()
+        assert str(typed["event_time"].dtype).endswith("Asia/Seoul]")
+        seen.extend(int(i.split("-")[1]) for i in delivered["appsflyer_id"])
+        return typed["appsflyer_id"].map(lambda i: int(i.split("-")[1]) in kept)
+
+    typed = unify_raw_reports([(report, blocks)], timezone="Asia/Seoul", app_ids={"ios": "id1"},
+                              row_filter=None if kept is None else row_filter)
+    expected = [i for i in range(len(rows)) if kept is None or i in kept]
+    assert seen == ([] if kept is None else list(range(len(rows))))
+    assert list(typed.columns) == list(raw_data_schema().columns)
+    assert typed.index.equals(pd.RangeIndex(len(expected)))
+    assert typed["appsflyer_id"].tolist() == [f"af-{i}" for i in expected]
+    # Rows archived without the app id they were requested for: the platform's only app.
+    assert typed["app_id"].tolist() == ["id1"] * len(expected)
+    assert [None if pd.isna(x) else bool(x) for x in typed["wifi"]] == [oracle_flag(rows_values[i][0]) for i in expected]
+    assert typed["event_revenue"].astype(float).tolist() == pytest.approx(
+        [float(Decimal(rows_values[i][1])) for i in expected])
+
+
+text_cell = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", "   ", "\t", " x ", "None", "null"]))
+
+
+@PROPERTIES
+@given(st.lists(st.tuples(text_cell, text_cell), min_size=1, max_size=8))
+def test_text_values_are_kept_as_delivered_and_blank_cells_are_null(values):
+    """docs/assets.md: empty cells are NULL; a cell of spaces only is empty too. Anything else is
+    kept exactly, surrounding spaces and AppsFlyer's own spellings ("None") included."""
+    rows = [{**_base_row(i), "Keywords": k, "Adset": c} for i, (k, c) in enumerate(values)]
+    typed = _unify(rows)
+    for column, position in (("keywords", 0), ("adset", 1)):
+        expected = [None if v[position].strip() == "" else v[position] for v in values]
+        assert [None if pd.isna(x) else x for x in typed[column]] == expected, column
 
 
 def test_no_delivery_is_an_empty_raw_data_with_every_column_typed():
-    from adpipes.appsflyer.schemas import raw_data_schema
-
     empty = unify_raw_reports([], timezone="Asia/Seoul")
     assert empty.empty and list(empty.columns) == list(raw_data_schema().columns)
+    # The types a delivery with rows gets.
+    assert empty.dtypes.astype(str).to_dict() == _unify([_base_row(0)]).dtypes.astype(str).to_dict()
     # Typed as the table's schema says (a text column as text, event_time in the app timezone):
     # the schema's dtype checks pass on it.
     assert find_failures(raw_data_schema(), empty).empty

@@ -126,3 +126,17 @@ def test_no_token_or_password_in_the_instances_run_storage(clean_sandbox, clean_
     assert any(p.suffix == ".db" for p in files)
     assert [(str(p), s) for p in files for s in secrets if s.encode() in p.read_bytes()] == []
     assert [s for s in secrets if s in done.stdout + done.stderr + failed.stdout + failed.stderr] == []
+
+
+def test_steps_fork_from_a_server_that_preloaded_adpipes():
+    """Every job runs each step in its own process forked from a server that imported
+    adpipes.definitions once (docs/development.md, the ingest benchmark): Dagster would preload
+    only `dagster`, and each step would import pandas, pandera and adpipes again."""
+    from adpipes.definitions import defs
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    executor = job.executor_def
+    assert executor.name == "forkserver_multiprocess_executor"
+    # The config Dagster resolves for a run that sets none (run config cannot change it).
+    resolved = executor.config_schema.resolve_config({}).value["config"]
+    assert resolved["start_method"] == {"forkserver": {"preload_modules": ["adpipes.definitions"]}}

@@ -33,4 +33,7 @@ def test_ingest_benchmark_prints_times_ratio_rss_and_stages(tmp_path: Path) -> N
     # Both databases got the day's unified rows: 2,000 in-app events per platform at least.
     counts = [int(n.replace(",", "")) for n in re.findall(r"rows in \w+ appsflyer\.raw_data: ([\d,]+)", out)]
     assert len(counts) == 2 and counts[0] == counts[1] >= 4000, out
-    assert re.search(r"target: peak RSS <= 600 MB: (met|MISSED)", out), out
+    assert re.search(r"target: peak RSS <= 600 MB: (met|MISSED) \(PSS \d+ MB: (met|MISSED)\)", out), out
+    # Shared pages counted once can only make the figure smaller than counting them per process.
+    pss = re.search(r"peak PSS of the CLI process tree:\s+(\d+) MB", out)
+    assert pss and 50 < int(pss.group(1)) <= int(rss.group(1)), out

@@ -46,6 +46,7 @@ from adpipes.lib.retention import PRUNE_JOB, RETENTION_SENSOR
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
 from adpipes.schedules import SCHEDULE_NAME, TRIGGER_TAG
 from adpipes_tests.fixtures.sandbox import prod_cli_env
+from adpipes_tests.fixtures.topology import late_events_margin_far_from_now
 
 TZ = "Asia/Seoul"
 RAW_REPORTS = ("installs_report", "in_app_events_report")
@@ -67,19 +68,6 @@ def query(dsn: str, statement: str) -> list[tuple]:
 def past_tick_time() -> dt.datetime:
     """The daily tick: a whole minute two minutes ago (app timezone)."""
     return (dt.datetime.now(ZoneInfo(TZ)) - dt.timedelta(minutes=2)).replace(second=0, microsecond=0)
-
-
-def late_events_margin_far_from_now() -> str:
-    """APPSFLYER_LATE_EVENTS_MARGIN_MINUTES putting late_events_schedule's tick (02:00 UTC plus the
-    margin) at least three hours from now, so that it does not tick during the test."""
-    now = dt.datetime.now(dt.timezone.utc)
-    minute_now = now.hour * 60 + now.minute
-
-    def distance(margin: int) -> int:
-        gap = abs((120 + margin) % 1440 - minute_now)
-        return min(gap, 1440 - gap)
-
-    return str(max(range(0, 1201, 60), key=distance))
 
 
 class Waiter:

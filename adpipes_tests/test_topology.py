@@ -48,6 +48,7 @@ from adpipes.schedules import SCHEDULE_NAME, TRIGGER_TAG, daily_run_requests
 from adpipes_tests.fixtures.postgres import drop_user_schemas
 from adpipes_tests.fixtures.sandbox import prod_cli_env
 from adpipes_tests.fixtures.topology import (
+    late_events_margin_far_from_now,
     LOCATION_NAME,
     ROOT,
     SHIPPED_WORKSPACE,
@@ -86,17 +87,6 @@ FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.Dagster
 
 def local_day(days_ago: int) -> str:
     return (dt.datetime.now(ZoneInfo(TZ)).date() - dt.timedelta(days=days_ago)).isoformat()
-
-
-def late_events_margin_far_from_now() -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    minute_now = now.hour * 60 + now.minute
-
-    def distance(margin: int) -> int:
-        gap = abs((120 + margin) % 1440 - minute_now)
-        return min(gap, 1440 - gap)
-
-    return str(max(range(0, 1201, 60), key=distance))
 
 
 class Topology:

@@ -259,9 +259,11 @@ def split_by_day(chunk: SpooledChunk, timezone: str) -> list[tuple[str, SpooledC
             header = next(reader)
             for row in reader:
                 stamp = row[column] if column < len(row) else ""
-                day = stamp[:10] if _DAY_PREFIX.match(stamp) else first.isoformat()
-                if not first.isoformat() <= day <= last.isoformat():
-                    day = first.isoformat()
+                day = _stamp_day(stamp)
+                # Not a calendar day (2026-11-31), or outside the window: the first day's file.
+                if day is None or not first <= day <= last:
+                    day = first
+                day = day.isoformat()
                 if day not in outputs:
                     path = chunk.path.with_name(f"{chunk.path.stem}-{day}.csv")
                     handle = path.open("w", newline="", encoding="utf-8")
@@ -286,6 +288,16 @@ def split_by_day(chunk: SpooledChunk, timezone: str) -> list[tuple[str, SpooledC
 
 
 _DAY_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[ T]")
+
+
+def _stamp_day(stamp: str) -> dt.date | None:
+    """The calendar day an Event Time starts with, or None when it starts with none."""
+    if not _DAY_PREFIX.match(stamp):
+        return None
+    try:
+        return dt.date.fromisoformat(stamp[:10])
+    except ValueError:
+        return None
 
 
 def _looks_like_html(path: Path) -> bool:

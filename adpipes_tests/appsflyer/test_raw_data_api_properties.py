@@ -161,12 +161,7 @@ def impossible_day_answers(draw):
     return zone, (start, end), stamp
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "production bug, issue 16: split_by_day compares the Event Time's first ten characters as text, "
-    "so 2026-11-31 (not a date) falls between 2026-11-30 and 2026-12-01 and gets a file and a "
-    "partition key of its own instead of going to the window's first day. Fix in "
-    "appsflyer/raw_data_api.py (parse the day with date.fromisoformat), then remove this marker."))
-@settings(PROPERTIES, max_examples=10, phases=[Phase.generate])  # fails at once today: no shrinking
+@settings(PROPERTIES, max_examples=10)
 @given(impossible_day_answers())
 def test_an_event_time_on_a_day_that_does_not_exist_goes_to_the_first_day(answer):
     zone, window, stamp = answer

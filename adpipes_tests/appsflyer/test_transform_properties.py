@@ -299,12 +299,7 @@ def impossible_times(draw):
     return f"{year:04d}-{month:02d}-{day:02d} {clock}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "production bug, issue 16: Arrow's strptime rolls an impossible date or time over "
-    "(2026-02-30 10:00:00 -> 2026-03-02 10:00:00, 23:59:60 -> the next day) instead of refusing it, so "
-    "the row lands on another day unflagged. Fix in appsflyer/schemas.py parse_timestamps (e.g. check "
-    "that the parsed value formats back to the delivered text), then remove this marker."))
-@settings(PROPERTIES, max_examples=10, phases=[Phase.generate])  # fails at once today: no shrinking
+@settings(PROPERTIES, max_examples=10)
 @given(st.lists(impossible_times(), min_size=1, max_size=4))
 def test_impossible_dates_and_times_are_not_read_and_are_flagged(values):
     rows = [{**_base_row(i), "Event Time": v} for i, v in enumerate(values)]

@@ -341,3 +341,20 @@ def test_an_archive_holding_some_but_fewer_rows_is_kept_in_product_and_fails_the
     observed = {e.event_specific_data.asset_observation.partition
                 for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
     assert observed == {whole.isoformat()}
+
+
+def test_a_day_is_due_only_before_today_minus_the_retention(clean_databases):
+    """docs/operations.md: product keeps ADPIPES_PRODUCT_RETENTION_DAYS days per table; days
+    before the cutoff (today − retention) are pruned. The cutoff day itself is kept."""
+    from adpipes.lib.retention import cutoffs_due
+
+    product_dsn, _ = clean_databases
+    product = PostgresDatabase(role="product", dsn=product_dsn)
+    fixed_today = dt.date(2026, 11, 30)
+    load(product_dsn, [dt.date(2026, 9, 1)])  # 2026-11-30 − 90 days = 2026-09-01: the cutoff itself
+    assert KEY not in cutoffs_due(product, 90, {}, TZ, today=fixed_today)
+    load(product_dsn, [dt.date(2026, 8, 31)])  # one day before the cutoff
+    assert cutoffs_due(product, 90, {}, TZ, today=fixed_today)[KEY] == "2026-09-01"
+    # An override for the table replaces the default: 92 days keep both (cutoff 2026-08-30).
+    assert KEY not in cutoffs_due(product, 90, {KEY: 92}, TZ, today=fixed_today)
+    assert cutoffs_due(product, 90, {KEY: 30}, TZ, today=fixed_today)[KEY] == "2026-10-31"

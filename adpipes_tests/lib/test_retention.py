@@ -358,3 +358,31 @@ def test_a_day_is_due_only_before_today_minus_the_retention(clean_databases):
     # An override for the table replaces the default: 92 days keep both (cutoff 2026-08-30).
     assert KEY not in cutoffs_due(product, 90, {KEY: 92}, TZ, today=fixed_today)
     assert cutoffs_due(product, 90, {KEY: 30}, TZ, today=fixed_today)[KEY] == "2026-10-31"
+
+
+def test_the_prune_request_is_keyed_by_its_cutoffs_and_tagged_retention():
+    """docs/operations.md: the sensor's run carries the cutoffs in its run config (ops:
+    drop_verified_partitions: config: cutoffs), its run key is made of the cutoffs so the same
+    prune is never requested twice, and it is tagged adpipes/trigger=retention."""
+    from adpipes.lib.retention import prune_run_request
+
+    cutoffs = {"appsflyer/raw_data": "2026-08-25", "airbridge/revenue": "2025-10-27"}
+    request = prune_run_request(cutoffs)
+    assert request.run_config["ops"] == {"drop_verified_partitions": {"config": {"cutoffs": cutoffs}}}
+    assert request.tags == {"adpipes/trigger": "retention"}
+    # The same cutoffs in another order: the same key; another cutoff or table: another key.
+    assert prune_run_request(dict(reversed(list(cutoffs.items())))).run_key == request.run_key
+    assert prune_run_request({**cutoffs, "appsflyer/raw_data": "2026-08-26"}).run_key != request.run_key
+    assert prune_run_request({"appsflyer/raw_data": "2026-08-25"}).run_key != request.run_key
+
+
+def test_an_override_for_a_table_that_is_never_pruned_is_refused_naming_it():
+    import adpipes.appsflyer.customer_user_map  # noqa: F401  registers the never-pruned table
+    from adpipes.lib.settings import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        build_retention_sensor(90, {"appsflyer/customer_user_map": 30}, TZ)
+    message = str(caught.value)
+    assert message.startswith("adpipes configuration is invalid:")
+    assert "ADPIPES_PRODUCT_RETENTION_OVERRIDES names appsflyer/customer_user_map, which is never pruned" in message
+    assert "Remove it from the variable (or .env)" in message

@@ -38,7 +38,7 @@ from adpipes.appsflyer.schemas import (
     raw_report_schema,
     raw_values_schema,
 )
-from adpipes.appsflyer.transform import iter_unified_blocks, snake_case_columns
+from adpipes.appsflyer.transform import empty_raw_data, iter_unified_blocks, snake_case_columns
 from adpipes.lib.app_failures import partitions_label, stored_apps_not_configured
 from adpipes.lib.storage.names import headers_problem
 from adpipes.lib.assets import (
@@ -504,6 +504,12 @@ def _sort_chunk(chunk: SpooledChunk, app_id: str, timezone: str, keys: list[str]
         quality_report.add_unknown_columns(key, [c for c in columns if c not in RAW_COLUMN_NAMES])
 
 
+def _raw_data_summary(block: pd.DataFrame) -> pd.DataFrame:
+    """What raw_data's metadata needs of a block: rows, installs and USD revenue per day and figure."""
+    return row_summary(block.assign(is_install=block["event_name"].eq("install").fillna(False).astype("int64")),
+                       by=["report_date", *RAW_DATA_FIGURES.values()], sums=["is_install", "event_revenue_usd"])
+
+
 def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
     """``appsflyer/raw_data`` over the per-platform assets of ``reports``."""
     sources = {f"{platform}_{report.short}": (platform, report) for report in reports for platform in PLATFORMS}
@@ -611,14 +617,11 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
                 row_filter=validated,
             ):
                 spool.write(block)
-                summaries.append(row_summary(
-                    block.assign(is_install=block["event_name"].eq("install").fillna(False).astype("int64")),
-                    by=["report_date", *RAW_DATA_FIGURES.values()], sums=["is_install", "event_revenue_usd"]))
+                summaries.append(_raw_data_summary(block))
             spool.finish()
-            summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(
-                {c: pd.Series(dtype="str") for c in ["report_date", *RAW_DATA_FIGURES.values()]}
-            ).assign(rows=pd.Series(dtype="int64"), is_install=pd.Series(dtype="int64"),
-                     event_revenue_usd=pd.Series(dtype="Float64"))
+            # No row at all: the summary of an empty block, so every figure reads 0.
+            summary = pd.concat(summaries or [_raw_data_summary(empty_raw_data(appsflyer_raw_data_api.timezone))],
+                                ignore_index=True)
             metadata = {
                 **{label: dg.MetadataValue.json({str(v): int(n) for v, n in row_counts_by(summary, column, "rows").items()})
                    for label, column in RAW_DATA_FIGURES.items()},

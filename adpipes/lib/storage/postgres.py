@@ -381,7 +381,7 @@ def _check_columns(spec: TableSpec, columns: Sequence[str]) -> list[str]:
     return extra
 
 
-def _check_dates(spec: TableSpec, dates: Sequence[str], days: Sequence[dt.date]) -> None:
+def check_dates(spec: TableSpec, dates: Sequence[str], days: Sequence[dt.date]) -> None:
     keys = {day.isoformat() for day in days}
     stray = sorted(set(dates) - keys)
     if stray:
@@ -419,7 +419,7 @@ def replace_partitions(
     dates = df[PARTITION_COLUMN].astype("str")
     if dates.isna().any():
         raise StorageError(f"{spec.qualified_name}: rows without {PARTITION_COLUMN}; nothing was written")
-    _check_dates(spec, list(dates.unique()), days)
+    check_dates(spec, list(dates.unique()), days)
 
     for conn in conns:
         ensure_table(conn, spec, [], extra_text_columns=extra, log=log)
@@ -461,7 +461,7 @@ def replace_partitions_from_files(
     """
     conns = [conns] if isinstance(conns, psycopg.Connection) else list(conns)
     extra = _check_columns(spec, delivered.columns)
-    _check_dates(spec, [f.report_date for f in delivered.files], days)
+    check_dates(spec, [f.report_date for f in delivered.files], days)
     for conn in conns:
         ensure_table(conn, spec, [], extra_text_columns=extra, log=log)
     try:
@@ -509,7 +509,7 @@ def _copy_files(conns: Sequence[psycopg.Connection], spec: TableSpec, delivered:
                     # Queued writers send each chunk from their own thread: the databases parse
                     # in parallel while the next chunk is read.
                     copies = [copying.enter_context(cur.copy(statement, writer=QueuedLibpqWriter(cur)))
-                              for cur in cursors] if len(cursors) > 1 else [copying.enter_context(cursors[0].copy(statement))]
+                              for cur in cursors]
                     while chunk := handle.read(COPY_CHUNK_BYTES):
                         for copy in copies:
                             copy.write(chunk)

@@ -13,6 +13,7 @@ the rows written here. Memory holds one block, whatever the size of the day or t
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -22,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from adpipes.lib.storage.delivered import DeliveredFiles
-from adpipes.lib.storage.postgres import COPY_BATCH_ROWS, StorageError, arrow_table
+from adpipes.lib.storage.postgres import COPY_BATCH_ROWS, StorageError, arrow_table, check_dates
 from adpipes.lib.storage.tables import PARTITION_COLUMN, TableSpec
 
 
@@ -53,11 +54,7 @@ class SpooledFrames(DeliveredFiles):
         dates = frame[PARTITION_COLUMN].astype("str")
         if dates.isna().any():
             raise StorageError(f"{self.spec.qualified_name}: rows without {PARTITION_COLUMN}; nothing was written")
-        stray = sorted(set(dates.unique()) - set(self.partitions))
-        if stray:
-            raise StorageError(
-                f"{self.spec.qualified_name}: rows have {PARTITION_COLUMN} {stray[:5]} outside the partitions "
-                f"being written ({min(self.partitions)}..{max(self.partitions)}); nothing was written")
+        check_dates(self.spec, list(dates.unique()), [dt.date.fromisoformat(p) for p in self.partitions])
         data = arrow_table(frame.assign(**{PARTITION_COLUMN: dates}), [PARTITION_COLUMN, *self.table_columns])
         days = data.column(PARTITION_COLUMN)
         present = pc.unique(days).to_pylist()

@@ -6,16 +6,19 @@ launched twice from the UI) would both call the vendor, spending its small daily
 race to replace the partition. Each table asset's step therefore holds a PostgreSQL session-level
 advisory lock per partition it writes, in the archive database, from its first line until its
 output is stored. The second run fails at once, naming the run that holds the partition (from the
-lock holder's ``application_name``); re-run it when that run is done. PostgreSQL releases the
-locks when the holding connection ends, so a killed run never leaves a partition locked.
+lock holder's ``application_name``); re-run it when that run is done. A refused or finished
+writer unlocks at once; a killed run's locks go when its connection ends, so it never leaves a
+partition locked.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import dagster as dg
+import psycopg
 
 from adpipes.lib.storage.postgres import PostgresDatabase
 
@@ -40,22 +43,33 @@ def partition_write_lock(archive: PostgresDatabase, asset_key: dg.AssetKey, part
         conn.autocommit = True
         # The holder is named in pg_stat_activity for a waiting run's message.
         conn.execute("SELECT set_config('application_name', %s, false)", (f"{APPLICATION_PREFIX}{run_id}",))
-        for key in keys:
-            (taken,) = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                                    (lock_name(asset_key, key),)).fetchone()
-            if not taken:
-                holder = _holder(conn, asset_key, key)
-                # Closing the connection releases the locks taken so far.
-                raise PartitionBusy(
-                    description=(
-                        f"{asset_key.to_user_string()} partition {key} is being written by "
-                        f"{holder}; this run stopped before calling any vendor API or writing "
-                        "anything (two runs of one partition would spend the vendor's quota twice "
-                        "and race to replace it). Re-run the partition when that run is done."
-                    ),
-                    metadata={"busy_partition": key, "held_by": holder},
-                )
-        yield
+        try:
+            for key in keys:
+                (taken,) = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                        (lock_name(asset_key, key),)).fetchone()
+                if not taken:
+                    holder = _holder(conn, asset_key, key)
+                    raise PartitionBusy(
+                        description=(
+                            f"{asset_key.to_user_string()} partition {key} is being written by "
+                            f"{holder}; this run stopped before calling any vendor API or writing "
+                            "anything (two runs of one partition would spend the vendor's quota "
+                            "twice and race to replace it). Re-run the partition when that run is done."
+                        ),
+                        metadata={"busy_partition": key, "held_by": holder},
+                    )
+            yield
+        finally:
+            _release(conn)
+
+
+def _release(conn) -> None:
+    """Free this session's locks now, refused or done: closing the connection frees them only when
+    its server process exits, which can lag behind the next run's attempt. On a connection that
+    broke during the block the unlock fails; the block's own error is the one raised, and the
+    locks go with the server process."""
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 def _holder(conn, asset_key: dg.AssetKey, key: str) -> str:

@@ -2,8 +2,10 @@
 
 import datetime as dt
 import threading
+from contextlib import contextmanager
 
 import dagster as dg
+import psycopg
 import pytest
 
 from adpipes.lib.assets import table_asset
@@ -30,6 +32,52 @@ def test_a_partition_being_written_refuses_a_second_writer_naming_it(archive_dsn
     # Released with the block: and 2026-11-19, refused above, was not left locked either.
     with partition_write_lock(archive, key, ["2026-11-19", "2026-11-21"], "run-second"):
         pass
+
+
+class WatchedArchive(PostgresDatabase):
+    """The real archive database, noting for each session the lock opens its server process id
+    and the advisory locks the session still holds when the lock hands the connection back to be
+    closed."""
+
+    @contextmanager
+    def connect(self):
+        with super().connect() as conn:
+            session = {"pid": conn.info.backend_pid}
+            SESSIONS.append(session)
+            try:
+                yield conn
+            finally:
+                session["held_at_hand_back"] = _advisory_locks(conn, conn.info.backend_pid)
+
+
+SESSIONS: list[dict] = []
+
+
+def _advisory_locks(conn, pid: int) -> int:
+    (count,) = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s",
+                            (pid,)).fetchone()
+    return count
+
+
+def test_a_refused_or_finished_writer_frees_its_locks_before_its_connection_closes(archive_dsn):
+    # Closing a connection frees its session locks only when the server process exits, which can
+    # lag: a partition must be free for the next run as soon as a writer is refused or done.
+    SESSIONS.clear()
+    archive = WatchedArchive(role="archive", dsn=archive_dsn)
+    key = dg.AssetKey(["appsflyer", "lock_release_test"])
+    with psycopg.connect(archive_dsn, autocommit=True) as observer:
+        with partition_write_lock(archive, key, ["2026-11-20", "2026-11-21"], "run-first"):
+            first = SESSIONS[-1]["pid"]
+            assert _advisory_locks(observer, first) == 2
+            # The refused writer takes 2026-11-19 before it meets 2026-11-21.
+            with pytest.raises(PartitionBusy):
+                with partition_write_lock(archive, key, ["2026-11-19", "2026-11-21"], "run-second"):
+                    pass
+            refused = SESSIONS[-1]
+            assert refused["held_at_hand_back"] == 0
+            assert _advisory_locks(observer, refused["pid"]) == 0
+        assert SESSIONS[0]["held_at_hand_back"] == 0
+        assert _advisory_locks(observer, first) == 0
 
 
 def test_a_second_run_of_a_partition_stops_before_its_body_runs(storage_resources):

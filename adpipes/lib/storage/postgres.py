@@ -332,8 +332,16 @@ def stored_row_counts(conn: psycopg.Connection, spec: TableSpec, days: Sequence[
 def arrow_table(df: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
     frame = df[list(columns)]
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    # COPY parses CSV; pyarrow writes dates, timestamps with offsets, booleans and nulls in
-    # forms PostgreSQL reads (null: empty unquoted; empty string: "").
+    # COPY parses CSV; pyarrow writes dates, booleans and nulls in forms PostgreSQL reads (null:
+    # empty unquoted; empty string: ""). Zoned timestamps are written as UTC wall time with an
+    # explicit +00 offset: the same instant whatever the session's TimeZone, and pyarrow formats
+    # a zoned timestamp through the tz database at ~15x the cost (0.45 s per 300K values, six
+    # time columns in raw_data).
+    for index, column in enumerate(table.schema):
+        if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+            utc = pc.cast(table.column(index), pa.timestamp(column.type.unit))  # drops the zone, keeps UTC
+            text = pc.binary_join_element_wise(pc.cast(utc, pa.string()), "+00", "", null_handling="emit_null")
+            table = table.set_column(index, column.name, text)
     return table.replace_schema_metadata(None)
 
 

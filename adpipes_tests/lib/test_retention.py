@@ -386,3 +386,81 @@ def test_an_override_for_a_table_that_is_never_pruned_is_refused_naming_it():
     assert message.startswith("adpipes configuration is invalid:")
     assert "ADPIPES_PRODUCT_RETENTION_OVERRIDES names appsflyer/customer_user_map, which is never pruned" in message
     assert "Remove it from the variable (or .env)" in message
+
+
+def test_today_is_the_app_timezones_day_not_the_machines(clean_databases, monkeypatch):
+    """README: each day is one partition in the app's timezone, so the cutoff (today − retention)
+    counts from the app timezone's today. The machine's clock is set 26 hours behind the app
+    (UTC−12 against Pacific/Kiritimati, UTC+14): its date is always one or two days earlier."""
+    import time
+
+    from adpipes.lib.retention import cutoffs_due
+
+    product_dsn, _ = clean_databases
+    product = PostgresDatabase(role="product", dsn=product_dsn)
+    app_tz = "Pacific/Kiritimati"
+    monkeypatch.setenv("TZ", "Etc/GMT+12")  # POSIX sign: UTC−12
+    time.tzset()
+    try:
+        before = dt.datetime.now(ZoneInfo(app_tz)).date()
+        load(product_dsn, [before - dt.timedelta(days=91)])  # one day before the app's cutoff
+        due = cutoffs_due(product, 90, {}, app_tz)
+        after = dt.datetime.now(ZoneInfo(app_tz)).date()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert due.get(KEY) in {(before - dt.timedelta(days=90)).isoformat(), (after - dt.timedelta(days=90)).isoformat()}
+
+
+def _override_error(overrides: dict[str, int]) -> str:
+    from adpipes.lib.settings import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        build_retention_sensor(90, overrides, TZ)
+    return str(caught.value)
+
+
+def _settings_error_heading() -> str:
+    """The first line of every configuration error the settings raise (a bad ADPIPES_TIMEZONE)."""
+    from adpipes.lib.settings import ConfigurationError, load_settings
+
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"ADPIPES_TIMEZONE": "Not/A_Zone"})
+    return str(caught.value).splitlines()[0]
+
+
+def test_the_unknown_table_error_lists_each_key_with_its_hint_and_every_table_product_holds():
+    """docs/configuration.md: a wrong setting fails the load naming it and what it most resembles.
+    The error reads like the settings' own: their heading, an item naming the variable, then the
+    unknown keys (a hint only where one resembles a product table) and the tables product holds,
+    each list separated by ", " and holding nothing but keys."""
+    import re
+
+    import adpipes.appsflyer.schemas  # noqa: F401  registers appsflyer/raw_data whatever ran before
+
+    message = _override_error({"appsflyer/raw_dta": 30, "zzzz": 10})
+    heading, item = message.split("\n", 1)
+    assert heading == _settings_error_heading()
+    assert item.startswith("  - ADPIPES_PRODUCT_RETENTION_OVERRIDES names ")
+    named = re.search(r"names (.+), which product does not hold", item).group(1).split(", ")
+    # 'zzzz' resembles no table: no hint (and no "did you mean" on nothing).
+    assert named == ["'appsflyer/raw_dta' (did you mean appsflyer/raw_data?)", "'zzzz'"]
+    held = re.search(r"the tables it holds are (.+)\. Fix", item).group(1).split(", ")
+    assert {"appsflyer/raw_data", KEY} <= set(held)
+    assert all(re.fullmatch(r"[a-z_]+/[a-z_]+", key) for key in held), held
+
+
+def test_each_never_pruned_table_an_override_names_is_refused_with_its_reason(monkeypatch):
+    from adpipes.lib import retention
+
+    monkeypatch.setitem(retention.NEVER_PRUNED, "test/kept_a", "kept whole on purpose: a")
+    monkeypatch.setitem(retention.NEVER_PRUNED, "test/kept_b", "kept whole on purpose: b")
+    message = _override_error({"test/kept_b": 30, "test/kept_a": 20})
+    heading, item = message.split("\n", 1)
+    assert heading == _settings_error_heading()
+    named = item.removeprefix("  - ADPIPES_PRODUCT_RETENTION_OVERRIDES names ")
+    assert named.endswith(". Remove it from the variable (or .env).")
+    assert named.removesuffix(". Remove it from the variable (or .env).").split("; ") == [
+        "test/kept_a, which is never pruned (kept whole on purpose: a)",
+        "test/kept_b, which is never pruned (kept whole on purpose: b)",
+    ]

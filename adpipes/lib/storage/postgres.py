@@ -345,17 +345,27 @@ def arrow_table(df: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
     return table.replace_schema_metadata(None)
 
 
+# COPY into a day's child table truncated in the same transaction writes its rows frozen
+# (FREEZE): they need no hint bits set by the next read and give autovacuum nothing to do, which
+# otherwise rewrote every page of a fresh day while the next step read it back (issue 15). Like
+# the TRUNCATE before it, this is not MVCC-safe for a reader whose snapshot predates the load;
+# both hold the table's ACCESS EXCLUSIVE lock until commit, so such a reader waits instead.
+_FROZEN = sql.SQL(", FREEZE true")
+
+
 def copy_arrow_table(
-    cursors: Sequence[psycopg.Cursor], target: sql.Composable, columns: Sequence[str], data: pa.Table
+    cursors: Sequence[psycopg.Cursor], target: sql.Composable, columns: Sequence[str], data: pa.Table,
+    *, truncated: bool = False,
 ) -> None:
     """COPY ``data`` into ``target`` through every cursor (one per database) at once.
 
     Each batch is turned into CSV once and handed to every COPY; queued writers send it from
     worker threads, so the databases parse in parallel while the next batch is formatted.
+    ``truncated``: the target was created or truncated in this transaction (rows load frozen).
     """
     options = pacsv.WriteOptions(include_header=False, batch_size=COPY_BATCH_ROWS)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        target, sql.SQL(", ").join(_ident(c) for c in columns)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv{})").format(
+        target, sql.SQL(", ").join(_ident(c) for c in columns), _FROZEN if truncated else sql.SQL("")
     )
     with contextlib.ExitStack() as stack:
         copies = [stack.enter_context(cur.copy(statement, writer=QueuedLibpqWriter(cur))) for cur in cursors]
@@ -444,7 +454,7 @@ def replace_partitions(
             for cur in cursors:
                 cur.execute(sql.SQL("TRUNCATE {}").format(_child(spec, day)))
             if part.num_rows:
-                copy_arrow_table(cursors, _child(spec, day), columns, part)
+                copy_arrow_table(cursors, _child(spec, day), columns, part, truncated=True)
             counts[key] = part.num_rows
     for conn in conns:
         conn.commit()
@@ -510,8 +520,8 @@ def _copy_files(conns: Sequence[psycopg.Connection], spec: TableSpec, delivered:
                 for column, value in delivered_file.constants:
                     each(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
                         child, _ident(column), sql.Literal(value)))
-                statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
-                    child, sql.SQL(", ").join(_ident(c) for c in delivered_file.columns)
+                statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true{})").format(
+                    child, sql.SQL(", ").join(_ident(c) for c in delivered_file.columns), _FROZEN
                 )
                 with contextlib.ExitStack() as copying, delivered_file.path.open("rb") as handle:
                     # Queued writers send each chunk from their own thread: the databases parse

@@ -12,9 +12,10 @@ from adpipes.lib.storage.postgres import (
     PartitionedTableIOManager,
     PostgresDatabase,
     StorageError,
+    replace_partitions,
     replace_partitions_from_files,
 )
-from adpipes_tests.lib.storage.test_postgres import RAW, TYPED
+from adpipes_tests.lib.storage.test_postgres import RAW, TYPED, typed_frame
 
 D1, D2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
 # A quoted line break, a quoted comma, an empty cell and a quoted empty string, as vendors send them.
@@ -128,3 +129,36 @@ def test_a_malformed_dsn_is_named_without_echoing_the_password():
         with database.connect():
             pass
     assert "SECRET" not in str(caught.value)
+
+
+# HEAP_XMIN_FROZEN (src/include/access/htup_details.h): both xmin hint bits set.
+XMIN_FROZEN = 0x0300
+
+
+def unfrozen_tuples(conn: psycopg.Connection, table: str) -> tuple[int, int]:
+    """(tuples, tuples not frozen) on the heap pages of ``table``, read with pageinspect."""
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    pages = conn.execute(f"SELECT pg_relation_size('{table}') / current_setting('block_size')::int").fetchone()[0]
+    total = unfrozen = 0
+    for page in range(pages):
+        for (mask,) in conn.execute(
+            f"SELECT t_infomask FROM heap_page_items(get_raw_page('{table}', {page})) WHERE t_infomask IS NOT NULL"
+        ).fetchall():
+            total += 1
+            unfrozen += (mask & XMIN_FROZEN) != XMIN_FROZEN
+    return total, unfrozen
+
+
+def test_loaded_days_are_written_frozen(clean_databases):
+    # A replaced day's table is truncated and loaded in one transaction, so COPY writes its rows
+    # frozen (FREEZE): the first read sets no hint bits and autovacuum finds nothing to rewrite
+    # while the next step reads the day back (issue 15).
+    product_dsn, archive_dsn = clean_databases
+    files = delivered((DAY_ONE, ["a", "new_column"], 3, D1.isoformat()))
+    with psycopg.connect(archive_dsn) as conn:
+        replace_partitions_from_files(conn, RAW, files, [D1])
+        assert unfrozen_tuples(conn, "storage_test.raw_p20261120") == (3, 0)
+    with psycopg.connect(product_dsn) as conn:
+        replace_partitions(conn, TYPED, typed_frame(D1, 5), [D1], timezone="Asia/Seoul")
+        assert unfrozen_tuples(conn, "storage_test.typed_p20261120") == (5, 0)
+    files.cleanup()

@@ -442,3 +442,215 @@ def test_a_backfill_needing_the_reserve_is_refused_before_any_vendor_call(clean_
     assert len(clean_sandbox.calls()) == 1
     with psycopg.connect(archive_dsn) as conn:
         assert conn.execute("SELECT calls, quota_calls FROM quota.api_calls").fetchall() == [(2, 2)]
+
+
+# -- what the documents say of the reset, the refusal messages and the waits ------------------------
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def machine_clock_in(monkeypatch):
+    """Set the machine's local timezone (TZ) for the test: UTC day and reset must not follow it."""
+    import time as time_module
+
+    def set_zone(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time_module.tzset()
+
+    yield set_zone
+    monkeypatch.undo()
+    time_module.tzset()
+
+
+def test_the_quota_resets_at_the_next_00_00_utc_whatever_the_zone_of_the_clock(machine_clock_in):
+    from adpipes.lib.quota import describe_reset
+
+    # docs/operations.md: at 20:48 UTC on 2026-11-23 the quota "resets at 2026-11-24 00:00 UTC (in 3h 12m)".
+    evening = dt.datetime(2026, 11, 23, 20, 48, tzinfo=UTC)
+    assert quota_reset_time(evening) == dt.datetime(2026, 11, 24, tzinfo=UTC)
+    assert describe_reset(evening) == "2026-11-24 00:00 UTC (in 3h 12m)"
+    # 23:30 in New York on the 23rd is 04:30 UTC on the 24th: the next 00:00 UTC is the 25th's,
+    # even on a machine whose own clock (UTC−12) still reads the 23rd.
+    machine_clock_in("Etc/GMT+12")
+    new_york = dt.datetime(2026, 11, 23, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    assert quota_reset_time(new_york) == dt.datetime(2026, 11, 25, tzinfo=UTC)
+    assert describe_reset(new_york) == "2026-11-25 00:00 UTC (in 19h 30m)"
+    # Without a time: now, on that machine too.
+    before = dt.datetime.now(UTC).date()
+    text = describe_reset()
+    after = dt.datetime.now(UTC).date()
+    import re
+    found = re.fullmatch(r"(\d{4}-\d\d-\d\d) 00:00 UTC \(in (\d+)h (\d+)m\)", text)
+    assert found, text
+    assert found.group(1) in {(d + dt.timedelta(days=1)).isoformat() for d in (before, after)}
+    assert int(found.group(2)) < 24 and int(found.group(3)) < 60
+
+
+def test_today_is_the_utc_day_whatever_the_zone_of_the_clock(ledger, machine_clock_in):
+    # AppsFlyer's quotas are per calendar day from 00:00 UTC. At 23:00 UTC a machine at UTC+14
+    # reads the next day; the calls counted today are still today's.
+    machine_clock_in("Etc/GMT-14")
+    meter = ledger.meter("appsflyer", "com.example", "installs_report", 24)
+    meter.spend(), meter.spend()
+    today = dt.datetime.now(UTC).date()
+    late = dt.datetime.combine(today, dt.time(23), tzinfo=UTC)
+    status = meter.status(late)
+    assert (status.utc_day, status.used, status.left) == (today, 2, 22)
+
+
+def _next_reset_day() -> set[str]:
+    return {(dt.datetime.now(UTC).date() + dt.timedelta(days=1)).isoformat()}
+
+
+def _next_midnights_utc(since: dt.datetime) -> set[dt.datetime]:
+    """The next 00:00 UTC as of ``since`` and as of now (a test may straddle midnight)."""
+    return {dt.datetime.combine(moment.date() + dt.timedelta(days=1), dt.time(), tzinfo=UTC)
+            for moment in (since, dt.datetime.now(UTC))}
+
+
+def test_the_refusal_of_a_range_reads_as_documented(ledger):
+    """The messages of docs/operations.md ("The call ledger"), with this test's figures."""
+    import re
+
+    meter = ledger.meter("appsflyer", "com.example.app", "in_app_events_report", 12)
+    for _ in range(11):
+        meter.spend()
+    day = dt.datetime.now(UTC).date()
+    what = "appsflyer/android_in_app_events partitions 2026-08-25..2026-11-22"
+    with pytest.raises(QuotaExceeded) as refused:
+        meter.require(3, what, hint="materialize fewer days now (one call covers up to 31 days)")
+    documented = re.escape(
+        f"{what} needs 3 calls of appsflyer in_app_events_report for app com.example.app, but only 1 of "
+        f"today's 12 are left (11 spent on UTC day {day}, counted in quota.api_calls of the archive "
+        "database). Nothing was called. The quota resets at RESET: materialize the range after that, or "
+        "materialize fewer days now (one call covers up to 31 days).")
+    documented = documented.replace("RESET", r"(\d{4}-\d\d-\d\d) 00:00 UTC \(in \d+h \d+m\)")
+    found = re.fullmatch(documented, str(refused.value))
+    assert found, str(refused.value)
+    assert found.group(1) in {(day + dt.timedelta(days=1)).isoformat(), *_next_reset_day()}
+    # One call: "1 call"; without a hint the sentence ends after "after that".
+    meter.spend()
+    with pytest.raises(QuotaExceeded) as one:
+        meter.require(1, "appsflyer/android_in_app_events partition 2026-11-22")
+    message = str(one.value)
+    assert "partition 2026-11-22 needs 1 call of appsflyer in_app_events_report" in message
+    assert "(12 spent on UTC day" in message and "archive database). Nothing was called." in message
+    assert message.endswith(": materialize the range after that.")
+    # require_calls without a hint: the same ending.
+    with pytest.raises(dg.Failure) as failed:
+        require_calls([(meter, 1)], "appsflyer/android_in_app_events partition 2026-11-22")
+    assert failed.value.description.endswith(": materialize the range after that.")
+
+
+def test_the_refusal_of_a_range_dipping_into_the_reserve_reads_as_documented(clean_databases):
+    """docs/operations.md ("Calls kept for the scheduled runs"), with this test's figures."""
+    _, archive_dsn = clean_databases
+    meter = reserving_ledger(archive_dsn, run_tags=BACKFILL).meter("appsflyer", "com.example.app",
+                                                                    "installs_report", 24)
+    for _ in range(21):
+        meter.spend()
+    with pytest.raises(QuotaExceeded) as refused:
+        meter.require(2, "appsflyer/android_installs partitions 2026-09-20..2026-11-22")
+    day = dt.datetime.now(UTC).date()
+    assert (
+        "appsflyer/android_installs partitions 2026-09-20..2026-11-22 needs 2 calls of appsflyer "
+        f"installs_report for app com.example.app, but only 1 of today's 24 are left for it (21 spent on UTC "
+        f"day {day}, counted in quota.api_calls of the archive database; 2 more are kept for scheduled "
+        "runs by APPSFLYER_RESERVED_CALLS, and this run was not launched by a schedule). Nothing was "
+        "called. The quota resets at "
+    ) in str(refused.value)
+
+
+def test_a_refused_call_names_app_report_and_the_reset(ledger):
+    # docs/vendors.md: the error names app, report and when the quota resets; one call was refused.
+    before = dt.datetime.now(UTC)
+    meter = ledger.meter("appsflyer", "com.example", "installs_report", 1)
+    assert meter.spend() == 1  # a quota of 1 is a quota: one call, then none
+    with pytest.raises(QuotaExceeded) as refused:
+        meter.spend()
+    error = refused.value
+    assert (error.app_id, error.report, error.calls_needed, error.calls_left) == ("com.example", "installs_report", 1, 0)
+    assert error.resets_at in _next_midnights_utc(before)
+    # Without a reserve the message mentions none.
+    assert "APPSFLYER_RESERVED_CALLS" not in str(error) and "archive database), so the call was not sent" in str(error)
+
+
+def test_a_quota_below_one_names_the_setting_to_fix(ledger):
+    with pytest.raises(ValueError) as caught:
+        ledger.meter("appsflyer", "com.example", "installs_report", 0)
+    # docs/configuration.md: the plan's quotas are APPSFLYER_DAILY_QUOTAS.
+    assert str(caught.value).endswith("(APPSFLYER_DAILY_QUOTAS for AppsFlyer)")
+
+
+def test_every_refusal_of_a_run_is_reported_and_the_ranges_that_fit_are_counted(clean_databases):
+    _, archive_dsn = clean_databases
+    before = dt.datetime.now(UTC)
+    ledger = reserving_ledger(archive_dsn, reserved=2, run_tags=BACKFILL)
+    a1 = ledger.meter("appsflyer", "a1", "installs_report", 3)   # 1 left for a backfill
+    a2 = ledger.meter("appsflyer", "a2", "installs_report", 3)   # 1 left
+    fits = ledger.meter("appsflyer", "a3", "installs_report", 24)
+    fits.spend()
+    unreserved = ledger.meter("appsflyer", "a3", "cohort", 50)
+    assert require_calls([(fits, 2), (unreserved, 5)], "one range") == {
+        "a3 installs_report": {"used_before_run": 1, "needed": 2, "daily_quota": 24, "reserved_for_schedules": 2},
+        "a3 cohort": {"used_before_run": 0, "needed": 5, "daily_quota": 50},
+    }
+    with pytest.raises(dg.Failure) as refused:
+        require_calls([(a1, 2), (fits, 1), (a2, 3)], "a range", hint="materialize fewer days now")
+    lines = refused.value.description.split("\n")
+    assert len(lines) == 2
+    assert lines[0].startswith("a range needs 2 calls of appsflyer installs_report for app a1, but only 1 ")
+    assert lines[1].startswith("a range needs 3 calls of appsflyer installs_report for app a2, but only 1 ")
+    metadata = refused.value.metadata
+    assert metadata["calls_needed"].value == {"a1 installs_report": 2, "a2 installs_report": 3}
+    assert metadata["calls_left"].value == {"a1 installs_report": 1, "a2 installs_report": 1}
+    assert dt.datetime.fromisoformat(metadata["quota_resets_at"].value) in _next_midnights_utc(before)
+
+
+def test_the_last_call_of_a_report_is_seen_by_this_process(ledger, clean_databases):
+    _, archive_dsn = clean_databases
+    meter = ledger.meter("appsflyer", "com.example", "daily_report", 24)
+    assert meter.seconds_since_last_call() is None
+    meter.spend(counts_against_quota=False)
+    assert 0 <= meter.seconds_since_last_call() < 1800
+    with psycopg.connect(archive_dsn) as conn:
+        conn.execute("UPDATE quota.api_calls SET last_call_at = now() - interval '1 hour'")
+    assert meter.seconds_since_last_call() >= 3600
+    # Another report's or another app's call is not this report's last call.
+    ledger.meter("appsflyer", "com.example", "installs_report", 24).spend()
+    ledger.meter("appsflyer", "other.app", "daily_report", 24).spend()
+    ledger.meter("airbridge", "com.example", "daily_report", None).spend()
+    assert meter.seconds_since_last_call() >= 3600
+    meter.spend(counts_against_quota=False)
+    assert meter.seconds_since_last_call() < 1800
+
+
+def test_a_rate_window_needs_a_positive_length(ledger):
+    with pytest.raises(ValueError, match="positive"):
+        ledger.rate_window("appsflyer", "cohort:zero", 1, 0)
+    # Below a second is a length: it grants, and a full window's wait is at most its length (a
+    # second try that came after the window, on a stalled machine, was granted: look again).
+    window = ledger.rate_window("appsflyer", "cohort:short", 1, 0.9)
+    assert window.try_acquire()[0] is not None
+    granted, wait = window.try_acquire()
+    while granted is not None:
+        granted, wait = window.try_acquire()
+    assert 0 < wait <= 0.9
+
+
+def test_waiting_for_a_slot_takes_the_rest_of_the_window_and_says_so(ledger):
+    """RateWindow.try_acquire: (granted_at, 0) when a slot was taken, else (None, the seconds until
+    the oldest grant leaves the window); acquire_slot waits for it and returns the seconds waited."""
+    window_seconds = 1.0
+    window = ledger.rate_window("appsflyer", "cohort:wait", 1, window_seconds)
+    first, waited_first = window.acquire_slot()
+    assert waited_first == 0.0
+    granted, wait = window.try_acquire()
+    assert granted is None and 0 < wait <= window_seconds
+    second, waited = window.acquire_slot()
+    # Granted once the first left the window (database clock), after sleeping about the rest of it.
+    assert second - first >= dt.timedelta(seconds=window_seconds)
+    assert waited >= 0.8 * window_seconds
+    other = ledger.rate_window("appsflyer", "cohort:free", 1, window_seconds)
+    assert other.try_acquire()[1] == 0.0 and other.acquire() >= 0.8 * window_seconds

@@ -654,3 +654,14 @@ def test_waiting_for_a_slot_takes_the_rest_of_the_window_and_says_so(ledger):
     assert waited >= 0.8 * window_seconds
     other = ledger.rate_window("appsflyer", "cohort:free", 1, window_seconds)
     assert other.try_acquire()[1] == 0.0 and other.acquire() >= 0.8 * window_seconds
+
+
+def test_a_slot_taken_in_a_window_already_in_use_waited_nothing(ledger):
+    # try_acquire: (granted_at, 0) whenever a slot was taken, also when earlier grants are still
+    # in the window (the Cohort API's 60 a minute: the second call of a minute waits for nothing).
+    window = ledger.rate_window("appsflyer", "cohort:two", 2, 30.0)
+    assert window.try_acquire()[1] == 0.0
+    granted, wait = window.try_acquire()
+    assert granted is not None and wait == 0.0
+    # The third is refused: the window holds two.
+    assert window.try_acquire()[0] is None

@@ -3,6 +3,7 @@ platform in one table), and the unified ``raw_data``. Which reports exist is a s
 (APPSFLYER_RAW_REPORTS): :func:`build_raw_assets` builds them."""
 
 import datetime as dt
+import tempfile
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import psycopg
 from psycopg import sql
 from pydantic import Field
 
@@ -172,63 +174,75 @@ LOST_ROWS_SAMPLE = 3
 
 @dataclass
 class ArchivedDays:
-    """What the archive holds for the partition days of one raw report: rows per day, and the
-    row keys per (day, app) with how often each occurs (a day never archived is absent)."""
+    """What the archive holds for the partition days of one raw report: rows per day and per
+    (day, app) (a day never archived is absent)."""
 
     rows: dict[str, int]
-    # Columns day, app, appsflyer_id, event_name, event_time, n.
-    keys: pa.Table
+    by_app: AppDayRows
 
     def rows_by_app(self) -> AppDayRows:
-        counts: AppDayRows = {}
-        for day, app, n in zip(*(self.keys.column(c).to_pylist() for c in ("day", "app", "n"))):
-            counts[(day, app)] = counts.get((day, app), 0) + n
-        return counts
+        return dict(self.by_app)
 
 
 KEY_TABLE_COLUMNS = ["day", "app", *RAW_ROW_KEY, "n"]
 KEY_TABLE_SCHEMA = pa.schema([*((c, pa.string()) for c in KEY_TABLE_COLUMNS[:-1]), ("n", pa.int64())])
 
 
-def read_archived_days(archive_db: PostgresDatabase, spec, keys: list[str],
-                       fallback_app: str | None) -> ArchivedDays:
-    """The archived rows of ``keys`` per day, and their row keys per (day, app id), in one grouped
-    read of the archive. A row's app is the one it was requested for; rows archived before adpipes
-    recorded that fall back to AppsFlyer's App ID column, then to ``fallback_app`` (the platform's
-    only app, which is the app adpipes pulled before several apps per platform were supported)."""
+def _archived_keys(cur: psycopg.Cursor, spec, day: str, present: set[str], fallback_app: str | None) -> pa.Table:
+    """The row keys archived for ``day`` per app, with how often each occurs, in one grouped read.
+    A row's app is the one it was requested for; rows archived before adpipes recorded that fall
+    back to AppsFlyer's App ID column, then to ``fallback_app`` (the platform's only app, which is
+    the app adpipes pulled before several apps per platform were supported)."""
+    sources = [sql.SQL("nullif({}, '')").format(sql.Identifier(c))
+               for c in (REQUESTED_APP_ID, "app_id") if c in present]
+    app = sql.SQL("coalesce({})").format(sql.SQL(", ").join([*sources, sql.Literal(fallback_app or "")]))
+    key = [sql.SQL("coalesce({}, '')").format(sql.Identifier(c)) if c in present else sql.Literal("")
+           for c in RAW_ROW_KEY]
+    statement = sql.SQL(
+        "COPY (SELECT report_date::text, {app}, {key}, count(*) FROM {table} "
+        "WHERE report_date = {day}::date GROUP BY 1, 2, {positions}) TO STDOUT (FORMAT csv)"
+    ).format(app=app, key=sql.SQL(", ").join(key), table=sql.Identifier(spec.schema_name, spec.table_name),
+             day=sql.Literal(day), positions=sql.SQL(", ").join(sql.Literal(3 + i) for i in range(len(RAW_ROW_KEY))))
+    with tempfile.TemporaryFile() as spool:
+        with cur.copy(statement) as copy:
+            for chunk in copy:
+                spool.write(chunk)
+        if not spool.tell():
+            return KEY_TABLE_SCHEMA.empty_table()
+        spool.seek(0)
+        return pacsv.read_csv(spool, read_options=pacsv.ReadOptions(column_names=KEY_TABLE_COLUMNS),
+                              convert_options=pacsv.ConvertOptions(
+                                  column_types=dict(zip(KEY_TABLE_SCHEMA.names, KEY_TABLE_SCHEMA.types)),
+                                  strings_can_be_null=False, quoted_strings_can_be_null=False))
+
+
+def compare_with_archive(archive_db: PostgresDatabase, spec, keys: list[str], fallback_app: str | None,
+                         day_files: dict[str, list[tuple[str, SpooledChunk]]], unreadable: set[str],
+                         ) -> tuple[ArchivedDays, dict[tuple[str, str], tuple[int, list[str]]]]:
+    """What the archive holds for ``keys``, and per (day, app) the archived rows the delivery lacks
+    (:func:`lost_rows`; days in ``unreadable`` have no usable delivery to compare and are only
+    counted). One day at a time, in one read-only transaction: memory holds one day's keys,
+    whatever the length of the range (a 7-day backfill held all seven days' keys twice over)."""
     days = [dt.date.fromisoformat(k) for k in keys]
+    rows: dict[str, int] = {}
+    by_app: AppDayRows = {}
+    lost: dict[tuple[str, str], tuple[int, list[str]]] = {}
     with archive_db.connect() as conn:
         stored = sorted(set(days) - set(missing_partitions(conn, spec, days)))
-        if not stored:
-            return ArchivedDays({}, KEY_TABLE_SCHEMA.empty_table())
         with conn.cursor() as cur:
-            present = set(existing_columns(cur, spec.schema_name, spec.table_name))
-            sources = [sql.SQL("nullif({}, '')").format(sql.Identifier(c))
-                       for c in (REQUESTED_APP_ID, "app_id") if c in present]
-            app = sql.SQL("coalesce({})").format(sql.SQL(", ").join([*sources, sql.Literal(fallback_app or "")]))
-            key = [sql.SQL("coalesce({}, '')").format(sql.Identifier(c)) if c in present else sql.Literal("")
-                   for c in RAW_ROW_KEY]
-            statement = sql.SQL(
-                "COPY (SELECT report_date::text, {app}, {key}, count(*) FROM {table} "
-                "WHERE report_date = ANY({days}::date[]) GROUP BY 1, 2, {positions}) TO STDOUT (FORMAT csv)"
-            ).format(app=app, key=sql.SQL(", ").join(key), table=sql.Identifier(spec.schema_name, spec.table_name),
-                     days=sql.Literal([d.isoformat() for d in stored]),
-                     positions=sql.SQL(", ").join(sql.Literal(3 + i) for i in range(len(RAW_ROW_KEY))))
-            data = bytearray()
-            with cur.copy(statement) as copy:
-                for chunk in copy:
-                    data += chunk
+            present = set(existing_columns(cur, spec.schema_name, spec.table_name)) if stored else set()
+            for day in stored:
+                key = day.isoformat()
+                archived = _archived_keys(cur, spec, key, present, fallback_app)
+                # Rows per stored day come from the same read (a day loaded empty has no key and 0 rows).
+                rows[key] = 0
+                for app, n in zip(archived.column("app").to_pylist(), archived.column("n").to_pylist()):
+                    rows[key] += n
+                    by_app[(key, app)] = by_app.get((key, app), 0) + n
+                if key not in unreadable:
+                    lost.update(lost_rows(archived, delivered_keys(day_files, {key})))
         conn.rollback()
-    table = pacsv.read_csv(pa.py_buffer(data), read_options=pacsv.ReadOptions(column_names=KEY_TABLE_COLUMNS),
-                           convert_options=pacsv.ConvertOptions(
-                               column_types=dict(zip(KEY_TABLE_SCHEMA.names, KEY_TABLE_SCHEMA.types)),
-                               strings_can_be_null=False, quoted_strings_can_be_null=False)) \
-        if data else KEY_TABLE_SCHEMA.empty_table()
-    # Rows per stored day come from the same read (a day loaded empty has no key and 0 rows).
-    rows = {d.isoformat(): 0 for d in stored}
-    for day, n in zip(table.column("day").to_pylist(), table.column("n").to_pylist()):
-        rows[day] += n
-    return ArchivedDays(rows, table)
+    return ArchivedDays(rows, by_app), lost
 
 
 def delivered_keys(day_files: dict[str, list[tuple[str, SpooledChunk]]], days: set[str]) -> pa.Table:
@@ -423,9 +437,9 @@ def build_raw_report_asset(platform: str, report: RawReport) -> dg.AssetsDefinit
         quality_report.add_row_counts({key: sum(f.rows for _, f in files) for key, files in day_files.items()})
         # What the archive holds now decides whether the delivery may replace it: every archived
         # row must still be in it (compared by row key, per app).
-        archived = read_archived_days(archive_db, spec, keys, app_ids[0] if len(app_ids) == 1 else None)
-        lost = lost_rows(archived.keys, delivered_keys(day_files, set(archived.rows) - {
-            k for _, _, covered, _ in unusable for k in covered}))
+        archived, lost = compare_with_archive(
+            archive_db, spec, keys, app_ids[0] if len(app_ids) == 1 else None, day_files,
+            {k for _, _, covered, _ in unusable for k in covered})
         reasons = _refusals(keys, unusable, delivered_rows, archived, lost, quality, quality_report,
                             replace=config.replace_archived)
         for key in keys:

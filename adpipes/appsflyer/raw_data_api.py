@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import re
+import io
 import shutil
 import weakref
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import requests
 from pydantic import Field, field_validator
@@ -250,30 +251,40 @@ def split_by_day(chunk: SpooledChunk, timezone: str) -> list[tuple[str, SpooledC
             "column, so its rows cannot be told apart by day; nothing was loaded. Materialize these "
             "partitions one day at a time.", window=f"{first}..{last}",
         )
-    column = chunk.header.index("Event Time")
-    outputs: dict[str, tuple[Any, Any, Path]] = {}
+    column = f"c{chunk.header.index('Event Time')}"
+    # Columns by position: a vendor header may repeat a name. Every cell is text; an empty cell
+    # stays empty (COPY's NULL) and a quoted "" stays an empty string, as in an unsplit answer.
+    names = [f"c{i}" for i in range(len(chunk.header))]
+    reader = pacsv.open_csv(
+        str(chunk.path),
+        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=SPLIT_BLOCK_BYTES),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, null_values=[""],
+                                             strings_can_be_null=True, quoted_strings_can_be_null=False),
+    )
+    first_key, last_key = first.isoformat(), last.isoformat()
+    outputs: dict[str, tuple[Any, Path]] = {}
     counts: dict[str, int] = {}
+    options = pacsv.WriteOptions(include_header=False)
     try:
-        with chunk.path.open(newline="", encoding="utf-8") as source:
-            reader = csv.reader(source)
-            header = next(reader)
-            for row in reader:
-                stamp = row[column] if column < len(row) else ""
-                day = _stamp_day(stamp)
-                # Not a calendar day (2026-11-31), or outside the window: the first day's file.
-                if day is None or not first <= day <= last:
-                    day = first
-                day = day.isoformat()
+        # Parsed and written by Arrow a block at a time: Python's csv module took ~46 us a row
+        # (a 7-day backfill of 700K in-app events spent half its step here), and memory holds
+        # one block whatever the answer's size.
+        for batch in reader:
+            days = _event_days(batch.column(column), first_key, last_key)
+            for day in pc.unique(days).to_pylist():
+                rows = batch.filter(pc.equal(days, day))
                 if day not in outputs:
                     path = chunk.path.with_name(f"{chunk.path.stem}-{day}.csv")
-                    handle = path.open("w", newline="", encoding="utf-8")
-                    writer = csv.writer(handle, lineterminator="\n")
-                    writer.writerow(header)
-                    outputs[day] = (handle, writer, path)
-                outputs[day][1].writerow(row)
-                counts[day] = counts.get(day, 0) + 1
+                    handle = path.open("wb")
+                    buffer = io.StringIO()
+                    csv.writer(buffer, lineterminator="\n").writerow(chunk.header)
+                    handle.write(buffer.getvalue().encode("utf-8"))
+                    outputs[day] = (handle, path)
+                pacsv.write_csv(rows, outputs[day][0], options)
+                counts[day] = counts.get(day, 0) + rows.num_rows
     finally:
-        for handle, _, _ in outputs.values():
+        for handle, _ in outputs.values():
             handle.close()
     if sum(counts.values()) != chunk.rows:
         raise AppsFlyerApiError(
@@ -283,21 +294,30 @@ def split_by_day(chunk: SpooledChunk, timezone: str) -> list[tuple[str, SpooledC
     chunk.path.unlink()
     return [
         (day, SpooledChunk(path, chunk.header, counts[day], chunk.window))
-        for day, (_, _, path) in sorted(outputs.items())
+        for day, (_, path) in sorted(outputs.items())
     ]
 
 
-_DAY_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[ T]")
+# Bytes of an answer parsed at a time when it is split by day.
+SPLIT_BLOCK_BYTES = 4 << 20
+# What an Event Time starts with when it names a day (RE2, ASCII digits).
+_DAY_PREFIX = r"^\d{4}-\d{2}-\d{2}[ T]"
 
 
-def _stamp_day(stamp: str) -> dt.date | None:
-    """The calendar day an Event Time starts with, or None when it starts with none."""
-    if not _DAY_PREFIX.match(stamp):
-        return None
-    try:
-        return dt.date.fromisoformat(stamp[:10])
-    except ValueError:
-        return None
+def _event_days(stamps: pa.Array, first: str, last: str) -> pa.Array:
+    """Each row's partition day from its Event Time: the day it starts with (``yyyy-mm-dd``
+    followed by a space or ``T``) when that is a calendar day within first..last, else ``first``
+    (an empty or unreadable time, a day the calendar lacks, a day outside the window)."""
+    prefix = pc.fill_null(pc.match_substring_regex(stamps, _DAY_PREFIX), False)
+    text = pc.utf8_slice_codeunits(stamps, 0, 10)
+    # strptime rolls a day the calendar lacks over (2026-11-31 -> 12-01): only a date that
+    # formats back to its text is that day.
+    parsed = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True)
+    calendar = pc.fill_null(pc.equal(pc.utf8_slice_codeunits(pc.cast(parsed, pa.string()), 0, 10), text), False)
+    inside = pc.and_(pc.greater_equal(text, first), pc.less_equal(text, last))
+    usable = pc.and_(pc.and_(prefix, calendar), pc.fill_null(inside, False))
+    return pc.if_else(usable, text, pa.scalar(first))
+
 
 
 def _looks_like_html(path: Path) -> bool:

@@ -172,3 +172,32 @@ def test_an_event_time_on_a_day_that_does_not_exist_goes_to_the_first_day(answer
         parts = split_by_day(chunk, zone)
         assert [day for day, _ in parts] == days[:1] + days[-1:]
         assert _read(parts[0][1].path) == [["Event Time", "AppsFlyer ID"], [stamp, "a"]]
+
+
+def test_an_event_time_must_start_with_a_day_and_a_separator():
+    # AppsFlyer's Event Time is "yyyy-mm-dd hh:mm:ss" (ISO 8601's "T" also read): ten characters
+    # of a day followed by anything else are not a day, and go to the window's first day.
+    zone = "Asia/Seoul"
+    start = dt.datetime(2026, 11, 20, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+    window = (start, start + dt.timedelta(days=3))
+    rows = [["2026-11-21 10:00:00", "space"], ["2026-11-22T10:00:00", "t"], ["2026-11-21x10:00:00", "x"],
+            ["2026-11-22", "bare day"], ["", "empty"], ["2026-11-23 00:00:00", "after the window"]]
+    with tempfile.TemporaryDirectory() as directory:
+        parts = dict(split_by_day(_spool(Path(directory), ["Event Time", "AppsFlyer ID"], rows, window, "\n"), zone))
+        assert {day: [row[1] for row in _read(part.path)[1:]] for day, part in parts.items()} == {
+            "2026-11-20": ["x", "bare day", "empty", "after the window"], "2026-11-21": ["space"], "2026-11-22": ["t"]}
+
+
+def test_a_split_answer_keeps_empty_cells_null_and_quoted_empty_strings_empty():
+    # COPY reads an unquoted empty CSV field as NULL and a quoted "" as an empty string: the day
+    # files keep that difference as the answer had it (an answer within one day goes to COPY as
+    # delivered).
+    zone = "Asia/Seoul"
+    start = dt.datetime(2026, 11, 20, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+    window = (start, start + dt.timedelta(days=2))
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "answer.csv"
+        path.write_bytes(b'Event Time,Media Source,Campaign\n2026-11-20 10:00:00,,""\n2026-11-21 10:00:00,"",x\n')
+        parts = dict(split_by_day(SpooledChunk(path, ("Event Time", "Media Source", "Campaign"), 2, window), zone))
+        assert parts["2026-11-20"].path.read_bytes().splitlines()[1].endswith(b',,""')
+        assert parts["2026-11-21"].path.read_bytes().splitlines()[1].endswith(b',"","x"')

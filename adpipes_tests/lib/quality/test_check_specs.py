@@ -5,8 +5,8 @@ WARN checks never do; the checks are partitioned like their asset."""
 import dagster as dg
 import pandera.pandas as pa
 
-from adpipes.lib.quality import CheckGroup, check_groups, quality_check_specs, rule
-from adpipes.lib.quality.rules import ERROR, WARN
+from adpipes.lib.quality import ROW_VOLUME, CheckGroup, check_groups, quality_check_specs, rule
+from adpipes.lib.quality.rules import ERROR, UNKNOWN_COLUMNS, WARN
 from adpipes.lib.storage.tables import report_date_column
 
 POSITIVE = CheckGroup("spec_positive", "Amounts are positive.")
@@ -23,9 +23,12 @@ def test_each_check_describes_what_it_means_its_severity_and_its_rules():
         "note": pa.Column("str", rule(SHORT, pa.Check.str_length(max_value=10), "note has at most 10 characters"),
                           nullable=True),
     }, unique=["id"])
-    specs = {s.name: s for s in quality_check_specs(dg.AssetKey(["spec_test", "t"]), check_groups(schema),
-                                                    [schema], DAYS)}
-    assert {"required_columns", "required_values", "spec_positive", "spec_short_notes", "unique_keys"} <= set(specs)
+    groups = check_groups(schema, extra=[ROW_VOLUME, UNKNOWN_COLUMNS, ROW_VOLUME])
+    specs = {s.name: s for s in quality_check_specs(dg.AssetKey(["spec_test", "t"]), groups, [schema], DAYS)}
+    # One check per kind of rule the schema has, and the extra checks the asset asks for, each once.
+    assert [g.name for g in groups].count("row_volume") == 1
+    assert set(specs) == {"required_columns", "required_values", "spec_positive", "spec_short_notes",
+                          "unique_keys", "row_volume", "unknown_columns"}
     for group, rules in ((POSITIVE, ["- amount > 0", "- refund > 0"]),
                          (SHORT, ["- note has at most 10 characters"])):
         spec = specs[group.name]

@@ -1,6 +1,6 @@
 """Validation benchmark: pandera on a 1,000,000-row ``appsflyer/raw_data`` partition.
 
-    .venv/bin/python benchmarks/validation.py            # 1M rows (target: validation <= 2 s)
+    .venv/bin/python benchmarks/validation.py            # 1M rows (targets: validation <= 2 s; in blocks <= 0.5 s)
     .venv/bin/python benchmarks/validation.py --rows 200000
 
 One in-app-events day from the sandbox's generator (the vendor's columns and quirks) is parsed as
@@ -34,6 +34,8 @@ TIMEZONE = "Asia/Seoul"
 DAY = "2026-11-20"
 APP_ID = "com.adpipes.sandbox"
 TARGET_SECONDS = 2.0
+# Issue 15: validation as the asset runs it (block by block, with the bookkeeping) <= 0.5 s per 1M rows.
+TARGET_BLOCKS_SECONDS = 0.5
 # Rows per block in production: READ_BLOCK_BYTES of CSV at ~600 bytes per raw row.
 BLOCK_ROWS = 27_000
 
@@ -110,6 +112,9 @@ def main() -> int:
           f"(in blocks: {blocks_s / normalize_s:.2f})")
     verdict = "OK" if validate_s <= TARGET_SECONDS * rows / 1_000_000 else "OVER TARGET"
     print(f"target: pandera <= {TARGET_SECONDS:.1f} s per 1M rows -> {verdict}")
+    in_blocks = "OK" if blocks_s <= TARGET_BLOCKS_SECONDS * rows / 1_000_000 else "OVER TARGET"
+    print(f"target (issue 15): pandera as the asset runs it, in blocks, <= {TARGET_BLOCKS_SECONDS:.1f} s "
+          f"per 1M rows -> {in_blocks}")
     return 0 if verdict == "OK" else 1
 
 

@@ -180,9 +180,6 @@ class ArchivedDays:
     rows: dict[str, int]
     by_app: AppDayRows
 
-    def rows_by_app(self) -> AppDayRows:
-        return dict(self.by_app)
-
 
 KEY_TABLE_COLUMNS = ["day", "app", *RAW_ROW_KEY, "n"]
 KEY_TABLE_SCHEMA = pa.schema([*((c, pa.string()) for c in KEY_TABLE_COLUMNS[:-1]), ("n", pa.int64())])
@@ -293,7 +290,7 @@ def _refusals(keys: list[str], unusable: list[tuple[str, SpooledChunk, list[str]
             held = f"{archived.rows[key]:,} rows archived" if key in archived.rows else "nothing archived"
             reasons.setdefault(key, []).append(
                 f"app {app_id}: the {'answer is' if chunk.problem else 'report'} {problem}; {held}")
-    held_by_app = archived.rows_by_app()
+    held_by_app = archived.by_app
     for key in keys:
         if key in reasons or key not in archived.rows:
             continue

@@ -272,8 +272,9 @@ def split_by_day(chunk: SpooledChunk, timezone: str) -> list[tuple[str, SpooledC
         # one block whatever the answer's size.
         for batch in reader:
             days = _event_days(batch.column(column), first_key, last_key)
-            for day in pc.unique(days).to_pylist():
-                rows = batch.filter(pc.equal(days, day))
+            present = pc.unique(days).to_pylist()
+            for day in present:
+                rows = batch if len(present) == 1 else batch.filter(pc.equal(days, day))
                 if day not in outputs:
                     path = chunk.path.with_name(f"{chunk.path.stem}-{day}.csv")
                     handle = path.open("wb")
@@ -310,14 +311,22 @@ def _event_days(stamps: pa.Array, first: str, last: str) -> pa.Array:
     (an empty or unreadable time, a day the calendar lacks, a day outside the window)."""
     prefix = pc.fill_null(pc.match_substring_regex(stamps, _DAY_PREFIX), False)
     text = pc.utf8_slice_codeunits(stamps, 0, 10)
-    # strptime rolls a day the calendar lacks over (2026-11-31 -> 12-01): only a date that
-    # formats back to its text is that day.
-    parsed = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True)
-    calendar = pc.fill_null(pc.equal(pc.utf8_slice_codeunits(pc.cast(parsed, pa.string()), 0, 10), text), False)
+    calendar = pc.is_valid(exact_strptime(text, "%Y-%m-%d"))
     inside = pc.and_(pc.greater_equal(text, first), pc.less_equal(text, last))
     usable = pc.and_(pc.and_(prefix, calendar), pc.fill_null(inside, False))
     return pc.if_else(usable, text, pa.scalar(first))
 
+
+def exact_strptime(text: pa.Array, format: str) -> pa.Array:
+    """Arrow's ``strptime`` (second unit; null where the text does not parse), except that a date
+    or time the calendar lacks is null too: strptime rolls it over (2026-02-30 -> 2026-03-02,
+    23:59:60 -> the next day), so only a value that spells back to its text is kept. ``format``
+    spells a prefix of ``yyyy-mm-dd hh:mm:ss`` (``%Y-%m-%d``, ``%Y-%m-%d %H:%M:%S``): Arrow's cast of
+    a second-unit timestamp to text spells it that way, at a fifteenth of ``strftime``'s cost."""
+    parsed = pc.strptime(text, format=format, unit="s", error_is_null=True)
+    width = len(dt.datetime(2000, 1, 1).strftime(format))
+    spelled = pc.utf8_slice_codeunits(pc.cast(parsed, pa.string()), 0, width)
+    return pc.if_else(pc.fill_null(pc.equal(spelled, text), False), parsed, pa.scalar(None, parsed.type))
 
 
 def _looks_like_html(path: Path) -> bool:

@@ -14,7 +14,6 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
-import pyarrow.compute as pc
 from pandera.engines import pandas_engine
 
 from adpipes.appsflyer.checks import (
@@ -38,7 +37,7 @@ from adpipes.appsflyer.cohort_api import (
     SUM,
     UNIQUE_USERS,
 )
-from adpipes.appsflyer.raw_data_api import ORGANIC, RAW_REPORTS, RETARGETING
+from adpipes.appsflyer.raw_data_api import ORGANIC, RAW_REPORTS, RETARGETING, exact_strptime
 from adpipes.lib.quality import REQUIRED_VALUES, rule
 from adpipes.lib.storage.names import column_name, snake_case_name
 from adpipes.lib.storage.tables import (
@@ -213,14 +212,7 @@ RAW_MONEY_COLUMNS = ("event_revenue", "event_revenue_usd")
 def parse_timestamps(values: pd.Series) -> pd.Series:
     """AppsFlyer's offset-less ``yyyy-mm-dd hh:mm:ss`` wall times as naive datetimes; anything
     else is NaT. Arrow's strptime: five times faster than pandas' on a million values."""
-    text = pa_arrow.array(values, type=pa_arrow.string(), from_pandas=True)
-    parsed = pc.strptime(text, format=TIMESTAMP_FORMAT, unit="s", error_is_null=True)
-    # strptime rolls a date or time the calendar lacks over (2026-02-30 -> 2026-03-02, 23:59:60 ->
-    # the next day): only a value that formats back to the delivered text is that time. Arrow's
-    # cast of a second-unit timestamp to text spells it exactly as TIMESTAMP_FORMAT does, at a
-    # fifteenth of strftime's cost (strftime took 0.7 s per 600K values, per column, twice a row).
-    exact = pc.equal(pc.cast(parsed, pa_arrow.string()), text)
-    parsed = pc.if_else(pc.fill_null(exact, False), parsed, pa_arrow.scalar(None, parsed.type))
+    parsed = exact_strptime(pa_arrow.array(values, type=pa_arrow.string(), from_pandas=True), TIMESTAMP_FORMAT)
     return parsed.to_pandas().set_axis(values.index).astype("datetime64[us]")
 
 

@@ -63,7 +63,7 @@ def partition_write_lock(archive: PostgresDatabase, asset_key: dg.AssetKey, part
             _release(conn)
 
 
-def _release(conn) -> None:
+def _release(conn: psycopg.Connection) -> None:
     """Free this session's locks now, refused or done: closing the connection frees them only when
     its server process exits, which can lag behind the next run's attempt. On a connection that
     broke during the block the unlock fails; the block's own error is the one raised, and the

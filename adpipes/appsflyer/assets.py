@@ -76,6 +76,7 @@ from adpipes.lib.storage.postgres import (
     LOAD_AS_BATCHES,
     PartitionBatches,
     PostgresDatabase,
+    copy_out,
     existing_columns,
     missing_partitions,
 )
@@ -201,10 +202,7 @@ def _archived_keys(cur: psycopg.Cursor, spec, day: str, present: set[str], fallb
     ).format(app=app, key=sql.SQL(", ").join(key), table=sql.Identifier(spec.schema_name, spec.table_name),
              day=sql.Literal(day), positions=sql.SQL(", ").join(sql.Literal(3 + i) for i in range(len(RAW_ROW_KEY))))
     with tempfile.TemporaryFile() as spool:
-        with cur.copy(statement) as copy:
-            for chunk in copy:
-                spool.write(chunk)
-        if not spool.tell():
+        if not copy_out(cur, statement, spool):
             return KEY_TABLE_SCHEMA.empty_table()
         spool.seek(0)
         return pacsv.read_csv(spool, read_options=pacsv.ReadOptions(column_names=KEY_TABLE_COLUMNS),

@@ -38,7 +38,7 @@ from adpipes.lib.markdown import markdown_table
 from adpipes.lib.quality import WARN, CheckGroup
 from adpipes.lib.retention import NEVER_PRUNED
 from adpipes.lib.storage.locks import partition_write_lock
-from adpipes.lib.storage.postgres import PostgresDatabase, missing_partitions, stored_layout_version
+from adpipes.lib.storage.postgres import PostgresDatabase, copy_out, missing_partitions, stored_layout_version
 from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, WRITE_ORDER
 
 CUSTOMER_USER_MAP_KEY = dg.AssetKey(["appsflyer", "customer_user_map"])
@@ -184,9 +184,7 @@ def read_pairs(archive: psycopg.Connection, days: list[dt.date], spool: IO[bytes
     with archive.cursor() as cur:
         # Instants go over the wire with their offset, whatever either server's TimeZone is.
         cur.execute("SET LOCAL TimeZone = 'UTC'")
-        with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(_pairs_query(days))) as copy:
-            for chunk in copy:
-                spool.write(chunk)
+        copy_out(cur, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(_pairs_query(days)), spool)
         rows = cur.rowcount
     archive.rollback()
     spool.seek(0)

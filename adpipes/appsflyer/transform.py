@@ -47,8 +47,11 @@ def snake_case_columns(headers: Sequence[str]) -> list[str]:
 
 
 def _blank_to_na(series: pd.Series) -> pd.Series:
-    series = series.astype("str")
-    return series.mask(series.str.strip() == "")
+    """Text with every empty or whitespace-only value null. In Arrow: pandas' ``str.strip() ==
+    ""`` then ``mask`` cost twice as much, and this runs on every column of every block."""
+    text = pa.array(series.astype("str").array)
+    blank = pc.equal(pc.utf8_trim_whitespace(text), "")
+    return pd.Series(pc.if_else(blank, pa.scalar(None, text.type), text), index=series.index, dtype="str")
 
 
 # Values that do not convert become null here; the raw_data asset has already quarantined their

@@ -12,6 +12,8 @@ of the last runs without running anything.
 
     ./scripts/mutation                                # every module, smallest first
     ./scripts/mutation appsflyer/transform.py         # one module
+    ./scripts/mutation --resume lib/storage           # only the mutants not killed yet (unchecked,
+                                                      # survivors, timeouts): after new tests or a stop
     ./scripts/mutation --report                       # figures of the runs so far
     .venv/bin/mutmut show <mutant name>               # the edit a survivor made
 """
@@ -118,6 +120,9 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", metavar="MODULE",
                         help=f"modules to mutate (default: all): {', '.join(MODULES)}")
     parser.add_argument("--report", action="store_true", help="print the figures of the runs so far, run nothing")
+    parser.add_argument("--resume", action="store_true",
+                        help="run only the mutants mutmut's record does not show killed (not checked yet, "
+                             "survived, timed out); a module with no record yet runs whole")
     args = parser.parse_args()
     modules = args.modules or list(MODULES)
     unknown = [m for m in modules if m not in MODULES]
@@ -130,11 +135,19 @@ def main() -> int:
     # changes a rule shows on most inputs, and each mutant reruns every test that calls its function.
     os.environ.setdefault("PROPERTY_TEST_EXAMPLES", "4")
     started = start_postgres()
+    recorded = results() if args.resume else {}
     try:
         for module in modules:
-            print(f"== mutmut: {module}", flush=True)
+            # mutmut reruns every mutant it is given by name, killed or not; --resume names only the
+            # ones its record does not show killed, so a stopped run or new tests cost only those.
+            names = sorted(name for name, status in recorded.get(module, {}).items() if status != "killed")
+            if args.resume and recorded.get(module) and not names:
+                print(f"== mutmut: {module}: every recorded mutant is killed; nothing to resume", flush=True)
+                continue
+            print(f"== mutmut: {module}" + (f" (resuming {len(names)} mutants)" if names else ""), flush=True)
             # One test process at a time: the machine is shared.
-            run = subprocess.run([str(MUTMUT), "run", "--max-children", "1", MODULES[module] + "*"], cwd=ROOT)
+            run = subprocess.run([str(MUTMUT), "run", "--max-children", "1", *(names or [MODULES[module] + "*"])],
+                                 cwd=ROOT)
             if run.returncode != 0:
                 print(f"mutmut stopped on {module} (exit {run.returncode}); see its output above", flush=True)
                 return run.returncode

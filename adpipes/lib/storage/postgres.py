@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import io
 import logging
+import queue
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -39,6 +40,9 @@ COPY_BATCH_ROWS = 100_000
 # Bytes per chunk when streaming a delivered file into COPY, and per block when parsing a read-back.
 COPY_CHUNK_BYTES = 1 << 20
 READ_BLOCK_BYTES = 16 << 20
+# Pieces (psycopg sends at most 128 KB at a time) a COPY writer thread may have queued for its
+# server: enough to keep it busy while the next chunk is read or formatted (4 MB).
+COPY_QUEUE_PIECES = 32
 # Input metadata asking the IO manager for a lazy PartitionBatches instead of one DataFrame, so a
 # downstream asset can process a million-row partition a block at a time.
 LOAD_AS_BATCHES = "adpipes/load_as_batches"
@@ -353,6 +357,17 @@ def arrow_table(df: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
 _FROZEN = sql.SQL(", FREEZE true")
 
 
+class BoundedQueuedWriter(QueuedLibpqWriter):
+    """psycopg's queued writer (each database's COPY is sent from its own thread, so the servers
+    parse in parallel while the client reads or formats the next chunk) with a short queue.
+    psycopg's holds 1,024 pieces of 128 KB: a file read faster than a server parses it piled up to
+    128 MB per database in memory (a raw report step at 300K events peaked there)."""
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        super().__init__(cursor)
+        self._queue = queue.Queue(maxsize=COPY_QUEUE_PIECES)
+
+
 def copy_arrow_table(
     cursors: Sequence[psycopg.Cursor], target: sql.Composable, columns: Sequence[str], data: pa.Table,
     *, truncated: bool = False,
@@ -368,7 +383,7 @@ def copy_arrow_table(
         target, sql.SQL(", ").join(_ident(c) for c in columns), _FROZEN if truncated else sql.SQL("")
     )
     with contextlib.ExitStack() as stack:
-        copies = [stack.enter_context(cur.copy(statement, writer=QueuedLibpqWriter(cur))) for cur in cursors]
+        copies = [stack.enter_context(cur.copy(statement, writer=BoundedQueuedWriter(cur))) for cur in cursors]
         for batch in data.to_batches(max_chunksize=COPY_BATCH_ROWS):
             buffer = io.BytesIO()
             pacsv.write_csv(batch, buffer, options)
@@ -526,7 +541,7 @@ def _copy_files(conns: Sequence[psycopg.Connection], spec: TableSpec, delivered:
                 with contextlib.ExitStack() as copying, delivered_file.path.open("rb") as handle:
                     # Queued writers send each chunk from their own thread: the databases parse
                     # in parallel while the next chunk is read.
-                    copies = [copying.enter_context(cur.copy(statement, writer=QueuedLibpqWriter(cur)))
+                    copies = [copying.enter_context(cur.copy(statement, writer=BoundedQueuedWriter(cur)))
                               for cur in cursors]
                     while chunk := handle.read(COPY_CHUNK_BYTES):
                         for copy in copies:

@@ -162,3 +162,25 @@ def test_loaded_days_are_written_frozen(clean_databases):
         replace_partitions(conn, TYPED, typed_frame(D1, 5), [D1], timezone="Asia/Seoul")
         assert unfrozen_tuples(conn, "storage_test.typed_p20261120") == (5, 0)
     files.cleanup()
+
+
+def test_a_large_file_loads_without_queueing_it_in_memory(clean_databases):
+    # The file is read far faster than a server parses it: the queue each database's writer
+    # thread sends from must stay short, or the whole file (here 64 MB) waits in memory.
+    import tracemalloc
+
+    product_dsn, archive_dsn = clean_databases
+    row = b"x" * 1000 + b"\n"
+    count = (64 << 20) // len(row)
+    files = delivered((b"A\n" + row * count, ["a"], count, D1.isoformat()))
+    tracemalloc.start()
+    try:
+        with psycopg.connect(archive_dsn) as archive, psycopg.connect(product_dsn) as product:
+            assert replace_partitions_from_files([archive, product], RAW, files, [D1]) == {D1.isoformat(): count}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        files.cleanup()
+    assert peak < 16 << 20, f"{peak / 2**20:.0f} MB held while loading a 64 MB file"
+    with psycopg.connect(product_dsn) as conn:
+        assert conn.execute("SELECT count(*), min(length(a)) FROM storage_test.raw").fetchone() == (count, 1000)

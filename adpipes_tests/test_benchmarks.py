@@ -37,3 +37,7 @@ def test_ingest_benchmark_prints_times_ratio_rss_and_stages(tmp_path: Path) -> N
     # Shared pages counted once can only make the figure smaller than counting them per process.
     pss = re.search(r"peak PSS of the CLI process tree:\s+(\d+) MB", out)
     assert pss and 50 < int(pss.group(1)) <= int(rss.group(1)), out
+    # Where the peak is: the CLI process itself among the processes listed at that moment.
+    at_peak = re.findall(r"at the peak: (.+?)\s+RSS\s+(\d+) MB, PSS\s+(\d+) MB", out)
+    assert "CLI" in [label.strip() for label, _, _ in at_peak], out
+    assert sum(int(p) for _, _, p in at_peak) <= int(pss.group(1)) + 1, out

@@ -130,25 +130,43 @@ def start_services(start_date: dt.date) -> Services:
 # --------------------------------------------------------------------------- the CLI run
 
 
-def tree_memory(process) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    """(RSS, PSS) summed over ``process`` and its descendants. Step workers forked from Dagster's
-    forkserver share its pages (the imported libraries): the RSS sum counts those once per
-    process, the PSS sum (Linux: each shared page split between its sharers) counts them once."""
+def tree_memory(process) -> tuple[int, int, list[tuple[str, int, int]]]:  # type: ignore[no-untyped-def]
+    """(RSS, PSS) summed over ``process`` and its descendants, and each member's (what it runs,
+    RSS, PSS). Step workers forked from Dagster's forkserver share its pages (the imported
+    libraries): the RSS sum counts those once per process, the PSS sum (Linux: each shared page
+    split between its sharers) counts them once."""
     import psutil
 
     rss = pss = 0
+    members_memory: list[tuple[str, int, int]] = []
     try:
         members = [process, *process.children(recursive=True)]
     except psutil.Error:
-        return 0, 0
+        return 0, 0, []
     for member in members:
         try:
             info = member.memory_full_info()
             rss += info.rss
             pss += getattr(info, "pss", info.rss)
+            members_memory.append((_process_label(member), info.rss, getattr(info, "pss", info.rss)))
         except psutil.Error:
             pass  # a worker that just exited
-    return rss, pss
+    return rss, pss, members_memory
+
+
+def _process_label(process) -> str:  # type: ignore[no-untyped-def]
+    """What a process of the CLI tree is: the CLI, Dagster's forkserver, or the step it runs."""
+    import psutil
+
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.Error:
+        return "?"
+    if "asset materialize" in command:
+        return "CLI"
+    if "forkserver" in command:
+        return "forkserver"
+    return command[-60:]
 
 
 @dataclass
@@ -156,6 +174,8 @@ class CliRun:
     seconds: float
     peak_rss: int
     peak_pss: int
+    # Each process's (label, RSS, PSS) at the moment of the peak PSS.
+    at_peak: list[tuple[str, int, int]]
     dagster_home: Path
     started_at: float  # wall clock (time.time) of the CLI's start
     ended_at: float
@@ -177,15 +197,18 @@ def run_cli(services: Services, partition_args: list[str], label: str) -> CliRun
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         watched = psutil.Process(process.pid)
         peak = peak_pss = 0
+        at_peak: list[tuple[str, int, int]] = []
         while process.poll() is None:
-            rss, pss = tree_memory(watched)
+            rss, pss, members = tree_memory(watched)
+            if pss > peak_pss:
+                at_peak = members
             peak, peak_pss = max(peak, rss), max(peak_pss, pss)
             time.sleep(SAMPLE_EVERY_S)
         seconds = time.perf_counter() - started
     if process.returncode != 0:
         tail = log_path.read_text(errors="replace")[-4000:]
         raise SystemExit(f"the {label} CLI run failed (exit {process.returncode}):\n{tail}")
-    return CliRun(seconds, peak, peak_pss, home, started_at, started_at + seconds)
+    return CliRun(seconds, peak, peak_pss, at_peak, home, started_at, started_at + seconds)
 
 
 def stage_breakdown(run: CliRun) -> list[tuple[str, float]]:
@@ -339,6 +362,8 @@ def measure(services: Services, rows: int, days: int, last_day: dt.date, data_di
           f"(warm-up run: {warm.peak_rss / MB:.0f} MB; summed per process, shared pages counted in each)")
     print(f"peak PSS of the CLI process tree:   {timed.peak_pss / MB:7.0f} MB "
           f"(warm-up run: {warm.peak_pss / MB:.0f} MB; shared pages counted once)")
+    for label, rss, pss in sorted(timed.at_peak, key=lambda m: -m[2]):
+        print(f"  at the peak: {label:<58} RSS {rss / MB:5.0f} MB, PSS {pss / MB:5.0f} MB")
     if baseline:
         csvs = []
         for app_id in services.app_ids:

@@ -165,7 +165,12 @@ def _process_label(process) -> str:  # type: ignore[no-untyped-def]
     if "asset materialize" in command:
         return "CLI"
     if "forkserver" in command:
-        return "forkserver"
+        # Step workers are forks of the forkserver and keep its command line.
+        try:
+            parent = " ".join(process.parent().cmdline())
+        except (psutil.Error, AttributeError):
+            parent = ""
+        return "step worker (forked)" if "forkserver" in parent else "forkserver"
     return command[-60:]
 
 

@@ -1,20 +1,25 @@
 """Allocators that hand memory freed by a step back to the system.
 
 A step that streams a day block by block (``appsflyer/raw_data``: blocks of ~16 MB of CSV) frees
-what each block used before the next. Two defaults kept that memory resident anyway, so the
-process grew as if it held several blocks at once:
+what each block used before the next, yet with the defaults the process grew as if it held
+several blocks at once: glibc's ``malloc`` raises its mmap threshold to the size of every large
+chunk freed (up to 32 MB), so after the first block pandas' and numpy's column buffers (a few
+hundred KB each) come from the heap instead of their own mappings, and a heap with live chunks
+between the freed ones cannot shrink. A fixed threshold keeps them in mappings that ``free``
+unmaps. With it, Arrow's buffers are best left to the same allocator: its pools (mimalloc by
+default, jemalloc) keep per-thread arenas that held more at the peak.
 
-- glibc's ``malloc`` raises its mmap threshold to the size of every large chunk freed (up to
-  32 MB): after the first block, pandas' and numpy's column buffers (a few hundred KB each) come
-  from the heap instead of their own mappings, and a heap with live chunks between the freed
-  ones cannot shrink. A fixed threshold keeps them in mappings that ``free`` unmaps.
-- Arrow's default pool (mimalloc) keeps freed pages for reuse; jemalloc with a decay of 0 returns
-  them at once.
+Measured on the 2-core machine, in one process against a 300K-events-per-platform day (peak RSS):
 
-Measured on the 2-core machine, one ``appsflyer/raw_data`` step of 600K rows in one process: peak
-RSS 829 MB with the defaults, 635 MB with the fixed threshold, 549 MB with both, at the same CPU
-time (docs/development.md, "Benchmarks"). A setting the environment already makes
-(``MALLOC_MMAP_THRESHOLD_``, ``ARROW_DEFAULT_MEMORY_POOL``) is left as the user chose it.
+| step | defaults | fixed threshold, mimalloc | fixed threshold, jemalloc | fixed threshold, system |
+|---|---|---|---|---|
+| ``appsflyer/raw_data`` (600K rows) | 829 MB | 635 MB | 549-608 MB | 570 MB |
+| an in-app events raw report (re-run) | 624-689 MB | 576 MB | 614-650 MB | 429-465 MB |
+
+(the system allocator used ~10% more CPU in the raw report step, within this machine's noise
+elsewhere; docs/development.md, "Benchmarks"). A setting the environment already makes
+(``MALLOC_MMAP_THRESHOLD_``, ``ARROW_DEFAULT_MEMORY_POOL``) is left as the user chose it; where
+glibc's setting cannot be applied (macOS, musl), Arrow keeps its default pool.
 """
 
 from __future__ import annotations
@@ -39,13 +44,7 @@ def tune_allocators(environ: dict[str, str] | None = None) -> dict[str, str]:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1:
             applied["malloc_mmap_threshold"] = str(MMAP_THRESHOLD_BYTES)
-    if "ARROW_DEFAULT_MEMORY_POOL" not in environ:
-        try:
-            pool = pa.jemalloc_memory_pool()
-        except NotImplementedError:
-            pass  # a pyarrow built without jemalloc (Windows) keeps its default pool
-        else:
-            pa.set_memory_pool(pool)
-            pa.jemalloc_set_decay_ms(0)
-            applied["arrow_memory_pool"] = "jemalloc"
+    if applied and "ARROW_DEFAULT_MEMORY_POOL" not in environ:
+        pa.set_memory_pool(pa.system_memory_pool())
+        applied["arrow_memory_pool"] = "system"
     return applied

@@ -12,6 +12,7 @@ of the last runs without running anything.
 
     ./scripts/mutation                                # every module, smallest first
     ./scripts/mutation appsflyer/transform.py         # one module
+    ./scripts/mutation lib/storage/locks.py           # one file of a package module
     ./scripts/mutation --resume lib/storage           # only the mutants not killed yet (unchecked,
                                                       # survivors, timeouts): after new tests or a stop
     ./scripts/mutation --report                       # figures of the runs so far
@@ -125,12 +126,16 @@ def main() -> int:
                              "survived, timed out); a module with no record yet runs whole")
     args = parser.parse_args()
     modules = args.modules or list(MODULES)
-    unknown = [m for m in modules if m not in MODULES]
+    # A file inside a package module (lib/storage/locks.py) runs that file's mutants only.
+    files = {m: "adpipes." + m.removesuffix(".py").replace("/", ".") + "." for m in modules
+             if m not in MODULES and any(m.startswith(p.rstrip("/") + "/") for p in MODULES)}
+    unknown = [m for m in modules if m not in MODULES and m not in files]
     if unknown:
         parser.error(f"unknown module(s) {unknown}; known: {', '.join(MODULES)}")
     os.chdir(ROOT)
+    reported = list(dict.fromkeys(next(p for p in MODULES if m == p or m.startswith(p + "/")) for m in modules))
     if args.report:
-        return 1 if report(modules) else 0
+        return 1 if report(reported) else 0
     # The property tests run 4 examples each per mutant (their default is more): a mutant that
     # changes a rule shows on most inputs, and each mutant reruns every test that calls its function.
     os.environ.setdefault("PROPERTY_TEST_EXAMPLES", "4")
@@ -140,13 +145,16 @@ def main() -> int:
         for module in modules:
             # mutmut reruns every mutant it is given by name, killed or not; --resume names only the
             # ones its record does not show killed, so a stopped run or new tests cost only those.
-            names = sorted(name for name, status in recorded.get(module, {}).items() if status != "killed")
-            if args.resume and recorded.get(module) and not names:
+            prefix = files.get(module) or MODULES[module]
+            owner = next(p for p in MODULES if module == p or module.startswith(p + "/"))
+            names = sorted(name for name, status in recorded.get(owner, {}).items()
+                           if status != "killed" and name.startswith(prefix))
+            if args.resume and any(n.startswith(prefix) for n in recorded.get(owner, {})) and not names:
                 print(f"== mutmut: {module}: every recorded mutant is killed; nothing to resume", flush=True)
                 continue
             print(f"== mutmut: {module}" + (f" (resuming {len(names)} mutants)" if names else ""), flush=True)
             # One test process at a time: the machine is shared.
-            run = subprocess.run([str(MUTMUT), "run", "--max-children", "1", *(names or [MODULES[module] + "*"])],
+            run = subprocess.run([str(MUTMUT), "run", "--max-children", "1", *(names or [prefix + "*"])],
                                  cwd=ROOT)
             if run.returncode != 0:
                 print(f"mutmut stopped on {module} (exit {run.returncode}); see its output above", flush=True)
@@ -156,7 +164,7 @@ def main() -> int:
             cluster, root = started
             cluster.stop()
             shutil.rmtree(root, ignore_errors=True)
-    return 1 if report(modules) else 0
+    return 1 if report(reported) else 0
 
 
 if __name__ == "__main__":

@@ -106,3 +106,30 @@ def test_a_second_run_of_a_partition_stops_before_its_body_runs(storage_resource
     assert f"is being written by run {first['result'].run_id}" in message
     # The second run's body (its vendor calls) never ran.
     assert bodies == [first["result"].run_id]
+
+
+def test_a_partition_locked_by_a_session_that_is_not_an_adpipes_run_names_another_run(archive_dsn):
+    # Whoever holds the lock without being an adpipes writer (an operator's session, a tool) is
+    # named as "another run", not by its own application name.
+    archive = PostgresDatabase(role="archive", dsn=archive_dsn)
+    key = dg.AssetKey(["appsflyer", "lock_foreign_test"])
+    with psycopg.connect(archive_dsn, autocommit=True, application_name="psql") as foreign:
+        foreign.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"adpipes:write:{key.to_user_string()}:2026-11-20",))
+        with pytest.raises(PartitionBusy) as caught:
+            with partition_write_lock(archive, key, ["2026-11-20"], "run-mine"):
+                pass
+    assert "partition 2026-11-20 is being written by another run;" in caught.value.description
+    assert caught.value.metadata["held_by"].value == "another run"
+
+
+def test_a_lock_session_lost_inside_the_block_raises_the_blocks_own_error(archive_dsn):
+    # The unlock at the end fails on a connection the server dropped; the error the user sees must
+    # still be the one the block raised (the locks went with the server process).
+    archive = PostgresDatabase(role="archive", dsn=archive_dsn)
+    with psycopg.connect(archive_dsn, autocommit=True) as admin:
+        with pytest.raises(RuntimeError, match="the step's own failure"):
+            with partition_write_lock(archive, dg.AssetKey(["appsflyer", "lock_lost_test"]), ["2026-11-20"], "run-x"):
+                (ended,) = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                         "WHERE application_name = 'adpipes writer run-x'").fetchone()
+                assert ended == 1
+                raise RuntimeError("the step's own failure")

@@ -64,6 +64,11 @@ def test_a_row_outside_the_partitions_or_after_finishing_is_refused(clean_databa
             spool.write(typed_frame(D2, 2))
         with pytest.raises(StorageError, match=r"lack columns \['amount'\]"):
             spool.write(typed_frame(D1, 2).drop(columns=["amount"]))
+        # A row without its day cannot go to any day's file: the error names the table and column.
+        undated = typed_frame(D1, 2).astype({"report_date": "str"})
+        undated.loc[1, "report_date"] = None
+        with pytest.raises(StorageError, match=r"^storage_test\.typed: rows without report_date; nothing was written$"):
+            spool.write(undated)
         spool.write(typed_frame(D1, 2))
         spool.finish()
         with pytest.raises(StorageError, match="after the spool was finished"):

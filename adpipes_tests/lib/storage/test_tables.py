@@ -3,9 +3,13 @@ by the header AppsFlyer delivers them under, nullability true to the rules, and 
 match the keys the user sees (issue 14, "Descriptions")."""
 
 import dagster as dg
+import pandas as pd
+import pandera.pandas as pandera
 import pytest
 
+from adpipes.appsflyer.schemas import raw_data_schema
 from adpipes.definitions import defs
+from adpipes.lib.storage.tables import postgres_type, report_date_column
 
 # The raw report headers and the columns they are stored as, transcribed from the column table of
 # the original scripts (vendor-docs/appsflyer-pull-api-original-scripts.ko.txt, "2. 테이블 설계").
@@ -187,3 +191,42 @@ def test_group_names_are_the_prefix_of_their_keys():
                       "appsflyer/cohort_ltv"},
         "airbridge": {"airbridge/revenue"},
     }
+
+
+# Called here, while the test runs (the table specs call them when adpipes is imported): the
+# PostgreSQL type of each kind of pandera column, as PostgreSQL documents its types (8-byte
+# integers are bigint, smaller ones fit integer, 8-byte floats are double precision, times with
+# a zone timestamptz and without one timestamp), and the documented types of raw_data's columns
+# (docs/assets.md: timestamps timestamptz, flags boolean, customer_user_id bigint, money numeric,
+# report_date the day).
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [
+        ("str", "text"), (object, "text"), (pd.StringDtype(), "text"),
+        (pd.DatetimeTZDtype(tz="Asia/Seoul"), "timestamptz"), ("datetime64[ns]", "timestamp"),
+        ("boolean", "boolean"), (bool, "boolean"),
+        ("Int64", "bigint"), ("int64", "bigint"), ("int32", "integer"), ("int16", "integer"), ("int8", "integer"),
+        ("Float64", "double precision"), ("float32", "double precision"),
+    ],
+)
+def test_postgres_type_of_each_kind_of_column(dtype, expected):
+    assert postgres_type(pandera.Column(dtype, name="c")) == expected
+
+
+def test_postgres_type_override_and_unknown_dtype():
+    assert postgres_type(pandera.Column("Float64", name="amount", metadata={"pg_type": "numeric"})) == "numeric"
+    with pytest.raises(TypeError, match=r"no PostgreSQL type for pandera column 'shape' of dtype"):
+        postgres_type(pandera.Column("category", name="shape"))
+
+
+def test_raw_data_columns_have_the_documented_types():
+    columns = raw_data_schema().columns
+    documented = {"event_time": "timestamptz", "install_time": "timestamptz", "wifi": "boolean",
+                  "is_retargeting": "boolean", "customer_user_id": "bigint", "event_revenue": "numeric",
+                  "event_revenue_usd": "numeric", "media_source": "text", "report_date": "date"}
+    assert {name: postgres_type(columns[name]) for name in documented} == documented
+    day = report_date_column()
+    # The day of the row: text in the frames (the partition key), a date in PostgreSQL, never empty.
+    assert (postgres_type(day), day.nullable) == ("date", False)
+    assert postgres_type(pandera.Column(day.dtype, name="report_date")) == "text"
+    assert "app timezone" in day.description

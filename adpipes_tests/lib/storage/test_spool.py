@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -147,3 +148,60 @@ def test_a_raw_report_refuses_before_its_call_when_tmpdir_cannot_hold_the_range(
     message = step_failure_message(result)
     assert f"TMPDIR ({mount})" in message and "Nothing was called" in message and day in message
     assert len(clean_sandbox.calls()) == calls_before  # the vendor was not called
+
+
+def _owned(root: Path, name: str, owner: dict) -> Path:
+    directory = root / name
+    directory.mkdir()
+    (directory / OWNER_FILE).write_text(json.dumps(owner))
+    return directory
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process states are read from /proc (Linux)")
+def test_an_exited_but_unreaped_owner_and_an_impossible_pid_count_as_gone(tmp_path):
+    from adpipes.lib.storage.delivered import _process_start
+
+    # A child that exited and was not waited for is a zombie: its pid still answers kill(0).
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = _process_start(child.pid)
+    for _ in range(200):
+        if Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        __import__("time").sleep(0.05)
+    zombie = _owned(tmp_path, "adpipes-zombie-1", {"pid": child.pid, "started": started})
+    no_pid = _owned(tmp_path, "adpipes-nopid-1", {})
+    negative = _owned(tmp_path, "adpipes-negative-1", {"pid": -1})
+    # A live owner recorded before start times were (no "started"), and one with its own start.
+    legacy = _owned(tmp_path, "adpipes-legacy-1", {"pid": os.getpid()})
+    current = _owned(tmp_path, "adpipes-current-1", {"pid": os.getpid(), "started": _process_start(os.getpid())})
+    removed = {path for path, _ in sweep_abandoned_spools(tmp_path)}
+    child.wait()
+    assert removed == {zombie, no_pid, negative}
+    assert legacy.exists() and current.exists()
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"),
+    [
+        (0, "0 bytes"), (999, "999 bytes"), (1_000, "1 KB"), (64_000, "64 KB"), (999_499, "999 KB"),
+        (1_200_000, "1.2 MB"), (9_950_000, "9.9 MB"), (340_000_000, "340 MB"), (1_200_000_000, "1.2 GB"),
+        (25_000_000_000, "25 GB"), (3_400_000_000_000, "3.4 TB"), (5_000_000_000_000_000, "5,000 TB"),
+    ],
+)
+def test_sizes_in_messages_read_at_a_glance(count, shown):
+    # Decimal units (1 KB = 1,000 bytes, as disk sizes are sold and `df -H` shows them); one
+    # decimal below 10 of a unit from MB up, whole numbers otherwise.
+    from adpipes.lib.storage.delivered import human_bytes
+
+    assert human_bytes(count) == shown
+
+
+def test_the_space_refusal_names_both_sizes(tmp_path):
+    from adpipes.lib.storage.delivered import human_bytes
+
+    free = __import__("shutil").disk_usage(tmp_path).free
+    with pytest.raises(SpoolSpaceError) as caught:
+        require_spool_space(free + 2 * 10**12, "a 31-day backfill", root=tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"a 31-day backfill needs about {human_bytes(free + 2 * 10**12)} of temporary space")
+    assert re.search(r" but TMPDIR \(.+\) has \d[\d,.]* (bytes|KB|MB|GB|TB) free\. Nothing was called\.", message), message

@@ -81,6 +81,10 @@ def sweep_abandoned_spools(root: Path | None = None) -> list[tuple[Path, int]]:
             owner = json.loads(marker.read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(owner, dict):
+            # Not a marker this code wrote (valid JSON, but not its object): leave the directory
+            # alone rather than fail every run that spools on this machine.
+            continue
         if _owner_alive(owner):
             continue
         size = _size(directory)

@@ -174,10 +174,12 @@ def test_an_exited_but_unreaped_owner_and_an_impossible_pid_count_as_gone(tmp_pa
     # A live owner recorded before start times were (no "started"), and one with its own start.
     legacy = _owned(tmp_path, "adpipes-legacy-1", {"pid": os.getpid()})
     current = _owned(tmp_path, "adpipes-current-1", {"pid": os.getpid(), "started": _process_start(os.getpid())})
+    # Owner files this code did not write (valid JSON, not its object) are left alone.
+    foreign = [_owned(tmp_path, f"adpipes-foreign-{i}", value) for i, value in enumerate([None, [1], "x", 7])]
     removed = {path for path, _ in sweep_abandoned_spools(tmp_path)}
     child.wait()
     assert removed == {zombie, no_pid, negative}
-    assert legacy.exists() and current.exists()
+    assert legacy.exists() and current.exists() and all(f.exists() for f in foreign)
 
 
 @pytest.mark.parametrize(

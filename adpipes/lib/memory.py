@@ -14,7 +14,7 @@ Measured on the 2-core machine, in one process against a 300K-events-per-platfor
 | step | defaults | fixed threshold, mimalloc | fixed threshold, jemalloc | fixed threshold, system |
 |---|---|---|---|---|
 | ``appsflyer/raw_data`` (600K rows) | 829 MB | 635 MB | 549-608 MB | 570 MB |
-| an in-app events raw report (re-run) | 624-689 MB | 576 MB | 614-650 MB | 429-465 MB |
+| an in-app events raw report (re-run) | not measured | 576 MB | 614-689 MB | 429-465 MB |
 
 (the system allocator used ~10% more CPU in the raw report step, within this machine's noise
 elsewhere; docs/development.md, "Benchmarks"). A setting the environment already makes

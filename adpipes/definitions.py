@@ -28,16 +28,11 @@ from adpipes.lib.settings import (
     Settings,
     load_settings,
 )
-from adpipes.lib.memory import tune_allocators
 from adpipes.lib.quality import QualityStore
 from adpipes.lib.quota import ApiCallLedger
 from adpipes.lib.retention import build_retention_sensor, prune_product_partitions_job
 from adpipes.schedules import build_daily_schedule, build_late_events_schedule
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
-
-# Every process that loads the code location (the CLI, the webserver's code server, the daemon,
-# the forkserver whose forks run the steps) hands the memory its steps free back to the system.
-tune_allocators()
 
 
 def _env_or(settings: Settings, name: str, default: str | None) -> dg.EnvVar | str | None:

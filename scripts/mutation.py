@@ -48,6 +48,16 @@ MODULES = {
 NOT_KILLED = ("survived", "no tests")
 
 
+def owning_module(path: str) -> str | None:
+    """The module of MODULES that ``path`` (a module, or a file inside a package module) belongs to."""
+    return next((m for m in MODULES if path == m or path.startswith(m + "/")), None)
+
+
+def mutant_prefix(path: str) -> str:
+    """The mutmut name prefix of the mutants of ``path``."""
+    return MODULES.get(path) or "adpipes." + path.removesuffix(".py").replace("/", ".") + "."
+
+
 def module_of(mutant: str) -> str | None:
     for module, prefix in MODULES.items():
         if mutant.startswith(prefix):
@@ -127,13 +137,11 @@ def main() -> int:
     args = parser.parse_args()
     modules = args.modules or list(MODULES)
     # A file inside a package module (lib/storage/locks.py) runs that file's mutants only.
-    files = {m: "adpipes." + m.removesuffix(".py").replace("/", ".") + "." for m in modules
-             if m not in MODULES and any(m.startswith(p.rstrip("/") + "/") for p in MODULES)}
-    unknown = [m for m in modules if m not in MODULES and m not in files]
+    unknown = [m for m in modules if owning_module(m) is None]
     if unknown:
         parser.error(f"unknown module(s) {unknown}; known: {', '.join(MODULES)}")
     os.chdir(ROOT)
-    reported = list(dict.fromkeys(next(p for p in MODULES if m == p or m.startswith(p + "/")) for m in modules))
+    reported = list(dict.fromkeys(owning_module(m) for m in modules))
     if args.report:
         return 1 if report(reported) else 0
     # The property tests run 4 examples each per mutant (their default is more): a mutant that
@@ -145,8 +153,7 @@ def main() -> int:
         for module in modules:
             # mutmut reruns every mutant it is given by name, killed or not; --resume names only the
             # ones its record does not show killed, so a stopped run or new tests cost only those.
-            prefix = files.get(module) or MODULES[module]
-            owner = next(p for p in MODULES if module == p or module.startswith(p + "/"))
+            prefix, owner = mutant_prefix(module), owning_module(module)
             names = sorted(name for name, status in recorded.get(owner, {}).items()
                            if status != "killed" and name.startswith(prefix))
             if args.resume and any(n.startswith(prefix) for n in recorded.get(owner, {})) and not names:

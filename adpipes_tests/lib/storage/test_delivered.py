@@ -184,3 +184,47 @@ def test_a_large_file_loads_without_queueing_it_in_memory(clean_databases):
     assert peak < 16 << 20, f"{peak / 2**20:.0f} MB held while loading a 64 MB file"
     with psycopg.connect(product_dsn) as conn:
         assert conn.execute("SELECT count(*), min(length(a)) FROM storage_test.raw").fetchone() == (count, 1000)
+
+
+def test_a_constant_column_fills_every_row_of_its_file(clean_databases):
+    # DeliveredCsv.constants: columns the file does not carry that every one of its rows gets
+    # (e.g. the app id the report was requested for).
+    _, archive_dsn = clean_databases
+    files = delivered((DAY_ONE, ["a", "new_column"], 3, D1.isoformat()))  # the column exists
+    path = files.directory / "constant.csv"
+    path.write_bytes(b"A\np\nq\n")
+    files.add(path, ["a"], 2, report_date=D2.isoformat(), constants={"new_column": "id123"})
+    with psycopg.connect(archive_dsn) as conn:
+        assert replace_partitions_from_files(conn, RAW, files, [D1, D2]) == {"2026-11-20": 3, "2026-11-21": 2}
+    assert rows(archive_dsn)[3:] == [("2026-11-21", "p", "id123"), ("2026-11-21", "q", "id123")]
+    files.cleanup()
+
+
+def test_a_constant_may_not_replace_a_delivered_column():
+    files = DeliveredFiles()
+    path = files.directory / "0.csv"
+    path.write_bytes(DAY_ONE)
+    with pytest.raises(ValueError, match=r"0.csv carries \['new_column'\] itself"):
+        files.add(path, ["a", "new_column"], 3, report_date=D1.isoformat(), constants={"new_column": "x"})
+    assert files.files == []
+    files.cleanup()
+
+
+def test_rows_by_date_adds_up_the_files_of_one_day():
+    # A day can come in several files (a window's file split by day, several source reports).
+    files = delivered((DAY_ONE, ["a", "new_column"], 3, D1.isoformat()), (DAY_TWO, ["a"], 1, D1.isoformat()),
+                      (DAY_TWO, ["a"], 1, D2.isoformat()))
+    assert files.rows_by_date() == {"2026-11-20": 4, "2026-11-21": 1}
+    assert files.row_count == 5
+    files.cleanup()
+
+
+def test_cleanup_of_a_directory_already_gone_does_not_fail():
+    # The spool may be gone before the IO manager cleans up (removed by hand, or by a sweep that
+    # took its owner for dead); cleaning up must not fail the step that wrote the rows.
+    import shutil
+
+    files = delivered((DAY_TWO, ["a"], 1, D1.isoformat()))
+    shutil.rmtree(files.directory)
+    files.cleanup()
+    assert not files.directory.exists()

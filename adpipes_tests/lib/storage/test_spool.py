@@ -186,7 +186,7 @@ def test_an_exited_but_unreaped_owner_and_an_impossible_pid_count_as_gone(tmp_pa
     ("count", "shown"),
     [
         (0, "0 bytes"), (999, "999 bytes"), (1_000, "1 KB"), (64_000, "64 KB"), (999_499, "999 KB"),
-        (1_200_000, "1.2 MB"), (9_950_000, "9.9 MB"), (340_000_000, "340 MB"), (1_200_000_000, "1.2 GB"),
+        (1_200_000, "1.2 MB"), (9_950_000, "9.9 MB"), (10_000_000, "10 MB"), (340_000_000, "340 MB"), (1_200_000_000, "1.2 GB"),
         (25_000_000_000, "25 GB"), (3_400_000_000_000, "3.4 TB"), (5_000_000_000_000_000, "5,000 TB"),
     ],
 )
@@ -207,3 +207,152 @@ def test_the_space_refusal_names_both_sizes(tmp_path):
     message = str(caught.value)
     assert message.startswith(f"a 31-day backfill needs about {human_bytes(free + 2 * 10**12)} of temporary space")
     assert re.search(r" but TMPDIR \(.+\) has \d[\d,.]* (bytes|KB|MB|GB|TB) free\. Nothing was called\.", message), message
+
+
+def proc5_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat split as proc(5) describes it: the command name (field 2) is in
+    parentheses and may itself hold ``)`` and spaces, so it ends at the *last* ``)``. Returned
+    with the pid and the name left out: [0] is field 3 (state), [19] field 22 (starttime)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split(" ")
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process states are read from /proc (Linux)")
+
+
+@needs_proc
+def test_a_spool_records_its_owner_pid_and_start_time():
+    directory = make_spool_directory("adpipes-owner-")
+    try:
+        owner = json.loads((directory / OWNER_FILE).read_text())
+        assert owner == {"pid": os.getpid(), "started": proc5_fields(os.getpid())[19]}
+    finally:
+        __import__("shutil").rmtree(directory)
+
+
+@needs_proc
+def test_the_start_time_of_a_process_that_is_gone_is_unknown():
+    from adpipes.lib.storage.delivered import _process_start
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its /proc entry is gone
+    assert _process_start(child.pid) is None
+    assert _process_start(os.getpid()) == proc5_fields(os.getpid())[19]
+
+
+# A command name with ")" and spaces in it (15 bytes at most: the kernel's TASK_COMM_LEN).
+ODD_NAME = b"svc) (w) q"
+
+
+@needs_proc
+def test_a_live_owner_whose_name_holds_parentheses_keeps_its_spool(tmp_path):
+    code = ("import ctypes, sys, time; ctypes.CDLL(None).prctl(15, %r, 0, 0, 0); "
+            "print('ready', flush=True); time.sleep(60)" % ODD_NAME)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert Path(f"/proc/{child.pid}/comm").read_text().strip() == ODD_NAME.decode()
+        owned = _owned(tmp_path, "adpipes-odd-1", {"pid": child.pid, "started": proc5_fields(child.pid)[19]})
+        assert sweep_abandoned_spools(tmp_path) == []
+        assert owned.exists()
+    finally:
+        child.kill()
+        child.wait()
+    # Once the owner is gone its spool is removed.
+    assert [path for path, _ in sweep_abandoned_spools(tmp_path)] == [owned]
+
+
+def test_the_sweep_does_not_signal_a_live_owner(tmp_path):
+    # kill(pid, 0) only asks whether the process exists; any other signal would hit the owner.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owned = _owned(tmp_path, "adpipes-live-1", {"pid": child.pid})
+        assert sweep_abandoned_spools(tmp_path) == []
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=1)  # still running
+        assert owned.exists()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_pid_1_is_a_live_owner(tmp_path):
+    # In a container the process that spools can be pid 1. The sweep runs in a pid namespace of
+    # its own (as a container's processes do), where pid 1 is the sweeping process itself: never
+    # the machine's init, which this test must not touch.
+    owned = _owned(tmp_path, "adpipes-init-1", {"pid": 1})
+    code = ("import os, sys; from adpipes.lib.storage.delivered import sweep_abandoned_spools as s; "
+            f"print(os.getpid(), len(s({str(tmp_path)!r})))")
+    run = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+                         capture_output=True, text=True, env=os.environ)
+    if run.returncode and "unshare" in run.stderr:
+        pytest.skip(f"a pid namespace needs root (CI runs as root): {run.stderr.strip()}")
+    assert run.stdout.split() == ["1", "0"], run.stderr
+    assert owned.exists()
+
+
+def test_directories_without_a_readable_owner_do_not_stop_the_sweep(tmp_path):
+    # Enough of each that, whatever order the directory listing has, some dead owner's spool
+    # comes after a directory without a usable owner file.
+    started = proc5_fields(os.getpid())[19] if Path("/proc/self/stat").exists() else None
+    unmarked = [tmp_path / f"adpipes-unmarked-{i}" for i in range(8)]
+    for directory in unmarked:
+        directory.mkdir()
+    garbled = [_owned(tmp_path, f"adpipes-garbled-{i}", {}) for i in range(8)]
+    for directory in garbled:
+        (directory / OWNER_FILE).write_text("{not json")
+    # This pid with another start time: a reused pid, the owner is gone.
+    dead = {_owned(tmp_path, f"adpipes-dead-{i}", {"pid": os.getpid(), "started": f"{started}0"})
+            for i in range(8)}
+    assert {path for path, _ in sweep_abandoned_spools(tmp_path)} == dead
+    assert all(d.exists() for d in unmarked + garbled)
+
+
+def test_a_swept_spool_is_logged_with_its_owner(tmp_path, caplog):
+    dead = spool_of_a_dead_process(tmp_path)
+    owner_pid = json.loads((dead / OWNER_FILE).read_text())["pid"]
+    with caplog.at_level("WARNING", logger="adpipes.storage"):
+        assert [path for path, _ in sweep_abandoned_spools(tmp_path)] == [dead]
+    (record,) = [r for r in caplog.records if r.name == "adpipes.storage"]
+    assert str(dead) in record.getMessage() and f"process {owner_pid} " in record.getMessage()
+
+
+def _mount_tmpfs(mount: Path, size: str = "1m") -> None:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+
+
+def test_a_spool_that_cannot_be_removed_is_left_without_failing_the_sweep(tmp_path):
+    # A dead owner's spool holding a mount point: rmdir fails (EBUSY). The sweep runs before every
+    # spooling step, so it must go on (and report nothing removed) rather than fail the step.
+    dead = spool_of_a_dead_process(tmp_path)
+    busy = dead / "mounted"
+    busy.mkdir()
+    _mount_tmpfs(busy)
+    try:
+        assert sweep_abandoned_spools(tmp_path) == []
+        assert dead.exists()
+    finally:
+        subprocess.run(["umount", str(busy)], check=False)
+
+
+def test_exactly_enough_space_is_enough(tmp_path):
+    # "Refuse when TMPDIR has less free space than needed": a private tmpfs, whose free space no
+    # other process changes, holding exactly the space needed passes; one byte more is refused.
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    _mount_tmpfs(mount)
+    try:
+        free = __import__("shutil").disk_usage(mount).free
+        require_spool_space(free, "a day", root=mount)
+        with pytest.raises(SpoolSpaceError):
+            require_spool_space(free + 1, "a day", root=mount)
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_spool_prefix_must_start_with_adpipes(tmp_path):
+    # Only adpipes-* directories are ever swept, so a spool must be named so.
+    with pytest.raises(ValueError, match=r"named adpipes-\*, got prefix 'spool-'"):
+        make_spool_directory("spool-")

@@ -53,3 +53,54 @@ def test_an_unencoded_at_sign_never_reaches_libpq():
         with database.connect():
             pass
     assert SECRET not in str(caught.value) and "x@127.0.0.1" not in str(caught.value)
+
+
+def _connect_error(role: str, dsn: str) -> str:
+    with pytest.raises(StorageError) as caught:
+        with PostgresDatabase(role=role, dsn=dsn).connect():
+            pass
+    return str(caught.value)
+
+
+def test_a_missing_database_or_role_is_named_as_such(archive_dsn):
+    # The test server's real answers (trust authentication): FATAL database/role "..." does not exist.
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    parts = conninfo_to_dict(archive_dsn)
+    no_database = make_conninfo(archive_dsn, dbname="adpipes_no_such_database")
+    message = _connect_error("archive", no_database)
+    assert "the database or role does not exist" in message
+    assert "database adpipes_no_such_database" in message and f"host {parts['host']}" in message
+    assert "FATAL" not in message and "adpipes_no_such_database\"" not in message  # no libpq text
+    message = _connect_error("product", make_conninfo(archive_dsn, user="adpipes_no_such_role"))
+    assert "the database or role does not exist" in message and "role adpipes_no_such_role" in message
+    assert "ADPIPES_PRODUCT_DSN" in message
+
+
+def test_a_failure_the_driver_words_otherwise_is_still_named_without_its_text():
+    # A server that accepts the connection and closes it at once: libpq says "server closed the
+    # connection unexpectedly", which adpipes does not repeat.
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def close_every_connection():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=close_every_connection, daemon=True).start()
+    try:
+        message = _connect_error("archive", f"postgresql://adpipes:{SECRET}@127.0.0.1:{port}/archive?sslmode=disable")
+    finally:
+        listener.close()
+    assert f"host 127.0.0.1, port {port}, database archive, role adpipes" in message
+    assert "the connection failed" in message.lower() and "ADPIPES_ARCHIVE_DSN" in message
+    assert SECRET not in message and "unexpectedly" not in message and "None" not in message

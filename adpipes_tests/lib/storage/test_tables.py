@@ -2,6 +2,9 @@
 by the header AppsFlyer delivers them under, nullability true to the rules, and group names that
 match the keys the user sees (issue 14, "Descriptions")."""
 
+import importlib
+import re
+
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pandera
@@ -9,7 +12,16 @@ import pytest
 
 from adpipes.appsflyer.schemas import raw_data_schema
 from adpipes.definitions import defs
-from adpipes.lib.storage.tables import postgres_type, report_date_column
+from adpipes.lib.quality.rules import CheckGroup, rule
+from adpipes.lib.storage.tables import (
+    ARCHIVE,
+    PRODUCT,
+    TABLES,
+    TableRegistry,
+    TableSpec,
+    postgres_type,
+    report_date_column,
+)
 
 # The raw report headers and the columns they are stored as, transcribed from the column table of
 # the original scripts (vendor-docs/appsflyer-pull-api-original-scripts.ko.txt, "2. 테이블 설계").
@@ -230,3 +242,110 @@ def test_raw_data_columns_have_the_documented_types():
     assert (postgres_type(day), day.nullable) == ("date", False)
     assert postgres_type(pandera.Column(day.dtype, name="report_date")) == "text"
     assert "app timezone" in day.description
+
+
+# TableSpec and the registry, built while the test runs (adpipes' own specs are built and
+# registered when it is imported, where mutmut cannot see them). README: the asset key
+# [schema, table] is the table schema.table, every table has report_date, and a table is stored
+# in the archive, the product database or both; docs/checks.md: the columns, types and
+# descriptions shown on the asset (dagster/column_schema) come from the pandera schema, with each
+# column's rules as constraints.
+AMOUNTS_KEY = dg.AssetKey(["tables_test", "amounts"])
+POSITIVE = CheckGroup("positive_amounts", "Amounts are positive.")
+
+
+def amounts_schema(**extra: pandera.Column) -> pandera.DataFrameSchema:
+    return pandera.DataFrameSchema({
+        "report_date": report_date_column(),
+        "name": pandera.Column("str", nullable=False, description="Name of the row."),
+        "amount": pandera.Column("Int64", rule(POSITIVE, pandera.Check.gt(0), "amount > 0"), nullable=True,
+                                 description="Amount in USD."),
+        **extra,
+    })
+
+
+def test_a_table_spec_shows_each_column_with_its_type_nullability_description_and_rules():
+    spec = TableSpec(asset_key=AMOUNTS_KEY, dataframe_schema=amounts_schema(), databases=(ARCHIVE, PRODUCT))
+    metadata = spec.definition_metadata()
+    assert metadata["dagster/table_name"] == "tables_test.amounts"
+    shown = {c.name: c for c in metadata["dagster/column_schema"].columns}
+    assert list(shown) == ["report_date", "name", "amount"]
+    # report_date: a date in PostgreSQL, never empty.
+    assert (shown["report_date"].type, shown["report_date"].constraints.nullable) == ("date", False)
+    assert "app timezone" in shown["report_date"].description
+    assert (shown["name"].type, shown["name"].constraints.nullable) == ("text", False)
+    assert shown["name"].description == "Name of the row."
+    assert shown["name"].constraints.other == []
+    # An 8-byte integer column is bigint; nullable is exactly True, not merely absent.
+    assert shown["amount"].type == "bigint"
+    assert shown["amount"].constraints.nullable is True
+    assert shown["amount"].description == "Amount in USD."
+    assert shown["amount"].constraints.other == ["amount > 0"]
+
+
+def test_a_table_spec_refuses_a_key_that_is_not_schema_and_table():
+    for path in (["amounts"], ["tables_test", "nested", "amounts"]):
+        with pytest.raises(ValueError) as refused:
+            TableSpec(asset_key=dg.AssetKey(path), dataframe_schema=amounts_schema(), databases=(ARCHIVE,))
+        assert path[-1] in str(refused.value)
+
+
+def test_a_table_spec_refuses_a_database_other_than_archive_and_product():
+    with pytest.raises(ValueError) as refused:
+        TableSpec(asset_key=AMOUNTS_KEY, dataframe_schema=amounts_schema(), databases=(ARCHIVE, "warehouse"))
+    assert "warehouse" in str(refused.value)
+    for databases in ((ARCHIVE,), (PRODUCT,), (ARCHIVE, PRODUCT)):
+        assert TableSpec(asset_key=AMOUNTS_KEY, dataframe_schema=amounts_schema(), databases=databases)
+
+
+def test_a_table_spec_refuses_a_schema_without_report_date():
+    schema = amounts_schema().remove_columns(["report_date"])
+    with pytest.raises(ValueError) as refused:
+        TableSpec(asset_key=AMOUNTS_KEY, dataframe_schema=schema, databases=(ARCHIVE,))
+    assert "report_date" in str(refused.value)
+
+
+def test_the_registry_maps_an_asset_key_to_its_one_table():
+    registry = TableRegistry()
+    spec = TableSpec(asset_key=AMOUNTS_KEY, dataframe_schema=amounts_schema(), databases=(ARCHIVE, PRODUCT))
+    assert registry.register(spec) is spec
+    assert registry.get(dg.AssetKey(["tables_test", "amounts"])) is spec
+    # The same definition again (a module imported twice) is no conflict.
+    assert registry.register(spec) is spec
+    assert registry.get(AMOUNTS_KEY) is spec and list(registry.all()) == [spec]
+    # Another table under the same key is refused, naming the key; the first one stays.
+    other = TableSpec(asset_key=AMOUNTS_KEY, dataframe_schema=amounts_schema(), databases=(ARCHIVE,))
+    with pytest.raises(ValueError) as refused:
+        registry.register(other)
+    assert "tables_test/amounts" in str(refused.value)
+    assert registry.get(AMOUNTS_KEY) is spec
+
+
+def test_an_unregistered_asset_names_itself_and_the_registry_to_use():
+    registry = TableRegistry()
+    with pytest.raises(KeyError) as missing:
+        registry.get(dg.AssetKey(["tables_test", "missing"]))
+    message = str(missing.value)
+    assert "tables_test/missing" in message
+    # The message tells where to register a table: that name exists and is the registry's register.
+    (named,) = re.findall(r"adpipes(?:\.\w+)+", message, flags=re.IGNORECASE)
+    assert resolve(named) == TABLES.register, named
+
+
+def resolve(dotted: str) -> object:
+    """The object a dotted name names: the longest importable module, then its attributes."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            found = getattr(found, attribute, None)
+        return found
+    return None
+
+
+def test_postgres_type_of_an_arrow_int64_column():
+    # PostgreSQL's 8-byte integer is bigint, whichever pandas dtype holds it.
+    assert postgres_type(pandera.Column("int64[pyarrow]", name="c")) == "bigint"

@@ -14,6 +14,10 @@ SECRET = "LeakCanary99"
     (f"postgresql://adpipes:{SECRET}#x@127.0.0.1:5432/archive", "moved the database name"),
     (f"postgresql://adpipes:{SECRET}%zz@127.0.0.1:5432/archive", "% that does not start"),
     (f"postgresql://adpipes@127.0.0.1:54x2/archive", "port is not a number"),
+    # Every host of a multi-host URI has its port checked, not only the last.
+    (f"postgresql://adpipes:{SECRET}@h1:54x2,h2:5433/archive", "port is not a number"),
+    # libpq refuses a query parameter it does not know.
+    (f"postgresql://adpipes:{SECRET}@127.0.0.1/archive?bogus_option=1", "libpq cannot parse it"),
     # A password holding both an @ and a / (no database named): libpq would read host "Canary".
     (f"postgresql://adpipes:{SECRET}@Canary/x@127.0.0.1", "moved the database name"),
     (f"mysql://adpipes:{SECRET}@127.0.0.1/archive", "scheme"),
@@ -31,6 +35,8 @@ def test_ambiguous_dsns_are_refused_without_quoting_them(dsn, fragment):
     ("host=db port=5432 dbname=product user=app password=x", "host db, port 5432, database product, role app"),
     ("postgresql:///archive?host=/var/run/postgresql", "host /var/run/postgresql, database archive"),
     ("postgresql://h1:5432,h2:5433/archive", "host h1,h2, port 5432,5433, database archive"),
+    # A host without a port (libpq then uses the default port).
+    ("postgresql://adpipes@db.internal/archive", "host db.internal, database archive, role adpipes"),
     # libpq's URI form: query parameters may hold any text, "://" included.
     ("postgresql://adpipes@db:5432/archive?application_name=etl://nightly",
      "host db, port 5432, database archive, role adpipes"),

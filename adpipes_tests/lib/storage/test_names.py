@@ -199,3 +199,33 @@ def test_a_long_vendor_column_from_the_api_loads_on_every_run(clean_sandbox, sto
         assert conn.execute(f'SELECT count(*), count("{long_name}") FROM appsflyer.android_installs').fetchone()[1] > 0
         with conn.cursor() as cur:
             assert vendor_column_headers(cur, "appsflyer", "android_installs")[long_name] == LONG_HEADER
+
+
+@pytest.mark.parametrize("bad", [
+    "",          # PostgreSQL: zero-length delimited identifier
+    "xmin",      # PostgreSQL: column name conflicts with a system column name
+    "ctid",
+    "a\nb",      # control characters: refused like in a header
+    "a\x01b",
+])
+def test_a_column_name_postgresql_would_refuse_or_change_adds_nothing(clean_databases, bad):
+    # add_vendor_columns checks every name first: nothing is added when one of them is refused.
+    from adpipes.lib.storage.names import add_vendor_columns
+
+    _, archive_dsn = clean_databases
+    with psycopg.connect(archive_dsn) as conn:
+        conn.execute("CREATE SCHEMA names_check")
+        conn.execute("CREATE TABLE names_check.t (report_date date)")
+        with conn.cursor() as cur, pytest.raises(ColumnNameError, match="cannot be added"):
+            add_vendor_columns(cur, "names_check", "t", ["fine_column", bad])
+        assert [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'names_check'")] == ["report_date"]
+
+
+def test_a_refused_header_is_shown_in_full_when_short_and_only_its_start_when_long():
+    # An error names the header so a reader recognizes it, but never holds a whole page.
+    short = "Media\x00Source"
+    assert repr(short) in headers_problem(["Event Time", short])
+    page = "<html>" + "maintenance " * 40 + "</html>"
+    problem = headers_problem([page])
+    assert page[:40] in problem and page not in problem and page[-60:] not in problem

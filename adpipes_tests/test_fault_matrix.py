@@ -138,6 +138,7 @@ class World:
             "quality": QualityStore(archive=archive),
             "api_calls": ApiCallLedger(archive=archive),
             "archive_db": archive,
+            "product_db": product,
         }
 
     def materialize(self, assets: list[dg.AssetsDefinition] | None = None, *, selection: object = None,

@@ -80,6 +80,7 @@ from adpipes.lib.storage.postgres import (
     existing_columns,
     missing_partitions,
 )
+from adpipes.lib.storage.tables import ARCHIVE, PRODUCT
 
 # A group's name is the prefix its assets' keys share, `/` written `_` (what the user sees in the
 # keys and can select): the raw reports of a platform, `appsflyer/android_*`, are the group
@@ -542,6 +543,7 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
         appsflyer_apps: AppsFlyerApps,
         quality: QualityStore,
         archive_db: PostgresDatabase,
+        product_db: PostgresDatabase,
         **batches: PartitionBatches,
     ):
         """Installs, re-engagements, reinstalls, uninstalls and in-app events of every app in one
@@ -614,12 +616,18 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
         single = {p: ids[0] for p in PLATFORMS if len(ids := appsflyer_apps.app_ids(p)) == 1}
         # Each block is validated, spooled as the CSV COPY reads and dropped: memory holds one
         # block whatever the day's size or the range's length; what the metadata needs of it is a
-        # summary of a few hundred rows.
-        spool = SpooledFrames(RAW_DATA_TABLE, context.partition_keys, prefix="adpipes-raw-data-")
+        # summary of a few hundred rows. The spooled rows are loaded into both databases as they
+        # come (committed by the IO manager only if the checks let the output be written), so
+        # the servers parse while the next block is computed: the days are read one after the
+        # other, every report's rows of a day before the next day's.
+        databases = {ARCHIVE: archive_db, PRODUCT: product_db}
+        spool = SpooledFrames(RAW_DATA_TABLE, context.partition_keys, prefix="adpipes-raw-data-",
+                              stream_into=[(name, databases[name]) for name in RAW_DATA_TABLE.write_databases()],
+                              log=context.log)
         summaries = []
         try:
             for block in iter_unified_blocks(
-                [(sources[name][1], batches[name]) for name in readable],
+                [(sources[name][1], batches[name].of_day(day)) for day in days for name in readable],
                 # Raw timestamps are wall times in the timezone the reports were requested in.
                 timezone=appsflyer_raw_data_api.timezone,
                 app_ids=single,

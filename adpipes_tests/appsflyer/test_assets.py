@@ -274,11 +274,19 @@ def test_partition_range_in_one_run(resources, clean_databases):
     product_dsn, _ = clean_databases
     first, last = recent_day(3), recent_day(2)
     # The range tags are what a single-run backfill (UI or --partition-range) puts on the run.
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
-        ASSETS, resources=resources,
+        ASSETS, resources=resources, instance=instance,
         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
     )
     assert result.success
+    # raw_data's rows went to both databases while they were typed and validated, a day after the
+    # other (lib/storage/streamed_load.py), not from the spool files afterwards.
+    loaded = [e.user_message for e in instance.all_logs(result.run_id)
+              if "partition(s) of appsflyer.raw_data" in (e.user_message or "")]
+    assert loaded == [f"archive and product: replaced 2 partition(s) of appsflyer.raw_data with "
+                      f"{sum(result.asset_materializations_for_node('appsflyer__raw_data')[0].metadata['partition_row_counts'].value.values())} "
+                      "rows, loaded while they were computed"]
     counts_meta = result.asset_materializations_for_node("appsflyer__raw_data")[0].metadata
     per_partition = counts_meta["partition_row_counts"].value
     assert sorted(per_partition) == [first, last] and all(v > 0 for v in per_partition.values())

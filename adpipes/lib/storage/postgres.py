@@ -510,6 +510,37 @@ def replace_partitions_from_files(
     return counts
 
 
+def start_day_copy(cursors: Sequence[psycopg.Cursor], spec: TableSpec, day: dt.date) -> None:
+    """Empty ``day``'s child table in each cursor's transaction and give it ``report_date`` as a
+    column default, for COPYs of rows without that column (a delivered file, a spooled day)."""
+    child = _child(spec, day)
+    for statement in (sql.SQL("TRUNCATE {}").format(child),
+                      sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                          child, _ident(PARTITION_COLUMN), sql.Literal(day))):
+        for cur in cursors:
+            cur.execute(statement)
+
+
+def day_copy_statement(spec: TableSpec, day: dt.date, columns: Sequence[str]) -> sql.Composable:
+    """COPY of one day's CSV (header line first) into its child table, truncated in the same
+    transaction by :func:`start_day_copy` (so its rows load frozen)."""
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true{})").format(
+        _child(spec, day), sql.SQL(", ").join(_ident(c) for c in columns), _FROZEN
+    )
+
+
+def check_copied_rows(cursors: Sequence[psycopg.Cursor], spec: TableSpec, key: str, source: str, rows: int) -> None:
+    """COPY's own row count must equal the client's: a disagreement means rows would be lost or
+    invented, so the load stops (and is rolled back)."""
+    for cur in cursors:
+        if cur.rowcount != rows:
+            raise StorageError(
+                f"{spec.qualified_name} partition {key}: PostgreSQL read {cur.rowcount} rows "
+                f"from {source} where the client counted {rows}; nothing was written. The file is "
+                "not plain CSV (check for stray quotes or line breaks in the vendor's data)."
+            )
+
+
 def _copy_files(conns: Sequence[psycopg.Connection], spec: TableSpec, delivered: DeliveredFiles,
                 days: Sequence[dt.date]) -> dict[str, int]:
     counts: dict[str, int] = {}
@@ -525,9 +556,7 @@ def _copy_files(conns: Sequence[psycopg.Connection], spec: TableSpec, delivered:
             create_partitions(cur, spec, days)
         for day in sorted(days):
             key, child = day.isoformat(), _child(spec, day)
-            each(sql.SQL("TRUNCATE {}").format(child))
-            each(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
-                child, _ident(PARTITION_COLUMN), sql.Literal(day)))
+            start_day_copy(cursors, spec, day)
             counts[key] = 0
             for delivered_file in (f for f in delivered.files if f.report_date == key):
                 # The file's constant columns (e.g. the app id it was requested for) are column
@@ -535,9 +564,7 @@ def _copy_files(conns: Sequence[psycopg.Connection], spec: TableSpec, delivered:
                 for column, value in delivered_file.constants:
                     each(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
                         child, _ident(column), sql.Literal(value)))
-                statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true{})").format(
-                    child, sql.SQL(", ").join(_ident(c) for c in delivered_file.columns), _FROZEN
-                )
+                statement = day_copy_statement(spec, day, delivered_file.columns)
                 with contextlib.ExitStack() as copying, delivered_file.path.open("rb") as handle:
                     # Queued writers send each chunk from their own thread: the databases parse
                     # in parallel while the next chunk is read.
@@ -546,14 +573,7 @@ def _copy_files(conns: Sequence[psycopg.Connection], spec: TableSpec, delivered:
                     while chunk := handle.read(COPY_CHUNK_BYTES):
                         for copy in copies:
                             copy.write(chunk)
-                for cur in cursors:
-                    if cur.rowcount != delivered_file.rows:
-                        raise StorageError(
-                            f"{spec.qualified_name} partition {key}: PostgreSQL read {cur.rowcount} rows "
-                            f"from {delivered_file.path.name} where the client counted "
-                            f"{delivered_file.rows}; nothing was written. The file is not plain CSV "
-                            "(check for stray quotes or line breaks in the vendor's data)."
-                        )
+                check_copied_rows(cursors, spec, key, delivered_file.path.name, delivered_file.rows)
                 for column, _ in delivered_file.constants:
                     each(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(child, _ident(column)))
                 counts[key] += delivered_file.rows
@@ -684,6 +704,10 @@ class PartitionBatches:
             for batch in reader:
                 yield _frame(pa.Table.from_batches([batch]), pg_types, self.timezone)
 
+    def of_day(self, day: dt.date) -> PartitionBatches:
+        """The same table's ``day`` alone (read when iterated, like this one)."""
+        return PartitionBatches(self.database, self.spec, [day], self.timezone)
+
     def missing_days(self) -> list[dt.date]:
         """The partitions that were never loaded (reading them would give no rows, not an error)."""
         with self.database.connect() as conn:
@@ -771,45 +795,13 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
             self._withheld_metadata(context, spec, withheld)
             return
         names = spec.write_databases()
-        failure: Exception | None = None
-        with contextlib.ExitStack() as stack:
-            # Connections in write order (archive first, so it commits first). When a later
-            # database cannot be reached, the earlier ones are still written: the archive keeps
-            # what the vendor sent even while product is down.
-            conns = []
-            for name in names:
-                try:
-                    conns.append(stack.enter_context(self._database(name).connect()))
-                except StorageError as exc:
-                    failure = exc
-                    break
-            if not conns:
-                assert failure is not None
-                raise failure
-            try:
-                counts = self._write(conns, spec, obj, days, context.log)
-            except Exception as exc:
-                if len(conns) < 2:
-                    raise _load_error(exc, spec, days, names[:len(conns)], conns) from None
-                # The joint load failed: load the archive alone, then report the failure. A broken
-                # connection cannot even roll back; that must not hide the original error.
-                for conn in conns:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.rollback()
-                try:
-                    self._write(conns[:1], spec, obj, days, context.log)
-                except Exception:
-                    raise _load_error(exc, spec, days, names, conns) from None
-                context.log.error(f"{spec.qualified_name}: only {names[0]} was written")
-                raise _load_error(exc, spec, days, names, conns, written=names[:1]) from None
-            finally:
-                if isinstance(obj, DeliveredFiles):
-                    obj.cleanup()
-        if failure is not None:
-            raise failure
+        counts = self._commit_streamed(obj, spec, names, days, context.log)
+        streamed = counts is not None
+        if counts is None:
+            counts = self._load(spec, names, obj, days, context.log)
         context.log.info(
             f"{' and '.join(names)}: replaced {len(days)} partition(s) of {spec.qualified_name} "
-            f"with {sum(counts.values())} rows"
+            f"with {sum(counts.values())} rows" + (", loaded while they were computed" if streamed else "")
         )
         metadata: dict[str, Any] = {
             "dagster/table_name": spec.qualified_name,
@@ -838,6 +830,76 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
             # Vendor headers over PostgreSQL's 63 bytes: the cut name (with a hash) -> the header.
             metadata["adpipes/shortened_column_names"] = dg.MetadataValue.json(shortened)
         context.add_output_metadata(metadata)
+
+    def _load(self, spec: TableSpec, names: Sequence[str], obj: pd.DataFrame | DeliveredFiles,
+              days: Sequence[dt.date], log: Any) -> dict[str, int]:
+        failure: Exception | None = None
+        with contextlib.ExitStack() as stack:
+            # Connections in write order (archive first, so it commits first). When a later
+            # database cannot be reached, the earlier ones are still written: the archive keeps
+            # what the vendor sent even while product is down.
+            conns = []
+            for name in names:
+                try:
+                    conns.append(stack.enter_context(self._database(name).connect()))
+                except StorageError as exc:
+                    failure = exc
+                    break
+            if not conns:
+                assert failure is not None
+                raise failure
+            try:
+                counts = self._write(conns, spec, obj, days, log)
+            except Exception as exc:
+                if len(conns) < 2:
+                    raise _load_error(exc, spec, days, names[:len(conns)], conns) from None
+                # The joint load failed: load the archive alone, then report the failure. A broken
+                # connection cannot even roll back; that must not hide the original error.
+                for conn in conns:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()
+                try:
+                    self._write(conns[:1], spec, obj, days, log)
+                except Exception:
+                    raise _load_error(exc, spec, days, names, conns) from None
+                log.error(f"{spec.qualified_name}: only {names[0]} was written")
+                raise _load_error(exc, spec, days, names, conns, written=names[:1]) from None
+            finally:
+                if isinstance(obj, DeliveredFiles):
+                    obj.cleanup()
+        if failure is not None:
+            raise failure
+        return counts
+
+    def _commit_streamed(self, obj: pd.DataFrame | DeliveredFiles, spec: TableSpec, names: Sequence[str],
+                         days: Sequence[dt.date], log: Any) -> dict[str, int] | None:
+        """Commit the load streamed while the asset computed the rows (a :class:`SpooledFrames`
+        given databases), if it loaded exactly this output into exactly these databases; None
+        when there is none or it cannot be used, and the spooled files are loaded instead."""
+        # Imported here: spooled_frames builds on this module.
+        from adpipes.lib.storage.spooled_frames import SpooledFrames
+
+        load = obj.take_streamed_load() if isinstance(obj, SpooledFrames) else None
+        if load is None:
+            return None
+        try:
+            if (load.names != list(names) or load.days != sorted(days)
+                    or load.dsns != [self._database(name).resolved_dsn() for name in names]):
+                log.info(f"{spec.qualified_name}: the rows were streamed into other databases or days "
+                         "than this output's; loading the spooled files")
+                return None
+            counts = load.commit()
+        except Exception as exc:
+            # Archive committed and product not, or nothing committed: the files' load replaces the
+            # same days with the same rows, and says what failed where.
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning(f"{spec.qualified_name}: committing the rows loaded while they were computed failed "
+                        f"({type(exc).__name__}: {reason}); loading the spooled files instead")
+            return None
+        finally:
+            load.close()
+        obj.cleanup()
+        return counts
 
     def _withheld_metadata(self, context: dg.OutputContext, spec: TableSpec, withheld: Sequence[str]) -> None:
         """A withheld day keeps what it held: its materialization says so, with the rows the

@@ -9,21 +9,28 @@ block as soon as it is validated (pyarrow's CSV writer, the same conversion
 day's file. The asset returns it like vendor files (it is a :class:`DeliveredFiles`), and the IO
 manager streams each day's file into every database at once, checking COPY's row count against
 the rows written here. Memory holds one block, whatever the size of the day or the range.
+
+Given the databases (``stream_into``), each block's CSV also goes at once to a
+:class:`~adpipes.lib.storage.streamed_load.StreamedLoad`, so the servers parse while the next block
+is computed; the IO manager commits that load instead of reading the files, and reads the files
+whenever the streamed load broke (the first failure is logged, the rest of the step goes on).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from adpipes.lib.storage.delivered import DeliveredFiles
-from adpipes.lib.storage.postgres import COPY_BATCH_ROWS, StorageError, arrow_table, check_dates
+from adpipes.lib.storage.postgres import COPY_BATCH_ROWS, PostgresDatabase, StorageError, arrow_table, check_dates
+from adpipes.lib.storage.streamed_load import StreamedLoad
 from adpipes.lib.storage.tables import PARTITION_COLUMN, TableSpec
 
 
@@ -31,9 +38,13 @@ class SpooledFrames(DeliveredFiles):
     """The rows of ``spec``'s table for ``partitions``, written by :meth:`write` one DataFrame
     block at a time into one CSV file per partition day (header line of table column names, no
     ``report_date``: the day is the file's). :meth:`finish` hands the files over for writing; a
-    day without rows has no file and is written empty."""
+    day without rows has no file and is written empty.
 
-    def __init__(self, spec: TableSpec, partitions: Sequence[str], prefix: str) -> None:
+    ``stream_into``: the databases (name, database, in write order) to load while the rows are
+    written (:class:`StreamedLoad`); it loads well when the days come one after the other."""
+
+    def __init__(self, spec: TableSpec, partitions: Sequence[str], prefix: str,
+                 stream_into: Sequence[tuple[str, PostgresDatabase]] = (), log: Any = None) -> None:
         super().__init__(prefix=prefix)
         self.spec = spec
         self.partitions = list(partitions)
@@ -41,6 +52,14 @@ class SpooledFrames(DeliveredFiles):
         self._open: dict[str, tuple[BinaryIO, Path]] = {}
         self._rows: dict[str, int] = {}
         self._finished = False
+        self._log = log
+        self._streamed: StreamedLoad | None = None
+        if stream_into:
+            try:
+                self._streamed = StreamedLoad(stream_into, spec, [dt.date.fromisoformat(p) for p in self.partitions],
+                                              self.table_columns, log=log)
+            except Exception as exc:
+                self._stream_broke(exc)
 
     def write(self, frame: pd.DataFrame) -> None:
         """Append ``frame``'s rows (every table column, ``report_date`` among them) to their days."""
@@ -72,8 +91,35 @@ class SpooledFrames(DeliveredFiles):
         else:
             header = False
         handle, _ = self._open[day]
-        pacsv.write_csv(rows, handle, pacsv.WriteOptions(include_header=header, batch_size=COPY_BATCH_ROWS))
+        buffer = io.BytesIO()
+        pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=header, batch_size=COPY_BATCH_ROWS))
+        chunk = buffer.getvalue()
+        handle.write(chunk)
         self._rows[day] += rows.num_rows
+        if self._streamed is not None:
+            try:
+                self._streamed.write(dt.date.fromisoformat(day), chunk, rows.num_rows)
+            except Exception as exc:
+                self._stream_broke(exc)
+
+    def _stream_broke(self, exc: Exception) -> None:
+        """Stop streaming (the files are complete; the IO manager loads them instead)."""
+        if self._streamed is not None:
+            self._streamed.close()
+            self._streamed = None
+        if self._log is not None:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self._log.warning(f"{self.spec.qualified_name}: loading while computing stopped ({reason}); "
+                              "the spooled rows will be loaded once they are complete")
+
+    def take_streamed_load(self) -> StreamedLoad | None:
+        """The finished streamed load of every spooled row, for the IO manager to commit (and
+        close), or None when there is none to commit; the spool no longer closes it."""
+        load, self._streamed = self._streamed, None
+        if load is not None and not load.finished:
+            load.close()
+            return None
+        return load
 
     def finish(self) -> SpooledFrames:
         """Close the day files and list them for the IO manager; returns self."""
@@ -83,9 +129,17 @@ class SpooledFrames(DeliveredFiles):
                 self.add(path, self.table_columns, self._rows[day], report_date=day)
             self._open.clear()
             self._finished = True
+            if self._streamed is not None:
+                try:
+                    self._streamed.finish()
+                except Exception as exc:
+                    self._stream_broke(exc)
         return self
 
     def cleanup(self) -> None:
+        if self._streamed is not None:
+            self._streamed.close()
+            self._streamed = None
         for handle, _ in self._open.values():
             handle.close()
         self._open.clear()

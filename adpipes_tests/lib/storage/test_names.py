@@ -266,3 +266,20 @@ def test_a_taken_name_keeps_the_header_it_was_made_from(clean_databases):
     _, archive_dsn = clean_databases
     _, _, recorded = _load_colliding_headers(archive_dsn)
     assert recorded["a_2"] == "A 2"
+
+
+def test_a_name_of_exactly_63_bytes_is_kept_whole():
+    # PostgreSQL keeps identifiers of up to 63 bytes (NAMEDATALEN - 1); only longer ones are cut
+    # (docs/assets.md: "a header longer than PostgreSQL's 63-byte limit").
+    latin, hangul = "a" * 63, "가" * 21  # 63 bytes each (a Hangul letter takes three)
+    assert snake_case_columns([latin, hangul]) == [latin, hangul]
+    assert utf8_len(snake_case_columns(["a" * 64])[0]) <= MAX_IDENTIFIER_BYTES  # one byte more is cut
+
+
+def test_a_single_header_that_cannot_name_a_column_is_refused_as_such():
+    # The one-header form (appsflyer.schemas.snake_case) refuses like the delivery form does.
+    from adpipes.appsflyer.schemas import snake_case
+
+    with pytest.raises(UnusableHeader, match="cannot be a column name: it is markup"):
+        snake_case("<html><body>Service Unavailable</body></html>")
+    assert snake_case("Media Source") == "media_source"

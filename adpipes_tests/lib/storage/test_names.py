@@ -282,4 +282,6 @@ def test_a_single_header_that_cannot_name_a_column_is_refused_as_such():
 
     with pytest.raises(UnusableHeader, match="cannot be a column name: it is markup"):
         snake_case("<html><body>Service Unavailable</body></html>")
+    with pytest.raises(UnusableHeader, match="cannot be a column name: it has no letters or digits"):
+        snake_case(" / ")
     assert snake_case("Media Source") == "media_source"

@@ -285,3 +285,20 @@ def test_a_single_header_that_cannot_name_a_column_is_refused_as_such():
     with pytest.raises(UnusableHeader, match="cannot be a column name: it has no letters or digits"):
         snake_case(" / ")
     assert snake_case("Media Source") == "media_source"
+
+
+def test_new_vendor_columns_are_logged_with_their_headers(clean_databases, caplog):
+    # docs/assets.md: a column the vendor adds later is named in the run's log.
+    from adpipes.lib.storage.names import add_vendor_columns, column_names
+
+    _, archive_dsn = clean_databases
+    (name,) = column_names(["Brand New Metric"])
+    with psycopg.connect(archive_dsn) as conn:
+        conn.execute("CREATE SCHEMA names_check")
+        conn.execute("CREATE TABLE names_check.t (report_date date)")
+        with conn.cursor() as cur, caplog.at_level("INFO", logger="adpipes.storage"):
+            added = add_vendor_columns(cur, "names_check", "t", [name])
+    assert added == {name: "Brand New Metric"}
+    (record,) = [r for r in caplog.records if r.name == "adpipes.storage"]
+    assert "names_check.t" in record.getMessage() and name in record.getMessage()
+    assert "'Brand New Metric'" in record.getMessage()

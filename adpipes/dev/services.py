@@ -68,6 +68,10 @@ SANDBOX_COMMAND: tuple[str, ...] = (sys.executable, "-m", "adpipes.dev.sandbox")
 SANDBOX_PROBE_PATH = "/_sandbox/calls"
 SANDBOX_START_TIMEOUT_S = 15.0
 SANDBOX_STOP_TIMEOUT_S = 5.0
+# How long a live sandbox that does not answer the probe is waited for before it is replaced as
+# hung. Busy is not hung: generating a 300K-row raw report on a loaded 2-core machine kept it from
+# answering the 2 s probe, and replacing it then broke the requests it was serving.
+SANDBOX_HUNG_AFTER_S = 60.0
 SANDBOX_HOST = "127.0.0.1"
 
 # Where the cluster goes when root's server user cannot reach the default data directory.
@@ -196,7 +200,7 @@ def _read_token(paths: _SandboxPaths) -> str | None:
         return None
 
 
-def _http_ok(port: int, token: str) -> bool:
+def _http_ok(port: int, token: str, timeout: float = 2) -> bool:
     request = urllib.request.Request(
         f"http://{SANDBOX_HOST}:{port}{SANDBOX_PROBE_PATH}",
         headers={"Authorization": f"Bearer {token}"},
@@ -204,7 +208,7 @@ def _http_ok(port: int, token: str) -> bool:
     # No proxies: an http_proxy variable would otherwise send a loopback probe to the proxy.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(request, timeout=2) as response:
+        with opener.open(request, timeout=timeout) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -273,10 +277,27 @@ def _log_tail(paths: _SandboxPaths, secret: str, lines: int = 20) -> str:
     return "\n".join(text.replace(secret, "<token>").splitlines()[-lines:])
 
 
+def _busy_sandbox(paths: _SandboxPaths, pid: int) -> DevSandbox | None:
+    """The live sandbox ``pid`` once it answers within :data:`SANDBOX_HUNG_AFTER_S`, or None."""
+    deadline = time.monotonic() + SANDBOX_HUNG_AFTER_S
+    while pid_alive(pid) and time.monotonic() < deadline:
+        state, token = _read_state(paths), _read_token(paths)
+        if state is None or state[0] != pid or token is None:
+            return None
+        if _http_ok(state[1], token, timeout=max(0.1, min(10.0, deadline - time.monotonic()))):
+            return DevSandbox(base_url=f"http://{SANDBOX_HOST}:{state[1]}", appsflyer_token=token,
+                              airbridge_token=token, pid=pid)
+        time.sleep(0.2)
+    return None
+
+
 def _start_sandbox(paths: _SandboxPaths) -> DevSandbox:
     stale = _read_state(paths)
     if stale is not None and pid_alive(stale[0]) and _is_our_sandbox(stale[0], paths):
-        _terminate(stale[0])  # alive but not answering: hung, replace it
+        busy = _busy_sandbox(paths, stale[0])
+        if busy is not None:
+            return busy
+        _terminate(stale[0])  # alive but not answering for a minute: hung, replace it
     paths.state.unlink(missing_ok=True)
     token = _write_token(paths)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -11,6 +12,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -159,6 +161,37 @@ def test_sandbox_is_started_once_and_found_again(settings: Settings, stand_in: P
     stop_all(settings)
     assert not pid_alive(restarted.pid)
     assert not (settings.data_dir / "sandbox" / "state.json").exists()
+
+
+def test_a_busy_sandbox_is_waited_for_and_a_hung_one_replaced(
+    settings: Settings, stand_in: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox = ensure_sandbox(settings)
+    # Busy (here: stopped) for 4 s, longer than the 2 s probe: another process asking for the
+    # sandbox meanwhile gets the same one, which the requests it is serving need alive.
+    os.kill(sandbox.pid, signal.SIGSTOP)
+    resume = threading.Timer(4.0, os.kill, (sandbox.pid, signal.SIGCONT))
+    resume.start()
+    try:
+        again = ensure_sandbox(settings)
+    finally:
+        resume.join()
+    assert (again.pid, again.base_url) == (sandbox.pid, sandbox.base_url)
+    assert pid_alive(sandbox.pid)
+
+    # Not answering past the patience window (shortened here): replaced.
+    monkeypatch.setattr(devservices, "SANDBOX_HUNG_AFTER_S", 3.0)
+    os.kill(sandbox.pid, signal.SIGSTOP)
+    try:
+        replaced = ensure_sandbox(settings)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sandbox.pid, signal.SIGCONT)
+    assert replaced.pid != sandbox.pid
+    deadline = time.monotonic() + 10
+    while pid_alive(sandbox.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(sandbox.pid)
 
 
 def test_sandbox_that_dies_at_start_is_reported(

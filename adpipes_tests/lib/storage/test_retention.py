@@ -1,0 +1,87 @@
+"""Dropping old product partitions of a table derived in product (no archive copy to compare):
+docs/analytics.md, "Retention". Against a real PostgreSQL."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+import psycopg
+import pytest
+
+from adpipes.lib.storage import retention as storage_retention
+from adpipes.lib.storage.postgres import replace_partitions
+from adpipes.lib.storage.retention import drop_derived_partitions
+from adpipes.lib.storage.tables import PRODUCT, TABLES, TEXT, TableSpec, report_date_column
+
+TZ = "Asia/Seoul"
+DERIVED = TABLES.register(TableSpec(
+    asset_key=dg.AssetKey(["derived_test", "daily"]),
+    dataframe_schema=pa.DataFrameSchema({"report_date": report_date_column(), "name": pa.Column(TEXT)}),
+    databases=(PRODUCT,),
+))
+D1, D2, D3 = dt.date(2026, 8, 1), dt.date(2026, 8, 2), dt.date(2026, 8, 3)
+ROWS = {D1: 2, D2: 3, D3: 4}
+
+
+def seed(product_dsn: str) -> None:
+    days = sorted(ROWS)
+    frame = pd.DataFrame({
+        "report_date": pd.Series([d.isoformat() for d in days for _ in range(ROWS[d])], dtype="str"),
+        "name": pd.Series([f"{d}-{n}" for d in days for n in range(ROWS[d])], dtype="str"),
+    })
+    with psycopg.connect(product_dsn) as conn:
+        replace_partitions(conn, DERIVED, frame, days, timezone=TZ)
+
+
+def stored(product_dsn: str) -> dict[str, int]:
+    with psycopg.connect(product_dsn) as conn:
+        return dict(conn.execute("SELECT report_date::text, count(*) FROM derived_test.daily GROUP BY 1").fetchall())
+
+
+def test_days_before_the_cutoff_are_dropped_with_their_row_counts(clean_databases):
+    product_dsn, _ = clean_databases
+    seed(product_dsn)
+    with psycopg.connect(product_dsn) as conn:
+        result = drop_derived_partitions(conn, DERIVED, D3)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # left outside a transaction
+    assert result.pruned == {"2026-08-01": 2, "2026-08-02": 3}
+    assert result.refused == {} and result.verified == {}  # nothing to compare with
+    assert stored(product_dsn) == {"2026-08-03": 4}
+    with psycopg.connect(product_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'derived_test.daily'::regclass"
+                            ).fetchone() == (1,)
+
+
+def test_a_day_being_read_is_left_for_the_next_prune(clean_databases, monkeypatch):
+    # Each day is locked, counted and dropped in its own transaction: a day another session holds
+    # stays (after the lock timeout), the others go.
+    product_dsn, _ = clean_databases
+    seed(product_dsn)
+    monkeypatch.setattr(storage_retention, "LOCK_TIMEOUT", "200ms")
+    with psycopg.connect(product_dsn) as reader, psycopg.connect(product_dsn) as conn:
+        reader.execute("SELECT count(*) FROM derived_test.daily_p20260801")  # holds its lock until rollback
+        result = drop_derived_partitions(conn, DERIVED, D3)
+        reader.rollback()
+    assert result.pruned == {"2026-08-02": 3}
+    assert set(result.refused) == {"2026-08-01"}
+    assert "derived_test.daily 2026-08-01 was being derived or read (no lock within 200ms)" in result.refused["2026-08-01"]
+    assert "product keeps it" in result.refused["2026-08-01"]
+    assert stored(product_dsn) == {"2026-08-01": 2, "2026-08-03": 4}
+
+
+def test_a_day_that_cannot_be_dropped_is_kept_naming_the_error(clean_databases):
+    product_dsn, _ = clean_databases
+    seed(product_dsn)
+    with psycopg.connect(product_dsn) as conn:
+        conn.execute("CREATE VIEW derived_test.first_day AS SELECT * FROM derived_test.daily_p20260802")
+        conn.commit()
+        result = drop_derived_partitions(conn, DERIVED, D3)
+    assert result.pruned == {"2026-08-01": 2}
+    reason = result.refused["2026-08-02"]
+    # The error's class and first line (PostgreSQL: "cannot drop table ... because other objects
+    # depend on it"), not its detail lines.
+    assert reason.startswith("derived_test.daily 2026-08-02 could not be dropped (DependentObjectsStillExist: "
+                             "cannot drop table derived_test.daily_p20260802 because other objects depend on it)")
+    assert "\n" not in reason and reason.endswith("product keeps it")
+    assert stored(product_dsn) == {"2026-08-02": 3, "2026-08-03": 4}

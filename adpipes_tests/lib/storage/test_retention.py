@@ -11,8 +11,8 @@ import pytest
 
 from adpipes.lib.storage import retention as storage_retention
 from adpipes.lib.storage.postgres import replace_partitions
-from adpipes.lib.storage.retention import drop_derived_partitions
-from adpipes.lib.storage.tables import PRODUCT, TABLES, TEXT, TableSpec, report_date_column
+from adpipes.lib.storage.retention import drop_derived_partitions, prune_table
+from adpipes.lib.storage.tables import ARCHIVE, PRODUCT, TABLES, TEXT, TableSpec, report_date_column
 
 TZ = "Asia/Seoul"
 DERIVED = TABLES.register(TableSpec(
@@ -85,3 +85,56 @@ def test_a_day_that_cannot_be_dropped_is_kept_naming_the_error(clean_databases):
                              "cannot drop table derived_test.daily_p20260802 because other objects depend on it)")
     assert "\n" not in reason and reason.endswith("product keeps it")
     assert stored(product_dsn) == {"2026-08-02": 3, "2026-08-03": 4}
+
+
+COMPARED = TABLES.register(TableSpec(
+    asset_key=dg.AssetKey(["compared_test", "daily"]),
+    dataframe_schema=pa.DataFrameSchema({"report_date": report_date_column(), "name": pa.Column(TEXT)}),
+    databases=(ARCHIVE, PRODUCT),
+))
+
+
+def seed_compared(dsn: str, rows: dict[dt.date, int]) -> None:
+    days = sorted(rows)
+    frame = pd.DataFrame({
+        "report_date": pd.Series([d.isoformat() for d in days for _ in range(rows[d])], dtype="str"),
+        "name": pd.Series([f"{d}-{n}" for d in days for n in range(rows[d])], dtype="str"),
+    })
+    with psycopg.connect(dsn) as conn:
+        replace_partitions(conn, COMPARED, frame, days, timezone=TZ)
+
+
+def compared_days(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT report_date::text, count(*) FROM compared_test.daily GROUP BY 1").fetchall())
+
+
+def test_only_days_before_the_cutoff_are_pruned_and_a_refusal_names_its_day(clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    seed_compared(product_dsn, ROWS)
+    seed_compared(archive_dsn, {D1: 2, D2: 2, D3: 4})  # D2 lost a row in the archive
+    with psycopg.connect(product_dsn) as product, psycopg.connect(archive_dsn) as archive:
+        result = prune_table(product, archive, COMPARED, D3)  # the cutoff day itself stays
+    assert result.pruned == {"2026-08-01": 2}
+    assert set(result.refused) == {"2026-08-02"}
+    assert "product holds 3 rows of compared_test.daily for 2026-08-02, the archive 2" in result.refused["2026-08-02"]
+    assert compared_days(product_dsn) == {"2026-08-02": 3, "2026-08-03": 4}
+
+
+def test_a_day_being_written_in_the_archive_is_not_pruned(clean_databases, monkeypatch):
+    # docs/retention.md: the archive's partition is locked against writers first; a lock not
+    # granted in time (a load of that day in progress) leaves the day for the next prune.
+    product_dsn, archive_dsn = clean_databases
+    seed_compared(product_dsn, {D1: 2})
+    seed_compared(archive_dsn, {D1: 2})
+    monkeypatch.setattr(storage_retention, "LOCK_TIMEOUT", "200ms")
+    with psycopg.connect(archive_dsn) as writer:
+        # A load replacing the day, not committed yet (its rows are not what product holds).
+        writer.execute("DELETE FROM compared_test.daily_p20260801")
+        with psycopg.connect(product_dsn) as product, psycopg.connect(archive_dsn) as archive:
+            result = prune_table(product, archive, COMPARED, D2)
+        writer.rollback()
+    assert result.pruned == {}
+    assert "compared_test.daily 2026-08-01 was being loaded or read in one of the databases (no lock within 200ms)" \
+        in result.refused["2026-08-01"]
+    assert compared_days(product_dsn) == {"2026-08-01": 2}

@@ -21,6 +21,13 @@ SECRET = "LeakCanary99"
     # A password holding both an @ and a / (no database named): libpq would read host "Canary".
     (f"postgresql://adpipes:{SECRET}@Canary/x@127.0.0.1", "moved the database name"),
     (f"mysql://adpipes:{SECRET}@127.0.0.1/archive", "scheme"),
+    # libpq reads the port of h:5432:6543 as "5432:6543" and an unbracketed ::1 as no host.
+    (f"postgresql://adpipes:{SECRET}@h:5432:6543/archive", "more than one ':'"),
+    (f"postgresql://adpipes:{SECRET}@::1/archive", "more than one ':'"),
+    # libpq cannot read a URI after leading whitespace; a trailing line break (an environment
+    # file, a secret) would end up in the database name.
+    (f" postgresql://adpipes:{SECRET}@127.0.0.1/archive", "whitespace"),
+    (f"postgresql://adpipes:{SECRET}@127.0.0.1/archive\n", "whitespace"),
     (f"host=127.0.0.1 password={SECRET} bogus_option=1", "neither a postgresql:// URI"),
 ])
 def test_ambiguous_dsns_are_refused_without_quoting_them(dsn, fragment):
@@ -35,6 +42,7 @@ def test_ambiguous_dsns_are_refused_without_quoting_them(dsn, fragment):
     ("host=db port=5432 dbname=product user=app password=x", "host db, port 5432, database product, role app"),
     ("postgresql:///archive?host=/var/run/postgresql", "host /var/run/postgresql, database archive"),
     ("postgresql://h1:5432,h2:5433/archive", "host h1,h2, port 5432,5433, database archive"),
+    ("postgresql://adpipes@[::1]:5432/archive", "host ::1, port 5432, database archive, role adpipes"),
     # A host without a port (libpq then uses the default port).
     ("postgresql://adpipes@db.internal/archive", "host db.internal, database archive, role adpipes"),
     # libpq's URI form: query parameters may hold any text, "://" included.

@@ -169,10 +169,13 @@ def column_names(headers: Sequence[str]) -> list[str]:
     for position, header in enumerate(headers):
         full = snake_case_name(header, position)
         counts[full] = counts.get(full, 0) + 1
-        name = column_name(full if counts[full] == 1 else f"{full}_{counts[full]}", header)
-        while name in taken:  # e.g. "A", "A 2", "A": the third is a_3, not a second a_2
+        candidate = full if counts[full] == 1 else f"{full}_{counts[full]}"
+        while fit_identifier(candidate) in taken:  # e.g. "A", "A 2", "A": the third is a_3, not a second a_2
             counts[full] += 1
-            name = column_name(f"{full}_{counts[full]}", header)
+            candidate = f"{full}_{counts[full]}"
+        # Only the name kept is remembered as made from this header: a name tried and found
+        # taken belongs to another header (a_2 above is "A 2", whose comment says so).
+        name = column_name(candidate, header)
         taken.add(name)
         names.append(name)
     return names

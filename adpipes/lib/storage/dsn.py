@@ -29,10 +29,6 @@ def dsn_problem(dsn: str) -> str | None:
     text = dsn.strip()
     if not text:
         return "it is empty"
-    if text != dsn:
-        # libpq does not read a URI that starts with whitespace, and a trailing newline (an
-        # environment file, a Kubernetes secret) would end up in the database name.
-        return "it starts or ends with whitespace or a line break; remove it"
     if "://" not in text:
         try:
             conninfo_to_dict(text)
@@ -53,8 +49,9 @@ def dsn_problem(dsn: str) -> str | None:
     if "@" in path or "/" in path or (not at and "@" in rest):
         return "an unencoded @ or / in the user name or password moved the database name; " + ENCODE_HINT
     for host in filter(None, hosts.split(",")):
-        if not host.startswith("[") and host.count(":") > 1:
-            # libpq reads h:5432:6543 as port "5432:6543" and an unbracketed ::1 as no host.
+        if host.rsplit("]", 1)[-1].count(":") > 1:
+            # libpq reads h:5432:6543 (or [::1]:5432:6543) as port "5432:6543", and an
+            # unbracketed ::1 as no host.
             return ("a host holds more than one ':' (write an IPv6 address in brackets, e.g. "
                     "[::1]:5432; or is it an unencoded : in the password?); " + ENCODE_HINT)
         port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
@@ -74,7 +71,7 @@ def describe_dsn(dsn: str) -> str:
     if dsn_problem(dsn) is not None:
         return "a DSN that cannot be read unambiguously"
     try:
-        parts = conninfo_to_dict(dsn)
+        parts = conninfo_to_dict(dsn.strip())
     except Exception:  # noqa: BLE001 - the driver's message may quote the value
         return "an unparseable DSN"
     shown = [

@@ -75,7 +75,9 @@ class PostgresDatabase(dg.ConfigurableResource):
         if not self.dsn:
             variable = f"ADPIPES_{self.role.upper()}_DSN"
             raise StorageError(f"no {self.role} database configured: set {variable}")
-        return self.dsn
+        # A line break a secret file or an environment file left around it is not part of the
+        # DSN (libpq cannot read a URI after leading whitespace).
+        return self.dsn.strip()
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:

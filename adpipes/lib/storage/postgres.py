@@ -277,7 +277,8 @@ def ensure_table(
     conn.commit()
 
 
-def create_partitions(cur: psycopg.Cursor, spec: TableSpec, days: Sequence[dt.date]) -> list[dt.date]:
+def create_partitions(cur: psycopg.Cursor, spec: TableSpec, days: Sequence[dt.date],
+                      *, attach: bool = True) -> list[dt.date]:
     """Create the missing day partitions of ``spec``'s table in the caller's transaction; returns
     the days created.
 
@@ -287,6 +288,10 @@ def create_partitions(cur: psycopg.Cursor, spec: TableSpec, days: Sequence[dt.da
     table for the whole load; a table created alone and attached takes only SHARE UPDATE
     EXCLUSIVE on the parent, which readers and writers of other days do not wait for (attaching
     an empty table needs no validation scan).
+
+    ``attach=False`` (a load that runs for a long time): the new tables stay unattached, with a
+    constraint that keeps their rows inside their day, until :func:`attach_partitions` just
+    before the commit, so the parent is not held for the whole load.
     """
     schema, table = spec.schema_name, spec.table_name
     created = []
@@ -300,11 +305,29 @@ def create_partitions(cur: psycopg.Cursor, spec: TableSpec, days: Sequence[dt.da
             continue
         cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
             _ident(schema, child), _ident(schema, table)))
-        cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-            _ident(schema, table), _ident(schema, child), sql.Literal(day),
-            sql.Literal(day + dt.timedelta(days=1))))
+        if attach:
+            attach_partitions(cur, spec, [day])
+        else:
+            # The day's bounds as a constraint: ATTACH then needs no scan of the loaded rows.
+            cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
+                _ident(schema, child), _ident(_DAY_BOUNDS), _ident(PARTITION_COLUMN), sql.Literal(day),
+                _ident(PARTITION_COLUMN), sql.Literal(day + dt.timedelta(days=1))))
         created.append(day)
     return created
+
+
+# The constraint an unattached day table carries until it is attached (create_partitions).
+_DAY_BOUNDS = "adpipes_day_bounds"
+
+
+def attach_partitions(cur: psycopg.Cursor, spec: TableSpec, days: Sequence[dt.date]) -> None:
+    """Attach the day tables of ``days`` created in this transaction to ``spec``'s table."""
+    schema, table = spec.schema_name, spec.table_name
+    for day in days:
+        child = _ident(schema, partition_table_name(table, day))
+        cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            _ident(schema, table), child, sql.Literal(day), sql.Literal(day + dt.timedelta(days=1))))
+        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(child, _ident(_DAY_BOUNDS)))
 
 
 def _stored_days(cur: psycopg.Cursor | psycopg.Connection, spec: TableSpec) -> set[dt.date]:
@@ -365,9 +388,9 @@ class BoundedQueuedWriter(QueuedLibpqWriter):
     psycopg's holds 1,024 pieces of 128 KB: a file read faster than a server parses it piled up to
     128 MB per database in memory (a raw report step at 300K events peaked there)."""
 
-    def __init__(self, cursor: psycopg.Cursor) -> None:
+    def __init__(self, cursor: psycopg.Cursor, pieces: int = COPY_QUEUE_PIECES) -> None:
         super().__init__(cursor)
-        self._queue = queue.Queue(maxsize=COPY_QUEUE_PIECES)
+        self._queue = queue.Queue(maxsize=pieces)
 
 
 def copy_arrow_table(
@@ -878,15 +901,16 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
         """Commit the load streamed while the asset computed the rows (a :class:`SpooledFrames`
         given databases), if it loaded exactly this output into exactly these databases; None
         when there is none or it cannot be used, and the spooled files are loaded instead."""
-        # Imported here: spooled_frames builds on this module.
+        # Imported here: spooled_frames and streamed_load build on this module.
         from adpipes.lib.storage.spooled_frames import SpooledFrames
+        from adpipes.lib.storage.streamed_load import dsn_digest
 
         load = obj.take_streamed_load() if isinstance(obj, SpooledFrames) else None
         if load is None:
             return None
         try:
             if (load.names != list(names) or load.days != sorted(days)
-                    or load.dsns != [self._database(name).resolved_dsn() for name in names]):
+                    or load.dsn_digests != [dsn_digest(self._database(name).resolved_dsn()) for name in names]):
                 log.info(f"{spec.qualified_name}: the rows were streamed into other databases or days "
                          "than this output's; loading the spooled files")
                 return None

@@ -13,24 +13,28 @@ Nothing about what is stored changes: the same CSV bytes as the spool file, the 
 product. Whatever goes wrong with it (a database error, a day's rows arriving after the next
 day's, a refusal, a crash) leaves it uncommitted, and the IO manager loads the spool files instead
 with every fault rule of :func:`~adpipes.lib.storage.postgres.replace_partitions_from_files`.
-While it is open, the days' child tables are locked as in any load (readers of those days wait
-until it commits or is rolled back).
+While it is open, a day the table already holds is locked as in any load (its readers wait until
+it commits or is rolled back); a new day's table is attached only at the commit, since attaching
+locks the parent table against other loads' DDL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from adpipes.lib.storage.postgres import (
+    COPY_CHUNK_BYTES,
     BoundedQueuedWriter,
     PostgresDatabase,
     StorageError,
+    attach_partitions,
     check_copied_rows,
     create_partitions,
     day_copy_statement,
@@ -38,6 +42,15 @@ from adpipes.lib.storage.postgres import (
     start_day_copy,
 )
 from adpipes.lib.storage.tables import TableSpec
+
+# Pieces of 128 KB each database's COPY may have queued (24 MB): a whole block's CSV, so the asset
+# computes the next block while the servers parse this one.
+STREAM_QUEUE_PIECES = 192
+
+
+def dsn_digest(dsn: str) -> str:
+    """Which server and database a DSN names, comparable without keeping its password around."""
+    return hashlib.sha256(dsn.encode()).hexdigest()
 
 
 class StreamedLoad:
@@ -50,8 +63,8 @@ class StreamedLoad:
                  days: Sequence[dt.date], columns: Sequence[str], log: Any = None) -> None:
         self.spec = spec
         self.names = [name for name, _ in databases]
-        # Which servers it loads, to be compared with the IO manager's (never shown).
-        self.dsns = [database.resolved_dsn() for _, database in databases]
+        # Which servers it loads, to be compared with the IO manager's.
+        self.dsn_digests = [dsn_digest(database.resolved_dsn()) for _, database in databases]
         self.days = sorted(days)
         self.columns = list(columns)
         self._stack = contextlib.ExitStack()
@@ -65,9 +78,12 @@ class StreamedLoad:
             for conn in conns:
                 ensure_table(conn, spec, [], log=log)
             self._cursors = [self._stack.enter_context(conn.cursor()) for conn in conns]
+            # Days new to a database are attached only at commit: attaching takes a lock on the
+            # whole table that, held for the step, would stall other runs' loads of it.
+            self._created: list[list[dt.date]] = []
             for cur in self._cursors:
                 cur.execute(sql.SQL("SET LOCAL client_encoding = 'UTF8'"))
-                create_partitions(cur, spec, self.days)
+                self._created.append(create_partitions(cur, spec, self.days, attach=False))
         except BaseException:
             self._stack.close()
             raise
@@ -82,11 +98,14 @@ class StreamedLoad:
             start_day_copy(self._cursors, self.spec, day)
             statement = day_copy_statement(self.spec, day, self.columns)
             self._copying = contextlib.ExitStack()
-            self._copies = [self._copying.enter_context(cur.copy(statement, writer=BoundedQueuedWriter(cur)))
-                            for cur in self._cursors]
+            self._copies = [self._copying.enter_context(
+                cur.copy(statement, writer=BoundedQueuedWriter(cur, STREAM_QUEUE_PIECES))) for cur in self._cursors]
             self._day, self._rows[day] = day, 0
-        for copy in self._copies:
-            copy.write(chunk)
+        # A megabyte to each database in turn, so both servers parse at once.
+        view = memoryview(chunk)
+        for start in range(0, len(view), COPY_CHUNK_BYTES):
+            for copy in self._copies:
+                copy.write(view[start:start + COPY_CHUNK_BYTES])
         self._rows[day] += rows
 
     def _end_day(self) -> None:
@@ -110,6 +129,11 @@ class StreamedLoad:
         """Commit in write order (archive first); returns the rows written per partition key."""
         if not self.finished:
             raise StorageError(f"{self.spec.qualified_name}: a streamed load was committed before it finished")
+        for cur, created in zip(self._cursors, self._created):
+            attach_partitions(cur, self.spec, created)
+        # COMMIT of a failed transaction rolls it back without an error: check first.
+        if any(cur.connection.info.transaction_status != pq.TransactionStatus.INTRANS for cur in self._cursors):
+            raise StorageError(f"{self.spec.qualified_name}: a streamed load's transaction failed before its commit")
         for cur in self._cursors:
             cur.connection.commit()
         return {day.isoformat(): rows for day, rows in sorted(self._rows.items())}

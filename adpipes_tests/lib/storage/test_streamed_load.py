@@ -56,9 +56,9 @@ def copied_so_far(dsn: str) -> int:
     deadline = time.monotonic() + 60
     with psycopg.connect(dsn, autocommit=True) as conn:
         while True:
-            row = conn.execute(
-                "SELECT tuples_processed FROM pg_stat_progress_copy p JOIN pg_class c ON c.oid = p.relid "
-                "WHERE c.relname LIKE 'typed%%'").fetchone()
+            # By database: a day table created in the load's transaction is not in pg_class yet.
+            row = conn.execute("SELECT tuples_processed FROM pg_stat_progress_copy "
+                               "WHERE datname = current_database() AND command = 'COPY FROM'").fetchone()
             if (row and row[0]) or time.monotonic() > deadline:
                 return row[0] if row else 0
             time.sleep(0.05)
@@ -183,3 +183,37 @@ def test_a_load_streamed_elsewhere_is_dropped_and_the_files_loaded(clean_databas
         spool.cleanup()
     rows = stored(archive_dsn)
     assert len(rows) == 5 and stored(product_dsn) == rows
+
+
+def test_a_new_day_is_attached_only_at_commit_so_the_table_stays_free_meanwhile(clean_databases):
+    product_dsn, archive_dsn = clean_databases
+    seed(product_dsn, archive_dsn, D1, 4)
+    spool = SpooledFrames(TYPED, [D2.isoformat()], prefix="adpipes-test-streamed-",
+                          stream_into=databases(product_dsn, archive_dsn))
+    try:
+        spool.write(typed_frame(D2, 3000))
+        assert copied_so_far(archive_dsn) > 0 and copied_so_far(product_dsn) > 0
+        for dsn in (archive_dsn, product_dsn):
+            with psycopg.connect(dsn) as conn:
+                # What another run's load does first to the table (ensure_table's COMMENT ON
+                # COLUMN, SHARE UPDATE EXCLUSIVE): attaching D2 now would hold it off the whole step.
+                conn.execute("SET lock_timeout = '2s'")
+                conn.execute("COMMENT ON COLUMN storage_test.typed.name IS 'a name'")
+                # Readers of the other days are not held either.
+                assert conn.execute("SELECT count(*) FROM storage_test.typed WHERE report_date = %s",
+                                    (D1,)).fetchone() == (4,)
+        spool.finish()
+        manager(product_dsn, archive_dsn).handle_output(output_context([D2.isoformat()]), spool)
+    finally:
+        spool.cleanup()
+    for dsn in (archive_dsn, product_dsn):
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM storage_test.typed WHERE report_date = %s",
+                                (D2,)).fetchone() == (3000,)
+            # Attached like any day table, without the bounds it carried until then.
+            assert conn.execute(
+                "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE c.relname = 'typed_p20261121'").fetchone() == (1,)
+            assert conn.execute(
+                "SELECT conname FROM pg_constraint WHERE conrelid = 'storage_test.typed_p20261121'::regclass "
+                "AND contype = 'c'").fetchall() == []

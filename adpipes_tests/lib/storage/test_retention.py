@@ -24,19 +24,28 @@ D1, D2, D3 = dt.date(2026, 8, 1), dt.date(2026, 8, 2), dt.date(2026, 8, 3)
 ROWS = {D1: 2, D2: 3, D3: 4}
 
 
-def seed(product_dsn: str) -> None:
-    days = sorted(ROWS)
+def seed_table(dsn: str, spec: TableSpec, rows: dict[dt.date, int]) -> None:
+    """``rows[day]`` rows of ``day`` in ``spec``'s table, named ``<day>-<n>``."""
+    days = sorted(rows)
     frame = pd.DataFrame({
-        "report_date": pd.Series([d.isoformat() for d in days for _ in range(ROWS[d])], dtype="str"),
-        "name": pd.Series([f"{d}-{n}" for d in days for n in range(ROWS[d])], dtype="str"),
+        "report_date": pd.Series([d.isoformat() for d in days for _ in range(rows[d])], dtype="str"),
+        "name": pd.Series([f"{d}-{n}" for d in days for n in range(rows[d])], dtype="str"),
     })
-    with psycopg.connect(product_dsn) as conn:
-        replace_partitions(conn, DERIVED, frame, days, timezone=TZ)
+    with psycopg.connect(dsn) as conn:
+        replace_partitions(conn, spec, frame, days, timezone=TZ)
+
+
+def rows_by_day(dsn: str, spec: TableSpec) -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute(f"SELECT report_date::text, count(*) FROM {spec.qualified_name} GROUP BY 1").fetchall())
+
+
+def seed(product_dsn: str) -> None:
+    seed_table(product_dsn, DERIVED, ROWS)
 
 
 def stored(product_dsn: str) -> dict[str, int]:
-    with psycopg.connect(product_dsn) as conn:
-        return dict(conn.execute("SELECT report_date::text, count(*) FROM derived_test.daily GROUP BY 1").fetchall())
+    return rows_by_day(product_dsn, DERIVED)
 
 
 def test_days_before_the_cutoff_are_dropped_with_their_row_counts(clean_databases):
@@ -95,18 +104,11 @@ COMPARED = TABLES.register(TableSpec(
 
 
 def seed_compared(dsn: str, rows: dict[dt.date, int]) -> None:
-    days = sorted(rows)
-    frame = pd.DataFrame({
-        "report_date": pd.Series([d.isoformat() for d in days for _ in range(rows[d])], dtype="str"),
-        "name": pd.Series([f"{d}-{n}" for d in days for n in range(rows[d])], dtype="str"),
-    })
-    with psycopg.connect(dsn) as conn:
-        replace_partitions(conn, COMPARED, frame, days, timezone=TZ)
+    seed_table(dsn, COMPARED, rows)
 
 
 def compared_days(dsn: str) -> dict[str, int]:
-    with psycopg.connect(dsn) as conn:
-        return dict(conn.execute("SELECT report_date::text, count(*) FROM compared_test.daily GROUP BY 1").fetchall())
+    return rows_by_day(dsn, COMPARED)
 
 
 def test_only_days_before_the_cutoff_are_pruned_and_a_refusal_names_its_day(clean_databases):

@@ -58,6 +58,13 @@ class StorageError(Exception):
     """A load or read that cannot proceed; the message names table, partition and the fix."""
 
 
+def error_summary(exc: BaseException) -> str:
+    """``Class: first line`` of an error, for a message of one line (PostgreSQL's detail and
+    hint lines, and a driver's quoting of a DSN, stay out)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+
+
 class PostgresDatabase(dg.ConfigurableResource):
     """One PostgreSQL database (product or archive), reached by a DSN from the environment.
 
@@ -752,11 +759,10 @@ def _load_error(exc: Exception, spec: TableSpec, days: Sequence[dt.date], names:
     broken = [name for name, conn in zip(names, conns) if conn.broken] or [n for n in names if n not in written]
     first, last = min(days).isoformat(), max(days).isoformat()
     span = first if first == last else f"{first}..{last}"
-    reason = (str(exc).strip().splitlines() or ["no message"])[0]
     kept = f"; the {' and '.join(written)} database was written" if written else ""
     return StorageError(
         f"{spec.qualified_name} partition(s) {span}: the load into the {' and '.join(broken)} database "
-        f"failed ({type(exc).__name__}: {reason}). A load is one transaction per database, so nothing "
+        f"failed ({error_summary(exc)}). A load is one transaction per database, so nothing "
         f"of it was committed there and the partition(s) hold what they held before{kept}. Re-run "
         "the partition(s) once the database is reachable: a re-run replaces them whole, never twice."
     )
@@ -918,9 +924,8 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
         except Exception as exc:
             # Archive committed and product not, or nothing committed: the files' load replaces the
             # same days with the same rows, and says what failed where.
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.warning(f"{spec.qualified_name}: committing the rows loaded while they were computed failed "
-                        f"({type(exc).__name__}: {reason}); loading the spooled files instead")
+                        f"({error_summary(exc)}); loading the spooled files instead")
             return None
         finally:
             load.close()

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from adpipes.lib.storage.postgres import partition_day
+from adpipes.lib.storage.postgres import error_summary, partition_day
 from adpipes.lib.storage.tables import TableSpec
 
 # Types hash_record_extended hashes by value (their default hash opclass has an extended hash
@@ -201,11 +201,6 @@ def _refusal(spec: TableSpec, day: dt.date, check: Verification) -> str:
             "(docs/retention.md shows how to compare them); re-materializing the partition rewrites both")
 
 
-def _error_text(exc: psycopg.Error) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
-
-
 def prune_table(product: psycopg.Connection, archive: psycopg.Connection, spec: TableSpec,
                 cutoff: dt.date) -> PruneResult:
     """Drop the product partitions of ``spec`` before ``cutoff`` whose archive copy is the same.
@@ -254,7 +249,7 @@ def prune_table(product: psycopg.Connection, archive: psycopg.Connection, spec: 
                     f"lock within {LOCK_TIMEOUT}): product keeps it, the next prune tries again"
                 )
             except psycopg.Error as exc:
-                result.refused[key] = f"{spec.qualified_name} {day} could not be compared ({_error_text(exc)}): product keeps it"
+                result.refused[key] = f"{spec.qualified_name} {day} could not be compared ({error_summary(exc)}): product keeps it"
             finally:
                 # The archive's lock is held until product's drop is committed, then released.
                 for conn in (product, archive):
@@ -285,7 +280,7 @@ def drop_derived_partitions(product: psycopg.Connection, spec: TableSpec, cutoff
             result.refused[key] = (f"{spec.qualified_name} {day} was being derived or read (no lock within "
                                    f"{LOCK_TIMEOUT}): product keeps it, the next prune tries again")
         except psycopg.Error as exc:
-            result.refused[key] = f"{spec.qualified_name} {day} could not be dropped ({_error_text(exc)}): product keeps it"
+            result.refused[key] = f"{spec.qualified_name} {day} could not be dropped ({error_summary(exc)}): product keeps it"
         finally:
             with contextlib.suppress(psycopg.Error):
                 product.rollback()

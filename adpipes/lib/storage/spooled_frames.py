@@ -29,7 +29,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from adpipes.lib.storage.delivered import DeliveredFiles
-from adpipes.lib.storage.postgres import COPY_BATCH_ROWS, PostgresDatabase, StorageError, arrow_table, check_dates
+from adpipes.lib.storage.postgres import (
+    COPY_BATCH_ROWS,
+    PostgresDatabase,
+    StorageError,
+    arrow_table,
+    check_dates,
+    error_summary,
+)
 from adpipes.lib.storage.streamed_load import StreamedLoad
 from adpipes.lib.storage.tables import PARTITION_COLUMN, TableSpec
 
@@ -108,8 +115,7 @@ class SpooledFrames(DeliveredFiles):
             self._streamed.close()
             self._streamed = None
         if self._log is not None:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            self._log.warning(f"{self.spec.qualified_name}: loading while computing stopped ({reason}); "
+            self._log.warning(f"{self.spec.qualified_name}: loading while computing stopped ({error_summary(exc)}); "
                               "the spooled rows will be loaded once they are complete")
 
     def take_streamed_load(self) -> StreamedLoad | None:

@@ -136,7 +136,7 @@ def test_days_out_of_order_fall_back_to_the_spooled_files(clean_databases):
         spool.write(typed_frame(D2, 1, offset=100))
         spool.finish()
         assert [m for m in log.messages if m[0] == "warning"] == [
-            ("warning", "storage_test.typed: loading while computing stopped (storage_test.typed: rows of "
+            ("warning", "storage_test.typed: loading while computing stopped (StorageError: storage_test.typed: rows of "
                         "2026-11-20 arrived after that day's load ended); the spooled rows will be loaded "
                         "once they are complete")]
         manager(product_dsn, archive_dsn).handle_output(output_context(KEYS), spool)

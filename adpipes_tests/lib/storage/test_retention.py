@@ -140,3 +140,45 @@ def test_a_day_being_written_in_the_archive_is_not_pruned(clean_databases, monke
     assert "compared_test.daily 2026-08-01 was being loaded or read in one of the databases (no lock within 200ms)" \
         in result.refused["2026-08-01"]
     assert compared_days(product_dsn) == {"2026-08-01": 2}
+
+
+VALUED = TABLES.register(TableSpec(
+    asset_key=dg.AssetKey(["valued_test", "daily"]),
+    dataframe_schema=pa.DataFrameSchema({
+        "report_date": report_date_column(),
+        "name": pa.Column(TEXT),
+        "n": pa.Column("Int64", nullable=True),
+        "amount": pa.Column("Float64", nullable=True, metadata={"pg_type": "numeric"}),
+    }),
+    databases=(ARCHIVE, PRODUCT),
+))
+
+
+def seed_valued(dsn: str, n: int) -> None:
+    frame = pd.DataFrame({"report_date": pd.Series([D1.isoformat()], dtype="str"),
+                          "name": pd.Series(["a"], dtype="str"),
+                          "n": pd.array([n], dtype="Int64"), "amount": pd.array([1.5], dtype="Float64")})
+    with psycopg.connect(dsn) as conn:
+        replace_partitions(conn, VALUED, frame, [D1], timezone=TZ)
+
+
+@pytest.mark.parametrize("archived_n, pruned", [(5, True), (6, False)])
+def test_values_equal_by_type_are_one_value_and_other_values_are_not(clean_databases, archived_n, pruned):
+    # docs/retention.md: "1.50 and 1.5 are one numeric"; a column whose type differs between the
+    # databases is compared as text (product's bigint 5 is the archive's text '5', not '6').
+    product_dsn, archive_dsn = clean_databases
+    seed_valued(product_dsn, 5)
+    seed_valued(archive_dsn, archived_n)
+    with psycopg.connect(archive_dsn) as conn:
+        conn.execute("UPDATE valued_test.daily SET amount = 1.50")
+        conn.execute("ALTER TABLE valued_test.daily ALTER COLUMN n TYPE text USING n::text")
+        assert conn.execute("SELECT amount::text, n FROM valued_test.daily").fetchone() == ("1.50", str(archived_n))
+    with psycopg.connect(product_dsn) as product, psycopg.connect(archive_dsn) as archive:
+        assert product.execute("SELECT amount::text FROM valued_test.daily").fetchone() == ("1.5",)
+        result = prune_table(product, archive, VALUED, D2)
+    if pruned:
+        assert result.pruned == {"2026-08-01": 1} and result.refused == {}
+        assert rows_by_day(product_dsn, VALUED) == {}
+    else:
+        assert result.pruned == {} and set(result.refused) == {"2026-08-01"}
+        assert rows_by_day(product_dsn, VALUED) == {"2026-08-01": 1}

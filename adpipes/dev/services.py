@@ -214,13 +214,13 @@ def _http_ok(port: int, token: str, timeout: float = 2) -> bool:
         return False
 
 
-def _running_sandbox(paths: _SandboxPaths) -> DevSandbox | None:
+def _running_sandbox(paths: _SandboxPaths, probe_timeout: float = 2) -> DevSandbox | None:
     state = _read_state(paths)
     token = _read_token(paths)
     if state is None or token is None:
         return None
     pid, port = state
-    if not pid_alive(pid) or not _http_ok(port, token):
+    if not pid_alive(pid) or not _http_ok(port, token, probe_timeout):
         return None
     return DevSandbox(
         base_url=f"http://{SANDBOX_HOST}:{port}",
@@ -281,12 +281,12 @@ def _busy_sandbox(paths: _SandboxPaths, pid: int) -> DevSandbox | None:
     """The live sandbox ``pid`` once it answers within :data:`SANDBOX_HUNG_AFTER_S`, or None."""
     deadline = time.monotonic() + SANDBOX_HUNG_AFTER_S
     while pid_alive(pid) and time.monotonic() < deadline:
-        state, token = _read_state(paths), _read_token(paths)
-        if state is None or state[0] != pid or token is None:
+        state = _read_state(paths)
+        if state is None or state[0] != pid:
             return None
-        if _http_ok(state[1], token, timeout=max(0.1, min(10.0, deadline - time.monotonic()))):
-            return DevSandbox(base_url=f"http://{SANDBOX_HOST}:{state[1]}", appsflyer_token=token,
-                              airbridge_token=token, pid=pid)
+        found = _running_sandbox(paths, probe_timeout=max(0.1, min(10.0, deadline - time.monotonic())))
+        if found is not None:
+            return found
         time.sleep(0.2)
     return None
 

@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Spool directories are named adpipes-*, and hold this file naming their owner process.
 SPOOL_PREFIX = "adpipes-"
@@ -205,6 +206,11 @@ class DeliveredFiles:
         for f in self.files:
             counts[f.report_date] = counts.get(f.report_date, 0) + f.rows
         return counts
+
+    def take_streamed_load(self) -> Any:
+        """A load of these rows already made while they were written, for the IO manager to
+        commit (see :class:`~adpipes.lib.storage.spooled_frames.SpooledFrames`); None here."""
+        return None
 
     def cleanup(self) -> None:
         self._finalizer()

@@ -9,6 +9,7 @@ parts it parsed (host, port, database, role), never by the driver's text.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -62,6 +63,11 @@ def dsn_problem(dsn: str) -> str | None:
     except Exception:  # noqa: BLE001 - the driver's message may quote the value
         return "libpq cannot parse it; " + ENCODE_HINT
     return None
+
+
+def dsn_digest(dsn: str) -> str:
+    """Which server and database a DSN names, comparable without keeping its password around."""
+    return hashlib.sha256(dsn.encode()).hexdigest()
 
 
 def describe_dsn(dsn: str) -> str:

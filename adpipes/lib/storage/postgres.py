@@ -30,7 +30,7 @@ from psycopg.copy import QueuedLibpqWriter
 from pydantic import Field
 
 from adpipes.lib.storage.delivered import DeliveredFiles
-from adpipes.lib.storage.dsn import connection_failure_reason, describe_dsn, dsn_problem
+from adpipes.lib.storage.dsn import connection_failure_reason, describe_dsn, dsn_digest, dsn_problem
 from adpipes.lib.storage.names import add_vendor_columns, shortened_names
 from adpipes.lib.storage.tables import ARCHIVE, PARTITION_COLUMN, PRODUCT, TABLES, TableSpec
 
@@ -542,6 +542,17 @@ def replace_partitions_from_files(
     return counts
 
 
+def begin_day_loads(cursors: Sequence[psycopg.Cursor], spec: TableSpec, days: Sequence[dt.date],
+                    *, attach: bool = True) -> list[list[dt.date]]:
+    """Start a load of CSV day files in each cursor's transaction: UTF-8 on the wire and the
+    missing day tables created (:func:`create_partitions`); returns the days created per cursor."""
+    created = []
+    for cur in cursors:
+        cur.execute(sql.SQL("SET LOCAL client_encoding = 'UTF8'"))
+        created.append(create_partitions(cur, spec, days, attach=attach))
+    return created
+
+
 def start_day_copy(cursors: Sequence[psycopg.Cursor], spec: TableSpec, day: dt.date) -> None:
     """Empty ``day``'s child table in each cursor's transaction and give it ``report_date`` as a
     column default, for COPYs of rows without that column (a delivered file, a spooled day)."""
@@ -583,9 +594,7 @@ def _copy_files(conns: Sequence[psycopg.Connection], spec: TableSpec, delivered:
             for cur in cursors:
                 cur.execute(statement)
 
-        each(sql.SQL("SET LOCAL client_encoding = 'UTF8'"))
-        for cur in cursors:
-            create_partitions(cur, spec, days)
+        begin_day_loads(cursors, spec, days)
         for day in sorted(days):
             key, child = day.isoformat(), _child(spec, day)
             start_day_copy(cursors, spec, day)
@@ -907,11 +916,7 @@ class PartitionedTableIOManager(dg.ConfigurableIOManager):
         """Commit the load streamed while the asset computed the rows (a :class:`SpooledFrames`
         given databases), if it loaded exactly this output into exactly these databases; None
         when there is none or it cannot be used, and the spooled files are loaded instead."""
-        # Imported here: spooled_frames and streamed_load build on this module.
-        from adpipes.lib.storage.spooled_frames import SpooledFrames
-        from adpipes.lib.storage.streamed_load import dsn_digest
-
-        load = obj.take_streamed_load() if isinstance(obj, SpooledFrames) else None
+        load = obj.take_streamed_load() if isinstance(obj, DeliveredFiles) else None
         if load is None:
             return None
         try:

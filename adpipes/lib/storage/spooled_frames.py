@@ -100,7 +100,7 @@ class SpooledFrames(DeliveredFiles):
         handle, _ = self._open[day]
         buffer = io.BytesIO()
         pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=header, batch_size=COPY_BATCH_ROWS))
-        chunk = buffer.getvalue()
+        chunk = buffer.getbuffer()  # a view: each block's CSV is not copied again
         handle.write(chunk)
         self._rows[day] += rows.num_rows
         if self._streamed is not None:

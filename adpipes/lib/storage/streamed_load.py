@@ -22,21 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import pq
 
+from adpipes.lib.storage.dsn import dsn_digest
 from adpipes.lib.storage.postgres import (
     COPY_CHUNK_BYTES,
     BoundedQueuedWriter,
     PostgresDatabase,
     StorageError,
     attach_partitions,
+    begin_day_loads,
     check_copied_rows,
-    create_partitions,
     day_copy_statement,
     ensure_table,
     start_day_copy,
@@ -46,11 +46,6 @@ from adpipes.lib.storage.tables import TableSpec
 # Pieces of 128 KB each database's COPY may have queued (24 MB): a whole block's CSV, so the asset
 # computes the next block while the servers parse this one.
 STREAM_QUEUE_PIECES = 192
-
-
-def dsn_digest(dsn: str) -> str:
-    """Which server and database a DSN names, comparable without keeping its password around."""
-    return hashlib.sha256(dsn.encode()).hexdigest()
 
 
 class StreamedLoad:
@@ -80,15 +75,12 @@ class StreamedLoad:
             self._cursors = [self._stack.enter_context(conn.cursor()) for conn in conns]
             # Days new to a database are attached only at commit: attaching takes a lock on the
             # whole table that, held for the step, would stall other runs' loads of it.
-            self._created: list[list[dt.date]] = []
-            for cur in self._cursors:
-                cur.execute(sql.SQL("SET LOCAL client_encoding = 'UTF8'"))
-                self._created.append(create_partitions(cur, spec, self.days, attach=False))
+            self._created = begin_day_loads(self._cursors, spec, self.days, attach=False)
         except BaseException:
             self._stack.close()
             raise
 
-    def write(self, day: dt.date, chunk: bytes, rows: int) -> None:
+    def write(self, day: dt.date, chunk: bytes | memoryview, rows: int) -> None:
         """Send ``chunk`` (``rows`` rows of ``day``; a day's first chunk starts with the header)."""
         if day != self._day:
             self._end_day()

@@ -635,18 +635,21 @@ _ARROW_TYPES = {
 def copy_out(cur: psycopg.Cursor, statement: sql.Composable, sink: Any) -> int:
     """Run ``COPY ... TO STDOUT`` and write its output into the binary file ``sink``; returns the
     bytes written. psycopg hands COPY's output over one row at a time: a file write per row cost
-    a second per 600K rows, so rows are gathered and written a megabyte at a time."""
-    gathered: list[bytes] = []
-    size = written = 0
+    a second per 600K rows, so rows are gathered and written a megabyte at a time. They are
+    gathered into one buffer, not a list: each row is a memoryview, an object the garbage
+    collector tracks, and a list of a megabyte's worth of them made the collector run over and
+    over (300K rows of three key columns: 1.1 s against 0.35 s into a buffer)."""
+    gathered = bytearray()
+    written = 0
     with cur.copy(statement) as copy:
         for row in copy:
-            gathered.append(row)
-            size += len(row)
-            if size >= COPY_CHUNK_BYTES:
-                sink.write(b"".join(gathered))
-                written, gathered, size = written + size, [], 0
-    sink.write(b"".join(gathered))
-    return written + size
+            gathered += row
+            if len(gathered) >= COPY_CHUNK_BYTES:
+                sink.write(gathered)
+                written += len(gathered)
+                gathered.clear()
+    sink.write(gathered)
+    return written + len(gathered)
 
 
 def _copy_partitions_out(

@@ -15,6 +15,8 @@ of the last runs without running anything.
     ./scripts/mutation lib/storage/locks.py           # one file of a package module
     ./scripts/mutation --resume lib/storage           # only the mutants not killed yet (unchecked,
                                                       # survivors, timeouts): after new tests or a stop
+    ./scripts/mutation --survivors lib/quality        # only the mutants checked and not killed
+                                                      # (survived, timed out): after new tests
     ./scripts/mutation --report                       # figures of the runs so far
     .venv/bin/mutmut show <mutant name>               # the edit a survivor made
 """
@@ -134,6 +136,9 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true",
                         help="run only the mutants mutmut's record does not show killed (not checked yet, "
                              "survived, timed out); a module with no record yet runs whole")
+    parser.add_argument("--survivors", action="store_true",
+                        help="run only the mutants mutmut's record shows checked and not killed (survived, "
+                             "timed out, no tests), not the ones never checked: what new tests can change")
     args = parser.parse_args()
     modules = args.modules or list(MODULES)
     # A file inside a package module (lib/storage/locks.py) runs that file's mutants only.
@@ -148,16 +153,18 @@ def main() -> int:
     # changes a rule shows on most inputs, and each mutant reruns every test that calls its function.
     os.environ.setdefault("PROPERTY_TEST_EXAMPLES", "4")
     started = start_postgres()
-    recorded = results() if args.resume else {}
+    recorded = results() if args.resume or args.survivors else {}
+    # Statuses --survivors leaves out: killed, and never checked (--resume runs those too).
+    skipped = {"killed", "not checked"} if args.survivors else {"killed"}
     try:
         for module in modules:
             # mutmut reruns every mutant it is given by name, killed or not; --resume names only the
             # ones its record does not show killed, so a stopped run or new tests cost only those.
             prefix, owner = mutant_prefix(module), owning_module(module)
             names = sorted(name for name, status in recorded.get(owner, {}).items()
-                           if status != "killed" and name.startswith(prefix))
-            if args.resume and any(n.startswith(prefix) for n in recorded.get(owner, {})) and not names:
-                print(f"== mutmut: {module}: every recorded mutant is killed; nothing to resume", flush=True)
+                           if status not in skipped and name.startswith(prefix))
+            if (args.resume or args.survivors) and any(n.startswith(prefix) for n in recorded.get(owner, {})) and not names:
+                print(f"== mutmut: {module}: no recorded mutant to re-run", flush=True)
                 continue
             print(f"== mutmut: {module}" + (f" (resuming {len(names)} mutants)" if names else ""), flush=True)
             # One test process at a time: the machine is shared.

@@ -5,7 +5,7 @@ import pyarrow as pa
 
 from adpipes.appsflyer.schemas import RAW_REPORT_COLUMNS, raw_data_schema, raw_values_schema, snake_case
 from adpipes.appsflyer.raw_data_api import RAW_REPORTS
-from adpipes.appsflyer.transform import snake_case_columns, unify_raw_reports
+from adpipes.appsflyer.transform import snake_case_columns, unify_raw_block, unify_raw_reports
 from adpipes.lib.quality import find_failures
 from adpipes_tests.fixtures.vendor_examples import S2S_EVENT_VALUE, S2S_INVALID_REVENUES, S2S_VALID_REVENUES
 
@@ -87,6 +87,28 @@ def test_unify_normalizes_values():
         ["valid_customer_user_id", "customer_user_id", "user-abc", 1]
     ]
     assert find_failures(raw_data_schema(), frame).empty
+
+
+def test_a_block_keeps_its_index_and_every_value_stays_on_its_row():
+    # unify_raw_block promises the block's own index: a caller may hand it a filtered block (rows
+    # 10, 20, 30 of a larger one). A column rebuilt on a fresh 0-based index would be aligned by
+    # label and come out null (or another row's) on every row.
+    rows = [
+        {"Event Time": f"2026-11-20 1{i}:00:00", "Event Name": "af_purchase", "AppsFlyer ID": f"af-{i}",
+         "Event Value": f'{{"af_revenue":"1.0","af_receipt_id":"r-{i}"}}',
+         "Platform": " iOS ", "App ID": f"id{i}", "Media Source": f"source-{i}", "IDFA": f"idfa-{i}",
+         "Advertising ID": "", "Customer User ID": str(100 + i)}
+        for i in range(3)
+    ]
+    block = _delivered(rows).set_axis([10, 20, 30])
+    typed = unify_raw_block(RAW_REPORTS["in_app_events_report"], block, "Asia/Seoul")
+    assert typed.index.tolist() == [10, 20, 30]
+    assert typed["platform"].tolist() == ["ios"] * 3
+    assert typed["app_id"].tolist() == ["id0", "id1", "id2"]
+    assert typed["advertising_id"].tolist() == ["idfa-0", "idfa-1", "idfa-2"]
+    assert typed["media_source"].tolist() == ["source-0", "source-1", "source-2"]
+    assert typed["appsflyer_id"].tolist() == ["af-0", "af-1", "af-2"]
+    assert typed["event_value"].tolist() == ["r-0", "r-1", "r-2"]
 
 
 def test_unparseable_values_break_the_parseable_values_rules():

@@ -12,9 +12,11 @@ import contextlib
 import datetime as dt
 import io
 import logging
+import os
 import queue
 import re
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -652,39 +654,107 @@ def copy_out(cur: psycopg.Cursor, statement: sql.Composable, sink: Any) -> int:
     return written + len(gathered)
 
 
+def _partition_types(cur: psycopg.Cursor, spec: TableSpec, days: Sequence[dt.date]) -> dict[str, str]:
+    """The table's columns -> PostgreSQL type, in table order; refuses a table never created.
+    Sets the session's TimeZone to UTC for the COPY that follows: timestamps travel in UTC and
+    are converted to the app timezone after parsing."""
+    cur.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+        (spec.schema_name, spec.table_name),
+    )
+    pg_types = dict(cur.fetchall())
+    if not pg_types:
+        raise StorageError(
+            f"{spec.qualified_name} does not exist yet: materialize "
+            f"{spec.asset_key.to_user_string()} for {', '.join(d.isoformat() for d in days)} first"
+        )
+    cur.execute("SET TimeZone = 'UTC'")
+    return pg_types
+
+
+def _partitions_copy(spec: TableSpec, pg_types: dict[str, str], days: Sequence[dt.date]) -> sql.Composed:
+    """``COPY ... TO STDOUT`` of the partitions, every column in table order, header line first."""
+    return sql.SQL(
+        "COPY (SELECT {} FROM {} WHERE {} = ANY({}::date[])) TO STDOUT (FORMAT csv, HEADER true)"
+    ).format(
+        sql.SQL(", ").join(_ident(c) for c in pg_types),
+        _ident(spec.schema_name, spec.table_name),
+        _ident(PARTITION_COLUMN),
+        sql.Literal([d.isoformat() for d in days]),
+    )
+
+
 def _copy_partitions_out(
     conn: psycopg.Connection, spec: TableSpec, days: Sequence[dt.date], sink: Any
 ) -> dict[str, str]:
     """COPY the partitions (header line first) into the binary file ``sink``; returns column -> type.
 
-    Spooled to a file rather than memory: a raw day read back is hundreds of MB of CSV.
+    Spooled to a file rather than memory: a day read back can be hundreds of MB of CSV.
     """
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-            (spec.schema_name, spec.table_name),
-        )
-        pg_types = dict(cur.fetchall())
-        if not pg_types:
-            raise StorageError(
-                f"{spec.qualified_name} does not exist yet: materialize "
-                f"{spec.asset_key.to_user_string()} for {', '.join(d.isoformat() for d in days)} first"
-            )
-        # UTC on the wire; timestamps are converted to the app timezone after parsing.
-        cur.execute("SET TimeZone = 'UTC'")
-        select = sql.SQL(
-            "COPY (SELECT {} FROM {} WHERE {} = ANY({}::date[])) TO STDOUT (FORMAT csv, HEADER true)"
-        ).format(
-            sql.SQL(", ").join(_ident(c) for c in pg_types),
-            _ident(spec.schema_name, spec.table_name),
-            _ident(PARTITION_COLUMN),
-            sql.Literal([d.isoformat() for d in days]),
-        )
-        copy_out(cur, select, sink)
+        pg_types = _partition_types(cur, spec, days)
+        copy_out(cur, _partitions_copy(spec, pg_types, days), sink)
     conn.rollback()
     sink.seek(0)
     return pg_types
+
+
+# Bytes a read-back pipe holds between the thread running COPY and the parser (Linux's default
+# pipe is 64 KB: the COPY thread would wake for every few rows).
+PIPE_BYTES = 1 << 20
+
+
+class CopyOutStream:
+    """``COPY ... TO STDOUT`` as a binary file to read while the server still writes it.
+
+    A thread runs the COPY into a pipe that the caller reads (``with CopyOutStream(...) as
+    source``): the server produces and the caller parses at the same time, instead of the whole
+    output being spooled first. The pipe is bounded, so memory holds at most ``PIPE_BYTES``
+    whatever the size of the output, and a slow reader holds the server back.
+
+    A COPY that fails part-way (a lost session, a cancelled query) closes the pipe early, which
+    looks to the reader like the end of the data: leaving the block raises that failure, so a cut
+    output is never taken for the whole. A reader that stops early closes its end: the thread's
+    next write fails, psycopg cancels the COPY, and the thread ends.
+    """
+
+    def __init__(self, conn: psycopg.Connection, statement: sql.Composable, what: str) -> None:
+        self.conn, self.statement, self.what = conn, statement, what
+        self.error: BaseException | None = None
+        self.bytes = 0
+        read_fd, write_fd = os.pipe()
+        with contextlib.suppress(AttributeError, OSError):
+            import fcntl
+
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self._reader = os.fdopen(read_fd, "rb")
+        self._writer = os.fdopen(write_fd, "wb", buffering=0)
+        self._thread = threading.Thread(target=self._copy, name=f"adpipes COPY TO ({what})", daemon=True)
+
+    def _copy(self) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                self.bytes = copy_out(cur, self.statement, self._writer)
+        except BaseException as exc:  # handed to the reader's thread on leaving the block
+            self.error = exc
+        finally:
+            self._writer.close()
+
+    def __enter__(self) -> io.BufferedReader:
+        self._thread.start()
+        return self._reader
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._reader.close()
+        self._thread.join()
+        if self.error is None or (exc_type is not None and isinstance(self.error, BrokenPipeError)):
+            # Done, or the reader stopped early (its own exception goes on).
+            return False
+        raise StorageError(
+            f"reading {self.what} back failed part-way ({error_summary(self.error)}); nothing read "
+            "from it was kept. Re-run once the database is reachable."
+        ) from self.error
 
 
 def _read_convert_options(pg_types: dict[str, str]) -> pacsv.ConvertOptions:
@@ -735,18 +805,25 @@ class PartitionBatches:
         self.database, self.spec, self.days, self.timezone = database, spec, list(days), timezone
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
-        with tempfile.TemporaryFile() as spool:
-            with self.database.connect() as conn:
-                pg_types = _copy_partitions_out(conn, self.spec, self.days, spool)
-            reader = pacsv.open_csv(
-                spool,
-                read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES),
-                # Values written by COPY may hold line breaks (user agents, campaign names).
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=_read_convert_options(pg_types),
-            )
-            for batch in reader:
-                yield _frame(pa.Table.from_batches([batch]), pg_types, self.timezone)
+        days = ", ".join(d.isoformat() for d in self.days)
+        with self.database.connect() as conn:
+            with conn.cursor() as cur:
+                pg_types = _partition_types(cur, self.spec, self.days)
+            # Parsed while the server writes it (CopyOutStream): the read-back of a raw day took
+            # seconds in which nothing else ran.
+            with CopyOutStream(conn, _partitions_copy(self.spec, pg_types, self.days),
+                               f"{self.spec.qualified_name} partition(s) {days}") as source:
+                reader = pacsv.open_csv(
+                    source,
+                    # One thread reads the pipe: no read-ahead still reading it when the block ends.
+                    read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES, use_threads=False),
+                    # Values written by COPY may hold line breaks (user agents, campaign names).
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    convert_options=_read_convert_options(pg_types),
+                )
+                for batch in reader:
+                    yield _frame(pa.Table.from_batches([batch]), pg_types, self.timezone)
+            conn.rollback()
 
     def of_day(self, day: dt.date) -> PartitionBatches:
         """The same table's ``day`` alone (read when iterated, like this one)."""

@@ -1,0 +1,79 @@
+"""Partitions read back while the server still writes them (PartitionBatches over CopyOutStream),
+on real PostgreSQL: parsed as they come, a COPY cut off part-way is an error, never a shorter day,
+and a reader that stops early ends the COPY."""
+
+import datetime as dt
+import threading
+
+import psycopg
+import pytest
+
+from adpipes.lib.storage.postgres import PartitionBatches, PostgresDatabase, StorageError, replace_partitions_from_files
+from adpipes_tests.lib.storage.test_delivered import delivered
+from adpipes_tests.lib.storage.test_postgres import RAW
+
+D1 = dt.date(2026, 11, 20)
+ROWS = 60_000
+# ~20 MB: far more than the pipe and the socket buffers hold, so the server is still writing when
+# the first block has been parsed.
+VALUE = "x" * 300
+
+
+@pytest.fixture
+def long_day(clean_databases, monkeypatch):
+    _, archive_dsn = clean_databases
+    content = b"A\n" + b"".join(f'"{i}, {VALUE}"\n'.encode() for i in range(ROWS))
+    with psycopg.connect(archive_dsn) as conn:
+        replace_partitions_from_files(conn, RAW, delivered((content, ["a"], ROWS, D1.isoformat())), [D1])
+    # Small blocks, as a million-row day has many.
+    monkeypatch.setattr("adpipes.lib.storage.postgres.READ_BLOCK_BYTES", 256 << 10)
+    return archive_dsn
+
+
+def copies_to(dsn: str) -> list[int]:
+    """Backends running a COPY TO now."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_progress_copy WHERE command = 'COPY TO'").fetchall()]
+
+
+def copy_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("adpipes COPY TO")]
+
+
+def test_blocks_are_parsed_while_the_server_still_copies_and_every_row_comes_back(long_day):
+    batches = iter(PartitionBatches(PostgresDatabase(role="archive", dsn=long_day), RAW, [D1], "Asia/Seoul"))
+    first = next(batches)
+    # Spooled whole first, the COPY would be over before the first block was parsed.
+    assert len(copies_to(long_day)) == 1
+    rest = list(batches)
+    values = [v for b in [first, *rest] for v in b["a"]]
+    assert len(values) == ROWS and set(values) == {f"{i}, {VALUE}" for i in range(ROWS)}
+    assert copies_to(long_day) == [] and copy_threads() == []
+
+
+def test_a_copy_cut_off_part_way_fails_the_read_naming_table_and_day(long_day):
+    batches = iter(PartitionBatches(PostgresDatabase(role="archive", dsn=long_day), RAW, [D1], "Asia/Seoul"))
+    read = len(next(batches))
+    (pid,) = copies_to(long_day)
+    with psycopg.connect(long_day, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    with pytest.raises(StorageError) as caught:
+        for batch in batches:
+            read += len(batch)
+    # The rows that came before the cut were not the day: the read fails instead of ending short.
+    assert read < ROWS
+    message = str(caught.value)
+    assert "storage_test.raw" in message and "2026-11-20" in message and "part-way" in message
+    assert copy_threads() == []
+
+
+def test_a_reader_that_stops_early_ends_the_copy(long_day):
+    batches = iter(PartitionBatches(PostgresDatabase(role="archive", dsn=long_day), RAW, [D1], "Asia/Seoul"))
+    next(batches)
+    assert len(copies_to(long_day)) == 1
+    batches.close()
+    # The thread's next write failed, psycopg cancelled the COPY and the thread ended: nothing
+    # is left running on either side.
+    assert copy_threads() == []
+    assert copies_to(long_day) == []

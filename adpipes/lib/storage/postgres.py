@@ -729,17 +729,24 @@ class CopyOutStream:
 
             fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._reader = os.fdopen(read_fd, "rb")
-        self._writer = os.fdopen(write_fd, "wb", buffering=0)
+        # Buffered on purpose: a raw pipe write interrupted by a signal (a timer, a profiler, a
+        # child's exit) returns having written part of the buffer, and the rest would be lost;
+        # BufferedWriter writes the rest or raises.
+        self._writer = os.fdopen(write_fd, "wb")
         self._thread = threading.Thread(target=self._copy, name=f"adpipes COPY TO ({what})", daemon=True)
 
     def _copy(self) -> None:
         try:
             with self.conn.cursor() as cur:
                 self.bytes = copy_out(cur, self.statement, self._writer)
+            self._writer.flush()
         except BaseException as exc:  # handed to the reader's thread on leaving the block
             self.error = exc
         finally:
-            self._writer.close()
+            # After a failure the buffer may not flush (the reader is gone): the failure already
+            # recorded is the one that counts, and the pipe is closed either way.
+            with contextlib.suppress(OSError):
+                self._writer.close()
 
     def __enter__(self) -> io.BufferedReader:
         self._thread.start()

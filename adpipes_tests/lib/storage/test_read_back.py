@@ -2,8 +2,11 @@
 on real PostgreSQL: parsed as they come, a COPY cut off part-way is an error, never a shorter day,
 and a reader that stops early ends the COPY."""
 
+import contextlib
 import datetime as dt
+import signal
 import threading
+import time
 
 import psycopg
 import pytest
@@ -17,6 +20,14 @@ ROWS = 60_000
 # ~20 MB: far more than the pipe and the socket buffers hold, so the server is still writing when
 # the first block has been parsed.
 VALUE = "x" * 300
+
+
+@pytest.fixture
+def thread_errors(monkeypatch) -> list[BaseException]:
+    """Exceptions that escaped a thread during the test (pytest only warns of them)."""
+    escaped: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
+    return escaped
 
 
 @pytest.fixture
@@ -41,7 +52,7 @@ def copy_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("adpipes COPY TO")]
 
 
-def test_blocks_are_parsed_while_the_server_still_copies_and_every_row_comes_back(long_day):
+def test_blocks_are_parsed_while_the_server_still_copies_and_every_row_comes_back(long_day, thread_errors):
     batches = iter(PartitionBatches(PostgresDatabase(role="archive", dsn=long_day), RAW, [D1], "Asia/Seoul"))
     first = next(batches)
     # Spooled whole first, the COPY would be over before the first block was parsed.
@@ -49,7 +60,7 @@ def test_blocks_are_parsed_while_the_server_still_copies_and_every_row_comes_bac
     rest = list(batches)
     values = [v for b in [first, *rest] for v in b["a"]]
     assert len(values) == ROWS and set(values) == {f"{i}, {VALUE}" for i in range(ROWS)}
-    assert copies_to(long_day) == [] and copy_threads() == []
+    assert copies_to(long_day) == [] and copy_threads() == [] and thread_errors == []
 
 
 def test_a_copy_cut_off_part_way_fails_the_read_naming_table_and_day(long_day):
@@ -68,7 +79,7 @@ def test_a_copy_cut_off_part_way_fails_the_read_naming_table_and_day(long_day):
     assert copy_threads() == []
 
 
-def test_a_reader_that_stops_early_ends_the_copy(long_day):
+def test_a_reader_that_stops_early_ends_the_copy(long_day, thread_errors):
     batches = iter(PartitionBatches(PostgresDatabase(role="archive", dsn=long_day), RAW, [D1], "Asia/Seoul"))
     next(batches)
     assert len(copies_to(long_day)) == 1
@@ -77,3 +88,34 @@ def test_a_reader_that_stops_early_ends_the_copy(long_day):
     # is left running on either side.
     assert copy_threads() == []
     assert copies_to(long_day) == []
+    # The thread's own write error is expected and kept inside it, not escaped.
+    assert thread_errors == []
+
+
+def test_signals_during_the_read_lose_no_byte(long_day):
+    # A signal interrupting a write into the pipe makes write() return having written only part
+    # of the buffer (a profiler, a timer or a child process's exit does it): every byte must
+    # still arrive, in order. Found under py-spy: a raw pipe write dropped the rest of a buffer
+    # and two rows ran together.
+    previous = signal.signal(signal.SIGALRM, lambda *_: None)
+    done = threading.Event()
+
+    def interrupt_the_copy_thread():
+        while not done.is_set():
+            for thread in copy_threads():
+                if thread.ident is None:  # still starting
+                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pthread_kill(thread.ident, signal.SIGALRM)
+            time.sleep(0.0002)
+
+    sender = threading.Thread(target=interrupt_the_copy_thread)
+    sender.start()
+    try:
+        batches = list(PartitionBatches(PostgresDatabase(role="archive", dsn=long_day), RAW, [D1], "Asia/Seoul"))
+    finally:
+        done.set()
+        sender.join()
+        signal.signal(signal.SIGALRM, previous)
+    values = [v for b in batches for v in b["a"]]
+    assert len(values) == ROWS and set(values) == {f"{i}, {VALUE}" for i in range(ROWS)}

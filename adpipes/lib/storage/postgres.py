@@ -703,42 +703,76 @@ def _copy_partitions_out(
 # Bytes a read-back pipe holds between the thread running COPY and the parser (Linux's default
 # pipe is 64 KB: the COPY thread would wake for every few rows).
 PIPE_BYTES = 1 << 20
+# Blocks the CSV parser may take from a read-back ahead of the batches its reader hands on.
+# pyarrow's streaming reader reads ahead on an IO thread of its own (some 32 blocks, whatever
+# use_threads says): a read-back arriving faster than the step types and validates it sat there,
+# up to the whole day (raw_data's step peaked ~100 MB higher).
+READ_AHEAD_BLOCKS = 3
+# How long a read waits for the parser to take a batch before reading ahead anyway: a row longer
+# than the blocks allowed ahead must slow the read, never stall it.
+READ_AHEAD_WAIT_S = 1.0
 
 
 class CopyOutStream:
     """``COPY ... TO STDOUT`` as a binary file to read while the server still writes it.
 
-    A thread runs the COPY into a pipe that the caller reads (``with CopyOutStream(...) as
-    source``): the server produces and the caller parses at the same time, instead of the whole
-    output being spooled first. The pipe is bounded, so memory holds at most ``PIPE_BYTES``
-    whatever the size of the output, and a slow reader holds the server back.
+    ``with CopyOutStream(conn, statement, what) as source:`` starts a thread that runs the COPY
+    into a pipe; ``source.read`` reads the other end, so the server produces while the caller
+    parses, instead of the whole output being spooled first. The pipe is bounded and reads are
+    paced by the caller (:meth:`taken` after each parsed batch, at most ``READ_AHEAD_BLOCKS``
+    ahead), so a slow parser holds the server back and memory holds a few blocks whatever the
+    size of the output.
 
     A COPY that fails part-way (a lost session, a cancelled query) closes the pipe early, which
-    looks to the reader like the end of the data: leaving the block raises that failure, so a cut
-    output is never taken for the whole. A reader that stops early closes its end: the thread's
-    next write fails, psycopg cancels the COPY, and the thread ends.
+    looks to the reader like the end of the data: leaving the block raises that failure, and
+    :meth:`check_rows` compares the rows parsed with the server's own count, so a cut output is
+    never taken for the whole. A reader that stops early closes its end: the thread's next write
+    fails, psycopg ends the COPY, and leaving the block waits for the thread (even when
+    interrupted: it still uses the connection) so the connection is free afterwards.
     """
 
     def __init__(self, conn: psycopg.Connection, statement: sql.Composable, what: str) -> None:
         self.conn, self.statement, self.what = conn, statement, what
         self.error: BaseException | None = None
-        self.bytes = 0
-        read_fd, write_fd = os.pipe()
-        with contextlib.suppress(AttributeError, OSError):
-            import fcntl
+        # The server's count of the rows it copied out ("COPY n"), once the COPY has ended.
+        self.rows: int | None = None
+        self._done = threading.Event()
+        self._pace = threading.Condition()
+        self._ahead = 0
+        self._closing = False
 
-            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        self._reader = os.fdopen(read_fd, "rb")
-        # Buffered on purpose: a raw pipe write interrupted by a signal (a timer, a profiler, a
-        # child's exit) returns having written part of the buffer, and the rest would be lost;
-        # BufferedWriter writes the rest or raises.
-        self._writer = os.fdopen(write_fd, "wb")
-        self._thread = threading.Thread(target=self._copy, name=f"adpipes COPY TO ({what})", daemon=True)
+    def __enter__(self) -> CopyOutStream:
+        read_fd, write_fd = os.pipe()
+        try:
+            with contextlib.suppress(AttributeError, OSError):
+                import fcntl
+
+                fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            # Buffered on both ends on purpose. A raw pipe write interrupted by a signal (a timer,
+            # a profiler, a child's exit) returns having written part of the buffer, and the rest
+            # would be lost; BufferedWriter writes the rest or raises. BufferedReader's lock makes
+            # close() wait for a read in progress on the parser's IO thread.
+            self._reader = os.fdopen(read_fd, "rb")
+            read_fd = None
+            self._writer = os.fdopen(write_fd, "wb")
+            write_fd = None
+            self._thread = threading.Thread(target=self._copy, name=f"adpipes COPY TO ({self.what})", daemon=True)
+            self._thread.start()
+        except BaseException:
+            for fd in (read_fd, write_fd):
+                if fd is not None:
+                    os.close(fd)
+            for handle in (getattr(self, "_reader", None), getattr(self, "_writer", None)):
+                if handle is not None:
+                    handle.close()
+            raise
+        return self
 
     def _copy(self) -> None:
         try:
             with self.conn.cursor() as cur:
-                self.bytes = copy_out(cur, self.statement, self._writer)
+                copy_out(cur, self.statement, self._writer)
+                self.rows = cur.rowcount
             self._writer.flush()
         except BaseException as exc:  # handed to the reader's thread on leaving the block
             self.error = exc
@@ -747,14 +781,58 @@ class CopyOutStream:
             # recorded is the one that counts, and the pipe is closed either way.
             with contextlib.suppress(OSError):
                 self._writer.close()
+            self._done.set()
 
-    def __enter__(self) -> io.BufferedReader:
-        self._thread.start()
-        return self._reader
+    # The file interface the CSV reader uses (pyarrow wraps any object with read()).
+    closed = property(lambda self: self._reader.closed)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, size: int = -1) -> bytes:
+        with self._pace:
+            self._pace.wait_for(lambda: self._ahead < READ_AHEAD_BLOCKS or self._closing, READ_AHEAD_WAIT_S)
+            if self._closing:
+                return b""
+            self._ahead += 1
+        return self._reader.read(size)
+
+    def taken(self) -> None:
+        """The caller took one parsed batch: the reader may read one block more."""
+        with self._pace:
+            self._ahead = max(0, self._ahead - 1)
+            self._pace.notify()
+
+    def check_rows(self, parsed: int) -> None:
+        """Refuse a read whose parsed rows are not the server's count (call after the block)."""
+        if self.rows is not None and parsed != self.rows:
+            raise StorageError(
+                f"reading {self.what} back: the server copied out {self.rows:,} rows and "
+                f"{parsed:,} were parsed; nothing read was kept. Re-run; if it repeats, report it."
+            )
+
+    def close(self) -> None:
+        with self._pace:
+            self._closing = True
+            self._pace.notify_all()
+        self._reader.close()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self._reader.close()
+        self.close()
+        interrupted: BaseException | None = None
+        while not self._done.is_set():
+            try:
+                self._done.wait()
+            except BaseException as caught:  # e.g. Ctrl-C: the thread still uses the connection
+                interrupted = interrupted or caught
+                with contextlib.suppress(Exception):
+                    self.conn.cancel_safe()
         self._thread.join()
+        if interrupted is not None:
+            raise interrupted
         if self.error is None or (exc_type is not None and isinstance(self.error, BrokenPipeError)):
             # Done, or the reader stopped early (its own exception goes on).
             return False
@@ -818,18 +896,22 @@ class PartitionBatches:
                 pg_types = _partition_types(cur, self.spec, self.days)
             # Parsed while the server writes it (CopyOutStream): the read-back of a raw day took
             # seconds in which nothing else ran.
-            with CopyOutStream(conn, _partitions_copy(self.spec, pg_types, self.days),
-                               f"{self.spec.qualified_name} partition(s) {days}") as source:
+            stream = CopyOutStream(conn, _partitions_copy(self.spec, pg_types, self.days),
+                                   f"{self.spec.qualified_name} partition(s) {days}")
+            parsed = 0
+            with stream:
                 reader = pacsv.open_csv(
-                    source,
-                    # One thread reads the pipe: no read-ahead still reading it when the block ends.
+                    stream,
                     read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES, use_threads=False),
                     # Values written by COPY may hold line breaks (user agents, campaign names).
                     parse_options=pacsv.ParseOptions(newlines_in_values=True),
                     convert_options=_read_convert_options(pg_types),
                 )
                 for batch in reader:
+                    stream.taken()
+                    parsed += batch.num_rows
                     yield _frame(pa.Table.from_batches([batch]), pg_types, self.timezone)
+            stream.check_rows(parsed)
             conn.rollback()
 
     def of_day(self, day: dt.date) -> PartitionBatches:

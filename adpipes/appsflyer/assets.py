@@ -3,13 +3,11 @@ platform in one table), and the unified ``raw_data``. Which reports exist is a s
 (APPSFLYER_RAW_REPORTS): :func:`build_raw_assets` builds them."""
 
 import datetime as dt
-import tempfile
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import psycopg
 from psycopg import sql
@@ -26,7 +24,7 @@ from adpipes.appsflyer.raw_data_api import (
     SpooledChunk,
     raw_lookback_start,
     raw_windows,
-    read_report_columns,
+    iter_report_columns,
     split_by_day,
 )
 from adpipes.appsflyer.resources import AppsFlyerApps
@@ -76,7 +74,6 @@ from adpipes.lib.storage.postgres import (
     LOAD_AS_BATCHES,
     PartitionBatches,
     PostgresDatabase,
-    copy_out,
     existing_columns,
     missing_partitions,
 )
@@ -183,42 +180,90 @@ class ArchivedDays:
     by_app: AppDayRows
 
 
-KEY_TABLE_COLUMNS = ["day", "app", *RAW_ROW_KEY, "n"]
-KEY_TABLE_SCHEMA = pa.schema([*((c, pa.string()) for c in KEY_TABLE_COLUMNS[:-1]), ("n", pa.int64())])
+# The temporary table a delivery's row keys are copied into, to be compared in the archive.
+DELIVERED_KEYS_TABLE = "adpipes_delivered_keys"
 
 
-def _archived_keys(cur: psycopg.Cursor, spec, day: str, present: set[str], fallback_app: str | None) -> pa.Table:
-    """The row keys archived for ``day`` per app, with how often each occurs, in one grouped read.
-    A row's app is the one it was requested for; rows archived before adpipes recorded that fall
-    back to AppsFlyer's App ID column, then to ``fallback_app`` (the platform's only app, which is
-    the app adpipes pulled before several apps per platform were supported)."""
+def _archived_app(present: set[str], fallback_app: str | None) -> sql.Composable:
+    """A stored row's app: the one it was requested for; rows archived before adpipes recorded
+    that fall back to AppsFlyer's App ID column, then to ``fallback_app`` (the platform's only app,
+    which is the app adpipes pulled before several apps per platform were supported)."""
     sources = [sql.SQL("nullif({}, '')").format(sql.Identifier(c))
                for c in (REQUESTED_APP_ID, "app_id") if c in present]
-    app = sql.SQL("coalesce({})").format(sql.SQL(", ").join([*sources, sql.Literal(fallback_app or "")]))
+    return sql.SQL("coalesce({})").format(sql.SQL(", ").join([*sources, sql.Literal(fallback_app or "")]))
+
+
+def _copy_delivered_keys(cur: psycopg.Cursor, files: list[tuple[str, SpooledChunk]]) -> None:
+    """The row keys of a day's delivered files, with their app, into the temporary table (empty
+    first), read from the files a block at a time."""
+    cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(DELIVERED_KEYS_TABLE)))
+    statement = sql.SQL("COPY {} (app, {}) FROM STDIN (FORMAT csv)").format(
+        sql.Identifier(DELIVERED_KEYS_TABLE), sql.SQL(", ").join(sql.Identifier(c) for c in RAW_ROW_KEY))
+    options = pacsv.WriteOptions(include_header=False)
+    with cur.copy(statement) as copy:
+        for app_id, f in files:
+            if not f.rows:
+                continue
+            columns = dict(zip(snake_case_columns(f.header), f.header))
+            for batch in iter_report_columns(f.path, [columns[c] for c in RAW_ROW_KEY]):
+                block = pa.RecordBatch.from_arrays(
+                    [pa.array([app_id] * batch.num_rows, pa.string()), *batch.columns], ["app", *RAW_ROW_KEY])
+                buffer = pa.BufferOutputStream()
+                pacsv.write_csv(block, buffer, options)
+                copy.write(memoryview(buffer.getvalue()))
+
+
+def _lost_rows_of_day(cur: psycopg.Cursor, spec, day: str, present: set[str], fallback_app: str | None,
+                      ) -> dict[tuple[str, str], tuple[int, list[str]]]:
+    """Per (day, app): how many archived rows of ``day`` the delivered keys lack (row keys counted
+    as a multiset: a key archived twice and delivered once lacks one) and a few of their keys, in
+    key order. Computed by the archive's server: Python holds neither side's keys."""
     key = [sql.SQL("coalesce({}, '')").format(sql.Identifier(c)) if c in present else sql.Literal("")
            for c in RAW_ROW_KEY]
-    statement = sql.SQL(
-        "COPY (SELECT report_date::text, {app}, {key}, count(*) FROM {table} "
-        "WHERE report_date = {day}::date GROUP BY 1, 2, {positions}) TO STDOUT (FORMAT csv)"
-    ).format(app=app, key=sql.SQL(", ").join(key), table=sql.Identifier(spec.schema_name, spec.table_name),
-             day=sql.Literal(day), positions=sql.SQL(", ").join(sql.Literal(3 + i) for i in range(len(RAW_ROW_KEY))))
-    with tempfile.TemporaryFile() as spool:
-        if not copy_out(cur, statement, spool):
-            return KEY_TABLE_SCHEMA.empty_table()
-        spool.seek(0)
-        return pacsv.read_csv(spool, read_options=pacsv.ReadOptions(column_names=KEY_TABLE_COLUMNS),
-                              convert_options=pacsv.ConvertOptions(
-                                  column_types=dict(zip(KEY_TABLE_SCHEMA.names, KEY_TABLE_SCHEMA.types)),
-                                  strings_can_be_null=False, quoted_strings_can_be_null=False))
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in RAW_ROW_KEY)
+    statement = sql.SQL("""
+        WITH archived AS (
+            SELECT {app} AS app, {key}, count(*) AS n FROM {table} WHERE report_date = {day}::date
+            GROUP BY 1, {positions}),
+        delivered AS (
+            SELECT app, {delivered_key}, count(*) AS n FROM {keys} GROUP BY 1, {positions}),
+        lost AS (
+            SELECT a.app, {a_names}, a.n - coalesce(d.n, 0) AS missing
+            FROM archived a LEFT JOIN delivered d USING (app, {names})
+            WHERE a.n > coalesce(d.n, 0)),
+        ranked AS (
+            SELECT *, sum(missing) OVER (PARTITION BY app) AS app_missing,
+                   row_number() OVER (PARTITION BY app ORDER BY {names}) AS position
+            FROM lost)
+        SELECT app, app_missing, {names} FROM ranked WHERE position <= {sample} ORDER BY app, position
+    """).format(
+        app=_archived_app(present, fallback_app),
+        key=sql.SQL(", ").join(sql.SQL("{} AS {}").format(k, sql.Identifier(c)) for k, c in zip(key, RAW_ROW_KEY)),
+        table=sql.Identifier(spec.schema_name, spec.table_name), day=sql.Literal(day),
+        positions=sql.SQL(", ").join(sql.Literal(2 + i) for i in range(len(RAW_ROW_KEY))),
+        delivered_key=sql.SQL(", ").join(sql.SQL("coalesce({0}, '') AS {0}").format(sql.Identifier(c))
+                                         for c in RAW_ROW_KEY),
+        keys=sql.Identifier(DELIVERED_KEYS_TABLE),
+        a_names=sql.SQL(", ").join(sql.SQL("a.{}").format(sql.Identifier(c)) for c in RAW_ROW_KEY),
+        names=names, sample=sql.Literal(LOST_ROWS_SAMPLE),
+    )
+    lost: dict[tuple[str, str], tuple[int, list[str]]] = {}
+    for app, missing, *row_key in cur.execute(statement):
+        count, sample = lost.get((day, app), (int(missing), []))
+        lost[(day, app)] = (count, [*sample, " / ".join(v or "''" for v in row_key)])
+    return lost
 
 
 def compare_with_archive(archive_db: PostgresDatabase, spec, keys: list[str], fallback_app: str | None,
                          day_files: dict[str, list[tuple[str, SpooledChunk]]], unreadable: set[str],
                          ) -> tuple[ArchivedDays, dict[tuple[str, str], tuple[int, list[str]]]]:
     """What the archive holds for ``keys``, and per (day, app) the archived rows the delivery lacks
-    (:func:`lost_rows`; days in ``unreadable`` have no usable delivery to compare and are only
-    counted). One day at a time, in one read-only transaction: memory holds one day's keys,
-    whatever the length of the range (a 7-day backfill held all seven days' keys twice over)."""
+    (:func:`_lost_rows_of_day`; days in ``unreadable`` have no usable delivery to compare and are
+    only counted). One day at a time, in one transaction whose temporary table of delivered keys
+    is dropped with it: the delivered keys are copied to the archive's server, which compares
+    them with the archived ones, so memory here holds a block of a file, whatever the size of the
+    day or the length of the range (comparing in Arrow held both days' keys and a join of them:
+    ~390 MB at 300K events)."""
     days = [dt.date.fromisoformat(k) for k in keys]
     rows: dict[str, int] = {}
     by_app: AppDayRows = {}
@@ -227,52 +272,26 @@ def compare_with_archive(archive_db: PostgresDatabase, spec, keys: list[str], fa
         stored = sorted(set(days) - set(missing_partitions(conn, spec, days)))
         with conn.cursor() as cur:
             present = set(existing_columns(cur, spec.schema_name, spec.table_name)) if stored else set()
+            if stored:
+                cur.execute(sql.SQL(
+                    "CREATE TEMPORARY TABLE {} (app text, {}) ON COMMIT DROP"
+                ).format(sql.Identifier(DELIVERED_KEYS_TABLE),
+                         sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in RAW_ROW_KEY)))
             for day in stored:
                 key = day.isoformat()
-                archived = _archived_keys(cur, spec, key, present, fallback_app)
-                # Rows per stored day come from the same read (a day loaded empty has no key and 0 rows).
+                # Rows per stored day and app (a day loaded empty has no app and 0 rows).
                 rows[key] = 0
-                for app, n in zip(archived.column("app").to_pylist(), archived.column("n").to_pylist()):
+                for app, n in cur.execute(sql.SQL(
+                    "SELECT {app}, count(*) FROM {table} WHERE report_date = {day}::date GROUP BY 1"
+                ).format(app=_archived_app(present, fallback_app),
+                         table=sql.Identifier(spec.schema_name, spec.table_name), day=sql.Literal(key))):
                     rows[key] += n
                     by_app[(key, app)] = by_app.get((key, app), 0) + n
-                if key not in unreadable:
-                    lost.update(lost_rows(archived, delivered_keys(day_files, {key})))
+                if key not in unreadable and rows[key]:
+                    _copy_delivered_keys(cur, day_files[key])
+                    lost.update(_lost_rows_of_day(cur, spec, key, present, fallback_app))
         conn.rollback()
     return ArchivedDays(rows, by_app), lost
-
-
-def delivered_keys(day_files: dict[str, list[tuple[str, SpooledChunk]]], days: set[str]) -> pa.Table:
-    """The row keys of the delivered files of ``days``, per (day, app), with how often each occurs."""
-    parts = []
-    for day in sorted(days):
-        for app_id, f in day_files[day]:
-            if not f.rows:
-                continue
-            columns = dict(zip(snake_case_columns(f.header), f.header))
-            table = read_report_columns(f.path, [columns[c] for c in RAW_ROW_KEY])
-            table = table.rename_columns(list(RAW_ROW_KEY))
-            parts.append(table.append_column("day", pa.array([day] * table.num_rows, pa.string()))
-                         .append_column("app", pa.array([app_id] * table.num_rows, pa.string())))
-    if not parts:
-        return KEY_TABLE_SCHEMA.empty_table()
-    every = pa.concat_tables(parts)
-    return every.group_by(KEY_TABLE_COLUMNS[:-1]).aggregate([([], "count_all")]).rename_columns(KEY_TABLE_COLUMNS)
-
-
-def lost_rows(archived: pa.Table, delivered: pa.Table) -> dict[tuple[str, str], tuple[int, list[str]]]:
-    """Per (day, app): how many archived rows the delivery lacks (row keys counted as a multiset)
-    and a few of their keys."""
-    group = ["day", "app", *RAW_ROW_KEY]
-    joined = archived.join(delivered.rename_columns([*group, "delivered"]), keys=group, join_type="left outer")
-    missing = pc.subtract(joined.column("n"), pc.fill_null(joined.column("delivered"), 0))
-    joined = joined.append_column("missing", missing).filter(pc.greater(missing, 0))
-    lost: dict[tuple[str, str], tuple[int, list[str]]] = {}
-    for row in joined.to_pylist():
-        count, sample = lost.get((row["day"], row["app"]), (0, []))
-        if len(sample) < LOST_ROWS_SAMPLE:
-            sample = [*sample, " / ".join(row[c] or "''" for c in RAW_ROW_KEY)]
-        lost[(row["day"], row["app"])] = (count + row["missing"], sample)
-    return lost
 
 
 def _refusals(keys: list[str], unusable: list[tuple[str, SpooledChunk, list[str], str]], delivered: AppDayRows,

@@ -20,6 +20,7 @@ import shutil
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -214,15 +215,14 @@ def parse_report_csv(source: bytes | Path) -> pa.Table:
     return pacsv.read_csv(data, **_csv_options(read_header(source)))
 
 
-def read_report_columns(path: Path, headers: list[str]) -> pa.Table:
-    """Only the named header columns of a report CSV, as text (empty cells are "").
-
-    Streamed a block at a time: ``read_csv`` tokenizes the whole file at once, every column of
-    it, and a raw report of 300K events held ~300 MB of Arrow memory for three key columns."""
+def iter_report_columns(path: Path, headers: list[str]) -> Iterator[pa.RecordBatch]:
+    """Only the named header columns of a report CSV, as text (empty cells are ""), a block of
+    ``REPORT_BLOCK_BYTES`` at a time: ``read_csv`` tokenizes the whole file at once, every column
+    of it, and a raw report of 300K events held ~300 MB of Arrow memory for three key columns."""
     options = _csv_options(headers)
     options["convert_options"].include_columns = list(headers)
     options["read_options"].block_size = REPORT_BLOCK_BYTES
-    return pacsv.open_csv(str(path), **options).read_all()
+    yield from pacsv.open_csv(str(path), **options)
 
 
 def count_report_rows(path: Path) -> tuple[list[str], int]:

@@ -188,6 +188,30 @@ def test_a_delivery_as_long_as_the_archived_day_but_lacking_archived_rows_is_ref
     assert _query(archive_dsn, snapshot) == before
 
 
+def test_a_refused_delivery_names_how_many_archived_rows_it_lacks_and_the_first_three_by_key(
+        clean_sandbox, storage_resources, clean_databases):
+    """docs/archive-safety.md: the failure names how many rows are missing and shows a few of
+    their keys, the first in key order (appsflyer_id, event_name, event_time)."""
+    _, archive_dsn = clean_databases
+    day = recent_day(2)
+    asset = build_raw_report_asset("android", RAW_REPORTS["installs_report"])
+    resources = _resources(clean_sandbox, storage_resources, {"android": (SANDBOX_ANDROID_APP_ID,),
+                                                              "ios": (SANDBOX_IOS_APP_ID,)})
+    assert dg.materialize([asset], resources=resources, partition_key=day).success
+    archived = {tuple(r) for r in _query(
+        archive_dsn, "SELECT appsflyer_id, event_name, event_time FROM appsflyer.android_installs")}
+    clean_sandbox.configure(row_overrides=[
+        {"app_id": SANDBOX_ANDROID_APP_ID, "report": "installs_report", "day": day, "row": row,
+         "values": {"AppsFlyer ID": f"1700000000000-replacement-{row}"}} for row in range(3, 8)])
+    result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    message = node_failure(result, "appsflyer__android_installs")
+    assert f"{len(archived):,} archived, 5 of them not in the delivery (e.g. " in message
+    sample = message.split("not in the delivery (e.g. ", 1)[1].split(")", 1)[0].split("; ")
+    keys = [tuple(k.split(" / ")) for k in sample]
+    assert len(keys) == 3 and keys == sorted(keys) and set(keys) <= archived
+
+
 def test_rows_archived_before_requested_app_id_count_for_the_platforms_only_app(
         clean_sandbox, storage_resources, clean_databases):
     """A first-wave archive has no requested_app_id (and AppsFlyer's App ID may be empty): its rows

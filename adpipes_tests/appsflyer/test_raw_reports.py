@@ -164,28 +164,38 @@ def test_a_re_pull_after_the_late_window_closes_adds_the_late_events(clean_sandb
                   (SANDBOX_ANDROID_APP_ID,)) == [(complete,)]
 
 
+def _repull_with_rows_replaced(clean_sandbox, storage_resources, archive_dsn: str, rows: range,
+                               snapshot: str) -> tuple[list[tuple], str, list[tuple]]:
+    """Archive a day of Android installs, then re-pull it with the delivered ``rows`` given new
+    AppsFlyer IDs (archived rows the delivery lacks): (``snapshot`` before, the step's failure,
+    ``snapshot`` after)."""
+    day = recent_day(2)
+    asset = build_raw_report_asset("android", RAW_REPORTS["installs_report"])
+    resources = _resources(clean_sandbox, storage_resources, {"android": (SANDBOX_ANDROID_APP_ID,),
+                                                              "ios": (SANDBOX_IOS_APP_ID,)})
+    assert dg.materialize([asset], resources=resources, partition_key=day).success
+    before = _query(archive_dsn, snapshot)
+    clean_sandbox.configure(row_overrides=[
+        {"app_id": SANDBOX_ANDROID_APP_ID, "report": "installs_report", "day": day, "row": row,
+         "values": {"AppsFlyer ID": f"1700000000000-replacement-{row}"}} for row in rows])
+    result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
+    assert not result.success
+    return before, node_failure(result, "appsflyer__android_installs"), _query(archive_dsn, snapshot)
+
+
 def test_a_delivery_as_long_as_the_archived_day_but_lacking_archived_rows_is_refused(
         clean_sandbox, storage_resources, clean_databases):
     """The archive compares rows, not only counts: a re-pull with the same number of rows, one of
     which replaces an archived row (e.g. AppsFlyer removed a fraudulent install and another came
     in late), would lose the archived row."""
     _, archive_dsn = clean_databases
-    day = recent_day(2)
-    asset = build_raw_report_asset("android", RAW_REPORTS["installs_report"])
-    resources = _resources(clean_sandbox, storage_resources, {"android": (SANDBOX_ANDROID_APP_ID,),
-                                                              "ios": (SANDBOX_IOS_APP_ID,)})
-    assert dg.materialize([asset], resources=resources, partition_key=day).success
     snapshot = ("SELECT count(*), md5(string_agg(appsflyer_id || event_time, ',' ORDER BY appsflyer_id, event_time)) "
                 "FROM appsflyer.android_installs")
-    before = _query(archive_dsn, snapshot)
-    clean_sandbox.configure(row_overrides=[{"app_id": SANDBOX_ANDROID_APP_ID, "report": "installs_report", "day": day,
-                                            "row": 5, "values": {"AppsFlyer ID": "1700000000000-replacement"}}])
-    result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
-    assert not result.success
-    message = node_failure(result, "appsflyer__android_installs")
+    before, message, after = _repull_with_rows_replaced(clean_sandbox, storage_resources, archive_dsn,
+                                                        range(5, 6), snapshot)
     count = before[0][0]
     assert f"app {SANDBOX_ANDROID_APP_ID}: {count:,} rows delivered, {count:,} archived, 1 of them not in the delivery" in message
-    assert _query(archive_dsn, snapshot) == before
+    assert after == before
 
 
 def test_a_refused_delivery_names_how_many_archived_rows_it_lacks_and_the_first_three_by_key(
@@ -193,19 +203,10 @@ def test_a_refused_delivery_names_how_many_archived_rows_it_lacks_and_the_first_
     """docs/archive-safety.md: the failure names how many rows are missing and shows a few of
     their keys, the first in key order (appsflyer_id, event_name, event_time)."""
     _, archive_dsn = clean_databases
-    day = recent_day(2)
-    asset = build_raw_report_asset("android", RAW_REPORTS["installs_report"])
-    resources = _resources(clean_sandbox, storage_resources, {"android": (SANDBOX_ANDROID_APP_ID,),
-                                                              "ios": (SANDBOX_IOS_APP_ID,)})
-    assert dg.materialize([asset], resources=resources, partition_key=day).success
-    archived = {tuple(r) for r in _query(
-        archive_dsn, "SELECT appsflyer_id, event_name, event_time FROM appsflyer.android_installs")}
-    clean_sandbox.configure(row_overrides=[
-        {"app_id": SANDBOX_ANDROID_APP_ID, "report": "installs_report", "day": day, "row": row,
-         "values": {"AppsFlyer ID": f"1700000000000-replacement-{row}"}} for row in range(3, 8)])
-    result = dg.materialize([asset], resources=resources, partition_key=day, raise_on_error=False)
-    assert not result.success
-    message = node_failure(result, "appsflyer__android_installs")
+    archived, message, _ = _repull_with_rows_replaced(
+        clean_sandbox, storage_resources, archive_dsn, range(3, 8),
+        "SELECT appsflyer_id, event_name, event_time FROM appsflyer.android_installs")
+    archived = {tuple(r) for r in archived}
     assert f"{len(archived):,} archived, 5 of them not in the delivery (e.g. " in message
     sample = message.split("not in the delivery (e.g. ", 1)[1].split(")", 1)[0].split("; ")
     keys = [tuple(k.split(" / ")) for k in sample]

@@ -273,6 +273,8 @@ def compare_with_archive(archive_db: PostgresDatabase, spec, keys: list[str], fa
         with conn.cursor() as cur:
             present = set(existing_columns(cur, spec.schema_name, spec.table_name)) if stored else set()
             if stored:
+                # The delivered files are UTF-8, as they are when loaded (begin_day_loads).
+                cur.execute("SET LOCAL client_encoding = 'UTF8'")
                 cur.execute(sql.SQL(
                     "CREATE TEMPORARY TABLE {} (app text, {}) ON COMMIT DROP"
                 ).format(sql.Identifier(DELIVERED_KEYS_TABLE),

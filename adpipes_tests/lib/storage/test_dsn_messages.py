@@ -1,0 +1,59 @@
+"""What a refused or unreachable DSN's message tells the operator to do (docs/configuration.md).
+
+A message is read by someone about to fix an environment variable: the schemes it names and the
+libpq variables it points to must be the ones libpq reads, spelled as libpq reads them
+(environment variable names are case-sensitive). libpq's documentation: "The URI scheme
+designator can be either postgresql:// or postgres://"; with no host and port in the URI, libpq
+takes them from PGHOST and PGPORT.
+"""
+
+import re
+
+import pytest
+
+from adpipes.lib.settings import ConfigurationError, load_settings
+from adpipes.lib.storage.postgres import PostgresDatabase, StorageError
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text)
+
+
+def test_a_dsn_with_another_scheme_is_told_both_schemes_libpq_reads():
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"ADPIPES_ARCHIVE_DSN": "mysql://adpipes@127.0.0.1:5432/archive"})
+    message = str(caught.value)
+    assert "ADPIPES_ARCHIVE_DSN" in message
+    refusal = next(line for line in message.splitlines() if "ADPIPES_ARCHIVE_DSN" in line)
+    assert "scheme" in _words(refusal)
+    # Each scheme named as a word of its own, not run into the text around it.
+    assert "postgresql" in _words(refusal) and "postgres" in _words(refusal)
+
+
+def test_a_dsn_of_only_whitespace_is_refused_as_empty_naming_the_variable():
+    database = PostgresDatabase(role="product", dsn=" \n")
+    with pytest.raises(StorageError) as caught:
+        with database.connect():
+            pass
+    message = str(caught.value)
+    assert "ADPIPES_PRODUCT_DSN" in message
+    assert "empty" in _words(message)
+
+
+def test_a_dsn_naming_no_server_is_described_by_the_libpq_variables_it_falls_back_to(monkeypatch):
+    # postgresql:// alone is a valid URI: libpq takes the host and port from PGHOST and PGPORT.
+    # Port 1 on loopback: nothing listens, the connection is refused.
+    monkeypatch.setenv("PGHOST", "127.0.0.1")
+    monkeypatch.setenv("PGPORT", "1")
+    monkeypatch.delenv("PGDATABASE", raising=False)
+    monkeypatch.delenv("PGUSER", raising=False)
+    database = PostgresDatabase(role="archive", dsn="postgresql://")
+    with pytest.raises(StorageError) as caught:
+        with database.connect():
+            pass
+    message = str(caught.value)
+    assert "ADPIPES_ARCHIVE_DSN" in message and "refused" in message
+    assert "PGHOST" in _words(message) and "PGPORT" in _words(message)
+    # Every mention of the variables is spelled as libpq reads them (pghost is another variable).
+    mentions = re.findall(r"pg(?:host|port)", message, re.IGNORECASE)
+    assert mentions and all(mention.isupper() for mention in mentions)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -45,8 +45,9 @@ def dsn_problem(dsn: str) -> str | None:
     if authority.count("@") > 1:
         return "its user name or password holds an unencoded @; " + ENCODE_HINT
     userinfo, at, hosts = authority.rpartition("@")
-    parsed = urlsplit(text)
-    path = parsed.path.lstrip("/")
+    # The database name, read as libpq reads it: what follows the authority up to ? or #.
+    # (urllib's urlsplit is not used: it takes a [ in a password for an IPv6 host and raises.)
+    path = re.split(r"[?#]", rest[len(authority):], maxsplit=1)[0].lstrip("/")
     if "@" in path or "/" in path or (not at and "@" in rest):
         return "an unencoded @ or / in the user name or password moved the database name; " + ENCODE_HINT
     for host in filter(None, hosts.split(",")):

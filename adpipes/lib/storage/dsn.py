@@ -51,12 +51,15 @@ def dsn_problem(dsn: str) -> str | None:
     if "@" in path or "/" in path or (not at and "@" in rest):
         return "an unencoded @ or / in the user name or password moved the database name; " + ENCODE_HINT
     for host in filter(None, hosts.split(",")):
-        if host.rsplit("]", 1)[-1].count(":") > 1:
+        # The port follows the bracketed address of an IPv6 host; a ] anywhere else (a password's,
+        # when the @host was forgotten) does not end an address.
+        tail = host.rsplit("]", 1)[-1] if host.startswith("[") else host
+        if tail.count(":") > 1:
             # libpq reads h:5432:6543 (or [::1]:5432:6543) as port "5432:6543", and an
             # unbracketed ::1 as no host.
             return ("a host holds more than one ':' (write an IPv6 address in brackets, e.g. "
                     "[::1]:5432; or is it an unencoded : in the password?); " + ENCODE_HINT)
-        port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
+        port = tail.rpartition(":")[2] if ":" in tail else ""
         if not _PORT.fullmatch(port):
             return "its port is not a number (an unencoded : or / in the password?); " + ENCODE_HINT
     try:

@@ -26,6 +26,9 @@ SECRET = "LeakCanary99"
     (f"postgresql://adpipes:{SECRET}@::1/archive", "more than one ':'"),
     (f"postgresql://adpipes:{SECRET}@[::1]:5432:6543/archive", "more than one ':'"),
     (f"host=127.0.0.1 password={SECRET} bogus_option=1", "neither a postgresql:// URI"),
+    # The @host forgotten after a password holding ]: libpq would read host "admin" and the
+    # password's tail as the port (a ] ends only a bracketed IPv6 address).
+    (f"postgresql://admin:{SECRET}]99/archive", "port is not a number"),
 ])
 def test_ambiguous_dsns_are_refused_without_quoting_them(dsn, fragment):
     problem = dsn_problem(dsn)

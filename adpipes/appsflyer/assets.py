@@ -193,6 +193,22 @@ def _archived_app(present: set[str], fallback_app: str | None) -> sql.Composable
     return sql.SQL("coalesce({})").format(sql.SQL(", ").join([*sources, sql.Literal(fallback_app or "")]))
 
 
+def require_temporary_tables(conn: psycopg.Connection, asset: str) -> None:
+    """Refuse (``dg.Failure``) when the archive's role may not create temporary tables, which the
+    comparison of a re-pulled day with the archive uses."""
+    role, database, allowed = conn.execute(
+        "SELECT current_user, current_database(), has_database_privilege(current_database(), 'TEMPORARY')"
+    ).fetchone()
+    conn.rollback()
+    if not allowed:
+        raise dg.Failure(
+            f"{asset}: the archive's role {role} may not create temporary tables in database "
+            f"{database}, which comparing a re-pulled day with the archive needs; nothing was called "
+            f"or written. Grant it (GRANT TEMPORARY ON DATABASE {database} TO {role}) or use "
+            "another role in ADPIPES_ARCHIVE_DSN, then re-run."
+        )
+
+
 def _copy_delivered_keys(cur: psycopg.Cursor, files: list[tuple[str, SpooledChunk]]) -> None:
     """The row keys of a day's delivered files, with their app, into the temporary table (empty
     first), read from the files a block at a time."""
@@ -233,7 +249,7 @@ def _lost_rows_of_day(cur: psycopg.Cursor, spec, day: str, present: set[str], fa
             WHERE a.n > coalesce(d.n, 0)),
         ranked AS (
             SELECT *, sum(missing) OVER (PARTITION BY app) AS app_missing,
-                   row_number() OVER (PARTITION BY app ORDER BY {names}) AS position
+                   row_number() OVER (PARTITION BY app ORDER BY {key_order}) AS position
             FROM lost)
         SELECT app, app_missing, {names} FROM ranked WHERE position <= {sample} ORDER BY app, position
     """).format(
@@ -246,6 +262,8 @@ def _lost_rows_of_day(cur: psycopg.Cursor, spec, day: str, present: set[str], fa
         keys=sql.Identifier(DELIVERED_KEYS_TABLE),
         a_names=sql.SQL(", ").join(sql.SQL("a.{}").format(sql.Identifier(c)) for c in RAW_ROW_KEY),
         names=names, sample=sql.Literal(LOST_ROWS_SAMPLE),
+        # Key order by code point, whatever the database's collation.
+        key_order=sql.SQL(", ").join(sql.SQL('{} COLLATE "C"').format(sql.Identifier(c)) for c in RAW_ROW_KEY),
     )
     lost: dict[tuple[str, str], tuple[int, list[str]]] = {}
     for app, missing, *row_key in cur.execute(statement):
@@ -413,6 +431,9 @@ def build_raw_report_asset(platform: str, report: RawReport) -> dg.AssetsDefinit
         # rather than when the disk fills up after the call was paid for.
         with archive_db.connect() as conn:
             needed = expected_spool_bytes(conn, spec.qualified_name, len(context.partition_keys))
+            # A re-pull is compared with the archive in a temporary table: refuse now, not after
+            # the calls were paid for (a first pull does not need it; the late-events run re-pulls).
+            require_temporary_tables(conn, asset)
         try:
             require_spool_space(needed, f"{asset} partitions {windows[0][0]}..{windows[-1][1]}")
         except SpoolSpaceError as exc:

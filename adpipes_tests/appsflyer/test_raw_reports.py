@@ -10,6 +10,7 @@ from adpipes.appsflyer.raw_data_api import ORGANIC, RAW_REPORTS, RETARGETING, Ap
 from adpipes.appsflyer.resources import AppsFlyerApps
 from adpipes.appsflyer.schemas import PLATFORMS
 from adpipes.lib.settings import SANDBOX_ANDROID_APP_ID, SANDBOX_IOS_APP_ID
+from adpipes.lib.storage.postgres import PostgresDatabase
 from adpipes_tests.appsflyer.test_assets import TZ, node_failure, recent_day, served_rows, step_failure_message
 
 SECOND_ANDROID_APP_ID = "com.adpipes.second"
@@ -203,14 +204,21 @@ def test_a_refused_delivery_names_how_many_archived_rows_it_lacks_and_the_first_
     """docs/archive-safety.md: the failure names how many rows are missing and shows a few of
     their keys, the first in key order (appsflyer_id, event_name, event_time)."""
     _, archive_dsn = clean_databases
-    archived, message, _ = _repull_with_rows_replaced(
-        clean_sandbox, storage_resources, archive_dsn, range(3, 8),
-        "SELECT appsflyer_id, event_name, event_time FROM appsflyer.android_installs")
-    archived = {tuple(r) for r in archived}
+    keys_query = "SELECT appsflyer_id, event_name, event_time FROM appsflyer.android_installs"
+    archived, message, _ = _repull_with_rows_replaced(clean_sandbox, storage_resources, archive_dsn,
+                                                      range(3, 8), keys_query)
+    # The lost keys, found without the code under test: replace the archived day on purpose with
+    # the same delivery and see which keys went.
+    replace = {"ops": {"appsflyer__android_installs": {"config": {"replace_archived": True}}}}
+    asset = build_raw_report_asset("android", RAW_REPORTS["installs_report"])
+    one_app = {"android": (SANDBOX_ANDROID_APP_ID,), "ios": (SANDBOX_IOS_APP_ID,)}
+    assert dg.materialize([asset], resources=_resources(clean_sandbox, storage_resources, one_app),
+                          partition_key=recent_day(2), run_config=replace).success
+    lost = sorted({tuple(r) for r in archived} - {tuple(r) for r in _query(archive_dsn, keys_query)})
+    assert len(lost) == 5
     assert f"{len(archived):,} archived, 5 of them not in the delivery (e.g. " in message
     sample = message.split("not in the delivery (e.g. ", 1)[1].split(")", 1)[0].split("; ")
-    keys = [tuple(k.split(" / ")) for k in sample]
-    assert len(keys) == 3 and keys == sorted(keys) and set(keys) <= archived
+    assert [tuple(k.split(" / ")) for k in sample] == lost[:3]
 
 
 def test_rows_archived_before_requested_app_id_count_for_the_platforms_only_app(
@@ -334,3 +342,30 @@ def test_raw_data_is_not_rebuilt_without_a_report_taken_out_of_the_setting(
     message = step_failure_message(result)
     assert "uninstall_events_report" in message and "APPSFLYER_RAW_REPORTS no longer lists" in message
     assert _query(archive_dsn, "SELECT source_report, count(*) FROM appsflyer.raw_data GROUP BY 1 ORDER BY 1") == before
+
+
+def test_an_archive_role_without_temporary_tables_is_refused_before_any_call(
+        clean_sandbox, storage_resources, clean_databases):
+    """docs/configuration.md: a re-pulled raw day is compared with the archive in a temporary
+    table, so the archive's role needs TEMPORARY; without it the step fails before any call,
+    naming the GRANT to run."""
+    _, archive_dsn = clean_databases
+    role = "adpipes_no_temporary"
+    admin = psycopg.connect(archive_dsn, autocommit=True)
+    try:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN IN ROLE pg_read_all_data")
+        admin.execute("REVOKE TEMPORARY ON DATABASE archive FROM PUBLIC")
+        restricted = archive_dsn.replace("://postgres@", f"://{role}@")
+        resources = {**_resources(clean_sandbox, storage_resources),
+                     "archive_db": PostgresDatabase(role="archive", dsn=restricted)}
+        asset = build_raw_report_asset("android", RAW_REPORTS["installs_report"])
+        result = dg.materialize([asset], resources=resources, partition_key=recent_day(2), raise_on_error=False)
+        assert not result.success
+        message = node_failure(result, "appsflyer__android_installs")
+        assert f"GRANT TEMPORARY ON DATABASE archive TO {role}" in message and "nothing was called" in message
+        assert clean_sandbox.calls() == []
+    finally:
+        admin.execute("GRANT TEMPORARY ON DATABASE archive TO PUBLIC")
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.close()

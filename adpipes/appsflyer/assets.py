@@ -223,7 +223,7 @@ def _copy_delivered_keys(cur: psycopg.Cursor, files: list[tuple[str, SpooledChun
             columns = dict(zip(snake_case_columns(f.header), f.header))
             for batch in iter_report_columns(f.path, [columns[c] for c in RAW_ROW_KEY]):
                 block = pa.RecordBatch.from_arrays(
-                    [pa.array([app_id] * batch.num_rows, pa.string()), *batch.columns], ["app", *RAW_ROW_KEY])
+                    [pa.repeat(app_id, batch.num_rows), *batch.columns], ["app", *RAW_ROW_KEY])
                 buffer = pa.BufferOutputStream()
                 pacsv.write_csv(block, buffer, options)
                 copy.write(memoryview(buffer.getvalue()))

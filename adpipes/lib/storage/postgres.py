@@ -34,6 +34,7 @@ from pydantic import Field
 from adpipes.lib.storage.delivered import DeliveredFiles
 from adpipes.lib.storage.dsn import connection_failure_reason, describe_dsn, dsn_digest, dsn_problem
 from adpipes.lib.storage.names import add_vendor_columns, shortened_names
+from adpipes.lib.storage.paced_reads import PacedReads
 from adpipes.lib.storage.tables import ARCHIVE, PARTITION_COLUMN, PRODUCT, TABLES, TableSpec
 
 # Rows per CSV chunk handed to COPY: large enough that per-chunk overhead vanishes, small enough
@@ -703,17 +704,9 @@ def _copy_partitions_out(
 # Bytes a read-back pipe holds between the thread running COPY and the parser (Linux's default
 # pipe is 64 KB: the COPY thread would wake for every few rows).
 PIPE_BYTES = 1 << 20
-# Blocks the CSV parser may take from a read-back ahead of the batches its reader hands on.
-# pyarrow's streaming reader reads ahead on an IO thread of its own (some 32 blocks, whatever
-# use_threads says): a read-back arriving faster than the step types and validates it sat there,
-# up to the whole day (raw_data's step peaked ~100 MB higher).
-READ_AHEAD_BLOCKS = 3
-# How long a read waits for the parser to take a batch before reading ahead anyway: a row longer
-# than the blocks allowed ahead must slow the read, never stall it.
-READ_AHEAD_WAIT_S = 1.0
 
 
-class CopyOutStream:
+class CopyOutStream(PacedReads):
     """``COPY ... TO STDOUT`` as a binary file to read while the server still writes it.
 
     ``with CopyOutStream(conn, statement, what) as source:`` starts a thread that runs the COPY
@@ -737,9 +730,8 @@ class CopyOutStream:
         # The server's count of the rows it copied out ("COPY n"), once the COPY has ended.
         self.rows: int | None = None
         self._done = threading.Event()
-        self._pace = threading.Condition()
-        self._ahead = 0
-        self._closing = False
+        # The pipe's reading end is opened on entering the block.
+        super().__init__()
 
     def __enter__(self) -> CopyOutStream:
         read_fd, write_fd = os.pipe()
@@ -783,29 +775,6 @@ class CopyOutStream:
                 self._writer.close()
             self._done.set()
 
-    # The file interface the CSV reader uses (pyarrow wraps any object with read()).
-    closed = property(lambda self: self._reader.closed)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def read(self, size: int = -1) -> bytes:
-        with self._pace:
-            self._pace.wait_for(lambda: self._ahead < READ_AHEAD_BLOCKS or self._closing, READ_AHEAD_WAIT_S)
-            if self._closing:
-                return b""
-            self._ahead += 1
-        return self._reader.read(size)
-
-    def taken(self) -> None:
-        """The caller took one parsed batch: the reader may read one block more."""
-        with self._pace:
-            self._ahead = max(0, self._ahead - 1)
-            self._pace.notify()
-
     def check_rows(self, parsed: int) -> None:
         """Refuse a read whose parsed rows are not the server's count (call after the block)."""
         if self.rows is not None and parsed != self.rows:
@@ -813,12 +782,6 @@ class CopyOutStream:
                 f"reading {self.what} back: the server copied out {self.rows:,} rows and "
                 f"{parsed:,} were parsed; nothing read was kept. Re-run; if it repeats, report it."
             )
-
-    def close(self) -> None:
-        with self._pace:
-            self._closing = True
-            self._pace.notify_all()
-        self._reader.close()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.close()

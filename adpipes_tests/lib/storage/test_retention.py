@@ -182,3 +182,87 @@ def test_values_equal_by_type_are_one_value_and_other_values_are_not(clean_datab
     else:
         assert result.pruned == {} and set(result.refused) == {"2026-08-01"}
         assert rows_by_day(product_dsn, VALUED) == {"2026-08-01": 1}
+
+
+# A table whose columns have no hash function (`json`): docs/retention.md, "how values are
+# hashed": such a column is compared as text; "which columns": a column the archive lacks counts
+# as NULL there. Created by hand, since no adpipes table has a json column.
+JSONED = TABLES.register(TableSpec(
+    asset_key=dg.AssetKey(["jsoned_test", "daily"]),
+    dataframe_schema=pa.DataFrameSchema({"report_date": report_date_column(), "name": pa.Column(TEXT)}),
+    databases=(ARCHIVE, PRODUCT),
+))
+
+
+def create_jsoned(dsn: str, columns: str, rows: dict[dt.date, list[str]]) -> None:
+    """``jsoned_test.daily`` with ``columns`` after ``report_date``, one partition per day of
+    ``rows`` holding the rows given as SQL value lists (after the day)."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE SCHEMA jsoned_test")
+        conn.execute(f"CREATE TABLE jsoned_test.daily (report_date date NOT NULL, {columns}) "
+                     "PARTITION BY RANGE (report_date)")
+        for day, values in rows.items():
+            conn.execute(f"CREATE TABLE jsoned_test.daily_p{day:%Y%m%d} PARTITION OF jsoned_test.daily "
+                         f"FOR VALUES FROM ('{day}') TO ('{day + dt.timedelta(days=1)}')")
+            for value in values:
+                conn.execute(f"INSERT INTO jsoned_test.daily VALUES ('{day}', {value})")
+
+
+@pytest.fixture(params=["values", "text"])
+def hashing(request, monkeypatch):
+    """Both ways a fingerprint hashes rows: by value (PostgreSQL 14+) and as text (older servers)."""
+    if request.param == "text":
+        monkeypatch.setattr(storage_retention, "HASH_RECORD_VERSION", 10**9)
+    return request.param
+
+
+def test_a_column_without_a_hash_function_is_compared_as_text_and_one_the_archive_lacks_as_null(
+        clean_databases, hashing):
+    product_dsn, archive_dsn = clean_databases
+    # D1: the same rows; product's `note` (absent from the archive) all NULL: dropped.
+    # D2: the archive's `doc` differs in one row: kept. D3: product's `note` holds a value: kept.
+    create_jsoned(product_dsn, "name text, doc json, note json", {
+        D1: ["'a', '{\"k\": 1}', NULL", "'b', '[1, 2]', NULL"],
+        D2: ["'a', '{\"k\": 1}', NULL", "'b', '[1, 2]', NULL"],
+        D3: ["'a', '{\"k\": 1}', '\"kept\"'", "'b', '[1, 2]', NULL"],
+    })
+    create_jsoned(archive_dsn, "name text, doc json", {
+        D1: ["'a', '{\"k\": 1}'", "'b', '[1, 2]'"],
+        D2: ["'a', '{\"k\": 2}'", "'b', '[1, 2]'"],
+        D3: ["'a', '{\"k\": 1}'", "'b', '[1, 2]'"],
+    })
+    with psycopg.connect(product_dsn) as product, psycopg.connect(archive_dsn) as archive:
+        result = prune_table(product, archive, JSONED, D3 + dt.timedelta(days=1))
+    assert result.pruned == {"2026-08-01": 2}
+    assert set(result.refused) == {"2026-08-02", "2026-08-03"}
+    for day in ("2026-08-02", "2026-08-03"):
+        assert "the archive 2 as well, but the contents differ" in result.refused[day]
+    assert rows_by_day(product_dsn, JSONED) == {"2026-08-02": 2, "2026-08-03": 2}
+
+
+def test_a_refusal_says_what_was_compared_and_what_to_do(clean_databases):
+    # docs/retention.md, "A refused day": the error names table, day, both counts and that the
+    # contents differ, and says what the fingerprints were of (the whole row for a table without
+    # a row key); it points to the page that shows how to compare the copies, and re-materializing
+    # rewrites both (docs/operations.md).
+    product_dsn, archive_dsn = clean_databases
+    seed_table(product_dsn, COMPARED, {D1: 2, D2: 2})
+    with psycopg.connect(archive_dsn) as conn:  # D1 with other rows, no partition of D2
+        conn.execute("CREATE SCHEMA compared_test")
+        conn.execute("CREATE TABLE compared_test.daily (report_date date NOT NULL, name text) "
+                     "PARTITION BY RANGE (report_date)")
+        conn.execute("CREATE TABLE compared_test.daily_p20260801 PARTITION OF compared_test.daily "
+                     "FOR VALUES FROM ('2026-08-01') TO ('2026-08-02')")
+        conn.execute("INSERT INTO compared_test.daily VALUES ('2026-08-01', 'other-0'), ('2026-08-01', 'other-1')")
+    with psycopg.connect(product_dsn) as product, psycopg.connect(archive_dsn) as archive:
+        result = prune_table(product, archive, COMPARED, D3)
+    assert result.pruned == {}
+    changed, missing = result.refused["2026-08-01"], result.refused["2026-08-02"]
+    assert changed.startswith("product holds 2 rows of compared_test.daily for 2026-08-01, the archive 2 as well, "
+                              "but the contents differ (fingerprints of the whole row")
+    assert "rows' keys" not in changed
+    assert missing.startswith("product holds 2 rows of compared_test.daily for 2026-08-02, the archive none")
+    assert "the contents differ: product keeps the partition" in missing
+    for reason in (changed, missing):
+        assert "product keeps the partition" in reason and "docs/retention.md" in reason
+        assert reason.endswith("re-materializing the partition rewrites both")

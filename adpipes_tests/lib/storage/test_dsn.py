@@ -2,7 +2,8 @@
 
 import pytest
 
-from adpipes.lib.storage.dsn import describe_dsn, dsn_problem
+from adpipes.lib.settings import ConfigurationError, load_settings
+from adpipes.lib.storage.dsn import describe_dsn, dsn_digest, dsn_problem
 from adpipes.lib.storage.postgres import PostgresDatabase, StorageError
 
 SECRET = "LeakCanary99"
@@ -146,3 +147,26 @@ def test_a_password_holding_brackets_is_read_as_libpq_reads_it(archive_dsn):
     # The test cluster trusts local connections: the password is sent and ignored.
     with PostgresDatabase(role="archive", dsn=dsn).connect() as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("archive",)
+
+
+@pytest.mark.parametrize("dsn", [
+    f"postgresql://adpipes:{SECRET}@[::1/archive",
+    f"postgresql://adpipes:{SECRET}@[db.internal:5432/archive",
+])
+def test_an_ipv6_host_without_its_closing_bracket_fails_the_load_naming_the_variable(dsn):
+    # docs/configuration.md: an IPv6 host is written in brackets; a DSN that cannot be read
+    # unambiguously fails the load naming the variable, never echoing it.
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"ADPIPES_ARCHIVE_DSN": dsn})
+    message = str(caught.value)
+    assert "ADPIPES_ARCHIVE_DSN" in message and SECRET not in message
+
+
+def test_a_dsn_digest_tells_databases_apart_without_holding_the_password():
+    # The streamed load compares the databases it loaded into with the IO manager's by digest
+    # (docs/development.md: rows streamed into other databases are loaded from the spool files).
+    archive = f"postgresql://adpipes:{SECRET}@db:5432/archive"
+    assert dsn_digest(archive) == dsn_digest(archive)
+    assert dsn_digest(archive) != dsn_digest(archive.replace("/archive", "/product"))
+    assert dsn_digest(archive) != dsn_digest(archive.replace("@db:", "@db2:"))
+    assert SECRET not in dsn_digest(archive) and "adpipes" not in dsn_digest(archive)

@@ -57,3 +57,28 @@ def test_a_dsn_naming_no_server_is_described_by_the_libpq_variables_it_falls_bac
     # Every mention of the variables is spelled as libpq reads them (pghost is another variable).
     mentions = re.findall(r"pg(?:host|port)", message, re.IGNORECASE)
     assert mentions and all(mention.isupper() for mention in mentions)
+    # docs/configuration.md: "described as the libpq defaults, PGHOST and PGPORT".
+    assert re.search(r"(?<!\w)the libpq defaults(?!\w)", message), message
+
+
+SECRET = "LeakCanary99"
+
+
+@pytest.mark.parametrize("dsn", [
+    f"postgresql://adpipes:{SECRET}%zz@127.0.0.1:5432/archive",       # a % starting no escape
+    f"postgresql://adpipes:{SECRET}@x@127.0.0.1:5432/archive",        # an unencoded @
+    f"postgresql://adpipes:{SECRET}/x@127.0.0.1:5432/archive",        # an unencoded /
+    f"postgresql://adpipes:{SECRET}@h:5432:6543/archive",             # a host with two ':'
+    "postgresql://adpipes@127.0.0.1:54x2/archive",                    # a port that is no number
+    f"postgresql://adpipes:{SECRET}@127.0.0.1/archive?bogus_option=1",  # what libpq cannot parse
+])
+def test_a_dsn_refused_for_its_syntax_says_to_percent_encode(dsn):
+    # docs/operations.md: a DSN with an unencoded character is "refused at load naming the
+    # variable and 'percent-encode'" (docs/configuration.md: percent-encode @ : / ? # % and spaces
+    # in the user name and password), as a word of its own.
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"ADPIPES_ARCHIVE_DSN": dsn})
+    message = str(caught.value)
+    refusal = next(line for line in message.splitlines() if "ADPIPES_ARCHIVE_DSN" in line)
+    assert re.search(r"(?<![\w-])percent-encode(?!\w)", refusal), refusal
+    assert SECRET not in message

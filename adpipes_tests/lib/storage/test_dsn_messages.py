@@ -82,3 +82,11 @@ def test_a_dsn_refused_for_its_syntax_says_to_percent_encode(dsn):
     refusal = next(line for line in message.splitlines() if "ADPIPES_ARCHIVE_DSN" in line)
     assert re.search(r"(?<![\w-])percent-encode(?!\w)", refusal), refusal
     assert SECRET not in message
+
+
+def test_an_unbracketed_ipv6_host_is_told_to_write_it_in_brackets():
+    # docs/configuration.md: "write an IPv6 host in brackets ([::1]:5432)".
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"ADPIPES_ARCHIVE_DSN": f"postgresql://adpipes:{SECRET}@::1/archive"})
+    refusal = next(line for line in str(caught.value).splitlines() if "ADPIPES_ARCHIVE_DSN" in line)
+    assert "IPv6" in _words(refusal) and "brackets" in _words(refusal) and "[::1]:5432" in refusal, refusal

@@ -299,3 +299,21 @@ def test_new_vendor_columns_are_logged_and_returned_with_their_headers(clean_dat
     assert added == {name: "Brand New Metric"}
     (record,) = [r for r in caplog.records if r.name == "adpipes.storage"]
     assert "names_check.t" in record.getMessage() and name in record.getMessage()
+
+
+def test_each_name_records_its_header_and_only_shortened_ones_are_listed_as_such():
+    # docs/assets.md: a header over 63 bytes is stored under its name cut to fit; the column's
+    # comment holds the header as delivered and the run's metadata lists such names
+    # (adpipes/shortened_column_names). The header record lives as long as the process, so the
+    # headers here are new to it on every run (a record left by an earlier run of this test
+    # cannot stand in for this one's).
+    import uuid
+
+    from adpipes.lib.storage.names import column_names, header_of, shortened_names
+
+    tag = uuid.uuid4().hex[:12]
+    short, long = f"Short {tag}", f"Long {tag} " + "vendor header words " * 4
+    names = column_names([short, long])
+    assert len(names[1].encode()) <= MAX_IDENTIFIER_BYTES < len(long)
+    assert header_of(names[0]) == short and header_of(names[1]) == long
+    assert shortened_names(names) == {names[1]: long}

@@ -47,3 +47,12 @@ def test_a_column_name_postgresql_would_not_store_names_why_and_the_function_to_
     assert pointer is not None, message
     module, _, attribute = pointer.group(1).rpartition(".")
     assert getattr(importlib.import_module(module), attribute) is names.column_names
+
+
+def test_a_markup_header_is_refused_naming_html_xml_markup():
+    # docs/assets.md: a header that is "HTML/XML markup" is refused, "the refusal naming which of
+    # these it is", spelled as the docs spell it.
+    with pytest.raises(UnusableHeader) as caught:
+        column_names(["<html><body>Service unavailable</body></html>"])
+    message = str(caught.value)
+    assert _has_phrase(message, "markup") and _has_phrase(message, "HTML") and _has_phrase(message, "XML"), message

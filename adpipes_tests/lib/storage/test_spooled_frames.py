@@ -96,3 +96,15 @@ def test_a_file_whose_rows_copy_counts_differently_loads_nowhere(clean_databases
         spool.cleanup()
     # Neither database changed.
     assert stored(archive_dsn) == before and stored(product_dsn) == before
+
+
+def test_a_spooled_output_prints_as_its_table_and_rows():
+    # Dagster, a debugger or a log may print the output object: it names its table and rows
+    # rather than raising.
+    spool = SpooledFrames(TYPED, KEYS, prefix="adpipes-test-frames-")
+    try:
+        spool.write(typed_frame(D1, 7))
+        shown = repr(spool)
+        assert TYPED.qualified_name in shown and "7 rows" in shown
+    finally:
+        spool.cleanup()

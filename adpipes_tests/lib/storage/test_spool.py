@@ -280,6 +280,14 @@ def test_pid_1_is_a_live_owner(tmp_path):
     # In a container the process that spools can be pid 1. The sweep runs in a pid namespace of
     # its own (as a container's processes do), where pid 1 is the sweeping process itself: never
     # the machine's init, which this test must not touch.
+    # This process's own spool is kept too, swept here in the test's process (in a root of its
+    # own, without pid 1's: this process must not check the machine's init), so that mutmut, which
+    # maps a test to the functions it calls in its own process, runs this test for the owner check.
+    from adpipes.lib.storage.delivered import _process_start
+
+    (tmp_path / "self").mkdir()
+    mine = _owned(tmp_path / "self", "adpipes-self-1", {"pid": os.getpid(), "started": _process_start(os.getpid())})
+    assert sweep_abandoned_spools(tmp_path / "self") == [] and mine.exists()
     owned = _owned(tmp_path, "adpipes-init-1", {"pid": 1})
     code = ("import os, sys; from adpipes.lib.storage.delivered import sweep_abandoned_spools as s; "
             f"print(os.getpid(), len(s({str(tmp_path)!r})))")

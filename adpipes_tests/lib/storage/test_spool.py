@@ -276,13 +276,14 @@ def test_the_sweep_does_not_signal_a_live_owner(tmp_path):
         child.wait()
 
 
-def test_pid_1_is_a_live_owner(tmp_path):
+def test_pid_1_and_this_process_are_live_owners(tmp_path):
     # In a container the process that spools can be pid 1. The sweep runs in a pid namespace of
     # its own (as a container's processes do), where pid 1 is the sweeping process itself: never
     # the machine's init, which this test must not touch.
     # This process's own spool is kept too, swept here in the test's process (in a root of its
     # own, without pid 1's: this process must not check the machine's init), so that mutmut, which
-    # maps a test to the functions it calls in its own process, runs this test for the owner check.
+    # maps a test to the functions it calls in its own process, runs this test for the owner check
+    # (mutmut maps only tests new to it: hence this test's name, new after the change).
     from adpipes.lib.storage.delivered import _process_start
 
     (tmp_path / "self").mkdir()

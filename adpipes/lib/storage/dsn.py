@@ -51,9 +51,10 @@ def dsn_problem(dsn: str) -> str | None:
     if "@" in path or "/" in path or (not at and "@" in rest):
         return "an unencoded @ or / in the user name or password moved the database name; " + ENCODE_HINT
     for host in filter(None, hosts.split(",")):
-        # The port follows the bracketed address of an IPv6 host; a ] anywhere else (a password's,
-        # when the @host was forgotten) does not end an address.
-        tail = host.rsplit("]", 1)[-1] if host.startswith("[") else host
+        # The port follows the bracketed address of an IPv6 host, which libpq ends at its first ]
+        # (a second ] is then read as part of the port); a ] anywhere else (a password's, when the
+        # @host was forgotten) does not end an address.
+        tail = host.split("]", 1)[-1] if host.startswith("[") else host
         if tail.count(":") > 1:
             # libpq reads h:5432:6543 (or [::1]:5432:6543) as port "5432:6543", and an
             # unbracketed ::1 as no host.

@@ -172,9 +172,6 @@ def test_a_dsn_digest_tells_databases_apart_without_holding_the_password():
     assert SECRET not in dsn_digest(archive) and "adpipes" not in dsn_digest(archive)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (helper-37): dsn_problem takes the port after the last ] of a bracketed host, libpq after "
-    "the first, so libpq reads port '1]:5432' from a DSN the check passed"))
 def test_a_port_after_a_second_bracket_is_refused_as_libpq_misreads_it():
     # docs/configuration.md: an IPv6 host is written in brackets ([::1]:5432); a DSN that cannot
     # be read unambiguously fails the load. libpq ends a bracketed address at its first ] and

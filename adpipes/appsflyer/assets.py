@@ -182,6 +182,9 @@ class ArchivedDays:
 
 # The temporary table a delivery's row keys are copied into, to be compared in the archive.
 DELIVERED_KEYS_TABLE = "adpipes_delivered_keys"
+# work_mem of the comparison's transaction in the archive (docs/archive-safety.md), per sort or hash
+# of its query: a 300K-event day's keys sort in memory.
+COMPARISON_WORK_MEM = "32MB"
 
 
 def _archived_app(present: set[str], fallback_app: str | None) -> sql.Composable:
@@ -293,6 +296,9 @@ def compare_with_archive(archive_db: PostgresDatabase, spec, keys: list[str], fa
             if stored:
                 # The delivered files are UTF-8, as they are when loaded (begin_day_loads).
                 cur.execute("SET LOCAL client_encoding = 'UTF8'")
+                # The comparison groups and sorts a day's keys: with PostgreSQL's default 4 MB the
+                # server did it on disk past ~50K events (a 300K-event day: 5.5 s, 2.7 s in memory).
+                cur.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(COMPARISON_WORK_MEM)))
                 cur.execute(sql.SQL(
                     "CREATE TEMPORARY TABLE {} (app text, {}) ON COMMIT DROP"
                 ).format(sql.Identifier(DELIVERED_KEYS_TABLE),

@@ -863,15 +863,15 @@ class PartitionBatches:
                                    f"{self.spec.qualified_name} partition(s) {days}")
             parsed = 0
             with stream:
-                reader = pacsv.open_csv(
-                    stream,
-                    read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES, use_threads=False),
-                    # Values written by COPY may hold line breaks (user agents, campaign names).
-                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                    convert_options=_read_convert_options(pg_types),
-                )
-                for batch in reader:
-                    stream.taken()
+                with stream.waiting():
+                    reader = pacsv.open_csv(
+                        stream,
+                        read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES, use_threads=False),
+                        # Values written by COPY may hold line breaks (user agents, campaign names).
+                        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                        convert_options=_read_convert_options(pg_types),
+                    )
+                for batch in stream.batches(reader):
                     parsed += batch.num_rows
                     yield _frame(pa.Table.from_batches([batch]), pg_types, self.timezone)
             stream.check_rows(parsed)

@@ -3,6 +3,9 @@ alone reads ~32 blocks ahead on its own thread, up to the whole file when the ca
 How far a file was read is taken from the kernel (/proc/self/fdinfo), not from the code."""
 
 import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -89,14 +92,47 @@ def test_a_read_waiting_for_the_caller_ends_when_closed(report):
     assert source.read(BLOCK) == b"" and source.closed
 
 
-def test_a_read_waits_for_the_caller_at_most_a_moment(report):
-    # A row longer than the blocks allowed ahead must slow the read, never stall it.
+def test_a_read_beyond_the_blocks_allowed_waits_until_the_caller_takes_or_waits_for_a_batch(report):
     source = PacedReads(open(report, "rb"))
     try:
         for _ in range(AHEAD):
             source.read(BLOCK)
-        started = time.monotonic()
-        assert len(source.read(BLOCK)) == BLOCK
-        assert time.monotonic() - started >= 0.5  # it did wait for a batch to be taken first
+        results = []
+        reading = threading.Thread(target=lambda: results.append(source.read(BLOCK)))
+        reading.start()
+        reading.join(1.5)
+        assert reading.is_alive() and results == []  # held back: the caller has taken nothing
+        # A caller waiting for a batch lets it read on (the batch may need more blocks: a long row).
+        with source.waiting():
+            reading.join(30)
+        assert not reading.is_alive() and len(results[0]) == BLOCK
     finally:
         source.close()
+
+
+def test_a_slow_caller_holds_the_reader_back(report):
+    # A caller busy longer than any timeout between batches (typing and validating a block on a
+    # loaded machine) must not let pyarrow read on towards its own ~32 blocks.
+    batches = paced_csv_batches(report, read_options=pacsv.ReadOptions(block_size=BLOCK))
+    try:
+        for _ in range(3):
+            next(batches)
+            time.sleep(1.5)
+            assert read_position(report) <= FEW_BLOCKS + 3 * BLOCK
+    finally:
+        batches.close()
+
+
+def test_a_source_still_open_when_the_interpreter_exits_is_closed_first(report):
+    # Aborted 4 runs of 4 without the exit handler, 1 of 5 with it but no grace after the last read.
+    # pyarrow's IO thread runs read() in Python; still running at shutdown, it aborted the
+    # interpreter ("PyGILState_Release", exit status 134). Left open on purpose, exiting at once.
+    program = (
+        "import sys, pyarrow.csv as pacsv; from pathlib import Path; "
+        "from adpipes.lib.storage.paced_reads import paced_csv_batches; "
+        f"batches = paced_csv_batches(Path({str(report)!r}), read_options=pacsv.ReadOptions(block_size={BLOCK})); "
+        "next(batches); print('read one batch')"
+    )
+    for _ in range(8):
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stdout.strip()) == (0, "read one batch"), done.stderr[-2000:]

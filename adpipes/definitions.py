@@ -28,17 +28,11 @@ from adpipes.lib.settings import (
     Settings,
     load_settings,
 )
-from adpipes.lib.arrow_memory import use_returning_memory_pool
 from adpipes.lib.quality import QualityStore
 from adpipes.lib.quota import ApiCallLedger
 from adpipes.lib.retention import build_retention_sensor, prune_product_partitions_job
 from adpipes.schedules import build_daily_schedule, build_late_events_schedule
 from adpipes.lib.storage.postgres import PartitionedTableIOManager, PostgresDatabase
-
-
-# Every process that loads the code location (the forkserver steps fork from among them) hands
-# Arrow's freed memory back to the system instead of keeping it (lib/arrow_memory.py).
-use_returning_memory_pool()
 
 
 def _env_or(settings: Settings, name: str, default: str | None) -> dg.EnvVar | str | None:

@@ -155,45 +155,26 @@ def test_the_preloaded_server_has_pandera_ready_to_validate():
     assert done.stdout.split() == ["False", "True"], done.stderr
 
 
-def _forked_step_state(results) -> None:
-    """Runs in a process forked from the step server: what a step starts with."""
-    import gc
-
-    import pyarrow as pa
-
-    results.put((pa.default_memory_pool().backend_name, gc.get_freeze_count(),
-                 "pandera.backends.pandas.container" in sys.modules))
-
-
-def test_a_forked_step_starts_frozen_with_jemalloc_and_pandera_loaded():
-    """What a step process forks with (docs/development.md, "Benchmarks"): Arrow's pool is
-    jemalloc returning freed pages (mimalloc kept them: raw_data's step ~130 MB higher), the
-    server's objects are out of the garbage collector's reach (a step's first collection copied
-    ~54 MB of the server's pages), and pandera's backends are loaded. A real forkserver with the
-    preload the executor resolves: a preload module that fails is skipped by Python in silence."""
+def test_a_forked_step_starts_frozen_with_pandera_loaded():
+    """What a step process forks with (docs/development.md, "Benchmarks"): the server's objects
+    are out of the garbage collector's reach (a step's first collection copied ~54 MB of the
+    server's pages) and pandera's backends are loaded. A real forkserver with the preload the
+    executor resolves (Python skips a preload module that fails in silence); the probe run in the
+    step imports nothing of adpipes itself."""
     import multiprocessing
 
     from adpipes.definitions import STEP_EXECUTOR
+    from adpipes_tests.forked_probe import step_state
 
     preload = STEP_EXECUTOR.config_schema.resolve_config({}).value["config"]["start_method"]["forkserver"]
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(preload["preload_modules"])
     results = context.Queue()
-    step = context.Process(target=_forked_step_state, args=(results,))
+    step = context.Process(target=step_state, args=(results,))
     step.start()
     try:
-        pool, frozen, pandera_loaded = results.get(timeout=300)
+        frozen, pandera_loaded = results.get(timeout=300)
     finally:
         step.join(timeout=60)
-    assert pool == "jemalloc"
     assert frozen > 100_000  # the server's imports (Dagster, pandas, pandera, adpipes): ~217K objects
     assert pandera_loaded
-
-
-def test_arrows_own_pool_setting_is_kept():
-    """ARROW_DEFAULT_MEMORY_POOL (Arrow's setting) wins over adpipes' choice of jemalloc."""
-    probe = "import adpipes.definitions, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
-    for pool in ("mimalloc", "system"):
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
-                              env={**__import__("os").environ, "ARROW_DEFAULT_MEMORY_POOL": pool})
-        assert done.stdout.split() == [pool], done.stderr

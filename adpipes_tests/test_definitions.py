@@ -155,12 +155,10 @@ def test_the_preloaded_server_has_pandera_ready_to_validate():
     assert done.stdout.split() == ["False", "True"], done.stderr
 
 
-def test_a_forked_step_starts_frozen_with_pandera_loaded():
-    """What a step process forks with (docs/development.md, "Benchmarks"): the server's objects
-    are out of the garbage collector's reach (a step's first collection copied ~54 MB of the
-    server's pages) and pandera's backends are loaded. A real forkserver with the preload the
-    executor resolves (Python skips a preload module that fails in silence); the probe run in the
-    step imports nothing of adpipes itself."""
+def test_a_forked_step_starts_with_pandera_loaded():
+    """What a step process forks with (docs/development.md, "Benchmarks"): pandera's backends are
+    loaded. A real forkserver with the preload the executor resolves (Python skips a preload
+    module that fails in silence); the probe run in the step imports nothing of adpipes itself."""
     import multiprocessing
 
     from adpipes.definitions import STEP_EXECUTOR
@@ -173,8 +171,7 @@ def test_a_forked_step_starts_frozen_with_pandera_loaded():
     step = context.Process(target=step_state, args=(results,))
     step.start()
     try:
-        frozen, pandera_loaded = results.get(timeout=300)
+        pandera_loaded = results.get(timeout=300)
     finally:
         step.join(timeout=60)
-    assert frozen > 100_000  # the server's imports (Dagster, pandas, pandera, adpipes): ~217K objects
     assert pandera_loaded

@@ -156,8 +156,7 @@ def paced_csv_batches(path: Path, **options) -> Iterator[pa.RecordBatch]:
     try:
         with source.waiting():
             reader = pacsv.open_csv(source, **options)
-        for batch in source.batches(reader):
-            yield batch
+        yield from source.batches(reader)
     finally:
         # Ends a read waiting for the caller first, then the reader's own read-ahead.
         source.close()

@@ -25,8 +25,10 @@ from adpipes.appsflyer.schemas import (
     TRUE_SPELLINGS,
     parse_timestamps,
     raw_data_schema,
+    raw_values_schema,
 )
 from adpipes.lib.storage.names import column_names
+from adpipes.lib.storage.tables import PARTITION_COLUMN
 
 # The receipt id is kept for every event whose Event Value carries it, whatever the event is
 # called: the original scripts kept it for any event with `af_receipt_id` in its value (apps send
@@ -172,13 +174,26 @@ def empty_raw_data(timezone: str) -> pd.DataFrame:
     return _typed(empty, timezone)[list(columns)]
 
 
+def raw_columns_read(attributions: Iterable[str | None]) -> list[str]:
+    """The columns of an archived raw report that ``raw_data`` reads: those
+    :func:`unify_raw_block` types and those :func:`raw_values_schema` checks for rows of these
+    attributions. The others (user agents, URLs, device details) stay in the archive; a
+    quarantined row is read again whole, since it is kept as delivered."""
+    unified = [c for c in raw_data_schema().columns if c not in _ADPIPES_COLUMNS]
+    checked = [c for a in attributions for c in raw_values_schema(a).columns]
+    return list(dict.fromkeys([PARTITION_COLUMN, *unified, "idfa", REQUESTED_APP_ID, *checked]))
+
+
+# raw_data's columns that adpipes fills in, not read from the raw report.
+_ADPIPES_COLUMNS = ("report_date", "source_report", "attribution")
+
+
 def unify_raw_block(
     report: RawReport, frame: pd.DataFrame, timezone: str, app_ids: dict[str, str] | None = None
 ) -> pd.DataFrame:
     """One block of a raw report (snake_case text columns) as typed ``raw_data`` rows, same index."""
     schema = raw_data_schema()
-    adpipes_columns = ("report_date", "source_report", "attribution")
-    text_sources = [c for c in schema.columns if c not in adpipes_columns]
+    text_sources = [c for c in schema.columns if c not in _ADPIPES_COLUMNS]
     raw = pd.DataFrame(index=frame.index)
     raw["report_date"] = frame["report_date"].astype("str")
     raw["source_report"] = report.name

@@ -193,6 +193,13 @@ def test_bad_rows_are_quarantined_and_reported(resources, clean_sandbox, clean_d
     assert sorted(q[0] for q in quarantined) == sorted(bad_ids)
     reasons = {q[0]: q[1] for q in quarantined}
     assert "user-abc" in reasons["af-bad-cuid"] and "2026-13-45" in reasons["af-bad-time"]
+    # Kept as delivered: every column of the archived raw row, those raw_data does not read (the
+    # user agent, the URL) among them, although raw_data reads only its own columns back.
+    whole = query(archive_dsn, "SELECT q.row_values::jsonb = to_jsonb(r), q.row_values::jsonb ? 'user_agent', "
+                               "r.user_agent IS NOT NULL FROM quality.quarantine q "
+                               "JOIN appsflyer.android_in_app_events r ON r.appsflyer_id = q.row_values->>'appsflyer_id' "
+                               "WHERE q.asset_key = 'appsflyer/raw_data'")
+    assert whole == [(True, True, True)] * 3
     assert {q[2] for q in quarantined} == {day}
     cases = query(archive_dsn, "SELECT check_name, column_name, value FROM quality.failure_cases "
                                "WHERE asset_key = 'appsflyer/raw_data' AND report_date = %s", (day,))

@@ -9,7 +9,7 @@ which rows are quarantined (an ERROR rule failed) and how many rows each partiti
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -258,13 +258,14 @@ class QualityReport:
         views: Sequence[tuple[pa.DataFrameSchema, pd.DataFrame]],
         *,
         keys: pd.DataFrame,
-        delivered: pd.DataFrame | None = None,
+        delivered: pd.DataFrame | Callable[[pd.Index], pd.DataFrame] | None = None,
     ) -> pd.Series:
         """Validate one block of rows; return the mask of rows to write (not quarantined).
 
         ``views`` are (schema, frame) pairs over the same rows with the same RangeIndex; ``keys``
         holds their ``report_date`` and row-key columns; ``delivered`` is the rows as the vendor
-        sent them, stored with quarantined rows (default: the last view).
+        sent them, stored with quarantined rows (default: the last view), or a function that
+        returns them for the given positions (when the block was read with some columns only).
         """
         n = len(keys)
         found = [find_failures(schema, frame) for schema, frame in views]
@@ -317,11 +318,14 @@ class QualityReport:
         return out
 
     def _quarantined(self, errors: pd.DataFrame, bad_rows: pd.Index, keys: pd.DataFrame,
-                     delivered: pd.DataFrame) -> pd.DataFrame:
+                     delivered: pd.DataFrame | Callable[[pd.Index], pd.DataFrame]) -> pd.DataFrame:
         described = errors["check_name"] + ": " + errors["rule"] + " (" + errors["column_name"].fillna("") + \
             "=" + errors["value"].fillna("null") + ")"
         reasons = described.groupby(errors["row"]).agg(lambda r: "; ".join(dict.fromkeys(r)))
-        payload = delivered.iloc[bad_rows].to_json(orient="records", lines=True, date_format="iso")
+        rows = delivered(bad_rows) if callable(delivered) else delivered.iloc[bad_rows]
+        if len(rows) != len(bad_rows):
+            raise ValueError(f"{len(bad_rows)} quarantined rows, but {len(rows)} delivered rows for them")
+        payload = rows.to_json(orient="records", lines=True, date_format="iso")
         return pd.DataFrame(
             {
                 "report_date": keys["report_date"].iloc[bad_rows].astype("str").to_numpy(),

@@ -674,12 +674,21 @@ def _partition_types(cur: psycopg.Cursor, spec: TableSpec, days: Sequence[dt.dat
     return pg_types
 
 
-def _partitions_copy(spec: TableSpec, pg_types: dict[str, str], days: Sequence[dt.date]) -> sql.Composed:
-    """``COPY ... TO STDOUT`` of the partitions, every column in table order, header line first."""
+# The column a projected read-back adds to each row: where the row is stored (its partition's oid
+# and its ctid), for reading the row whole later (:func:`rows_at`). The '#' keeps it apart from
+# every table column: column names are snake_case (adpipes.lib.storage.names).
+ROW_LOCATOR = "#row"
+_LOCATOR_SQL = sql.SQL("tableoid::oid::text || '/' || ctid::text AS {}").format(sql.Identifier(ROW_LOCATOR))
+
+
+def _partitions_copy(spec: TableSpec, pg_types: dict[str, str], days: Sequence[dt.date],
+                     locator: bool = False) -> sql.Composed:
+    """``COPY ... TO STDOUT`` of the partitions, the columns of ``pg_types`` in table order (and
+    the :data:`ROW_LOCATOR` first when asked), header line first."""
     return sql.SQL(
         "COPY (SELECT {} FROM {} WHERE {} = ANY({}::date[])) TO STDOUT (FORMAT csv, HEADER true)"
     ).format(
-        sql.SQL(", ").join(_ident(c) for c in pg_types),
+        sql.SQL(", ").join([*([_LOCATOR_SQL] if locator else []), *(_ident(c) for c in pg_types)]),
         _ident(spec.schema_name, spec.table_name),
         _ident(PARTITION_COLUMN),
         sql.Literal([d.isoformat() for d in days]),
@@ -841,26 +850,100 @@ def read_partitions(
     return _frame(table, pg_types, timezone)
 
 
+def rows_at(database: PostgresDatabase, locators: Sequence[str], *, timezone: str,
+            expected: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows stored at ``locators`` (:data:`ROW_LOCATOR` values from a projected
+    :class:`PartitionBatches`), whole: every column of their table in table order, typed as a
+    read-back types them, in the order of ``locators`` (0-based RangeIndex).
+
+    A locator is the row's place on disk, valid while the partition is not replaced: call this
+    while the iteration that handed the locators out is on (its transaction holds the partitions).
+    ``expected``: the same rows as that iteration read them (some columns); a row missing or
+    different raises :class:`StorageError` rather than answer with another row.
+    """
+    places = [str(locator).split("/", 1) for locator in locators]
+    parts = []
+    with database.connect() as conn, conn.cursor() as cur:
+        for oid in dict.fromkeys(oid for oid, _ in places):
+            # A day partition is read in its parent's column order, as the read-back reads it.
+            cur.execute(
+                "SELECT pn.nspname, p.relname, cn.nspname, c.relname FROM pg_class c "
+                "JOIN pg_namespace cn ON cn.oid = c.relnamespace "
+                "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid "
+                "LEFT JOIN pg_class p ON p.oid = COALESCE(i.inhparent, c.oid) "
+                "LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE c.oid = %s::oid", (oid,))
+            found = cur.fetchone()
+            if found is None:
+                raise StorageError(f"rows_at: table oid {oid} no longer exists (its rows were replaced while read); "
+                                   "re-run the step")
+            parent_schema, parent, schema, table = found
+            cur.execute("SELECT column_name, data_type FROM information_schema.columns "
+                        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                        (parent_schema, parent))
+            pg_types = {ROW_LOCATOR: "text", **dict(cur.fetchall())}
+            cur.execute("SET TimeZone = 'UTC'")
+            statement = sql.SQL(
+                "COPY (SELECT {} || '/' || ctid::text AS {}, {} FROM {} WHERE ctid = ANY({}::tid[])) "
+                "TO STDOUT (FORMAT csv, HEADER true)"
+            ).format(sql.Literal(oid), sql.Identifier(ROW_LOCATOR),
+                     sql.SQL(", ").join(_ident(c) for c in pg_types if c != ROW_LOCATOR),
+                     _ident(schema, table), sql.Literal([ctid for o, ctid in places if o == oid]))
+            buffer = io.BytesIO()
+            copy_out(cur, statement, buffer)
+            buffer.seek(0)
+            table_read = pacsv.read_csv(buffer, parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                                        convert_options=_read_convert_options(pg_types))
+            parts.append(_frame(table_read, pg_types, timezone))
+        conn.rollback()
+    found = pd.concat(parts, ignore_index=True).set_index(ROW_LOCATOR) if parts else pd.DataFrame()
+    wanted = [str(locator) for locator in locators]
+    lost = [locator for locator in wanted if locator not in found.index]
+    rows = found.loc[[w for w in wanted if w not in lost]].reset_index(drop=True)
+    if not lost and expected is not None:
+        columns = [c for c in expected.columns if c != ROW_LOCATOR]
+        seen = expected[columns].reset_index(drop=True)
+        same = pd.Series(True, index=seen.index)
+        for column in columns:
+            now, then = rows[column], seen[column]
+            same &= (now.isna() & then.isna()) | (now == then).fillna(False).astype(bool)
+        lost = [wanted[i] for i in (~same).to_numpy().nonzero()[0]]
+    if lost:
+        raise StorageError(
+            f"rows_at: {len(lost)} of {len(wanted)} rows are no longer stored where they were read "
+            f"(first: {lost[0]}): their partition was replaced while it was read. Nothing was written; "
+            "re-run the step.")
+    return rows
+
+
 class PartitionBatches:
     """Partitions of a table, read lazily as DataFrames of one parse block (~16 MB of CSV) each.
 
-    Iterating opens a connection, spools the partitions to a temporary file and parses it a block
-    at a time, so memory holds one block, not the whole partition.
+    Iterating opens a connection and parses the partitions a block at a time while the server
+    writes them, so memory holds a few blocks, not the whole partition.
+
+    ``columns``: read only these (those the table has, in table order), each row with its
+    :data:`ROW_LOCATOR` first, for reading some rows whole with :func:`rows_at` while the
+    iteration is on (its transaction keeps the partitions from being replaced meanwhile).
     """
 
     def __init__(self, database: PostgresDatabase, spec: TableSpec, days: Sequence[dt.date],
-                 timezone: str) -> None:
+                 timezone: str, columns: Sequence[str] | None = None) -> None:
         self.database, self.spec, self.days, self.timezone = database, spec, list(days), timezone
+        self.columns = None if columns is None else list(columns)
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         days = ", ".join(d.isoformat() for d in self.days)
         with self.database.connect() as conn:
             with conn.cursor() as cur:
                 pg_types = _partition_types(cur, self.spec, self.days)
+            if self.columns is not None:
+                wanted = set(self.columns)
+                pg_types = {ROW_LOCATOR: "text", **{c: t for c, t in pg_types.items() if c in wanted}}
             # Parsed while the server writes it (CopyOutStream): the read-back of a raw day took
             # seconds in which nothing else ran.
-            stream = CopyOutStream(conn, _partitions_copy(self.spec, pg_types, self.days),
-                                   f"{self.spec.qualified_name} partition(s) {days}")
+            statement = _partitions_copy(self.spec, {c: t for c, t in pg_types.items() if c != ROW_LOCATOR},
+                                         self.days, locator=self.columns is not None)
+            stream = CopyOutStream(conn, statement, f"{self.spec.qualified_name} partition(s) {days}")
             parsed = 0
             with stream:
                 with stream.waiting():
@@ -877,9 +960,10 @@ class PartitionBatches:
             stream.check_rows(parsed)
             conn.rollback()
 
-    def of_day(self, day: dt.date) -> PartitionBatches:
-        """The same table's ``day`` alone (read when iterated, like this one)."""
-        return PartitionBatches(self.database, self.spec, [day], self.timezone)
+    def of_day(self, day: dt.date, columns: Sequence[str] | None = None) -> PartitionBatches:
+        """The same table's ``day`` alone (read when iterated, like this one), only ``columns``
+        when given (with each row's :data:`ROW_LOCATOR`)."""
+        return PartitionBatches(self.database, self.spec, [day], self.timezone, columns)
 
     def missing_days(self) -> list[dt.date]:
         """The partitions that were never loaded (reading them would give no rows, not an error)."""

@@ -19,3 +19,9 @@ for _category in (BetaWarning, PreviewWarning, SupersessionWarning):
 warnings.filterwarnings("ignore", message=r"InitResourceContext\.dagster_run is deprecated",
                         category=DeprecationWarning)
 del _category
+
+# A process about to run steps starts Dagster's step server now, so its import of the definitions
+# runs beside this process's own (adpipes/lib/step_server.py).
+from adpipes.lib.step_server import start_early as _start_step_server_early  # noqa: E402
+
+_start_step_server_early()

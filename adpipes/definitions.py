@@ -23,6 +23,7 @@ from adpipes.appsflyer.cohort_api import AppsFlyerCohortApi
 from adpipes.appsflyer.raw_data_api import DEFAULT_DAILY_QUOTAS as RAW_DEFAULT_QUOTAS
 from adpipes.appsflyer.raw_data_api import AppsFlyerRawDataApi
 from adpipes.appsflyer.resources import AppsFlyerApps
+from adpipes.lib.step_server import STEP_PRELOAD
 from adpipes.lib.settings import (
     DEFAULT_APPSFLYER_BASE_URL,
     Settings,
@@ -117,7 +118,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 # machine). Dagster preloads only `dagster` unless told which modules to preload;
 # adpipes.lib.step_preload also loads pandera's validation backends there (0.6 s a step).
 STEP_EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": [__name__, "adpipes.lib.step_preload"]}}},
+    {"start_method": {"forkserver": {"preload_modules": list(STEP_PRELOAD)}}},
     name="forkserver_multiprocess_executor")
 
 

@@ -155,14 +155,14 @@ def test_the_preloaded_server_has_pandera_ready_to_validate():
     assert done.stdout.split() == ["False", "True"], done.stderr
 
 
-def test_a_forked_step_starts_with_pandera_loaded():
-    """What a step process forks with (docs/development.md, "Benchmarks"): pandera's backends are
-    loaded. A real forkserver with the preload the executor resolves (Python skips a preload
+def test_a_forked_step_starts_with_pandera_and_the_instance_storage_loaded():
+    """What a step process forks with (docs/development.md, "Benchmarks"): pandera's backends and
+    the modules Dagster's instance storage imports are loaded. A real forkserver with the preload the executor resolves (Python skips a preload
     module that fails in silence); the probe run in the step imports nothing of adpipes itself."""
     import multiprocessing
 
     from adpipes.definitions import STEP_EXECUTOR
-    from adpipes_tests.forked_probe import step_state
+    from adpipes_tests.forked_probe import PRELOADED, step_state
 
     preload = STEP_EXECUTOR.config_schema.resolve_config({}).value["config"]["start_method"]["forkserver"]
     context = multiprocessing.get_context("forkserver")
@@ -171,7 +171,7 @@ def test_a_forked_step_starts_with_pandera_loaded():
     step = context.Process(target=step_state, args=(results,))
     step.start()
     try:
-        pandera_loaded = results.get(timeout=300)
+        loaded = results.get(timeout=300)
     finally:
         step.join(timeout=60)
-    assert pandera_loaded
+    assert loaded == dict.fromkeys(PRELOADED, True)

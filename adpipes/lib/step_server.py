@@ -12,7 +12,7 @@ running (``multiprocessing``'s forkserver is one per process, started once) and 
 Only the commands that execute a run in their own process start it: the webserver, the daemon,
 code servers and tests import adpipes too and never fork steps. The server imports the same
 modules whoever starts it, so a run whose executor is configured otherwise only leaves it idle
-until the process exits. ``ADPIPES_EARLY_STEP_SERVER=0`` turns it off.
+until the process exits.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ def runs_steps_here(argv: list[str]) -> bool:
 
 def start_early(argv: list[str] | None = None) -> bool:
     """Start the step server now if this process is about to run steps; True if started."""
-    if os.environ.get("ADPIPES_EARLY_STEP_SERVER", "1") == "0":
-        return False
     if not runs_steps_here(sys.argv if argv is None else argv):
         return False
     if multiprocessing.parent_process() is not None:

@@ -27,6 +27,10 @@ import sys
 STEP_PRELOAD = ("adpipes.definitions", "adpipes.lib.step_preload")
 _DAGSTER_FIRST = "dagster._core.executor.multiprocess"
 
+# Set in the run's process when it starts the server (so inherited by the server and the steps);
+# not ADPIPES_-prefixed, since adpipes refuses unknown ADPIPES_ variables.
+_STARTED_BY = "_ADPIPES_STEP_SERVER_STARTED_BY"
+
 # Command lines (after the program) that execute a run, with its steps, in this process.
 _RUNNING_COMMANDS = (("asset", "materialize"), ("job", "execute"), ("api", "execute_run"))
 
@@ -43,8 +47,11 @@ def start_early(argv: list[str] | None = None) -> bool:
     """Start the step server now if this process is about to run steps; True if started."""
     if not runs_steps_here(sys.argv if argv is None else argv):
         return False
-    if multiprocessing.parent_process() is not None:
-        return False  # a child of a run process: its parent's server serves the steps
+    if multiprocessing.parent_process() is not None or os.environ.get(_STARTED_BY):
+        # A child of a run process, or the server itself importing the definitions: the run's
+        # own server serves the steps (and a server must never start another).
+        return False
+    os.environ[_STARTED_BY] = str(os.getpid())
     multiprocessing.get_context("forkserver").set_forkserver_preload([_DAGSTER_FIRST, *STEP_PRELOAD])
     multiprocessing.forkserver.ensure_running()
     return True

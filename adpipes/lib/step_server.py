@@ -9,8 +9,11 @@ when the ``adpipes`` package is first imported, starts the server at once in a p
 about to run steps, so the server's import runs beside the CLI's. The executor then finds it
 running (``multiprocessing``'s forkserver is one per process, started once) and forks from it.
 
-Only the commands that execute a run in their own process start it: the webserver, the daemon,
-code servers and tests import adpipes too and never fork steps. The server imports the same
+Only the commands that execute a run in their own process start it (``dagster asset
+materialize``, ``dagster job execute``, and ``dagster api execute_run``, the run worker of the
+container run launchers): the webserver, the daemon, code servers and tests import adpipes too and
+never fork steps. A run worker the code server starts itself (the default run launcher, a
+``multiprocessing`` child) starts the server when its run begins, as Dagster does. The server imports the same
 modules whoever starts it, so a run whose executor is configured otherwise only leaves it idle
 until the process exits.
 """

@@ -669,7 +669,7 @@ def build_raw_data_asset(reports: list[RawReport]) -> dg.AssetsDefinition:
                 keys=typed, delivered=whole,
             )
 
-        # Only the raw columns raw_data is made of are read back (49 of the in-app events
+        # Only the raw columns raw_data is made of are read back (50 of the in-app events
         # report's 83; half its bytes): the rest stay in the archive.
         columns = raw_columns_read(r.attribution for r in reports)
 

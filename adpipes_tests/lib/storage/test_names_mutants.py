@@ -26,3 +26,9 @@ def test_a_header_whose_plain_and_numbered_names_are_all_taken_gets_a_free_snake
     assert len(set(names)) == len(headers)
     assert all(SNAKE_CASE.fullmatch(name) for name in names), names
     assert names[4].startswith("a_")
+
+
+def test_headers_that_make_the_same_name_get_the_next_free_numbers_in_header_order():
+    # docs/assets.md, "Raw report tables": the later ones get the next free numbered name.
+    assert column_names(["Event Time", "event_time", "EVENT TIME"]) == ["event_time", "event_time_2", "event_time_3"]
+    assert column_names(["A", "A 2", "A"]) == ["a", "a_2", "a_3"]

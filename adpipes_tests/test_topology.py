@@ -258,6 +258,15 @@ def engine_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return [e.dagster_event.message or "" for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)]
 
 
+def vendor_served_the_fault(topology) -> None:
+    """Wait until the step has asked the vendor and met the fault the test planted. Killed before
+    that (a step starts in half a second since the step server preloads what it needs), the fault
+    would stay planted for the next test's run: a stuck task there, its run never finishing and
+    its pool slot never freed."""
+    wait_for(lambda: not topology.sandbox.pending_faults(), 90, "the step meeting the planted vendor fault",
+             diagnostics=topology.diagnostics)
+
+
 def test_a_killed_run_worker_fails_its_run_and_frees_its_pool_slot(topology):
     instance = topology.instance
     # The revenue task never leaves RUNNING: the step polls it, mid-run, until the worker dies.
@@ -267,6 +276,7 @@ def test_a_killed_run_worker_fails_its_run_and_frees_its_pool_slot(topology):
                    diagnostics=topology.diagnostics)
     wait_for(lambda: step_started(instance, run_id, REVENUE_STEP), 90, "the revenue step starting",
              diagnostics=topology.diagnostics)
+    vendor_served_the_fault(topology)
     # The worker is a child of the code server (the default run launcher), not of the daemon.
     assert pid in process_tree(topology.code_server.pid)
     orphans = [p for p in process_tree(pid) if p != pid]
@@ -305,6 +315,7 @@ def test_a_run_whose_worker_died_with_its_code_server_is_failed_by_run_monitorin
                    diagnostics=topology.diagnostics)
     wait_for(lambda: step_started(instance, run_id, REVENUE_STEP), 90, "the revenue step starting",
              diagnostics=topology.diagnostics)
+    vendor_served_the_fault(topology)
     # A reboot, or a process manager killing the code server's whole process group: the worker goes
     # with it, and nobody is left to report the run.
     killed = topology.code_server.kill_tree()
@@ -340,6 +351,7 @@ def test_a_killed_code_server_comes_back_and_the_next_scheduled_tick_succeeds(to
                    diagnostics=topology.diagnostics)
     wait_for(lambda: step_started(instance, run_id, REVENUE_STEP), 90, "the revenue step starting",
              diagnostics=topology.diagnostics)
+    vendor_served_the_fault(topology)
     old_main = topology.code_server.pid
     old_tree = process_tree(old_main)
     assert pid in old_tree

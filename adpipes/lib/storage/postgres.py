@@ -659,17 +659,22 @@ def _partition_types(cur: psycopg.Cursor, spec: TableSpec, days: Sequence[dt.dat
     """The table's columns -> PostgreSQL type, in table order; refuses a table never created.
     Sets the session's TimeZone to UTC for the COPY that follows: timestamps travel in UTC and
     are converted to the app timezone after parsing."""
-    cur.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-        (spec.schema_name, spec.table_name),
-    )
-    pg_types = dict(cur.fetchall())
+    pg_types = _column_types(cur, spec.schema_name, spec.table_name)
     if not pg_types:
         raise StorageError(
             f"{spec.qualified_name} does not exist yet: materialize "
             f"{spec.asset_key.to_user_string()} for {', '.join(d.isoformat() for d in days)} first"
         )
+    return pg_types
+
+
+def _column_types(cur: psycopg.Cursor, schema: str, table: str) -> dict[str, str]:
+    """A table's columns -> PostgreSQL type, in table order (empty when there is no such table).
+    Sets the session's TimeZone to UTC for the COPY that follows (see :func:`_partition_types`)."""
+    cur.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position", (schema, table))
+    pg_types = dict(cur.fetchall())
     cur.execute("SET TimeZone = 'UTC'")
     return pg_types
 
@@ -877,11 +882,7 @@ def rows_at(database: PostgresDatabase, locators: Sequence[str], *, timezone: st
                 raise StorageError(f"rows_at: table oid {oid} no longer exists (its rows were replaced while read); "
                                    "re-run the step")
             parent_schema, parent, schema, table = found
-            cur.execute("SELECT column_name, data_type FROM information_schema.columns "
-                        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-                        (parent_schema, parent))
-            pg_types = {ROW_LOCATOR: "text", **dict(cur.fetchall())}
-            cur.execute("SET TimeZone = 'UTC'")
+            pg_types = {ROW_LOCATOR: "text", **_column_types(cur, parent_schema, parent)}
             statement = sql.SQL(
                 "COPY (SELECT {} || '/' || ctid::text AS {}, {} FROM {} WHERE ctid = ANY({}::tid[])) "
                 "TO STDOUT (FORMAT csv, HEADER true)"
